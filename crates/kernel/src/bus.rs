@@ -1,0 +1,225 @@
+//! The node's broadcast bus: every role publishes `KernelEvent`s here and any
+//! part of the node may subscribe.
+//!
+//! Invariant: publishing never blocks and never fails the publisher. A slow
+//! subscriber lags (and is told how far, so it can reconcile from a snapshot);
+//! it can never slow a publisher down.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+use crate::metrics::names;
+
+/// Default number of events the bus holds for its slowest subscriber.
+pub const DEFAULT_BUS_CAPACITY: usize = 1024;
+
+/// An event on the node bus. New variants may be added by any role issue, so
+/// consumers must keep a catch-all arm.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum KernelEvent {
+    Health { service: String, ok: bool },
+    ConfigUpdated { version: u64 },
+    ServiceCrashed { service: String, reason: String },
+    Shutdown,
+    RegistryCommitted { version: u64, payload_b3: String },
+    ObjectStored { address: String, size: u64 },
+    PeerUp { node_id: String },
+    PeerDown { node_id: String },
+}
+
+impl KernelEvent {
+    /// The topic an event is filed under (the admin bus stream filters on it).
+    pub fn topic(&self) -> &'static str {
+        match self {
+            KernelEvent::Health { .. } => "health",
+            KernelEvent::ConfigUpdated { .. } => "config",
+            KernelEvent::ServiceCrashed { .. } => "crash",
+            KernelEvent::Shutdown => "shutdown",
+            KernelEvent::RegistryCommitted { .. } => "registry",
+            KernelEvent::ObjectStored { .. } => "storage",
+            KernelEvent::PeerUp { .. } | KernelEvent::PeerDown { .. } => "overlay",
+        }
+    }
+
+    /// Every topic name, for validating `?topic=` filters.
+    pub const TOPICS: &'static [&'static str] = &[
+        "health", "config", "crash", "shutdown", "registry", "storage", "overlay",
+    ];
+}
+
+/// Cheap to clone; every clone publishes into the same channel.
+#[derive(Clone, Debug)]
+pub struct Bus {
+    tx: broadcast::Sender<KernelEvent>,
+    capacity: usize,
+    stats: Arc<BusStats>,
+}
+
+#[derive(Debug, Default)]
+struct BusStats {
+    overflowed: std::sync::atomic::AtomicU64,
+}
+
+/// What a subscriber gets: an event, or word that it fell behind by `n`
+/// events and must reconcile from a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BusMessage {
+    Event(KernelEvent),
+    Lagged(u64),
+}
+
+impl Bus {
+    /// `capacity` is clamped to at least 1 (a zero-capacity broadcast channel
+    /// is a programming error in tokio).
+    pub fn new(capacity: usize) -> Self {
+        let capacity = capacity.max(1);
+        let (tx, _) = broadcast::channel(capacity);
+        Self {
+            tx,
+            capacity,
+            stats: Arc::new(BusStats::default()),
+        }
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Publishes without blocking. Returns how many subscribers will see the
+    /// event. When the ring is full the oldest event is overwritten before
+    /// every subscriber read it; when nobody subscribes the event goes
+    /// nowhere. Both count as `bus_overflow_dropped_total`.
+    pub fn publish(&self, event: KernelEvent) -> usize {
+        let full = self.tx.len() >= self.capacity;
+        match self.tx.send(event) {
+            Ok(n) => {
+                if full {
+                    self.note_overflow();
+                }
+                n
+            }
+            Err(_) => {
+                self.note_overflow();
+                0
+            }
+        }
+    }
+
+    fn note_overflow(&self) {
+        self.stats
+            .overflowed
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        metrics::counter!(names::BUS_OVERFLOW_DROPPED_TOTAL).increment(1);
+    }
+
+    /// Events dropped since start (also exported as a metric).
+    pub fn overflow_dropped(&self) -> u64 {
+        self.stats
+            .overflowed
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn subscribe(&self) -> BusReceiver {
+        BusReceiver {
+            rx: self.tx.subscribe(),
+        }
+    }
+
+    pub fn subscriber_count(&self) -> usize {
+        self.tx.receiver_count()
+    }
+}
+
+/// A subscription. Dropping it unsubscribes.
+#[derive(Debug)]
+pub struct BusReceiver {
+    rx: broadcast::Receiver<KernelEvent>,
+}
+
+impl BusReceiver {
+    /// Waits for the next event. `None` once the bus (every `Bus` clone) is
+    /// gone.
+    pub async fn recv(&mut self) -> Option<BusMessage> {
+        match self.rx.recv().await {
+            Ok(ev) => Some(BusMessage::Event(ev)),
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                metrics::counter!(names::BUS_LAGGED_TOTAL).increment(n);
+                Some(BusMessage::Lagged(n))
+            }
+            Err(broadcast::error::RecvError::Closed) => None,
+        }
+    }
+
+    /// Non-blocking variant for hot loops and tests.
+    pub fn try_recv(&mut self) -> Option<BusMessage> {
+        match self.rx.try_recv() {
+            Ok(ev) => Some(BusMessage::Event(ev)),
+            Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                metrics::counter!(names::BUS_LAGGED_TOTAL).increment(n);
+                Some(BusMessage::Lagged(n))
+            }
+            Err(_) => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn every_subscriber_sees_every_event_in_order() {
+        let bus = Bus::new(8);
+        let mut a = bus.subscribe();
+        let mut b = bus.subscribe();
+        assert_eq!(bus.publish(KernelEvent::ConfigUpdated { version: 1 }), 2);
+        bus.publish(KernelEvent::Shutdown);
+        for rx in [&mut a, &mut b] {
+            assert_eq!(
+                rx.recv().await,
+                Some(BusMessage::Event(KernelEvent::ConfigUpdated { version: 1 }))
+            );
+            assert_eq!(rx.recv().await, Some(BusMessage::Event(KernelEvent::Shutdown)));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_slow_subscriber_lags_and_never_blocks_the_publisher() {
+        let bus = Bus::new(4);
+        let mut slow = bus.subscribe();
+        for v in 0..10 {
+            bus.publish(KernelEvent::ConfigUpdated { version: v });
+        }
+        assert_eq!(bus.overflow_dropped(), 6);
+        assert_eq!(slow.recv().await, Some(BusMessage::Lagged(6)));
+        assert_eq!(
+            slow.recv().await,
+            Some(BusMessage::Event(KernelEvent::ConfigUpdated { version: 6 }))
+        );
+    }
+
+    #[test]
+    fn publishing_with_no_subscriber_counts_a_drop() {
+        let bus = Bus::new(0);
+        assert_eq!(bus.capacity(), 1);
+        assert_eq!(bus.publish(KernelEvent::Shutdown), 0);
+        assert_eq!(bus.overflow_dropped(), 1);
+    }
+
+    #[test]
+    fn events_serialize_with_their_kind() {
+        let json = serde_json::to_string(&KernelEvent::ServiceCrashed {
+            service: "storage".into(),
+            reason: "boom".into(),
+        })
+        .unwrap();
+        assert_eq!(
+            json,
+            r#"{"event":"service_crashed","service":"storage","reason":"boom"}"#
+        );
+    }
+}

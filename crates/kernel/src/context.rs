@@ -1,0 +1,163 @@
+//! What the host hands every role when it starts it: `RoleContext`.
+//!
+//! Invariant: a role reaches the rest of the node only through its context
+//! (bus, readiness, shutdown token, pre-bound listeners, live config) and the
+//! typed handles other roles publish; never through another role's internals.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio_util::sync::CancellationToken;
+
+use crate::bus::Bus;
+use crate::http::BoxError;
+use crate::readiness::RoleReadiness;
+
+/// What a role's `run` returns. An `Err` (or a panic, or an `Ok` before
+/// shutdown) is a crash: the supervisor restarts the role with backoff.
+pub type RoleResult = Result<(), BoxError>;
+
+/// A config value that reload can swap while readers keep going: `load()` is
+/// a lock-free snapshot; a reader holds its snapshot for as long as it likes.
+#[derive(Debug)]
+pub struct Live<T>(Arc<ArcSwap<T>>);
+
+impl<T> Clone for Live<T> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<T> Live<T> {
+    pub fn new(value: T) -> Self {
+        Self(Arc::new(ArcSwap::from_pointee(value)))
+    }
+
+    pub fn load(&self) -> Arc<T> {
+        self.0.load_full()
+    }
+
+    pub fn store(&self, value: T) {
+        self.0.store(Arc::new(value));
+    }
+}
+
+/// Node-wide settings every role may read.
+#[derive(Debug, Clone)]
+pub struct NodeSettings {
+    pub data_dir: PathBuf,
+    pub amnesia: bool,
+    pub read_only: bool,
+    pub drain_deadline: Duration,
+    pub header_read_timeout: Duration,
+}
+
+/// Listening sockets the host bound for a role before starting it. The host
+/// keeps the originals so a restarted role gets the same port back, and
+/// connections that arrive during a restart wait in the backlog.
+#[derive(Debug, Clone, Default)]
+pub struct RoleListeners {
+    tcp: BTreeMap<String, Arc<Slot>>,
+}
+
+/// The host's copy of a bound socket. `close` drops it so that, once the
+/// role's own accept loop has stopped, the port refuses new connections
+/// instead of queueing them in a backlog nobody will read.
+#[derive(Debug)]
+struct Slot {
+    addr: SocketAddr,
+    socket: Mutex<Option<std::net::TcpListener>>,
+}
+
+impl RoleListeners {
+    pub fn insert_tcp(&mut self, name: &str, listener: std::net::TcpListener) -> io::Result<()> {
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        self.tcp.insert(
+            name.to_owned(),
+            Arc::new(Slot {
+                addr,
+                socket: Mutex::new(Some(listener)),
+            }),
+        );
+        Ok(())
+    }
+
+    pub fn tcp_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.tcp.get(name).map(|s| s.addr)
+    }
+
+    /// Drops the host's copies of every socket (at shutdown).
+    pub fn close(&self) {
+        for slot in self.tcp.values() {
+            slot.socket.lock().unwrap_or_else(|p| p.into_inner()).take();
+        }
+    }
+
+    /// A tokio listener on the pre-bound socket `name`. Must be called from
+    /// inside the runtime.
+    pub fn tcp(&self, name: &str) -> io::Result<tokio::net::TcpListener> {
+        let slot = self.tcp.get(name).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("no listener named {name:?} was bound for this role"),
+            )
+        })?;
+        let dup = {
+            let guard = slot.socket.lock().unwrap_or_else(|p| p.into_inner());
+            match guard.as_ref() {
+                Some(l) => l.try_clone()?,
+                None => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::NotConnected,
+                        format!("listener {name:?} is closed (node shutting down)"),
+                    ))
+                }
+            }
+        };
+        tokio::net::TcpListener::from_std(dup)
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.tcp.keys().map(String::as_str)
+    }
+}
+
+/// Everything a role gets from the host.
+#[derive(Clone)]
+pub struct RoleContext {
+    pub name: &'static str,
+    pub bus: Bus,
+    pub ready: RoleReadiness,
+    /// Fires when the node shuts down: stop accepting, finish in-flight work
+    /// within `settings.drain_deadline`, return `Ok(())`.
+    pub shutdown: CancellationToken,
+    pub listeners: RoleListeners,
+    pub settings: Live<NodeSettings>,
+}
+
+impl std::fmt::Debug for RoleContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RoleContext")
+            .field("name", &self.name)
+            .field("listeners", &self.listeners)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RoleContext {
+    /// The serving options for one of this role's listeners, from the live
+    /// node settings.
+    pub fn serve_options(&self, listener: &'static str) -> crate::http::ServeOptions {
+        let s = self.settings.load();
+        let mut o = crate::http::ServeOptions::new(listener);
+        o.drain_deadline = s.drain_deadline;
+        o.header_read_timeout = s.header_read_timeout;
+        o
+    }
+}

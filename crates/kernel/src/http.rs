@@ -1,0 +1,292 @@
+//! Serving HTTP the same way on every listener of the node: HTTP/1.1 and
+//! HTTP/2 (h2c), a header-read timeout against slow-loris clients, a
+//! correlation id on every request, one metrics/log line per request, and a
+//! graceful drain bounded by a deadline.
+//!
+//! Invariant: a listener stops accepting the moment its shutdown token fires;
+//! requests already accepted get up to the drain deadline to finish.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use http_body_util::{combinators::BoxBody, BodyExt, Full};
+use hyper::body::{Frame, Incoming};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::names;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// The response body type of every handler in the node.
+pub type Body = BoxBody<Bytes, BoxError>;
+
+pub const CORR_ID_HEADER: &str = "x-request-id";
+
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).map_err(|never| match never {}).boxed()
+}
+
+pub fn empty() -> Body {
+    full(Bytes::new())
+}
+
+/// A JSON response. Serializing the node's own response types cannot fail;
+/// if one ever did, the client gets a problem+json 500 rather than a panic.
+pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
+    match serde_json::to_vec(value) {
+        Ok(body) => {
+            let mut resp = Response::new(full(body));
+            *resp.status_mut() = status;
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            resp
+        }
+        Err(e) => crate::problem::Problem::internal(format!("response encoding: {e}"))
+            .into_response(),
+    }
+}
+
+/// A streaming body fed by a channel: each `Bytes` sent becomes one data
+/// frame; the body ends when every sender is dropped. Used for SSE.
+pub struct ChannelBody {
+    rx: mpsc::Receiver<Bytes>,
+}
+
+impl ChannelBody {
+    pub fn new(capacity: usize) -> (mpsc::Sender<Bytes>, Body) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        (tx, ChannelBody { rx }.boxed())
+    }
+}
+
+impl hyper::body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.rx
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|b| Ok(Frame::data(b))))
+    }
+}
+
+/// The correlation id of a request: the client's `x-request-id` when it sent
+/// a sane one, else generated. Stored in the request's extensions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CorrId(pub String);
+
+impl CorrId {
+    fn from_request<B>(req: &Request<B>) -> Self {
+        let given = req
+            .headers()
+            .get(CORR_ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .filter(|s| {
+                !s.is_empty()
+                    && s.len() <= 128
+                    && s.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+            });
+        match given {
+            Some(s) => CorrId(s.to_owned()),
+            None => CorrId(format!("{:016x}", fastrand::u64(..))),
+        }
+    }
+}
+
+/// What a handler returns: the response and the route template it matched
+/// (`/v1/o/{address}`, never the raw path) for metrics labels.
+pub struct Routed {
+    pub route: &'static str,
+    pub response: Response<Body>,
+}
+
+impl Routed {
+    pub fn new(route: &'static str, response: Response<Body>) -> Self {
+        Self { route, response }
+    }
+}
+
+/// How one listener serves.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Listener name, used as the `listener` label and in logs.
+    pub name: &'static str,
+    pub header_read_timeout: Duration,
+    pub drain_deadline: Duration,
+    /// Log every request at info (service planes) or debug (health plane,
+    /// which Prometheus scrapes every few seconds).
+    pub log_requests_at_info: bool,
+}
+
+impl ServeOptions {
+    pub fn new(name: &'static str) -> Self {
+        Self {
+            name,
+            header_read_timeout: Duration::from_secs(5),
+            drain_deadline: Duration::from_secs(5),
+            log_requests_at_info: true,
+        }
+    }
+}
+
+/// A request handler: gets the request and the peer's socket address (the
+/// only trustworthy statement of where a request came from).
+pub trait Handler: Send + Sync + 'static {
+    fn call(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Pin<Box<dyn Future<Output = Routed> + Send + 'static>>;
+}
+
+impl<F, Fut> Handler for F
+where
+    F: Fn(Request<Incoming>, SocketAddr) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Routed> + Send + 'static,
+{
+    fn call(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Pin<Box<dyn Future<Output = Routed> + Send + 'static>> {
+        Box::pin(self(req, peer))
+    }
+}
+
+/// Serves `listener` until `shutdown` fires, then drains open connections
+/// for at most `opts.drain_deadline`. Returns when every connection is done
+/// or the deadline passed.
+pub async fn serve(
+    listener: TcpListener,
+    handler: Arc<dyn Handler>,
+    shutdown: CancellationToken,
+    opts: ServeOptions,
+) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(opts.header_read_timeout);
+    builder.http2().timer(TokioTimer::new());
+    let graceful = GracefulShutdown::new();
+    let opts = Arc::new(opts);
+
+    loop {
+        let (stream, peer) = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // EMFILE and friends: back off briefly instead of spinning.
+                    tracing::warn!(listener = opts.name, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let handler = handler.clone();
+        let opts2 = opts.clone();
+        let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+            let handler = handler.clone();
+            let opts = opts2.clone();
+            async move { Ok::<_, Infallible>(handle_one(handler, req, peer, &opts).await) }
+        });
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let watcher = graceful.watcher();
+        let name = opts.name;
+        tokio::spawn(async move {
+            if let Err(e) = watcher.watch(conn).await {
+                tracing::debug!(listener = name, %peer, error = %e, "connection ended with error");
+            }
+        });
+    }
+    drop(listener);
+    let open = graceful.count();
+    if open > 0 {
+        tracing::info!(listener = opts.name, open, "draining connections");
+    }
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(opts.drain_deadline) => {
+            tracing::warn!(listener = opts.name, "drain deadline passed with connections still open");
+        }
+    }
+}
+
+async fn handle_one(
+    handler: Arc<dyn Handler>,
+    mut req: Request<Incoming>,
+    peer: SocketAddr,
+    opts: &ServeOptions,
+) -> Response<Body> {
+    let start = Instant::now();
+    let corr = CorrId::from_request(&req);
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    req.extensions_mut().insert(corr.clone());
+    let inflight = metrics::gauge!(names::INFLIGHT_REQUESTS, "listener" => opts.name);
+    inflight.increment(1.0);
+    let Routed {
+        route,
+        mut response,
+    } = handler.call(req, peer).await;
+    inflight.decrement(1.0);
+    if let Ok(v) = HeaderValue::from_str(&corr.0) {
+        response.headers_mut().insert(CORR_ID_HEADER, v);
+    }
+    let status = response.status().as_u16();
+    let elapsed = start.elapsed();
+    metrics::counter!(names::HTTP_REQUESTS_TOTAL,
+        "route" => route, "method" => method.as_str().to_owned(), "code" => status.to_string())
+    .increment(1);
+    metrics::histogram!(names::REQUEST_LATENCY_SECONDS, "route" => route)
+        .record(elapsed.as_secs_f64());
+    let ms = elapsed.as_secs_f64() * 1e3;
+    if opts.log_requests_at_info {
+        tracing::info!(listener = opts.name, corr_id = %corr.0, %peer, %method, %path, route, status, ms, "request");
+    } else {
+        tracing::debug!(listener = opts.name, corr_id = %corr.0, %peer, %method, %path, route, status, ms, "request");
+    }
+    response
+}
+
+/// Reads a request body up to `cap` bytes; larger bodies are refused without
+/// reading further.
+pub async fn read_body_capped(body: Incoming, cap: usize) -> Result<Bytes, BodyReadError> {
+    let limited = http_body_util::Limited::new(body, cap);
+    match limited.collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(BodyReadError::TooLarge(cap)),
+        Err(e) => Err(BodyReadError::Io(e.to_string())),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BodyReadError {
+    #[error("request body exceeds {0} bytes")]
+    TooLarge(usize),
+    #[error("reading request body: {0}")]
+    Io(String),
+}

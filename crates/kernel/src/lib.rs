@@ -1,0 +1,26 @@
+//! `ron-kernel`: what every macronode role shares.
+//!
+//! - [`bus`]: the broadcast bus of [`KernelEvent`]s.
+//! - [`context`]: [`RoleContext`], what the host hands a role.
+//! - [`readiness`]: the truthful readiness board behind `/readyz`.
+//! - [`metrics`]: the one place metric names live.
+//! - [`problem`]: the one error envelope (problem+json).
+//! - [`http`]: serving HTTP the same way on every listener.
+//!
+//! This crate never depends on a role crate.
+
+pub mod bus;
+pub mod context;
+pub mod http;
+pub mod metrics;
+pub mod pending;
+pub mod problem;
+pub mod readiness;
+pub mod secret;
+
+pub use bus::{Bus, BusMessage, BusReceiver, KernelEvent};
+pub use context::{Live, NodeSettings, RoleContext, RoleListeners, RoleResult};
+pub use http::{BoxError, Routed};
+pub use problem::Problem;
+pub use readiness::{Readiness, RoleReadiness, RoleState};
+pub use secret::Secret;

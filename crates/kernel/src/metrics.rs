@@ -1,0 +1,67 @@
+//! The one place metric names are declared. A role records metrics through
+//! the `metrics` facade using these constants; the host installs the
+//! Prometheus recorder and serves `/metrics`.
+//!
+//! Invariant: a metric name appears as a string literal only here, and each
+//! is described (help text) once in `describe_all`.
+
+pub mod names {
+    // Bus
+    pub const BUS_LAGGED_TOTAL: &str = "bus_lagged_total";
+    pub const BUS_OVERFLOW_DROPPED_TOTAL: &str = "bus_overflow_dropped_total";
+    pub const BUS_SUBSCRIBERS: &str = "bus_subscribers";
+    // Supervisor
+    pub const SERVICE_RESTARTS_TOTAL: &str = "service_restarts_total";
+    pub const SERVICE_QUARANTINED: &str = "service_quarantined";
+    // Node
+    pub const NODE_READY: &str = "node_ready";
+    pub const NODE_UPTIME_SECONDS: &str = "node_uptime_seconds";
+    pub const CONFIG_VERSION: &str = "config_version";
+    pub const CONFIG_RELOADS_TOTAL: &str = "config_reloads_total";
+    // HTTP planes (every listener records these, labelled by route template)
+    pub const HTTP_REQUESTS_TOTAL: &str = "http_requests_total";
+    pub const REQUEST_LATENCY_SECONDS: &str = "request_latency_seconds";
+    pub const INFLIGHT_REQUESTS: &str = "inflight_requests";
+    pub const REJECTED_TOTAL: &str = "rejected_total";
+    pub const ADMIN_AUTH_FAILURES_TOTAL: &str = "admin_auth_failures_total";
+}
+
+/// Registers help text for every metric. Call once after installing the
+/// recorder.
+pub fn describe_all() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    use names::*;
+    describe_counter!(
+        BUS_LAGGED_TOTAL,
+        "Events a slow bus subscriber missed and had to reconcile from a snapshot"
+    );
+    describe_counter!(
+        BUS_OVERFLOW_DROPPED_TOTAL,
+        "Bus events overwritten before every subscriber read them, or published with no subscriber"
+    );
+    describe_gauge!(BUS_SUBSCRIBERS, "Current bus subscribers");
+    describe_counter!(
+        SERVICE_RESTARTS_TOTAL,
+        "Role task exits (error, panic or unexpected return) followed by a restart attempt"
+    );
+    describe_gauge!(
+        SERVICE_QUARANTINED,
+        "1 while a role is quarantined after too many restarts"
+    );
+    describe_gauge!(NODE_READY, "1 when /readyz answers 200");
+    describe_gauge!(NODE_UPTIME_SECONDS, Unit::Seconds, "Seconds since start");
+    describe_gauge!(CONFIG_VERSION, "Version of the config in force (1 at start, +1 per reload)");
+    describe_counter!(CONFIG_RELOADS_TOTAL, "Reload attempts by result");
+    describe_counter!(HTTP_REQUESTS_TOTAL, "HTTP requests by route template, method and status");
+    describe_histogram!(
+        REQUEST_LATENCY_SECONDS,
+        Unit::Seconds,
+        "HTTP request latency by route template"
+    );
+    describe_gauge!(INFLIGHT_REQUESTS, "HTTP requests being served, by listener");
+    describe_counter!(REJECTED_TOTAL, "Requests refused by admission, by reason");
+    describe_counter!(
+        ADMIN_AUTH_FAILURES_TOTAL,
+        "Admin requests refused for a missing or wrong bearer token"
+    );
+}

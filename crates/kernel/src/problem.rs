@@ -1,0 +1,113 @@
+//! The one error envelope every HTTP surface of the node speaks:
+//! `application/problem+json` (RFC 9457) with a stable `reason` label.
+//!
+//! Invariant: errors are rendered into this shape in one place; handlers
+//! build a `Problem` and never format error bodies themselves.
+
+use http::{header, HeaderValue, Response, StatusCode};
+use serde::Serialize;
+
+use crate::http::{full, Body};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    pub reason: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub corr_id: Option<String>,
+    #[serde(skip)]
+    pub retry_after_secs: Option<u64>,
+}
+
+impl Problem {
+    /// `reason` is the stable machine label (`busy`, `quota`, `not_found`…);
+    /// `detail` is the human sentence.
+    pub fn new(status: StatusCode, reason: &str, detail: impl Into<String>) -> Self {
+        Self {
+            type_: format!("/problems/{reason}"),
+            title: status.canonical_reason().unwrap_or("Error").to_owned(),
+            status: status.as_u16(),
+            detail: detail.into(),
+            reason: reason.to_owned(),
+            corr_id: None,
+            retry_after_secs: None,
+        }
+    }
+
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", detail)
+    }
+
+    pub fn method_not_allowed(allowed: &str) -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("allowed methods: {allowed}"),
+        )
+    }
+
+    pub fn bad_request(reason: &str, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, reason, detail)
+    }
+
+    pub fn unavailable(reason: &str, detail: impl Into<String>, retry_after_secs: u64) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, reason, detail).retry_after(retry_after_secs)
+    }
+
+    pub fn internal(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", detail)
+    }
+
+    pub fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after_secs = Some(secs);
+        self
+    }
+
+    pub fn with_corr_id(mut self, corr_id: impl Into<String>) -> Self {
+        self.corr_id = Some(corr_id.into());
+        self
+    }
+
+    pub fn status(&self) -> StatusCode {
+        StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    pub fn into_response(self) -> Response<Body> {
+        let status = self.status();
+        // Serializing a struct of strings and integers cannot fail.
+        let body = serde_json::to_vec(&self).unwrap_or_default();
+        let mut resp = Response::new(full(body));
+        *resp.status_mut() = status;
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if let Some(secs) = self.retry_after_secs {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_problem_json_with_retry_after() {
+        let resp = Problem::unavailable("busy", "too many requests in flight", 1)
+            .with_corr_id("abc")
+            .into_response();
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(resp.headers()[header::RETRY_AFTER], "1");
+        assert_eq!(
+            resp.headers()[header::CONTENT_TYPE],
+            "application/problem+json"
+        );
+    }
+}

@@ -1,0 +1,285 @@
+//! Truthful readiness: the node is ready only when its config is loaded, every
+//! listener it needs is bound, the bus is subscribed, every role says it is
+//! ready, and it is neither draining nor shutting down.
+//!
+//! Invariant: nothing here is held across an `.await`; every method takes the
+//! lock, reads or writes plain data, and lets go.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde::Serialize;
+
+/// Where a role is in its life, as the supervisor sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RoleState {
+    Starting,
+    Running,
+    Restarting,
+    Quarantined,
+    Stopped,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RoleStatus {
+    pub state: RoleState,
+    pub ready: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub restarts: u64,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    config_loaded: bool,
+    bus_subscribed: bool,
+    draining: bool,
+    shutting_down: bool,
+    /// listener name → bound address (None until bound)
+    listeners: BTreeMap<String, Option<SocketAddr>>,
+    roles: BTreeMap<String, RoleStatus>,
+}
+
+/// The node-wide readiness board. Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct Readiness {
+    state: Arc<Mutex<State>>,
+}
+
+/// What `/readyz` renders.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReadinessReport {
+    pub ready: bool,
+    pub roles: BTreeMap<String, RoleReport>,
+    pub missing: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RoleReport {
+    pub ready: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl Readiness {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A poisoned lock only means a panic elsewhere while holding it; the
+        // data is plain flags and maps that are valid after any single write.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn set_config_loaded(&self, v: bool) {
+        self.lock().config_loaded = v;
+    }
+
+    pub fn set_bus_subscribed(&self, v: bool) {
+        self.lock().bus_subscribed = v;
+    }
+
+    pub fn set_draining(&self, v: bool) {
+        self.lock().draining = v;
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.lock().draining
+    }
+
+    pub fn set_shutting_down(&self) {
+        self.lock().shutting_down = true;
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.lock().shutting_down
+    }
+
+    /// Declares a listener the node needs before it can be ready.
+    pub fn expect_listener(&self, name: &str) {
+        self.lock().listeners.entry(name.to_owned()).or_insert(None);
+    }
+
+    pub fn listener_bound(&self, name: &str, addr: SocketAddr) {
+        self.lock().listeners.insert(name.to_owned(), Some(addr));
+    }
+
+    /// Bound listeners by name (unbound ones are left out).
+    pub fn bound_addrs(&self) -> BTreeMap<String, SocketAddr> {
+        self.lock()
+            .listeners
+            .iter()
+            .filter_map(|(k, v)| v.map(|a| (k.clone(), a)))
+            .collect()
+    }
+
+    /// Registers a role as starting (not ready) and returns its handle.
+    pub fn register_role(&self, name: &str) -> RoleReadiness {
+        self.lock().roles.insert(
+            name.to_owned(),
+            RoleStatus {
+                state: RoleState::Starting,
+                ready: false,
+                reason: Some("starting".into()),
+                restarts: 0,
+            },
+        );
+        RoleReadiness {
+            board: self.clone(),
+            name: name.to_owned(),
+        }
+    }
+
+    pub fn role_status(&self, name: &str) -> Option<RoleStatus> {
+        self.lock().roles.get(name).cloned()
+    }
+
+    pub fn roles(&self) -> BTreeMap<String, RoleStatus> {
+        self.lock().roles.clone()
+    }
+
+    pub(crate) fn update_role(&self, name: &str, f: impl FnOnce(&mut RoleStatus)) {
+        if let Some(s) = self.lock().roles.get_mut(name) {
+            f(s);
+        }
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.report().ready
+    }
+
+    pub fn report(&self) -> ReadinessReport {
+        let s = self.lock();
+        let mut missing = Vec::new();
+        if s.shutting_down {
+            missing.push("shutting_down".to_owned());
+        }
+        if s.draining {
+            missing.push("draining".to_owned());
+        }
+        if !s.config_loaded {
+            missing.push("config".to_owned());
+        }
+        if !s.bus_subscribed {
+            missing.push("bus".to_owned());
+        }
+        for (name, addr) in &s.listeners {
+            if addr.is_none() {
+                missing.push(format!("listener:{name}"));
+            }
+        }
+        let mut roles = BTreeMap::new();
+        for (name, st) in &s.roles {
+            if !st.ready {
+                missing.push(format!("role:{name}"));
+            }
+            roles.insert(
+                name.clone(),
+                RoleReport {
+                    ready: st.ready,
+                    reason: st.reason.clone(),
+                },
+            );
+        }
+        ReadinessReport {
+            ready: missing.is_empty(),
+            roles,
+            missing,
+        }
+    }
+}
+
+/// A role's own view of its readiness. The role flips it; the supervisor
+/// uses the same handle to record crashes and quarantine.
+#[derive(Debug, Clone)]
+pub struct RoleReadiness {
+    board: Readiness,
+    name: String,
+}
+
+impl RoleReadiness {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn set_ready(&self) {
+        self.board.update_role(&self.name, |s| {
+            s.ready = true;
+            s.reason = None;
+            s.state = RoleState::Running;
+        });
+    }
+
+    /// Marks the role unready with a reason an operator can act on
+    /// (e.g. "inflight above critical threshold").
+    pub fn set_unready(&self, reason: impl Into<String>) {
+        let reason = reason.into();
+        self.board.update_role(&self.name, |s| {
+            s.ready = false;
+            s.reason = Some(reason);
+        });
+    }
+
+    pub fn set_state(&self, state: RoleState, reason: impl Into<String>) {
+        let reason = reason.into();
+        self.board.update_role(&self.name, |s| {
+            s.state = state;
+            s.ready = false;
+            s.reason = Some(reason);
+        });
+    }
+
+    pub fn set_restarts(&self, n: u64) {
+        self.board.update_role(&self.name, |s| s.restarts = n);
+    }
+
+    pub fn board(&self) -> &Readiness {
+        &self.board
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> Readiness {
+        let r = Readiness::new();
+        r.set_config_loaded(true);
+        r.set_bus_subscribed(true);
+        r
+    }
+
+    #[test]
+    fn ready_only_when_every_gate_is_met() {
+        let r = base();
+        r.expect_listener("metrics");
+        let role = r.register_role("storage");
+        let rep = r.report();
+        assert!(!rep.ready);
+        assert_eq!(rep.missing, vec!["listener:metrics", "role:storage"]);
+        r.listener_bound("metrics", "127.0.0.1:1".parse().unwrap());
+        role.set_ready();
+        assert!(r.is_ready());
+        role.set_unready("inflight above critical threshold");
+        let rep = r.report();
+        assert!(!rep.ready);
+        assert_eq!(
+            rep.roles["storage"].reason.as_deref(),
+            Some("inflight above critical threshold")
+        );
+    }
+
+    #[test]
+    fn shutdown_and_drain_make_the_node_unready() {
+        let r = base();
+        assert!(r.is_ready());
+        r.set_draining(true);
+        assert_eq!(r.report().missing, vec!["draining"]);
+        r.set_draining(false);
+        r.set_shutting_down();
+        assert_eq!(r.report().missing, vec!["shutting_down"]);
+    }
+}

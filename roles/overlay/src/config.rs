@@ -1,0 +1,54 @@
+//! `[overlay]`: OAP/1 sessions between nodes.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PqMode {
+    Classical,
+    Hybrid,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OverlayConfig {
+    /// TCP and UDP port for OAP/1 over TLS and QUIC (env `OVERLAY_OAP_ADDR`).
+    pub addr: SocketAddr,
+    /// Key exchange (env `OVERLAY_PQ_MODE`, `--pilot-pq` sets `hybrid`).
+    pub pq_mode: PqMode,
+    pub max_conns: u32,
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+}
+
+impl Default for OverlayConfig {
+    fn default() -> Self {
+        Self {
+            addr: SocketAddr::from(([0, 0, 0, 0], 9445)),
+            pq_mode: PqMode::Classical,
+            max_conns: 1024,
+            handshake_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+impl OverlayConfig {
+    pub fn micro() -> Self {
+        Self {
+            max_conns: 128,
+            ..Self::default()
+        }
+    }
+
+    pub fn validate(&self, errs: &mut Vec<String>) {
+        if self.max_conns == 0 {
+            errs.push("overlay.max_conns must be at least 1".into());
+        }
+        if self.handshake_timeout.is_zero() {
+            errs.push("overlay.handshake_timeout must be above zero".into());
+        }
+    }
+}

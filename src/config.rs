@@ -1,0 +1,546 @@
+//! The node config: one struct, assembled by figment from built-in defaults
+//! (per profile) → file → environment → command-line flags.
+//!
+//! Invariants: every section is `deny_unknown_fields`, so a typo is an error
+//! naming the key and where it came from; secrets are `Secret`s and never
+//! print; an invalid config is never put in force (at start or on reload).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use ron_kernel::Secret;
+use serde::{Deserialize, Serialize};
+
+use crate::roles;
+
+/// Which binary's defaults apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    Macronode,
+    Micronode,
+}
+
+impl Profile {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Profile::Macronode => "macronode",
+            Profile::Micronode => "micronode",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Where on-disk state lives (redb files, node key). Ignored under amnesia.
+    pub data_dir: PathBuf,
+    /// RAM only: no file is written anywhere.
+    pub amnesia: bool,
+    /// Refuse writes (503 with Retry-After); reads keep working.
+    pub read_only: bool,
+    /// Roles to run; empty = every production role compiled in.
+    pub roles: Vec<String>,
+    pub log: LogConfig,
+    pub metrics: MetricsConfig,
+    pub admin: AdminConfig,
+    pub bus: BusConfig,
+    pub shutdown: ShutdownConfig,
+    pub limits: LimitsConfig,
+    pub supervisor: SupervisorConfig,
+    pub auth: AuthConfig,
+    #[cfg(feature = "omnigate")]
+    pub omnigate: ron_omnigate::OmnigateConfig,
+    #[cfg(feature = "overlay")]
+    pub overlay: ron_overlay::OverlayConfig,
+    #[cfg(feature = "registry")]
+    pub registry: ron_registry::RegistryConfig,
+    #[cfg(feature = "storage")]
+    pub storage: ron_storage::StorageConfig,
+    #[cfg(feature = "index")]
+    pub index: ron_index::IndexConfig,
+    #[cfg(feature = "mailbox")]
+    pub mailbox: ron_mailbox::MailboxConfig,
+    #[cfg(feature = "test-roles")]
+    pub testrole: crate::testrole::TestRoleConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// tracing `EnvFilter` directives. Hot.
+    pub filter: String,
+    /// `json` (default) or `text`. Needs a restart.
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Health plane: /metrics /healthz /readyz /version (env `METRICS_ADDR`).
+    pub addr: SocketAddr,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Admin plane (env `ADMIN_ADDR`). Keep it on loopback unless a token is set.
+    pub addr: SocketAddr,
+    /// Bearer token for admin requests from non-loopback peers. Hot.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<Secret>,
+    /// Treat loopback peers as trusted without a token. Turn off when a
+    /// proxy on the same host forwards outside traffic to the admin port. Hot.
+    pub trust_loopback: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BusConfig {
+    /// Events held for the slowest subscriber. Needs a restart.
+    pub capacity: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// How long in-flight requests get to finish after SIGTERM. Hot.
+    #[serde(with = "humantime_serde")]
+    pub drain_deadline: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest request body any listener accepts. Hot.
+    pub max_body_bytes: u64,
+    /// A client must finish sending request headers within this. Hot (new
+    /// connections).
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// A client must finish sending a request body within this. Hot.
+    #[serde(with = "humantime_serde")]
+    pub body_read_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SupervisorConfig {
+    /// First restart delay ceiling; doubles per crash up to `backoff_max`.
+    #[serde(with = "humantime_serde")]
+    pub backoff_base: Duration,
+    #[serde(with = "humantime_serde")]
+    pub backoff_max: Duration,
+    /// More than this many restarts within `quarantine_window` quarantines
+    /// the role until an operator reloads.
+    pub quarantine_after: u32,
+    #[serde(with = "humantime_serde")]
+    pub quarantine_window: Duration,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Bearer tokens that may write (PUT/DELETE/POST on the service plane).
+    /// Empty: writes only from loopback peers. Hot.
+    pub write_tokens: Vec<Secret>,
+}
+
+impl NodeConfig {
+    pub fn defaults(profile: Profile) -> Self {
+        let micro = profile == Profile::Micronode;
+        Self {
+            data_dir: PathBuf::from("./data"),
+            amnesia: micro,
+            read_only: false,
+            roles: Vec::new(),
+            log: LogConfig {
+                filter: "info".into(),
+                format: LogFormat::Json,
+            },
+            metrics: MetricsConfig {
+                addr: SocketAddr::from(([0, 0, 0, 0], 9909)),
+            },
+            admin: AdminConfig {
+                addr: SocketAddr::from(([127, 0, 0, 1], 9910)),
+                token: None,
+                trust_loopback: true,
+            },
+            bus: BusConfig {
+                capacity: if micro { 256 } else { ron_kernel::bus::DEFAULT_BUS_CAPACITY },
+            },
+            shutdown: ShutdownConfig {
+                drain_deadline: Duration::from_secs(5),
+            },
+            limits: LimitsConfig {
+                max_body_bytes: 1 << 20,
+                header_read_timeout: Duration::from_secs(5),
+                body_read_timeout: Duration::from_secs(5),
+            },
+            supervisor: SupervisorConfig {
+                backoff_base: Duration::from_millis(100),
+                backoff_max: Duration::from_secs(30),
+                quarantine_after: 5,
+                quarantine_window: Duration::from_secs(60),
+            },
+            auth: AuthConfig::default(),
+            #[cfg(feature = "omnigate")]
+            omnigate: if micro {
+                ron_omnigate::OmnigateConfig::micro()
+            } else {
+                Default::default()
+            },
+            #[cfg(feature = "overlay")]
+            overlay: if micro {
+                ron_overlay::OverlayConfig::micro()
+            } else {
+                Default::default()
+            },
+            #[cfg(feature = "registry")]
+            registry: Default::default(),
+            #[cfg(feature = "storage")]
+            storage: Default::default(),
+            #[cfg(feature = "index")]
+            index: Default::default(),
+            #[cfg(feature = "mailbox")]
+            mailbox: Default::default(),
+            #[cfg(feature = "test-roles")]
+            testrole: Default::default(),
+        }
+    }
+
+    /// Checks what types alone cannot: ranges, cross-field rules, role names.
+    pub fn validate(&self) -> Vec<String> {
+        let mut errs = Vec::new();
+        if self.bus.capacity == 0 {
+            errs.push("bus.capacity must be at least 1".into());
+        }
+        if self.limits.max_body_bytes == 0 {
+            errs.push("limits.max_body_bytes must be at least 1".into());
+        }
+        if self.supervisor.backoff_base.is_zero()
+            || self.supervisor.backoff_max < self.supervisor.backoff_base
+        {
+            errs.push("supervisor.backoff_base must be above zero and ≤ backoff_max".into());
+        }
+        if self.supervisor.quarantine_window.is_zero() {
+            errs.push("supervisor.quarantine_window must be above zero".into());
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
+            errs.push(format!("log.filter {:?} is not a valid filter: {e}", self.log.filter));
+        }
+        if let Err(e) = roles::select(&self.roles) {
+            errs.push(e.to_string());
+        }
+        #[cfg(feature = "omnigate")]
+        self.omnigate.validate(&mut errs);
+        #[cfg(feature = "overlay")]
+        self.overlay.validate(&mut errs);
+        #[cfg(feature = "registry")]
+        self.registry.validate(&mut errs);
+        #[cfg(feature = "storage")]
+        self.storage.validate(&mut errs);
+        #[cfg(feature = "index")]
+        self.index.validate(&mut errs);
+        #[cfg(feature = "mailbox")]
+        self.mailbox.validate(&mut errs);
+        errs
+    }
+
+    /// The keys that take effect only at start (listeners, storage layout,
+    /// role set, bus size, log format) as `(key, value)` pairs, for telling
+    /// an operator which parts of a reload need a restart.
+    fn cold_keys(&self) -> Vec<(&'static str, String)> {
+        let mut v: Vec<(&'static str, String)> = vec![
+            ("data_dir", self.data_dir.display().to_string()),
+            ("amnesia", self.amnesia.to_string()),
+            ("roles", self.roles.join(",")),
+            ("log.format", format!("{:?}", self.log.format)),
+            ("metrics.addr", self.metrics.addr.to_string()),
+            ("admin.addr", self.admin.addr.to_string()),
+            ("bus.capacity", self.bus.capacity.to_string()),
+        ];
+        #[cfg(feature = "omnigate")]
+        v.push(("omnigate.addr", self.omnigate.addr.to_string()));
+        #[cfg(feature = "overlay")]
+        {
+            v.push(("overlay.addr", self.overlay.addr.to_string()));
+            v.push(("overlay.pq_mode", format!("{:?}", self.overlay.pq_mode)));
+        }
+        #[cfg(feature = "registry")]
+        v.push(("registry.addr", self.registry.addr.to_string()));
+        #[cfg(feature = "storage")]
+        v.push(("storage.addr", self.storage.addr.to_string()));
+        #[cfg(feature = "index")]
+        v.push(("index.addr", self.index.addr.to_string()));
+        #[cfg(feature = "mailbox")]
+        v.push(("mailbox.addr", self.mailbox.addr.to_string()));
+        #[cfg(feature = "test-roles")]
+        v.push(("testrole.addr", self.testrole.addr.to_string()));
+        v
+    }
+
+    /// Builds the config a reload puts in force: every hot knob from `new`,
+    /// every start-only key kept from `self`. Returns it with the list of
+    /// start-only keys that differ (they need a restart).
+    pub fn reloaded(&self, mut new: NodeConfig) -> (NodeConfig, Vec<&'static str>) {
+        let changed: Vec<&'static str> = self
+            .cold_keys()
+            .into_iter()
+            .zip(new.cold_keys())
+            .filter(|(a, b)| a.1 != b.1)
+            .map(|(a, _)| a.0)
+            .collect();
+        new.data_dir = self.data_dir.clone();
+        new.amnesia = self.amnesia;
+        new.roles = self.roles.clone();
+        new.log.format = self.log.format;
+        new.metrics.addr = self.metrics.addr;
+        new.admin.addr = self.admin.addr;
+        new.bus.capacity = self.bus.capacity;
+        #[cfg(feature = "omnigate")]
+        {
+            new.omnigate.addr = self.omnigate.addr;
+        }
+        #[cfg(feature = "overlay")]
+        {
+            new.overlay.addr = self.overlay.addr;
+            new.overlay.pq_mode = self.overlay.pq_mode;
+        }
+        #[cfg(feature = "registry")]
+        {
+            new.registry.addr = self.registry.addr;
+        }
+        #[cfg(feature = "storage")]
+        {
+            new.storage.addr = self.storage.addr;
+        }
+        #[cfg(feature = "index")]
+        {
+            new.index.addr = self.index.addr;
+        }
+        #[cfg(feature = "mailbox")]
+        {
+            new.mailbox.addr = self.mailbox.addr;
+        }
+        #[cfg(feature = "test-roles")]
+        {
+            new.testrole.addr = self.testrole.addr;
+        }
+        (new, changed)
+    }
+
+    /// The effective config as TOML, secrets redacted.
+    pub fn to_redacted_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+}
+
+/// Flags of `run` that override config (the last layer).
+#[derive(Debug, Clone, Default)]
+pub struct CliOverrides {
+    pub roles: Option<Vec<String>>,
+    pub amnesia: bool,
+    pub read_only: bool,
+    pub hedge_read: bool,
+    pub pilot_pq: bool,
+}
+
+/// Everything needed to (re)assemble the config; kept by the running node so
+/// a reload goes through exactly the start-up path.
+#[derive(Debug, Clone)]
+pub struct ConfigSource {
+    pub profile: Profile,
+    /// `RON_CONFIG`, else `--config`, else none.
+    pub file: Option<PathBuf>,
+    pub overrides: CliOverrides,
+}
+
+impl ConfigSource {
+    /// `RON_CONFIG` wins over `--config` (runbook rule).
+    pub fn new(profile: Profile, flag: Option<PathBuf>, overrides: CliOverrides) -> Self {
+        let env_file = std::env::var_os("RON_CONFIG")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from);
+        Self {
+            profile,
+            file: env_file.or(flag),
+            overrides,
+        }
+    }
+
+    pub fn load(&self) -> Result<NodeConfig, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(NodeConfig::defaults(self.profile)));
+        if let Some(path) = &self.file {
+            if !path.is_file() {
+                return Err(ConfigError::FileMissing(path.clone()));
+            }
+            fig = fig.merge(Toml::file_exact(path));
+        }
+        fig = fig
+            .merge(seed_env())
+            .merge(
+                Env::prefixed("RON_")
+                    .ignore(&["CONFIG", "config"])
+                    .split("__"),
+            )
+            .merge(Serialized::defaults(self.overrides_value()));
+        let cfg: NodeConfig = fig.extract().map_err(ConfigError::from_figment)?;
+        let problems = cfg.validate();
+        if problems.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    fn overrides_value(&self) -> serde_json::Value {
+        let o = &self.overrides;
+        let mut root = serde_json::Map::new();
+        if let Some(r) = &o.roles {
+            root.insert("roles".into(), serde_json::json!(r));
+        }
+        if o.amnesia {
+            root.insert("amnesia".into(), true.into());
+        }
+        if o.read_only {
+            root.insert("read_only".into(), true.into());
+        }
+        #[cfg(feature = "omnigate")]
+        if o.hedge_read {
+            root.insert("omnigate".into(), serde_json::json!({"hedge_read": true}));
+        }
+        #[cfg(feature = "overlay")]
+        if o.pilot_pq {
+            root.insert("overlay".into(), serde_json::json!({"pq_mode": "hybrid"}));
+        }
+        serde_json::Value::Object(root)
+    }
+}
+
+/// The seed environment names of the runbook, each mapped to its key. A
+/// name for a role that is not compiled in is not read.
+pub const SEED_ENV: &[(&str, &str, &str)] = &[
+    // (env name, key path, role that must be compiled in or "" for the host)
+    ("METRICS_ADDR", "metrics.addr", ""),
+    ("ADMIN_ADDR", "admin.addr", ""),
+    ("SERVICE_ADDR", "omnigate.addr", "omnigate"),
+    ("OMNIGATE_INFLIGHT_MAX", "omnigate.inflight_max", "omnigate"),
+    ("OMNIGATE_INDEX_SEMAPHORE", "omnigate.index_semaphore", "omnigate"),
+    ("OMNIGATE_STORAGE_SEMAPHORE", "omnigate.storage_semaphore", "omnigate"),
+    ("OMNIGATE_MAILBOX_SEMAPHORE", "omnigate.mailbox_semaphore", "omnigate"),
+    ("OMNIGATE_STREAM_CHUNK_BYTES", "omnigate.stream_chunk_bytes", "omnigate"),
+    ("OVERLAY_OAP_ADDR", "overlay.addr", "overlay"),
+    ("OVERLAY_PQ_MODE", "overlay.pq_mode", "overlay"),
+    ("REGISTRY_ADDR", "registry.addr", "registry"),
+    ("STORAGE_ADDR", "storage.addr", "storage"),
+    ("INDEX_ADDR", "index.addr", "index"),
+    ("MAILBOX_ADDR", "mailbox.addr", "mailbox"),
+];
+
+fn seed_env() -> Env {
+    let names: Vec<&'static str> = SEED_ENV
+        .iter()
+        .filter(|(_, _, role)| role.is_empty() || roles::compiled().contains(role))
+        .map(|(name, _, _)| *name)
+        .collect();
+    Env::raw()
+        .only(&names)
+        .map(|k| {
+            let key = SEED_ENV
+                .iter()
+                .find(|(name, _, _)| k.as_str().eq_ignore_ascii_case(name))
+                .map(|(_, key, _)| *key)
+                .unwrap_or("");
+            key.into()
+        })
+        .lowercase(false)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {0} does not exist or is not a file")]
+    FileMissing(PathBuf),
+    #[error("{}", .0.join("\n"))]
+    Parse(Vec<String>),
+    #[error("{}", .0.join("\n"))]
+    Invalid(Vec<String>),
+}
+
+impl ConfigError {
+    fn from_figment(err: figment::Error) -> Self {
+        ConfigError::Parse(err.into_iter().map(|e| render_figment_error(&e)).collect())
+    }
+}
+
+/// "unknown key `omnigate.inflgt_max` (from environment variable
+/// `RON_OMNIGATE__INFLGT_MAX`): expected one of …"
+fn render_figment_error(e: &figment::Error) -> String {
+    use figment::error::Kind;
+    let mut path = e.path.join(".");
+    let what = match &e.kind {
+        Kind::UnknownField(field, expected) => {
+            if !path.ends_with(field.as_str()) {
+                path = if path.is_empty() {
+                    field.clone()
+                } else {
+                    format!("{path}.{field}")
+                };
+            }
+            format!("unknown key; expected one of: {}", expected.join(", "))
+        }
+        other => other.to_string(),
+    };
+    let source = match &e.metadata {
+        Some(md) => {
+            let keys: Vec<String> = path.split('.').map(str::to_owned).collect();
+            let native = match &e.profile {
+                Some(p) => md.interpolate(p, &keys),
+                None => path.clone(),
+            };
+            match &md.source {
+                Some(figment::Source::File(f)) => format!("in file {}", f.display()),
+                _ if md.name.contains("environment") => {
+                    format!("from environment variable {}", env_name_for(&native))
+                }
+                _ => format!("from {}", md.name),
+            }
+        }
+        None => "from defaults".into(),
+    };
+    format!("config key `{path}` ({source}): {what}")
+}
+
+/// figment's env interpolation gives `OMNIGATE.INFLGT_MAX`; operators set
+/// `RON_OMNIGATE__INFLGT_MAX` (or a seed name, which maps one to one).
+fn env_name_for(native: &str) -> String {
+    let lower = native.to_ascii_lowercase();
+    if let Some((name, _, _)) = SEED_ENV.iter().find(|(_, key, _)| *key == lower) {
+        if std::env::var_os(name).is_some() {
+            return (*name).to_owned();
+        }
+    }
+    format!("RON_{}", native.to_ascii_uppercase().replace('.', "__"))
+}
+
+/// Reads a config file the way `run` would, for `check`/`config validate`.
+pub fn describe_source(src: &ConfigSource) -> String {
+    match &src.file {
+        Some(p) => format!("file {} + environment + defaults", display(p)),
+        None => "environment + defaults (no file)".into(),
+    }
+}
+
+fn display(p: &Path) -> String {
+    p.display().to_string()
+}

@@ -1,0 +1,15 @@
+//! The macronode host: CLI, config assembly, role wiring, supervisor, and the
+//! health and admin planes. Roles live in their own crates under `roles/`;
+//! what they share lives in `crates/kernel`.
+
+pub mod cli;
+pub mod config;
+pub mod doctor;
+pub mod logging;
+pub mod node;
+pub mod planes;
+pub mod roles;
+pub mod supervisor;
+#[cfg(feature = "test-roles")]
+pub mod testrole;
+pub mod version;

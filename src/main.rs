@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    macronode::cli::main(macronode::config::Profile::Macronode)
+}

@@ -1,0 +1,325 @@
+//! A running node: binds listeners, starts the planes and the supervised
+//! roles, then waits for signals and admin commands (reload, shutdown).
+//!
+//! Shutdown order (the runbook's): `/readyz` 503 at once → listeners stop
+//! accepting → in-flight requests drain up to `shutdown.drain_deadline` →
+//! `Shutdown` on the bus → exit 0. A second SIGINT/SIGTERM exits at once.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use metrics_exporter_prometheus::PrometheusBuilder;
+use ron_kernel::http::{serve, Handler, ServeOptions};
+use ron_kernel::metrics::names;
+use ron_kernel::{Bus, KernelEvent, Live, NodeSettings, Readiness, RoleContext, RoleListeners};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{ConfigSource, NodeConfig};
+use crate::logging::LogHandle;
+use crate::planes::{self, AdminCommand, PlaneState, ReloadOutcome};
+use crate::roles;
+use crate::supervisor::Supervisor;
+
+/// Exit code when a second signal cuts the drain short.
+pub const EXIT_FORCED: i32 = 130;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("cannot bind {name} listener on {addr}: {source}")]
+    Bind {
+        name: String,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot install metrics recorder: {0}")]
+    Metrics(String),
+    #[error("cannot install signal handler: {0}")]
+    Signal(std::io::Error),
+    #[error("cannot prepare data dir {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Roles(#[from] roles::RoleSelectError),
+}
+
+fn settings_from(cfg: &NodeConfig) -> NodeSettings {
+    NodeSettings {
+        data_dir: cfg.data_dir.clone(),
+        amnesia: cfg.amnesia,
+        read_only: cfg.read_only,
+        drain_deadline: cfg.shutdown.drain_deadline,
+        header_read_timeout: cfg.limits.header_read_timeout,
+    }
+}
+
+fn bind(name: &str, addr: SocketAddr) -> Result<std::net::TcpListener, NodeError> {
+    std::net::TcpListener::bind(addr).map_err(|source| NodeError::Bind {
+        name: name.to_owned(),
+        addr,
+        source,
+    })
+}
+
+pub async fn run(src: ConfigSource, cfg: NodeConfig, log: LogHandle) -> Result<i32, NodeError> {
+    let started = Instant::now();
+    let prometheus = PrometheusBuilder::new()
+        .install_recorder()
+        .map_err(|e| NodeError::Metrics(e.to_string()))?;
+    ron_kernel::metrics::describe_all();
+    {
+        let h = prometheus.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                h.run_upkeep();
+            }
+        });
+    }
+
+    if !cfg.amnesia {
+        std::fs::create_dir_all(&cfg.data_dir).map_err(|source| NodeError::DataDir {
+            path: cfg.data_dir.display().to_string(),
+            source,
+        })?;
+    }
+
+    let readiness = Readiness::new();
+    readiness.set_config_loaded(true);
+    let bus = Bus::new(cfg.bus.capacity);
+    // The host's own subscription: logs crashes, and is the "bus is
+    // subscribed" readiness gate.
+    let mut host_rx = bus.subscribe();
+    readiness.set_bus_subscribed(true);
+    tokio::spawn(async move {
+        while let Some(msg) = host_rx.recv().await {
+            if let ron_kernel::BusMessage::Event(KernelEvent::ServiceCrashed { service, reason }) = msg {
+                tracing::warn!(service, reason, "bus: service crashed");
+            }
+        }
+    });
+
+    let role_names = roles::select(&cfg.roles)?;
+    let (specs, live_sections) = roles::build(&role_names, &cfg);
+
+    // Bind everything before anything starts, so a port conflict fails fast
+    // and a restarted role keeps its port.
+    readiness.expect_listener("metrics");
+    readiness.expect_listener("admin");
+    let metrics_l = bind("metrics", cfg.metrics.addr)?;
+    let admin_l = bind("admin", cfg.admin.addr)?;
+    let mut role_listeners: Vec<RoleListeners> = Vec::new();
+    for spec in &specs {
+        let mut ls = RoleListeners::default();
+        for (lname, addr) in &spec.listeners {
+            readiness.expect_listener(lname);
+            let l = bind(lname, *addr)?;
+            ls.insert_tcp(lname, l).map_err(|source| NodeError::Bind {
+                name: lname.to_string(),
+                addr: *addr,
+                source,
+            })?;
+            if let Some(a) = ls.tcp_addr(lname) {
+                readiness.listener_bound(lname, a);
+            }
+        }
+        role_listeners.push(ls);
+    }
+
+    let shutdown = CancellationToken::new();
+    let planes_shutdown = CancellationToken::new();
+    let config = Live::new(cfg.clone());
+    let settings = Live::new(settings_from(&cfg));
+    let policy = Live::new(cfg.supervisor.clone());
+    let config_version = Arc::new(AtomicU64::new(1));
+    metrics::gauge!(names::CONFIG_VERSION).set(1.0);
+    let (cmd_tx, mut cmd_rx) = mpsc::channel::<AdminCommand>(8);
+
+    let plane_state = PlaneState {
+        started,
+        profile: src.profile,
+        readiness: readiness.clone(),
+        bus: bus.clone(),
+        prometheus,
+        config: config.clone(),
+        config_version: config_version.clone(),
+        config_file: src.file.as_ref().map(|p| p.display().to_string()),
+        commands: cmd_tx,
+        shutdown: planes_shutdown.clone(),
+    };
+    let mut planes_tasks = tokio::task::JoinSet::new();
+    for (name, l) in [("metrics", metrics_l), ("admin", admin_l)] {
+        l.set_nonblocking(true).map_err(|source| NodeError::Bind {
+            name: name.into(),
+            addr: cfg.metrics.addr,
+            source,
+        })?;
+        let local = l.local_addr().map_err(|source| NodeError::Bind {
+            name: name.into(),
+            addr: cfg.metrics.addr,
+            source,
+        })?;
+        let tl = tokio::net::TcpListener::from_std(l).map_err(|source| NodeError::Bind {
+            name: name.into(),
+            addr: local,
+            source,
+        })?;
+        readiness.listener_bound(name, local);
+        let st = plane_state.clone();
+        let handler: Arc<dyn Handler> = if name == "metrics" {
+            Arc::new(move |req, _peer| planes::health(st.clone(), req))
+        } else {
+            Arc::new(move |req, peer| planes::admin(st.clone(), req, peer))
+        };
+        let mut opts = ServeOptions::new(if name == "metrics" { "metrics" } else { "admin" });
+        opts.log_requests_at_info = name != "metrics";
+        opts.drain_deadline = Duration::from_secs(1);
+        planes_tasks.spawn(serve(tl, handler, planes_shutdown.clone(), opts));
+    }
+
+    let mut contexts = Vec::new();
+    for (spec, ls) in specs.into_iter().zip(role_listeners.iter().cloned()) {
+        let ctx = RoleContext {
+            name: spec.name,
+            bus: bus.clone(),
+            ready: readiness.register_role(spec.name),
+            shutdown: shutdown.child_token(),
+            listeners: ls,
+            settings: settings.clone(),
+        };
+        contexts.push((spec, ctx));
+    }
+    let supervisor = Supervisor::start(contexts, policy.clone());
+
+    // Announce readiness once, with every bound address.
+    {
+        let readiness = readiness.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                if shutdown.is_cancelled() {
+                    return;
+                }
+                if readiness.is_ready() {
+                    let addrs: BTreeMap<String, String> = readiness
+                        .bound_addrs()
+                        .into_iter()
+                        .map(|(k, v)| (k, v.to_string()))
+                        .collect();
+                    let addrs_json = serde_json::to_string(&addrs).unwrap_or_default();
+                    let pairs: Vec<String> =
+                        addrs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    metrics::gauge!(names::NODE_READY).set(1.0);
+                    tracing::info!(
+                        ready = 1,
+                        addrs = %addrs_json,
+                        startup_ms = started.elapsed().as_secs_f64() * 1e3,
+                        "ready=1 {}",
+                        pairs.join(" ")
+                    );
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        });
+    }
+
+    let mut sigterm = signal(SignalKind::terminate()).map_err(NodeError::Signal)?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(NodeError::Signal)?;
+    let mut sighup = signal(SignalKind::hangup()).map_err(NodeError::Signal)?;
+
+    let mut current = cfg;
+    let reload = |current: &mut NodeConfig| -> Result<ReloadOutcome, String> {
+        let new = src.load().map_err(|e| e.to_string())?;
+        let (effective, needs_restart) = current.reloaded(new);
+        log.set_filter(&effective.log.filter)?;
+        policy.store(effective.supervisor.clone());
+        settings.store(settings_from(&effective));
+        live_sections.store(&effective);
+        config.store(effective.clone());
+        *current = effective;
+        let released = supervisor.release_quarantined();
+        let version = config_version.fetch_add(1, Ordering::Relaxed) + 1;
+        metrics::gauge!(names::CONFIG_VERSION).set(version as f64);
+        bus.publish(KernelEvent::ConfigUpdated { version });
+        Ok(ReloadOutcome {
+            version,
+            needs_restart,
+            released,
+        })
+    };
+    let do_reload = |current: &mut NodeConfig, via: &str| {
+        let result = reload(current);
+        match &result {
+            Ok(o) => {
+                metrics::counter!(names::CONFIG_RELOADS_TOTAL, "result" => "ok").increment(1);
+                for key in &o.needs_restart {
+                    tracing::warn!(key, "config change to a start-only key needs a restart; kept the running value");
+                }
+                tracing::info!(via, version = o.version, released = ?o.released, "config reloaded");
+            }
+            Err(e) => {
+                metrics::counter!(names::CONFIG_RELOADS_TOTAL, "result" => "error").increment(1);
+                tracing::error!(via, error = %e, "config reload rejected; previous config kept");
+            }
+        }
+        result
+    };
+
+    let reason = loop {
+        tokio::select! {
+            _ = sigterm.recv() => break "SIGTERM",
+            _ = sigint.recv() => break "SIGINT",
+            _ = sighup.recv() => { let _ = do_reload(&mut current, "SIGHUP"); }
+            cmd = cmd_rx.recv() => match cmd {
+                Some(AdminCommand::Reload(reply)) => {
+                    let _ = reply.send(do_reload(&mut current, "admin"));
+                }
+                Some(AdminCommand::Shutdown) => break "admin shutdown",
+                None => break "admin plane gone",
+            },
+        }
+    };
+
+    // 1. Unready at once, so load balancers stop sending.
+    readiness.set_shutting_down();
+    metrics::gauge!(names::NODE_READY).set(0.0);
+    let deadline = current.shutdown.drain_deadline;
+    tracing::info!(reason, drain_deadline_ms = deadline.as_millis() as u64, "shutdown: readiness 503, draining");
+    // A second signal ends the drain at once.
+    tokio::spawn(async move {
+        // `recv` yields None when the runtime winds down at a normal exit;
+        // only a real signal counts.
+        tokio::select! {
+            Some(()) = sigterm.recv() => {}
+            Some(()) = sigint.recv() => {}
+            else => return,
+        }
+        tracing::warn!("second signal: exiting without waiting for the drain");
+        std::process::exit(EXIT_FORCED);
+    });
+    // 2. Stop accepting: roles' accept loops end on the token; dropping the
+    //    host's copies closes the sockets.
+    shutdown.cancel();
+    for ls in &role_listeners {
+        ls.close();
+    }
+    // 3. Drain, bounded by the deadline (plus a moment for roles to return).
+    let aborted = supervisor.join(deadline + Duration::from_millis(500)).await;
+    if !aborted.is_empty() {
+        tracing::warn!(?aborted, "roles did not stop within the drain deadline");
+    }
+    // 4. Tell whoever still listens, then close the planes.
+    bus.publish(KernelEvent::Shutdown);
+    planes_shutdown.cancel();
+    while planes_tasks.join_next().await.is_some() {}
+    tracing::info!(uptime_s = started.elapsed().as_secs_f64(), "stopped");
+    Ok(0)
+}

@@ -1,0 +1,347 @@
+//! The host's own HTTP surfaces: the health plane (`/metrics`, `/healthz`,
+//! `/readyz`, `/version`) and the admin plane (`/api/v1/...`).
+//!
+//! Invariants: `/readyz` says exactly what the readiness board says; admin
+//! requests are authorised from the peer socket address or a bearer token
+//! compared in constant time, never from the Host header or any other
+//! client-chosen field.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use metrics_exporter_prometheus::PrometheusHandle;
+use ron_kernel::http::{full, json, Body, ChannelBody, Routed};
+use ron_kernel::metrics::names;
+use ron_kernel::{Bus, BusMessage, KernelEvent, Live, Problem, Readiness};
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{NodeConfig, Profile};
+
+/// What the admin plane asks of the node's main loop.
+#[derive(Debug)]
+pub enum AdminCommand {
+    Reload(oneshot::Sender<Result<ReloadOutcome, String>>),
+    Shutdown,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ReloadOutcome {
+    pub version: u64,
+    /// Start-only keys that changed and were not applied.
+    pub needs_restart: Vec<&'static str>,
+    /// Roles let out of quarantine.
+    pub released: Vec<String>,
+}
+
+/// State the planes read. Cheap to clone.
+#[derive(Clone)]
+pub struct PlaneState {
+    pub started: Instant,
+    pub profile: Profile,
+    pub readiness: Readiness,
+    pub bus: Bus,
+    pub prometheus: PrometheusHandle,
+    pub config: Live<NodeConfig>,
+    pub config_version: Arc<std::sync::atomic::AtomicU64>,
+    pub config_file: Option<String>,
+    pub commands: mpsc::Sender<AdminCommand>,
+    pub shutdown: CancellationToken,
+}
+
+impl PlaneState {
+    fn uptime_secs(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+}
+
+// ---------------------------------------------------------------- health
+
+pub async fn health(st: PlaneState, req: Request<Incoming>) -> Routed {
+    let path = req.uri().path();
+    let get = req.method() == Method::GET || req.method() == Method::HEAD;
+    match path {
+        "/metrics" | "/healthz" | "/readyz" | "/version" if !get => {
+            Routed::new("/{health}", Problem::method_not_allowed("GET, HEAD").into_response())
+        }
+        "/metrics" => {
+            metrics::gauge!(names::NODE_UPTIME_SECONDS).set(st.uptime_secs());
+            metrics::gauge!(names::NODE_READY).set(if st.readiness.is_ready() { 1.0 } else { 0.0 });
+            metrics::gauge!(names::BUS_SUBSCRIBERS).set(st.bus.subscriber_count() as f64);
+            let mut resp = Response::new(full(st.prometheus.render()));
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            Routed::new("/metrics", resp)
+        }
+        "/healthz" => Routed::new(
+            "/healthz",
+            json(StatusCode::OK, &serde_json::json!({"alive": true})),
+        ),
+        "/readyz" => {
+            let report = st.readiness.report();
+            let code = if report.ready {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            let mut resp = json(code, &report);
+            if !report.ready {
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            Routed::new("/readyz", resp)
+        }
+        "/version" => Routed::new("/version", json(StatusCode::OK, &crate::version::info())),
+        _ => Routed::new(
+            "/{unknown}",
+            Problem::not_found(format!("no route {path} on the health plane")).into_response(),
+        ),
+    }
+}
+
+// ---------------------------------------------------------------- admin
+
+/// Whether `peer` may use the admin plane: a loopback peer (when trusted),
+/// or a request carrying the admin bearer token.
+pub fn admin_authorized(
+    peer: SocketAddr,
+    auth_header: Option<&[u8]>,
+    cfg: &crate::config::AdminConfig,
+) -> bool {
+    if cfg.trust_loopback && peer.ip().to_canonical().is_loopback() {
+        return true;
+    }
+    match &cfg.token {
+        Some(tok) => ron_kernel::secret::bearer_matches(auth_header, std::slice::from_ref(tok)),
+        None => false,
+    }
+}
+
+pub async fn admin(st: PlaneState, req: Request<Incoming>, peer: SocketAddr) -> Routed {
+    let cfg = st.config.load();
+    let auth = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|v| v.as_bytes());
+    if !admin_authorized(peer, auth, &cfg.admin) {
+        metrics::counter!(names::ADMIN_AUTH_FAILURES_TOTAL).increment(1);
+        let mut resp = Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "admin requests from this address need `Authorization: Bearer <admin token>`",
+        )
+        .into_response();
+        resp.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return Routed::new("/api/v1/{auth}", resp);
+    }
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    match (method, path.as_str()) {
+        (Method::GET, "/api/v1/status") => Routed::new("/api/v1/status", status(&st)),
+        (Method::GET, "/api/v1/config") => {
+            let value = serde_json::to_value(&*cfg).unwrap_or_default();
+            Routed::new("/api/v1/config", json(StatusCode::OK, &value))
+        }
+        (Method::POST, "/api/v1/reload") => {
+            let (tx, rx) = oneshot::channel();
+            if st.commands.send(AdminCommand::Reload(tx)).await.is_err() {
+                return Routed::new("/api/v1/reload", stopping());
+            }
+            let resp = match rx.await {
+                Ok(Ok(outcome)) => json(StatusCode::OK, &outcome),
+                Ok(Err(msg)) => Problem::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "config_invalid",
+                    format!("reload rejected, previous config kept: {msg}"),
+                )
+                .into_response(),
+                Err(_) => stopping(),
+            };
+            Routed::new("/api/v1/reload", resp)
+        }
+        (Method::POST, "/api/v1/drain") => {
+            st.readiness.set_draining(true);
+            tracing::warn!("draining: /readyz now 503; traffic keeps being served");
+            Routed::new(
+                "/api/v1/drain",
+                json(StatusCode::ACCEPTED, &serde_json::json!({"draining": true})),
+            )
+        }
+        (Method::DELETE, "/api/v1/drain") => {
+            st.readiness.set_draining(false);
+            tracing::info!("drain cancelled");
+            Routed::new(
+                "/api/v1/drain",
+                json(StatusCode::OK, &serde_json::json!({"draining": false})),
+            )
+        }
+        (Method::POST, "/api/v1/shutdown") => {
+            let _ = st.commands.send(AdminCommand::Shutdown).await;
+            Routed::new(
+                "/api/v1/shutdown",
+                json(StatusCode::ACCEPTED, &serde_json::json!({"shutting_down": true})),
+            )
+        }
+        (Method::GET, "/api/v1/bus") => Routed::new("/api/v1/bus", bus_stream(&st, req.uri().query())),
+        (_, "/api/v1/status" | "/api/v1/config" | "/api/v1/bus") => Routed::new(
+            "/api/v1/{known}",
+            Problem::method_not_allowed("GET").into_response(),
+        ),
+        (_, "/api/v1/reload" | "/api/v1/shutdown") => Routed::new(
+            "/api/v1/{known}",
+            Problem::method_not_allowed("POST").into_response(),
+        ),
+        (_, "/api/v1/drain") => Routed::new(
+            "/api/v1/drain",
+            Problem::method_not_allowed("POST, DELETE").into_response(),
+        ),
+        _ => Routed::new(
+            "/{unknown}",
+            Problem::not_found(format!("no route {path} on the admin plane")).into_response(),
+        ),
+    }
+}
+
+fn stopping() -> Response<Body> {
+    Problem::unavailable("shutting_down", "the node is shutting down", 1).into_response()
+}
+
+fn status(st: &PlaneState) -> Response<Body> {
+    let cfg = st.config.load();
+    let report = st.readiness.report();
+    let body = serde_json::json!({
+        "uptime_seconds": st.uptime_secs(),
+        "profile": st.profile,
+        "version": env!("CARGO_PKG_VERSION"),
+        "config_version": st.config_version.load(std::sync::atomic::Ordering::Relaxed),
+        "config_file": st.config_file,
+        "ready": report.ready,
+        "missing": report.missing,
+        "draining": st.readiness.is_draining(),
+        "shutting_down": st.readiness.is_shutting_down(),
+        "amnesia": cfg.amnesia,
+        "read_only": cfg.read_only,
+        "roles": st.readiness.roles(),
+        "addrs": st.readiness.bound_addrs(),
+        "bus": {
+            "capacity": st.bus.capacity(),
+            "subscribers": st.bus.subscriber_count(),
+            "overflow_dropped": st.bus.overflow_dropped(),
+        },
+    });
+    json(StatusCode::OK, &body)
+}
+
+/// `GET /api/v1/bus[?topic=a,b]`: server-sent events of bus traffic. The
+/// first bytes are a `: subscribed` comment, sent once the subscription
+/// exists, so a client knows no later event can be missed.
+fn bus_stream(st: &PlaneState, query: Option<&str>) -> Response<Body> {
+    let mut topics: Vec<String> = Vec::new();
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if k == "topic" {
+            for t in v.split(',').filter(|t| !t.is_empty()) {
+                if !KernelEvent::TOPICS.contains(&t) {
+                    return Problem::bad_request(
+                        "bad_topic",
+                        format!(
+                            "unknown topic {t:?}; topics: {}",
+                            KernelEvent::TOPICS.join(", ")
+                        ),
+                    )
+                    .into_response();
+                }
+                topics.push(t.to_owned());
+            }
+        }
+    }
+    let mut rx = st.bus.subscribe();
+    let shutdown = st.shutdown.clone();
+    let (tx, body) = ChannelBody::new(64);
+    tokio::spawn(async move {
+        if tx.send(Bytes::from_static(b": subscribed\n\n")).await.is_err() {
+            return;
+        }
+        let mut heartbeat = tokio::time::interval(std::time::Duration::from_secs(15));
+        heartbeat.tick().await;
+        loop {
+            let frame = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tx.closed() => break,
+                _ = heartbeat.tick() => Bytes::from_static(b": heartbeat\n\n"),
+                msg = rx.recv() => match msg {
+                    None => break,
+                    Some(BusMessage::Lagged(n)) => {
+                        Bytes::from(format!("event: lagged\ndata: {{\"missed\":{n}}}\n\n"))
+                    }
+                    Some(BusMessage::Event(ev)) => {
+                        if !topics.is_empty() && !topics.iter().any(|t| t == ev.topic()) {
+                            continue;
+                        }
+                        let data = serde_json::to_string(&ev).unwrap_or_default();
+                        Bytes::from(format!("event: {}\ndata: {data}\n\n", ev.topic()))
+                    }
+                },
+            };
+            if tx.send(frame).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut resp = Response::new(body);
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    resp
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::AdminConfig;
+    use ron_kernel::Secret;
+
+    fn cfg(token: Option<&str>, trust_loopback: bool) -> AdminConfig {
+        AdminConfig {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            token: token.map(Secret::new),
+            trust_loopback,
+        }
+    }
+
+    #[test]
+    fn loopback_peers_are_trusted_by_default() {
+        let c = cfg(None, true);
+        assert!(admin_authorized("127.0.0.1:5000".parse().unwrap(), None, &c));
+        assert!(admin_authorized("[::1]:5000".parse().unwrap(), None, &c));
+        assert!(admin_authorized("[::ffff:127.0.0.1]:5000".parse().unwrap(), None, &c));
+    }
+
+    #[test]
+    fn remote_peers_need_the_token() {
+        let remote: SocketAddr = "203.0.113.7:5000".parse().unwrap();
+        let c = cfg(Some("s3cret"), true);
+        assert!(!admin_authorized(remote, None, &c));
+        assert!(!admin_authorized(remote, Some(b"Bearer wrong"), &c));
+        assert!(admin_authorized(remote, Some(b"Bearer s3cret"), &c));
+        // No token configured: remote admin is simply off.
+        assert!(!admin_authorized(remote, Some(b"Bearer "), &cfg(None, true)));
+    }
+
+    #[test]
+    fn untrusted_loopback_needs_the_token_too() {
+        let c = cfg(Some("s3cret"), false);
+        let lo: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        assert!(!admin_authorized(lo, None, &c));
+        assert!(admin_authorized(lo, Some(b"Bearer s3cret"), &c));
+    }
+}
