@@ -30,9 +30,9 @@ fn main() {
         .and_then(|o| String::from_utf8(o.stdout).ok())
         .map(|s| s.trim().to_owned())
         .unwrap_or_else(|| "unknown".into());
-    println!("cargo:rustc-env=RON_GIT_SHA={sha}");
-    println!("cargo:rustc-env=RON_BUILD_UNIX={built}");
-    println!("cargo:rustc-env=RON_RUSTC={rustc_version}");
+    println!("cargo:rustc-env=MACRONODE_BUILD_GIT_SHA={sha}");
+    println!("cargo:rustc-env=MACRONODE_BUILD_UNIX={built}");
+    println!("cargo:rustc-env=MACRONODE_BUILD_RUSTC={rustc_version}");
     println!("cargo:rerun-if-changed=.git/HEAD");
     println!("cargo:rerun-if-changed=.git/refs/heads");
     println!("cargo:rerun-if-env-changed=SOURCE_DATE_EPOCH");

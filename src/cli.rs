@@ -159,7 +159,10 @@ pub fn main(profile: Profile) -> ExitCode {
         Command::Version(v) => {
             let info = crate::version::info();
             if v.json {
-                println!("{}", serde_json::to_string_pretty(&info).unwrap_or_default());
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&info).unwrap_or_default()
+                );
             } else {
                 println!("{info}");
             }
@@ -219,7 +222,12 @@ pub fn main(profile: Profile) -> ExitCode {
                 if !c.ok {
                     failed += 1;
                 }
-                println!("{:<4} {:<16} {}", if c.ok { "ok" } else { "fail" }, c.name, c.detail);
+                println!(
+                    "{:<4} {:<16} {}",
+                    if c.ok { "ok" } else { "fail" },
+                    c.name,
+                    c.detail
+                );
             }
             if failed == 0 {
                 ExitCode::SUCCESS

@@ -177,7 +177,11 @@ impl NodeConfig {
                 trust_loopback: true,
             },
             bus: BusConfig {
-                capacity: if micro { 256 } else { ron_kernel::bus::DEFAULT_BUS_CAPACITY },
+                capacity: if micro {
+                    256
+                } else {
+                    ron_kernel::bus::DEFAULT_BUS_CAPACITY
+                },
             },
             shutdown: ShutdownConfig {
                 drain_deadline: Duration::from_secs(5),
@@ -237,7 +241,10 @@ impl NodeConfig {
             errs.push("supervisor.quarantine_window must be above zero".into());
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
-            errs.push(format!("log.filter {:?} is not a valid filter: {e}", self.log.filter));
+            errs.push(format!(
+                "log.filter {:?} is not a valid filter: {e}",
+                self.log.filter
+            ));
         }
         if let Err(e) = roles::select(&self.roles) {
             errs.push(e.to_string());
@@ -436,10 +443,26 @@ pub const SEED_ENV: &[(&str, &str, &str)] = &[
     ("ADMIN_ADDR", "admin.addr", ""),
     ("SERVICE_ADDR", "omnigate.addr", "omnigate"),
     ("OMNIGATE_INFLIGHT_MAX", "omnigate.inflight_max", "omnigate"),
-    ("OMNIGATE_INDEX_SEMAPHORE", "omnigate.index_semaphore", "omnigate"),
-    ("OMNIGATE_STORAGE_SEMAPHORE", "omnigate.storage_semaphore", "omnigate"),
-    ("OMNIGATE_MAILBOX_SEMAPHORE", "omnigate.mailbox_semaphore", "omnigate"),
-    ("OMNIGATE_STREAM_CHUNK_BYTES", "omnigate.stream_chunk_bytes", "omnigate"),
+    (
+        "OMNIGATE_INDEX_SEMAPHORE",
+        "omnigate.index_semaphore",
+        "omnigate",
+    ),
+    (
+        "OMNIGATE_STORAGE_SEMAPHORE",
+        "omnigate.storage_semaphore",
+        "omnigate",
+    ),
+    (
+        "OMNIGATE_MAILBOX_SEMAPHORE",
+        "omnigate.mailbox_semaphore",
+        "omnigate",
+    ),
+    (
+        "OMNIGATE_STREAM_CHUNK_BYTES",
+        "omnigate.stream_chunk_bytes",
+        "omnigate",
+    ),
     ("OVERLAY_OAP_ADDR", "overlay.addr", "overlay"),
     ("OVERLAY_PQ_MODE", "overlay.pq_mode", "overlay"),
     ("REGISTRY_ADDR", "registry.addr", "registry"),

@@ -39,7 +39,11 @@ pub fn run(src: &ConfigSource) -> Vec<Check> {
     let mut checks = Vec::new();
     let cfg = match src.load() {
         Ok(cfg) => {
-            checks.push(Check::new(true, "config", crate::config::describe_source(src)));
+            checks.push(Check::new(
+                true,
+                "config",
+                crate::config::describe_source(src),
+            ));
             cfg
         }
         Err(e) => {
@@ -84,11 +88,17 @@ fn clock_check() -> Check {
     // A clock before the build (minus a day of slack for time zones and
     // reproducible-build stamps) or past 2100 is wrong; TLS and registry
     // expiry both depend on it.
-    let floor = built.checked_sub(Duration::from_secs(86_400)).unwrap_or(UNIX_EPOCH);
+    let floor = built
+        .checked_sub(Duration::from_secs(86_400))
+        .unwrap_or(UNIX_EPOCH);
     let ceiling = UNIX_EPOCH + Duration::from_secs(4_102_444_800);
     let shown = humantime::format_rfc3339_seconds(now);
     if now < floor {
-        Check::new(false, "clock", format!("{shown} is before this binary was built"))
+        Check::new(
+            false,
+            "clock",
+            format!("{shown} is before this binary was built"),
+        )
     } else if now > ceiling {
         Check::new(false, "clock", format!("{shown} is past 2100"))
     } else {

@@ -100,7 +100,9 @@ pub async fn run(src: ConfigSource, cfg: NodeConfig, log: LogHandle) -> Result<i
     readiness.set_bus_subscribed(true);
     tokio::spawn(async move {
         while let Some(msg) = host_rx.recv().await {
-            if let ron_kernel::BusMessage::Event(KernelEvent::ServiceCrashed { service, reason }) = msg {
+            if let ron_kernel::BusMessage::Event(KernelEvent::ServiceCrashed { service, reason }) =
+                msg
+            {
                 tracing::warn!(service, reason, "bus: service crashed");
             }
         }
@@ -178,10 +180,27 @@ pub async fn run(src: ConfigSource, cfg: NodeConfig, log: LogHandle) -> Result<i
         } else {
             Arc::new(move |req, peer| planes::admin(st.clone(), req, peer))
         };
-        let mut opts = ServeOptions::new(if name == "metrics" { "metrics" } else { "admin" });
+        let mut opts = ServeOptions::new(if name == "metrics" {
+            "metrics"
+        } else {
+            "admin"
+        });
         opts.log_requests_at_info = name != "metrics";
         opts.drain_deadline = Duration::from_secs(1);
         planes_tasks.spawn(serve(tl, handler, planes_shutdown.clone(), opts));
+    }
+
+    {
+        let addrs: BTreeMap<String, String> = readiness
+            .bound_addrs()
+            .into_iter()
+            .map(|(k, v)| (k, v.to_string()))
+            .collect();
+        tracing::info!(
+            bound = 1,
+            addrs = %serde_json::to_string(&addrs).unwrap_or_default(),
+            "listeners bound"
+        );
     }
 
     let mut contexts = Vec::new();
@@ -261,7 +280,10 @@ pub async fn run(src: ConfigSource, cfg: NodeConfig, log: LogHandle) -> Result<i
             Ok(o) => {
                 metrics::counter!(names::CONFIG_RELOADS_TOTAL, "result" => "ok").increment(1);
                 for key in &o.needs_restart {
-                    tracing::warn!(key, "config change to a start-only key needs a restart; kept the running value");
+                    tracing::warn!(
+                        key,
+                        "config change to a start-only key needs a restart; kept the running value"
+                    );
                 }
                 tracing::info!(via, version = o.version, released = ?o.released, "config reloaded");
             }
@@ -292,7 +314,11 @@ pub async fn run(src: ConfigSource, cfg: NodeConfig, log: LogHandle) -> Result<i
     readiness.set_shutting_down();
     metrics::gauge!(names::NODE_READY).set(0.0);
     let deadline = current.shutdown.drain_deadline;
-    tracing::info!(reason, drain_deadline_ms = deadline.as_millis() as u64, "shutdown: readiness 503, draining");
+    tracing::info!(
+        reason,
+        drain_deadline_ms = deadline.as_millis() as u64,
+        "shutdown: readiness 503, draining"
+    );
     // A second signal ends the drain at once.
     tokio::spawn(async move {
         // `recv` yields None when the runtime winds down at a normal exit;

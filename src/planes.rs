@@ -66,9 +66,10 @@ pub async fn health(st: PlaneState, req: Request<Incoming>) -> Routed {
     let path = req.uri().path();
     let get = req.method() == Method::GET || req.method() == Method::HEAD;
     match path {
-        "/metrics" | "/healthz" | "/readyz" | "/version" if !get => {
-            Routed::new("/{health}", Problem::method_not_allowed("GET, HEAD").into_response())
-        }
+        "/metrics" | "/healthz" | "/readyz" | "/version" if !get => Routed::new(
+            "/{health}",
+            Problem::method_not_allowed("GET, HEAD").into_response(),
+        ),
         "/metrics" => {
             metrics::gauge!(names::NODE_UPTIME_SECONDS).set(st.uptime_secs());
             metrics::gauge!(names::NODE_READY).set(if st.readiness.is_ready() { 1.0 } else { 0.0 });
@@ -187,10 +188,15 @@ pub async fn admin(st: PlaneState, req: Request<Incoming>, peer: SocketAddr) -> 
             let _ = st.commands.send(AdminCommand::Shutdown).await;
             Routed::new(
                 "/api/v1/shutdown",
-                json(StatusCode::ACCEPTED, &serde_json::json!({"shutting_down": true})),
+                json(
+                    StatusCode::ACCEPTED,
+                    &serde_json::json!({"shutting_down": true}),
+                ),
             )
         }
-        (Method::GET, "/api/v1/bus") => Routed::new("/api/v1/bus", bus_stream(&st, req.uri().query())),
+        (Method::GET, "/api/v1/bus") => {
+            Routed::new("/api/v1/bus", bus_stream(&st, req.uri().query()))
+        }
         (_, "/api/v1/status" | "/api/v1/config" | "/api/v1/bus") => Routed::new(
             "/api/v1/{known}",
             Problem::method_not_allowed("GET").into_response(),
@@ -265,9 +271,13 @@ fn bus_stream(st: &PlaneState, query: Option<&str>) -> Response<Body> {
     }
     let mut rx = st.bus.subscribe();
     let shutdown = st.shutdown.clone();
-    let (tx, body) = ChannelBody::new(64);
+    let (tx, body) = ChannelBody::channel(64);
     tokio::spawn(async move {
-        if tx.send(Bytes::from_static(b": subscribed\n\n")).await.is_err() {
+        if tx
+            .send(Bytes::from_static(b": subscribed\n\n"))
+            .await
+            .is_err()
+        {
             return;
         }
         let mut heartbeat = tokio::time::interval(std::time::Duration::from_secs(15));
@@ -298,11 +308,13 @@ fn bus_stream(st: &PlaneState, query: Option<&str>) -> Response<Body> {
     });
     let mut resp = Response::new(body);
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     resp
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -321,9 +333,17 @@ mod tests {
     #[test]
     fn loopback_peers_are_trusted_by_default() {
         let c = cfg(None, true);
-        assert!(admin_authorized("127.0.0.1:5000".parse().unwrap(), None, &c));
+        assert!(admin_authorized(
+            "127.0.0.1:5000".parse().unwrap(),
+            None,
+            &c
+        ));
         assert!(admin_authorized("[::1]:5000".parse().unwrap(), None, &c));
-        assert!(admin_authorized("[::ffff:127.0.0.1]:5000".parse().unwrap(), None, &c));
+        assert!(admin_authorized(
+            "[::ffff:127.0.0.1]:5000".parse().unwrap(),
+            None,
+            &c
+        ));
     }
 
     #[test]
@@ -334,7 +354,11 @@ mod tests {
         assert!(!admin_authorized(remote, Some(b"Bearer wrong"), &c));
         assert!(admin_authorized(remote, Some(b"Bearer s3cret"), &c));
         // No token configured: remote admin is simply off.
-        assert!(!admin_authorized(remote, Some(b"Bearer "), &cfg(None, true)));
+        assert!(!admin_authorized(
+            remote,
+            Some(b"Bearer "),
+            &cfg(None, true)
+        ));
     }
 
     #[test]

@@ -76,7 +76,11 @@ pub fn select(requested: &[String]) -> Result<Vec<&'static str>, RoleSelectError
             }
             picked.push(*r);
         } else if ALL_ROLES.contains(&name) || name == "testrole" {
-            let role = if name == "testrole" { "test-roles" } else { name };
+            let role = if name == "testrole" {
+                "test-roles"
+            } else {
+                name
+            };
             return Err(RoleSelectError::NotCompiled {
                 role: role.to_owned(),
                 compiled: compiled_list,
@@ -93,7 +97,8 @@ pub fn select(requested: &[String]) -> Result<Vec<&'static str>, RoleSelectError
     Ok(picked)
 }
 
-type StartFn = dyn Fn(RoleContext) -> Pin<Box<dyn Future<Output = RoleResult> + Send>> + Send + Sync;
+type StartFn =
+    dyn Fn(RoleContext) -> Pin<Box<dyn Future<Output = RoleResult> + Send>> + Send + Sync;
 
 /// One role as the supervisor runs it.
 pub struct RoleSpec {
@@ -177,6 +182,7 @@ where
 
 /// Builds the role specs for `names` from `cfg`, and the live cells reload
 /// will update.
+#[allow(unused_mut, unused_variables)] // a build with no role compiled in
 pub fn build(names: &[&'static str], cfg: &NodeConfig) -> (Vec<RoleSpec>, LiveSections) {
     #[allow(unused_mut)]
     let mut live = LiveSections::default();

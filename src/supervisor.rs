@@ -41,10 +41,7 @@ pub struct Supervisor {
 
 impl Supervisor {
     /// Starts every role. `contexts` pairs each spec with its context.
-    pub fn start(
-        roles: Vec<(RoleSpec, RoleContext)>,
-        policy: Live<SupervisorConfig>,
-    ) -> Self {
+    pub fn start(roles: Vec<(RoleSpec, RoleContext)>, policy: Live<SupervisorConfig>) -> Self {
         let slots = roles
             .into_iter()
             .map(|(spec, ctx)| {
@@ -198,7 +195,10 @@ async fn supervise(
         );
         ready.set_state(
             RoleState::Restarting,
-            format!("restarting in {} ms after crash: {reason}", delay.as_millis()),
+            format!(
+                "restarting in {} ms after crash: {reason}",
+                delay.as_millis()
+            ),
         );
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}

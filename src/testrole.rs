@@ -5,7 +5,8 @@
 //!
 //! Routes: `GET /hello` (the live `greeting`), `GET /hold?ms=N` (waits for
 //! the node's shutdown, then N ms more, then answers), `GET /held` (how many
-//! holds are open).
+//! holds are open), `GET /crash` (the role returns an error right after
+//! answering).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -46,66 +47,92 @@ impl Default for TestRoleConfig {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("testrole was told to fail")]
-struct ToldToFail;
+enum TestRoleError {
+    #[error("testrole was told to fail")]
+    ToldToFail,
+    #[error("testrole was told to crash by GET /crash")]
+    Crashed,
+}
 
 pub async fn run(ctx: RoleContext, cfg: Live<TestRoleConfig>) -> RoleResult {
     match cfg.load().mode {
-        TestMode::Fail => return Err(ToldToFail.into()),
+        TestMode::Fail => return Err(TestRoleError::ToldToFail.into()),
         TestMode::Panic => panic!("testrole was told to panic"),
         TestMode::Serve => {}
     }
     let held = Arc::new(AtomicU64::new(0));
+    let crash = Arc::new(tokio::sync::Notify::new());
+    let crash_rx = crash.clone();
     let listener = ctx.listeners.tcp("testrole")?;
     let shutdown = ctx.shutdown.clone();
     let board = ctx.ready.board().clone();
-    let handler: Arc<dyn Handler> = Arc::new(move |req: http::Request<hyper::body::Incoming>, _peer| {
-        let cfg = cfg.clone();
-        let held = held.clone();
-        let shutdown = shutdown.clone();
-        let board = board.clone();
-        async move {
-            if req.method() != Method::GET {
-                return Routed::new("/{test}", Problem::method_not_allowed("GET").into_response());
-            }
-            match req.uri().path() {
-                "/hello" => Routed::new(
-                    "/hello",
-                    json(StatusCode::OK, &serde_json::json!({"greeting": cfg.load().greeting})),
-                ),
-                "/held" => Routed::new(
-                    "/held",
-                    json(StatusCode::OK, &serde_json::json!({"held": held.load(Ordering::SeqCst)})),
-                ),
-                "/hold" => {
-                    let ms: u64 = req
-                        .uri()
-                        .query()
-                        .and_then(|q| q.strip_prefix("ms="))
-                        .and_then(|v| v.parse().ok())
-                        .unwrap_or(0);
-                    held.fetch_add(1, Ordering::SeqCst);
-                    shutdown.cancelled().await;
-                    // What an observer saw when this request learned of the
-                    // shutdown: the node must already be unready.
-                    let ready_at_release = board.is_ready();
-                    tokio::time::sleep(Duration::from_millis(ms)).await;
-                    held.fetch_sub(1, Ordering::SeqCst);
-                    Routed::new(
-                        "/hold",
+    let handler: Arc<dyn Handler> = Arc::new(
+        move |req: http::Request<hyper::body::Incoming>, _peer| {
+            let cfg = cfg.clone();
+            let held = held.clone();
+            let crash = crash.clone();
+            let shutdown = shutdown.clone();
+            let board = board.clone();
+            async move {
+                if req.method() != Method::GET {
+                    return Routed::new(
+                        "/{test}",
+                        Problem::method_not_allowed("GET").into_response(),
+                    );
+                }
+                match req.uri().path() {
+                    "/hello" => Routed::new(
+                        "/hello",
                         json(
                             StatusCode::OK,
-                            &serde_json::json!({"completed": true, "ready_at_release": ready_at_release}),
+                            &serde_json::json!({"greeting": cfg.load().greeting}),
                         ),
-                    )
+                    ),
+                    "/crash" => {
+                        crash.notify_one();
+                        Routed::new(
+                            "/crash",
+                            json(StatusCode::ACCEPTED, &serde_json::json!({"crashing": true})),
+                        )
+                    }
+                    "/held" => Routed::new(
+                        "/held",
+                        json(
+                            StatusCode::OK,
+                            &serde_json::json!({"held": held.load(Ordering::SeqCst)}),
+                        ),
+                    ),
+                    "/hold" => {
+                        let ms: u64 = req
+                            .uri()
+                            .query()
+                            .and_then(|q| q.strip_prefix("ms="))
+                            .and_then(|v| v.parse().ok())
+                            .unwrap_or(0);
+                        held.fetch_add(1, Ordering::SeqCst);
+                        shutdown.cancelled().await;
+                        // What an observer saw when this request learned of the
+                        // shutdown: the node must already be unready.
+                        let ready_at_release = board.is_ready();
+                        tokio::time::sleep(Duration::from_millis(ms)).await;
+                        held.fetch_sub(1, Ordering::SeqCst);
+                        Routed::new(
+                            "/hold",
+                            json(
+                                StatusCode::OK,
+                                &serde_json::json!({"completed": true, "ready_at_release": ready_at_release}),
+                            ),
+                        )
+                    }
+                    other => Routed::new(
+                        "/{unknown}",
+                        Problem::not_found(format!("testrole has no route {other}"))
+                            .into_response(),
+                    ),
                 }
-                other => Routed::new(
-                    "/{unknown}",
-                    Problem::not_found(format!("testrole has no route {other}")).into_response(),
-                ),
             }
-        }
-    });
+        },
+    );
     let server = tokio::spawn(serve(
         listener,
         handler,
@@ -113,6 +140,11 @@ pub async fn run(ctx: RoleContext, cfg: Live<TestRoleConfig>) -> RoleResult {
         ctx.serve_options("testrole"),
     ));
     ctx.ready.set_ready();
-    server.await?;
-    Ok(())
+    tokio::select! {
+        joined = server => {
+            joined?;
+            Ok(())
+        }
+        _ = crash_rx.notified() => Err(TestRoleError::Crashed.into()),
+    }
 }

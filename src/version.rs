@@ -15,7 +15,7 @@ pub struct BuildInfo {
 }
 
 pub fn build_unix_secs() -> u64 {
-    env!("RON_BUILD_UNIX").parse().unwrap_or(0)
+    env!("MACRONODE_BUILD_UNIX").parse().unwrap_or(0)
 }
 
 pub fn info() -> BuildInfo {
@@ -23,9 +23,9 @@ pub fn info() -> BuildInfo {
     BuildInfo {
         name: env!("CARGO_PKG_NAME"),
         version: env!("CARGO_PKG_VERSION"),
-        git_sha: env!("RON_GIT_SHA"),
+        git_sha: env!("MACRONODE_BUILD_GIT_SHA"),
         build_time: humantime::format_rfc3339_seconds(built).to_string(),
-        rustc: env!("RON_RUSTC"),
+        rustc: env!("MACRONODE_BUILD_RUSTC"),
         features: crate::roles::compiled().to_vec(),
     }
 }

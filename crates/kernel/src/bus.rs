@@ -183,7 +183,10 @@ mod tests {
                 rx.recv().await,
                 Some(BusMessage::Event(KernelEvent::ConfigUpdated { version: 1 }))
             );
-            assert_eq!(rx.recv().await, Some(BusMessage::Event(KernelEvent::Shutdown)));
+            assert_eq!(
+                rx.recv().await,
+                Some(BusMessage::Event(KernelEvent::Shutdown))
+            );
         }
     }
 

@@ -35,7 +35,9 @@ pub type Body = BoxBody<Bytes, BoxError>;
 pub const CORR_ID_HEADER: &str = "x-request-id";
 
 pub fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into()).map_err(|never| match never {}).boxed()
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 pub fn empty() -> Body {
@@ -55,8 +57,9 @@ pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
             );
             resp
         }
-        Err(e) => crate::problem::Problem::internal(format!("response encoding: {e}"))
-            .into_response(),
+        Err(e) => {
+            crate::problem::Problem::internal(format!("response encoding: {e}")).into_response()
+        }
     }
 }
 
@@ -67,7 +70,7 @@ pub struct ChannelBody {
 }
 
 impl ChannelBody {
-    pub fn new(capacity: usize) -> (mpsc::Sender<Bytes>, Body) {
+    pub fn channel(capacity: usize) -> (mpsc::Sender<Bytes>, Body) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         (tx, ChannelBody { rx }.boxed())
     }

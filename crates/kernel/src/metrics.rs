@@ -50,9 +50,15 @@ pub fn describe_all() {
     );
     describe_gauge!(NODE_READY, "1 when /readyz answers 200");
     describe_gauge!(NODE_UPTIME_SECONDS, Unit::Seconds, "Seconds since start");
-    describe_gauge!(CONFIG_VERSION, "Version of the config in force (1 at start, +1 per reload)");
+    describe_gauge!(
+        CONFIG_VERSION,
+        "Version of the config in force (1 at start, +1 per reload)"
+    );
     describe_counter!(CONFIG_RELOADS_TOTAL, "Reload attempts by result");
-    describe_counter!(HTTP_REQUESTS_TOTAL, "HTTP requests by route template, method and status");
+    describe_counter!(
+        HTTP_REQUESTS_TOTAL,
+        "HTTP requests by route template, method and status"
+    );
     describe_histogram!(
         REQUEST_LATENCY_SECONDS,
         Unit::Seconds,

@@ -67,7 +67,9 @@ impl RegistryConfig {
         }
         if let Some(u) = &self.upstream {
             if !(u.starts_with("http://") || u.starts_with("https://")) {
-                errs.push(format!("registry.upstream must be an http(s) URL, got {u:?}"));
+                errs.push(format!(
+                    "registry.upstream must be an http(s) URL, got {u:?}"
+                ));
             }
         }
     }

@@ -1,0 +1,405 @@
+//! Test harness: starts the real binary on ephemeral loopback ports, reads
+//! the bound addresses from its `listeners bound` log line, and speaks plain
+//! HTTP/1.1 to it. Every wait is a bounded poll, never a bare sleep.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const MACRONODE: &str = env!("CARGO_BIN_EXE_macronode");
+pub const MICRONODE: &str = env!("CARGO_BIN_EXE_micronode");
+
+/// A config with every listener on an ephemeral loopback port and the data
+/// dir inside `dir`.
+pub fn base_config(dir: &Path) -> String {
+    format!(
+        r#"data_dir = "{data}"
+
+[metrics]
+addr = "127.0.0.1:0"
+
+[admin]
+addr = "127.0.0.1:0"
+
+[omnigate]
+addr = "127.0.0.1:0"
+
+[overlay]
+addr = "127.0.0.1:0"
+
+[registry]
+addr = "127.0.0.1:0"
+
+[storage]
+addr = "127.0.0.1:0"
+
+[index]
+addr = "127.0.0.1:0"
+
+[mailbox]
+addr = "127.0.0.1:0"
+
+[testrole]
+addr = "127.0.0.1:0"
+"#,
+        data = dir.join("data").display()
+    )
+}
+
+pub struct NodeBuilder {
+    bin: &'static str,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    config: Option<String>,
+    dir: tempfile::TempDir,
+}
+
+impl NodeBuilder {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = Some(base_config(dir.path()));
+        Self {
+            bin: MACRONODE,
+            args: vec!["run".into()],
+            env: Vec::new(),
+            config,
+            dir,
+        }
+    }
+
+    pub fn bin(mut self, bin: &'static str) -> Self {
+        self.bin = bin;
+        self
+    }
+
+    pub fn arg(mut self, a: &str) -> Self {
+        self.args.push(a.into());
+        self
+    }
+
+    pub fn env(mut self, k: &str, v: &str) -> Self {
+        self.env.push((k.into(), v.into()));
+        self
+    }
+
+    /// Appends TOML to the base config (top-level keys must come first,
+    /// so use sections here).
+    pub fn config_extra(mut self, toml: &str) -> Self {
+        let c = self.config.get_or_insert_with(String::new);
+        c.push('\n');
+        c.push_str(toml);
+        self
+    }
+
+    /// Replaces text in the config (to change a key the base config sets).
+    pub fn config_replace(mut self, from: &str, to: &str) -> Self {
+        let c = self.config.get_or_insert_with(String::new);
+        assert!(c.contains(from), "config has no {from:?}");
+        *c = c.replace(from, to);
+        self
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("node.toml")
+    }
+
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(self.bin);
+        cmd.args(&self.args);
+        if let Some(c) = &self.config {
+            std::fs::write(self.config_path(), c).expect("write config");
+            cmd.arg("--config").arg(self.config_path());
+        }
+        cmd.env_remove("RON_CONFIG");
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd.current_dir(self.dir.path());
+        cmd
+    }
+
+    /// Runs to completion (for commands that should exit).
+    pub fn output(self) -> std::process::Output {
+        let mut cmd = self.command();
+        cmd.stdin(Stdio::null());
+        let out = cmd.output().expect("spawn");
+        drop(self.dir);
+        out
+    }
+
+    /// Starts the node and waits for its listeners to be bound.
+    pub fn start(self) -> Node {
+        let mut cmd = self.command();
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn node");
+        let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+        let stdout = child.stdout.take().expect("stdout");
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let stderr = child.stderr.take().expect("stderr");
+        let esink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                esink.lock().unwrap().push(format!("stderr: {line}"));
+            }
+        });
+        let mut node = Node {
+            child,
+            lines,
+            addrs: BTreeMap::new(),
+            _dir: self.dir,
+        };
+        let line = node
+            .wait_for_log(Duration::from_secs(60), |v| v["bound"] == 1)
+            .unwrap_or_else(|| panic!("node never bound its listeners:\n{}", node.log_dump()));
+        let addrs: BTreeMap<String, String> =
+            serde_json::from_str(line["addrs"].as_str().expect("addrs")).expect("addrs json");
+        node.addrs = addrs
+            .into_iter()
+            .map(|(k, v)| (k, v.parse().expect("addr")))
+            .collect();
+        node
+    }
+}
+
+pub struct Node {
+    pub child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+    pub addrs: BTreeMap<String, SocketAddr>,
+    _dir: tempfile::TempDir,
+}
+
+impl Node {
+    pub fn addr(&self, name: &str) -> SocketAddr {
+        *self
+            .addrs
+            .get(name)
+            .unwrap_or_else(|| panic!("no listener {name}: {:?}", self.addrs))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let st = Command::new("kill")
+            .args([&format!("-{sig}"), &self.pid().to_string()])
+            .status()
+            .expect("kill");
+        assert!(st.success(), "kill -{sig} failed");
+    }
+
+    pub fn log_dump(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+
+    /// Waits for a JSON log line matching `pred`.
+    pub fn wait_for_log(
+        &self,
+        timeout: Duration,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> Option<serde_json::Value> {
+        poll(timeout, || {
+            let lines = self.lines.lock().unwrap();
+            lines
+                .iter()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .find(|v| pred(v))
+        })
+    }
+
+    pub fn get(&self, listener: &str, path: &str) -> Resp {
+        request(self.addr(listener), "GET", path, &[], b"")
+    }
+
+    pub fn wait_ready(&self) {
+        let ok = poll(Duration::from_secs(60), || {
+            let r = try_request(self.addr("metrics"), "GET", "/readyz", &[], b"").ok()?;
+            (r.status == 200).then_some(())
+        });
+        assert!(
+            ok.is_some(),
+            "node never became ready:\n{}",
+            self.log_dump()
+        );
+    }
+
+    /// Waits for the process to exit, at most `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let st = poll(timeout, || self.child.try_wait().ok().flatten());
+        st.unwrap_or_else(|| panic!("node did not exit in {timeout:?}:\n{}", self.log_dump()))
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `f` every 10 ms until it returns `Some` or `timeout` passes.
+pub fn poll<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let end = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= end {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.body))
+    }
+}
+
+pub fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Resp {
+    try_request(addr, method, path, headers, body)
+        .unwrap_or_else(|e| panic!("{method} {path} to {addr}: {e}"))
+}
+
+pub fn try_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<Resp> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes())?;
+    s.write_all(body)?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    parse_response(&raw)
+}
+
+fn parse_response(raw: &[u8]) -> std::io::Result<Resp> {
+    let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_owned());
+    let text = String::from_utf8_lossy(raw);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| bad("no header end"))?;
+    let mut lines = head.lines();
+    let status_line = lines.next().ok_or_else(|| bad("empty response"))?;
+    let status: u16 = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad("bad status line"))?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    Ok(Resp {
+        status,
+        headers,
+        body: body.to_owned(),
+    })
+}
+
+/// An open server-sent-events stream; lines arrive on a channel.
+pub struct Sse {
+    rx: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Sse {
+    pub fn open(addr: SocketAddr, path: &str) -> Sse {
+        let mut s = TcpStream::connect(addr).expect("connect sse");
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n"
+        )
+        .expect("write sse");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(s).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut sse = Sse {
+            rx,
+            seen: Vec::new(),
+        };
+        assert!(
+            sse.wait_line(Duration::from_secs(30), |l| l.starts_with(": subscribed")),
+            "bus stream never confirmed the subscription"
+        );
+        sse
+    }
+
+    /// Waits for a line matching `pred`; bounded by `timeout`.
+    pub fn wait_line(&mut self, timeout: Duration, pred: impl Fn(&str) -> bool) -> bool {
+        let end = Instant::now() + timeout;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(line) => {
+                    let hit = pred(&line);
+                    self.seen.push(line);
+                    if hit {
+                        return true;
+                    }
+                }
+                Err(_) => return false,
+            }
+        }
+    }
+
+    pub fn seen(&self) -> &[String] {
+        &self.seen
+    }
+}
