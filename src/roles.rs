@@ -162,6 +162,7 @@ impl LiveSections {
     }
 }
 
+#[allow(dead_code)] // unused only in a build with no role compiled in
 fn spec<C, F, Fut>(
     name: &'static str,
     listeners: Vec<(&'static str, SocketAddr)>,
