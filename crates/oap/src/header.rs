@@ -1,0 +1,225 @@
+//! The 38-byte OAP/1 header: field layout, flags, and the frame kinds a
+//! header denotes.
+
+use bytes::{Buf, BufMut};
+
+/// Size of the fixed header in bytes.
+pub const HEADER_LEN: usize = 38;
+/// Largest frame (header included) a conforming peer may send.
+pub const MAX_FRAME_BYTES: usize = 1 << 20;
+/// The protocol version this crate speaks.
+pub const VERSION: u16 = 1;
+
+/// Header flag bits. Bits 8–15 are reserved and rejected by a strict
+/// decoder.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Flags(pub u16);
+
+impl Flags {
+    pub const REQ: Flags = Flags(1 << 0);
+    pub const RESP: Flags = Flags(1 << 1);
+    pub const EVENT: Flags = Flags(1 << 2);
+    pub const START: Flags = Flags(1 << 3);
+    pub const END: Flags = Flags(1 << 4);
+    pub const ACK_REQ: Flags = Flags(1 << 5);
+    pub const COMP: Flags = Flags(1 << 6);
+    pub const APP_E2E: Flags = Flags(1 << 7);
+    pub const RESERVED: Flags = Flags(0xff00);
+    pub const EMPTY: Flags = Flags(0);
+
+    pub const fn bits(self) -> u16 {
+        self.0
+    }
+
+    pub const fn contains(self, other: Flags) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    pub const fn intersects(self, other: Flags) -> bool {
+        self.0 & other.0 != 0
+    }
+
+    #[must_use]
+    pub const fn with(self, other: Flags) -> Flags {
+        Flags(self.0 | other.0)
+    }
+
+    #[must_use]
+    pub const fn without(self, other: Flags) -> Flags {
+        Flags(self.0 & !other.0)
+    }
+
+    /// How many of REQ, RESP, EVENT are set.
+    pub const fn direction_count(self) -> u32 {
+        (self.0 & 0b111).count_ones()
+    }
+}
+
+impl std::ops::BitOr for Flags {
+    type Output = Flags;
+    fn bitor(self, rhs: Flags) -> Flags {
+        self.with(rhs)
+    }
+}
+
+impl std::fmt::Debug for Flags {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const NAMES: [&str; 8] = [
+            "REQ", "RESP", "EVENT", "START", "END", "ACK_REQ", "COMP", "APP_E2E",
+        ];
+        let mut first = true;
+        for (i, n) in NAMES.iter().enumerate() {
+            if self.0 & (1 << i) != 0 {
+                if !first {
+                    f.write_str("|")?;
+                }
+                f.write_str(n)?;
+                first = false;
+            }
+        }
+        if self.0 & 0xff00 != 0 {
+            if !first {
+                f.write_str("|")?;
+            }
+            write!(f, "RESERVED({:#06x})", self.0 & 0xff00)?;
+            first = false;
+        }
+        if first {
+            f.write_str("EMPTY")?;
+        }
+        Ok(())
+    }
+}
+
+/// `app_proto_id` of connection control frames (HELLO, ACK, connection
+/// ERROR).
+pub const CONTROL_PROTO: u16 = 0;
+/// Control code of HELLO.
+pub const CODE_HELLO: u16 = 0;
+/// Control code of ACK.
+pub const CODE_ACK: u16 = 1;
+/// Codes at or above this are errors.
+pub const CODE_ERROR_MIN: u16 = 400;
+
+/// A decoded header. `len` is the whole frame, header included.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header {
+    pub len: u32,
+    pub ver: u16,
+    pub flags: Flags,
+    pub code: u16,
+    pub app_proto_id: u16,
+    pub tenant: u128,
+    pub cap_len: u16,
+    pub corr_id: u64,
+}
+
+/// What a frame is, by its header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FrameKind {
+    Hello,
+    Ack,
+    Start,
+    Data,
+    End,
+    Error,
+}
+
+impl FrameKind {
+    /// The `kind` label of `oap_frames_total`.
+    pub const fn label(self) -> &'static str {
+        match self {
+            FrameKind::Hello => "hello",
+            FrameKind::Ack => "ack",
+            FrameKind::Start => "start",
+            FrameKind::Data => "data",
+            FrameKind::End => "end",
+            FrameKind::Error => "error",
+        }
+    }
+
+    pub const ALL: [FrameKind; 6] = [
+        FrameKind::Hello,
+        FrameKind::Ack,
+        FrameKind::Start,
+        FrameKind::Data,
+        FrameKind::End,
+        FrameKind::Error,
+    ];
+}
+
+impl Header {
+    /// Parses the 38 header bytes at the front of `b` (which must hold at
+    /// least `HEADER_LEN` bytes). Validation is the decoder's job.
+    pub fn parse(mut b: &[u8]) -> Header {
+        debug_assert!(b.len() >= HEADER_LEN);
+        Header {
+            len: b.get_u32(),
+            ver: b.get_u16(),
+            flags: Flags(b.get_u16()),
+            code: b.get_u16(),
+            app_proto_id: b.get_u16(),
+            tenant: b.get_u128(),
+            cap_len: b.get_u16(),
+            corr_id: b.get_u64(),
+        }
+    }
+
+    /// Writes the 38 header bytes.
+    pub fn write(&self, out: &mut impl BufMut) {
+        out.put_u32(self.len);
+        out.put_u16(self.ver);
+        out.put_u16(self.flags.0);
+        out.put_u16(self.code);
+        out.put_u16(self.app_proto_id);
+        out.put_u128(self.tenant);
+        out.put_u16(self.cap_len);
+        out.put_u64(self.corr_id);
+    }
+
+    pub fn kind(&self) -> FrameKind {
+        if self.app_proto_id == CONTROL_PROTO && self.code == CODE_HELLO {
+            FrameKind::Hello
+        } else if self.app_proto_id == CONTROL_PROTO && self.code == CODE_ACK {
+            FrameKind::Ack
+        } else if self.code >= CODE_ERROR_MIN {
+            FrameKind::Error
+        } else if self.flags.contains(Flags::START) {
+            FrameKind::Start
+        } else if self.flags.contains(Flags::END) {
+            FrameKind::End
+        } else {
+            FrameKind::Data
+        }
+    }
+
+    /// Bytes after the header and capability.
+    pub fn payload_len(&self) -> usize {
+        (self.len as usize).saturating_sub(HEADER_LEN + self.cap_len as usize)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_round_trips_through_38_bytes() {
+        let h = Header {
+            len: 1234,
+            ver: 1,
+            flags: Flags::REQ | Flags::START,
+            code: 7,
+            app_proto_id: 2,
+            tenant: 0x0102_0304_0506_0708_090a_0b0c_0d0e_0f10,
+            cap_len: 3,
+            corr_id: 0xdead_beef,
+        };
+        let mut v = Vec::new();
+        h.write(&mut v);
+        assert_eq!(v.len(), HEADER_LEN);
+        assert_eq!(&v[..4], &1234u32.to_be_bytes());
+        assert_eq!(Header::parse(&v), h);
+        assert_eq!(format!("{:?}", h.flags), "REQ|START");
+    }
+}

@@ -1,0 +1,125 @@
+//! Keeps the example configs and docs in step with the code: every config
+//! key the binary has is in both example files and in docs/CONFIG.md, the
+//! examples hold exactly the defaults, and every metric name is documented.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+
+const MACRONODE: &str = env!("CARGO_BIN_EXE_macronode");
+const MICRONODE: &str = env!("CARGO_BIN_EXE_micronode");
+
+/// Keys that are unset by default (so `config print` leaves them out).
+const OPTIONAL_KEYS: &[&str] = &[
+    "admin.token",
+    "omnigate.downstream.storage",
+    "omnigate.downstream.index",
+    "omnigate.downstream.mailbox",
+    "registry.upstream",
+];
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn print(bin: &str, config: Option<&Path>) -> String {
+    let mut cmd = Command::new(bin);
+    cmd.args(["config", "print"]).env_remove("RON_CONFIG");
+    if let Some(c) = config {
+        cmd.arg("--config").arg(c);
+    }
+    let out = cmd.output().expect("config print");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Drop the header comment (it names the source).
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn leaf_keys(prefix: &str, v: &toml::Value, out: &mut BTreeSet<String>) {
+    match v {
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                let p = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                leaf_keys(&p, v, out);
+            }
+        }
+        _ => {
+            out.insert(prefix.to_owned());
+        }
+    }
+}
+
+fn default_keys() -> BTreeSet<String> {
+    let printed: toml::Value =
+        toml::from_str(&print(MACRONODE, None)).expect("printed config is TOML");
+    let mut keys = BTreeSet::new();
+    leaf_keys("", &printed, &mut keys);
+    keys.retain(|k| !k.starts_with("testrole."));
+    keys.extend(OPTIONAL_KEYS.iter().map(|k| k.to_string()));
+    keys
+}
+
+#[test]
+fn example_configs_hold_exactly_the_defaults() {
+    for (bin, file) in [
+        (MACRONODE, "config/macronode.toml"),
+        (MICRONODE, "config/micronode.toml"),
+    ] {
+        let from_file = print(bin, Some(&root().join(file)));
+        let defaults = print(bin, None);
+        assert_eq!(from_file, defaults, "{file} differs from {bin}'s defaults");
+    }
+}
+
+#[test]
+fn every_config_key_is_in_the_examples_and_in_config_md() {
+    let doc = std::fs::read_to_string(root().join("docs/CONFIG.md")).unwrap();
+    for file in ["config/macronode.toml", "config/micronode.toml"] {
+        let text = std::fs::read_to_string(root().join(file)).unwrap();
+        for key in default_keys() {
+            let leaf = key.rsplit('.').next().unwrap();
+            let present = text.lines().any(|l| {
+                let l = l.trim_start_matches(['#', ' ']);
+                l.starts_with(&format!("{leaf} =")) || l.starts_with(&format!("{leaf}="))
+            });
+            assert!(present, "{file} does not show `{key}`");
+        }
+    }
+    for key in default_keys() {
+        assert!(
+            doc.contains(&format!("`{key}`")),
+            "docs/CONFIG.md does not document `{key}`"
+        );
+    }
+}
+
+#[test]
+fn every_metric_name_is_documented() {
+    let src = std::fs::read_to_string(root().join("crates/kernel/src/metrics.rs")).unwrap();
+    let api = std::fs::read_to_string(root().join("docs/API.md")).unwrap();
+    let mut n = 0;
+    for line in src.lines() {
+        let line = line.trim();
+        if let Some(rest) = line.strip_prefix("pub const ") {
+            if let Some(name) = rest.split('"').nth(1) {
+                n += 1;
+                assert!(
+                    api.contains(&format!("`{name}`")),
+                    "docs/API.md does not document `{name}`"
+                );
+            }
+        }
+    }
+    assert!(n > 10, "found only {n} metric names");
+}
