@@ -83,10 +83,16 @@ impl Decoder {
         }
         let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
         if len > self.cfg.max_frame {
-            return Err(Reject::new(R::FrameOversize, "declared frame length exceeds the maximum"));
+            return Err(Reject::new(
+                R::FrameOversize,
+                "declared frame length exceeds the maximum",
+            ));
         }
         if len < HEADER_LEN {
-            return Err(Reject::new(R::HeaderMalformed, "declared frame length is shorter than the header"));
+            return Err(Reject::new(
+                R::HeaderMalformed,
+                "declared frame length is shorter than the header",
+            ));
         }
         if buf.len() < HEADER_LEN {
             return Ok(Decoded::NeedMore(HEADER_LEN - buf.len()));
@@ -118,11 +124,19 @@ impl Decoder {
         let corr = h.corr_id;
         let len = h.len as usize;
         if h.cap_len as usize > len - HEADER_LEN {
-            return Err(Reject::on(R::HeaderMalformed, corr, "cap_len runs past the end of the frame"));
+            return Err(Reject::on(
+                R::HeaderMalformed,
+                corr,
+                "cap_len runs past the end of the frame",
+            ));
         }
         let kind = h.kind();
         if kind == FrameKind::Ack && len - HEADER_LEN - h.cap_len as usize != ACK_PAYLOAD_LEN {
-            return Err(Reject::on(R::HeaderMalformed, corr, "ACK payload is not 12 bytes"));
+            return Err(Reject::on(
+                R::HeaderMalformed,
+                corr,
+                "ACK payload is not 12 bytes",
+            ));
         }
         if h.app_proto_id == CONTROL_PROTO
             && h.code != CODE_HELLO
@@ -141,20 +155,36 @@ impl Decoder {
             return Err(Reject::on(R::BadFlags, corr, "reserved flag bits are set"));
         }
         if h.cap_len > 0 && !h.flags.contains(Flags::START) {
-            return Err(Reject::on(R::CapOnNonStart, corr, "capability on a frame without START"));
+            return Err(Reject::on(
+                R::CapOnNonStart,
+                corr,
+                "capability on a frame without START",
+            ));
         }
         match kind {
             FrameKind::Ack => {
                 if h.flags.direction_count() != 0 {
-                    return Err(Reject::on(R::BadFlags, corr, "ACK carries REQ, RESP or EVENT"));
+                    return Err(Reject::on(
+                        R::BadFlags,
+                        corr,
+                        "ACK carries REQ, RESP or EVENT",
+                    ));
                 }
                 if h.flags.intersects(Flags::START | Flags::END | Flags::COMP) {
-                    return Err(Reject::on(R::BadFlags, corr, "ACK carries START, END or COMP"));
+                    return Err(Reject::on(
+                        R::BadFlags,
+                        corr,
+                        "ACK carries START, END or COMP",
+                    ));
                 }
             }
             _ => {
                 if h.flags.direction_count() != 1 {
-                    return Err(Reject::on(R::BadFlags, corr, "exactly one of REQ, RESP, EVENT must be set"));
+                    return Err(Reject::on(
+                        R::BadFlags,
+                        corr,
+                        "exactly one of REQ, RESP, EVENT must be set",
+                    ));
                 }
             }
         }
@@ -162,9 +192,11 @@ impl Decoder {
             FrameKind::Error if !h.flags.contains(Flags::END) => {
                 Err(Reject::on(R::BadFlags, corr, "ERROR frame without END"))
             }
-            FrameKind::Hello if !h.flags.contains(Flags::START | Flags::END) => {
-                Err(Reject::on(R::BadFlags, corr, "HELLO must be a one-frame message (START|END)"))
-            }
+            FrameKind::Hello if !h.flags.contains(Flags::START | Flags::END) => Err(Reject::on(
+                R::BadFlags,
+                corr,
+                "HELLO must be a one-frame message (START|END)",
+            )),
             FrameKind::Hello if h.flags.contains(Flags::COMP) => {
                 Err(Reject::on(R::BadFlags, corr, "HELLO cannot be compressed"))
             }

@@ -243,7 +243,12 @@ impl Encoder {
     }
 
     /// Encodes one frame. The payload is carried, not copied.
-    pub fn encode(&mut self, spec: &FrameSpec, cap: &[u8], payload: Bytes) -> Result<OutFrame, EncodeError> {
+    pub fn encode(
+        &mut self,
+        spec: &FrameSpec,
+        cap: &[u8],
+        payload: Bytes,
+    ) -> Result<OutFrame, EncodeError> {
         if cap.len() > u16::MAX as usize {
             return Err(EncodeError::CapTooLong(cap.len()));
         }

@@ -1,14 +1,33 @@
 //! OAP/1: the frame codec and session state machine of the overlay.
 //!
-//! A pure library: no sockets, no tokio, no filesystem. The codec itself is
-//! built under its own issue; this crate reserves its place in the workspace
-//! and its protocol constants, which the rest of the node already relies on.
+//! A pure library, the `quinn-proto` of OAP/1: no sockets, no tokio, no
+//! filesystem, no clock. The overlay role drives it.
+//!
+//! - [`decode`]: bytes → [`Frame`]s, zero-copy, length checked first.
+//! - [`encode`]: [`FrameSpec`] + payload → [`OutFrame`] (pooled head,
+//!   payload chained, never copied).
+//! - [`session`]: per-stream state machine and ACK windows.
+//! - [`comp`]: zstd with a bounded inflate.
+//! - [`hello`], [`health`] (metrics hook and readiness inputs).
+//!
+//! The normative spec is `docs/OAP-1.md`.
 
-/// Size of the fixed OAP/1 header in bytes.
-pub const HEADER_LEN: usize = 38;
-/// Largest frame (header included) a conforming peer may send.
-pub const MAX_FRAME_BYTES: usize = 1 << 20;
+pub mod comp;
+pub mod decode;
+pub mod encode;
+pub mod header;
+pub mod health;
+pub mod hello;
+pub mod reject;
+pub mod session;
+
+pub use decode::{Decoded, Decoder, DecoderConfig, Frame, ACK_PAYLOAD_LEN};
+pub use encode::{EncodeError, Encoder, FramePool, FrameSpec, OutFrame};
+pub use header::{Flags, FrameKind, Header, HEADER_LEN, MAX_FRAME_BYTES, VERSION};
+pub use health::{NoMetrics, OapMetrics, ReadinessSummary, RejectRate};
+pub use hello::Hello;
+pub use reject::{Reject, RejectReason};
+pub use session::{AckOut, Event, SendError, Session, SessionConfig};
+
 /// ALPN protocol id negotiated by the overlay's TLS and QUIC endpoints.
 pub const ALPN: &[u8] = b"oap/1";
-/// The protocol version this crate speaks.
-pub const VERSION: u16 = 1;
