@@ -37,7 +37,7 @@ pub fn describe_all() {
     );
     describe_counter!(
         BUS_OVERFLOW_DROPPED_TOTAL,
-        "Bus events overwritten before every subscriber read them, or published with no subscriber"
+        "Bus events published while no subscriber could take them"
     );
     describe_gauge!(BUS_SUBSCRIBERS, "Current bus subscribers");
     describe_counter!(
