@@ -18,60 +18,56 @@ const BATCH: u64 = 512;
 /// Subscribers that count every event; the one that completes a round
 /// wakes the publisher.
 struct Fanout {
-    seen: Arc<AtomicUsize>,
     done: Arc<Notify>,
 }
 
-fn spawn_bus_subscribers(
-    rt: &tokio::runtime::Runtime,
-    bus: &Bus,
-    n: usize,
-    per_round: usize,
-) -> Fanout {
-    let seen = Arc::new(AtomicUsize::new(0));
-    let done = Arc::new(Notify::new());
-    for _ in 0..n {
-        let mut rx = bus.subscribe();
-        let seen = seen.clone();
-        let done = done.clone();
-        rt.spawn(async move {
-            while let Some(msg) = rx.recv().await {
-                if let BusMessage::Event(ev) = msg {
-                    black_box(&ev);
-                    if seen.fetch_add(1, Ordering::AcqRel) + 1 == n * per_round {
-                        seen.store(0, Ordering::Release);
-                        done.notify_one();
-                    }
-                }
-            }
-        });
-    }
-    Fanout { seen, done }
+/// A subscription of either kind: `None` when closed, `Some(true)` for an
+/// event, `Some(false)` for anything else (a lag notice).
+trait Subscription: Send + 'static {
+    fn next(&mut self) -> impl std::future::Future<Output = Option<bool>> + Send;
 }
 
-fn spawn_raw_subscribers(
+impl Subscription for ron_kernel::BusReceiver {
+    async fn next(&mut self) -> Option<bool> {
+        self.recv().await.map(|m| matches!(m, BusMessage::Event(_)))
+    }
+}
+
+impl Subscription for broadcast::Receiver<KernelEvent> {
+    async fn next(&mut self) -> Option<bool> {
+        match self.recv().await {
+            Ok(ev) => {
+                black_box(&ev);
+                Some(true)
+            }
+            Err(broadcast::error::RecvError::Lagged(_)) => Some(false),
+            Err(broadcast::error::RecvError::Closed) => None,
+        }
+    }
+}
+
+fn spawn_subscribers<S: Subscription>(
     rt: &tokio::runtime::Runtime,
-    tx: &broadcast::Sender<KernelEvent>,
     n: usize,
     per_round: usize,
+    mut subscribe: impl FnMut() -> S,
 ) -> Fanout {
     let seen = Arc::new(AtomicUsize::new(0));
     let done = Arc::new(Notify::new());
     for _ in 0..n {
-        let mut rx = tx.subscribe();
+        let mut rx = subscribe();
         let seen = seen.clone();
         let done = done.clone();
         rt.spawn(async move {
-            while let Ok(ev) = rx.recv().await {
-                black_box(&ev);
-                if seen.fetch_add(1, Ordering::AcqRel) + 1 == n * per_round {
+            while let Some(event) = rx.next().await {
+                if event && seen.fetch_add(1, Ordering::AcqRel) + 1 == n * per_round {
                     seen.store(0, Ordering::Release);
                     done.notify_one();
                 }
             }
         });
     }
-    Fanout { seen, done }
+    Fanout { done }
 }
 
 fn event(i: u64) -> KernelEvent {
@@ -89,7 +85,7 @@ fn bench(c: &mut Criterion) {
     for n in [1usize, 8, 64] {
         lat.bench_with_input(BenchmarkId::new("bus", n), &n, |b, &n| {
             let bus = Bus::new(1024);
-            let f = spawn_bus_subscribers(&rt, &bus, n, 1);
+            let f = spawn_subscribers(&rt, n, 1, || bus.subscribe());
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
                 for i in 0..iters {
@@ -100,11 +96,10 @@ fn bench(c: &mut Criterion) {
                 }
                 total
             });
-            drop(f.seen);
         });
         lat.bench_with_input(BenchmarkId::new("raw_broadcast", n), &n, |b, &n| {
             let (tx, _) = broadcast::channel(1024);
-            let f = spawn_raw_subscribers(&rt, &tx, n, 1);
+            let f = spawn_subscribers(&rt, n, 1, || tx.subscribe());
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
                 for i in 0..iters {
@@ -124,7 +119,7 @@ fn bench(c: &mut Criterion) {
     for n in [1usize, 8, 64] {
         thr.bench_with_input(BenchmarkId::new("bus", n), &n, |b, &n| {
             let bus = Bus::new(1024);
-            let f = spawn_bus_subscribers(&rt, &bus, n, BATCH as usize);
+            let f = spawn_subscribers(&rt, n, BATCH as usize, || bus.subscribe());
             b.iter_custom(|iters| {
                 let start = Instant::now();
                 for _ in 0..iters {
@@ -138,7 +133,7 @@ fn bench(c: &mut Criterion) {
         });
         thr.bench_with_input(BenchmarkId::new("raw_broadcast", n), &n, |b, &n| {
             let (tx, _) = broadcast::channel(1024);
-            let f = spawn_raw_subscribers(&rt, &tx, n, BATCH as usize);
+            let f = spawn_subscribers(&rt, n, BATCH as usize, || tx.subscribe());
             b.iter_custom(|iters| {
                 let start = Instant::now();
                 for _ in 0..iters {

@@ -181,6 +181,22 @@ where
     }
 }
 
+/// The listener of a downstream role's own HTTP API: bound only when
+/// omnigate is not in this process to front it, or when asked to.
+#[allow(dead_code)] // unused only in a build without storage, index and mailbox
+fn own_api(
+    name: &'static str,
+    addr: SocketAddr,
+    serve_remote: bool,
+    fronted: bool,
+) -> Vec<(&'static str, SocketAddr)> {
+    if !fronted || serve_remote {
+        vec![(name, addr)]
+    } else {
+        Vec::new()
+    }
+}
+
 /// Builds the role specs for `names` from `cfg`, and the live cells reload
 /// will update.
 #[allow(unused_mut, unused_variables)] // a build with no role compiled in
@@ -188,8 +204,6 @@ pub fn build(names: &[&'static str], cfg: &NodeConfig) -> (Vec<RoleSpec>, LiveSe
     #[allow(unused_mut)]
     let mut live = LiveSections::default();
     let mut specs = Vec::new();
-    // Storage, index and mailbox serve their own HTTP API only when omnigate
-    // is not here to front them, or when asked to.
     #[allow(unused_variables)]
     let fronted = names.contains(&"omnigate");
     for name in names {
@@ -198,33 +212,31 @@ pub fn build(names: &[&'static str], cfg: &NodeConfig) -> (Vec<RoleSpec>, LiveSe
             "storage" => {
                 let l = ron_kernel::Live::new(cfg.storage.clone());
                 live.storage = Some(l.clone());
-                let ls = if !fronted || cfg.storage.serve_remote {
-                    vec![("storage", cfg.storage.addr)]
-                } else {
-                    vec![]
-                };
+                let ls = own_api(
+                    "storage",
+                    cfg.storage.addr,
+                    cfg.storage.serve_remote,
+                    fronted,
+                );
                 specs.push(spec("storage", ls, l, ron_storage::run));
             }
             #[cfg(feature = "index")]
             "index" => {
                 let l = ron_kernel::Live::new(cfg.index.clone());
                 live.index = Some(l.clone());
-                let ls = if !fronted || cfg.index.serve_remote {
-                    vec![("index", cfg.index.addr)]
-                } else {
-                    vec![]
-                };
+                let ls = own_api("index", cfg.index.addr, cfg.index.serve_remote, fronted);
                 specs.push(spec("index", ls, l, ron_index::run));
             }
             #[cfg(feature = "mailbox")]
             "mailbox" => {
                 let l = ron_kernel::Live::new(cfg.mailbox.clone());
                 live.mailbox = Some(l.clone());
-                let ls = if !fronted || cfg.mailbox.serve_remote {
-                    vec![("mailbox", cfg.mailbox.addr)]
-                } else {
-                    vec![]
-                };
+                let ls = own_api(
+                    "mailbox",
+                    cfg.mailbox.addr,
+                    cfg.mailbox.serve_remote,
+                    fronted,
+                );
                 specs.push(spec("mailbox", ls, l, ron_mailbox::run));
             }
             #[cfg(feature = "registry")]

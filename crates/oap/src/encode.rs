@@ -259,22 +259,29 @@ impl Encoder {
         if len > self.max_frame {
             return Err(EncodeError::FrameTooLarge(len));
         }
+        // cap.len() ≤ u16::MAX was checked above.
+        let head = self.head(spec, len, cap.len() as u16, cap);
+        Ok(OutFrame { head, payload })
+    }
+
+    /// Writes the header (and `tail`: capability, or an ACK's 12 bytes)
+    /// into a pool arena and cuts it off as a `Bytes`.
+    fn head(&mut self, spec: &FrameSpec, len: usize, cap_len: u16, tail: &[u8]) -> Bytes {
         let header = Header {
-            // len ≤ max_frame ≤ 1 MiB and cap.len() ≤ u16::MAX were checked.
+            // Every caller checked len ≤ max_frame ≤ 1 MiB.
             len: len as u32,
             ver: VERSION,
             flags: spec.flags,
             code: spec.code,
             app_proto_id: spec.app_proto_id,
             tenant: spec.tenant,
-            cap_len: cap.len() as u16,
+            cap_len,
             corr_id: spec.corr_id,
         };
-        let arena = self.pool.arena(HEADER_LEN + cap.len());
+        let arena = self.pool.arena(HEADER_LEN + tail.len());
         header.write(arena);
-        arena.extend_from_slice(cap);
-        let head = arena.split().freeze();
-        Ok(OutFrame { head, payload })
+        arena.extend_from_slice(tail);
+        arena.split().freeze()
     }
 
     /// Encodes an ACK for stream `corr_id`.
@@ -284,23 +291,9 @@ impl Encoder {
         p[8..].copy_from_slice(&window.to_be_bytes());
         // The payload is 12 bytes: it travels in the head, like a capability
         // would, so ACKs need no payload allocation either.
-        let spec = FrameSpec::ack(corr_id);
-        let len = HEADER_LEN + p.len();
-        let header = Header {
-            len: len as u32,
-            ver: VERSION,
-            flags: spec.flags,
-            code: spec.code,
-            app_proto_id: spec.app_proto_id,
-            tenant: 0,
-            cap_len: 0,
-            corr_id,
-        };
-        let arena = self.pool.arena(len);
-        header.write(arena);
-        arena.extend_from_slice(&p);
+        let head = self.head(&FrameSpec::ack(corr_id), HEADER_LEN + p.len(), 0, &p);
         OutFrame {
-            head: arena.split().freeze(),
+            head,
             payload: Bytes::new(),
         }
     }
