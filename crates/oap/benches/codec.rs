@@ -31,8 +31,7 @@ fn oap_wire(payload: usize, frames: usize) -> Vec<u8> {
         let f = enc
             .encode(&FrameSpec::data(2, i as u64, Flags::REQ), b"", p.clone())
             .expect("encodable");
-        wire.extend_from_slice(f.head());
-        wire.extend_from_slice(f.payload());
+        wire.extend_from_slice(&f.to_vec());
     }
     wire
 }

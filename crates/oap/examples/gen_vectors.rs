@@ -12,13 +12,11 @@ fn wire(spec: &FrameSpec, cap: &[u8], payload: &[u8]) -> Vec<u8> {
     let out = Encoder::default()
         .encode(spec, cap, Bytes::copy_from_slice(payload))
         .expect("encodable");
-    let mut v = out.head().to_vec();
-    v.extend_from_slice(out.payload());
-    v
+    out.to_vec()
 }
 
 fn ack(corr: u64, up: u64, win: u32) -> Vec<u8> {
-    Encoder::default().encode_ack(corr, up, win).head().to_vec()
+    Encoder::default().encode_ack(corr, up, win).to_vec()
 }
 
 fn raw(h: Header, cap: &[u8], payload: &[u8]) -> Vec<u8> {

@@ -6,7 +6,7 @@
 //! consumed; a reject consumes nothing and the decoder does not try to
 //! resynchronise (the host sends ERROR and closes).
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
 use crate::header::{
     Flags, FrameKind, Header, CODE_ACK, CODE_ERROR_MIN, CODE_HELLO, CONTROL_PROTO, HEADER_LEN,
@@ -102,12 +102,19 @@ impl Decoder {
         if buf.len() < len {
             return Ok(Decoded::NeedMore(len - buf.len()));
         }
-        let frame = buf.split_to(len).freeze();
-        let cap_end = HEADER_LEN + header.cap_len as usize;
+        // One shallow split per frame (one refcount increment); the header
+        // bytes are skipped in place and a capability, when present, is a
+        // second split. No byte is copied.
+        let mut frame = buf.split_to(len);
+        frame.advance(HEADER_LEN);
+        let cap = match header.cap_len {
+            0 => Bytes::new(),
+            n => frame.split_to(n as usize).freeze(),
+        };
         Ok(Decoded::Frame(Frame {
             header,
-            cap: frame.slice(HEADER_LEN..cap_end),
-            payload: frame.slice(cap_end..),
+            cap,
+            payload: frame.freeze(),
         }))
     }
 
@@ -211,9 +218,7 @@ mod tests {
     use crate::encode::{Encoder, OutFrame};
 
     fn wire(out: &OutFrame) -> Vec<u8> {
-        let mut v = out.head().to_vec();
-        v.extend_from_slice(out.payload());
-        v
+        out.to_vec()
     }
 
     #[test]

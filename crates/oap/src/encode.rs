@@ -1,6 +1,7 @@
-//! The frame encoder: the header (and the small capability) is written into
-//! a pooled buffer; the payload `Bytes` is carried alongside and written
-//! with a vectored write, never copied.
+//! The frame encoder: the 38-byte header is written inline into the
+//! `OutFrame` (no buffer, no refcount), a capability is cut from a small
+//! pool of reusable arenas, and the payload `Bytes` is carried alongside and
+//! written with a vectored write, never copied.
 //!
 //! Invariant: in steady state (frames written and dropped at the rate they
 //! are made) encoding allocates nothing: pool arenas are reclaimed in place.
@@ -113,17 +114,29 @@ pub enum EncodeError {
     CapOnNonStart,
 }
 
-/// An encoded frame ready for a vectored write: `head` (header and
-/// capability, from the pool) then `payload` (the caller's bytes).
+/// Bytes kept inline in an `OutFrame`: the header, plus an ACK's payload.
+const FIXED: usize = HEADER_LEN + crate::decode::ACK_PAYLOAD_LEN;
+
+/// An encoded frame ready for a vectored write, in up to three parts: the
+/// header (inline, no allocation), the capability (cut from the pool; empty
+/// on all but START frames) and the payload (the caller's bytes, carried).
 #[derive(Clone, Debug)]
 pub struct OutFrame {
-    head: Bytes,
+    fixed: [u8; FIXED],
+    fixed_len: u8,
+    fixed_pos: u8,
+    cap: Bytes,
     payload: Bytes,
 }
 
 impl OutFrame {
-    pub fn head(&self) -> &Bytes {
-        &self.head
+    /// The header bytes not yet written (and an ACK's payload).
+    pub fn header_bytes(&self) -> &[u8] {
+        &self.fixed[self.fixed_pos as usize..self.fixed_len as usize]
+    }
+
+    pub fn cap(&self) -> &Bytes {
+        &self.cap
     }
 
     pub fn payload(&self) -> &Bytes {
@@ -131,42 +144,53 @@ impl OutFrame {
     }
 
     pub fn len(&self) -> usize {
-        self.head.len() + self.payload.len()
+        self.remaining()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.remaining() == 0
     }
 
-    /// Both parts, for writers that take a slice of buffers.
-    pub fn into_parts(self) -> (Bytes, Bytes) {
-        (self.head, self.payload)
+    /// The whole frame as one vector (copies; for tests and tools, never
+    /// for the data path).
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(self.len());
+        v.extend_from_slice(self.header_bytes());
+        v.extend_from_slice(&self.cap);
+        v.extend_from_slice(&self.payload);
+        v
     }
 }
 
 impl Buf for OutFrame {
     fn remaining(&self) -> usize {
-        self.head.len() + self.payload.len()
+        (self.fixed_len - self.fixed_pos) as usize + self.cap.len() + self.payload.len()
     }
 
     fn chunk(&self) -> &[u8] {
-        if self.head.is_empty() {
-            &self.payload
+        if self.fixed_pos < self.fixed_len {
+            self.header_bytes()
+        } else if !self.cap.is_empty() {
+            &self.cap
         } else {
-            &self.head
+            &self.payload
         }
     }
 
     fn advance(&mut self, mut cnt: usize) {
-        let h = cnt.min(self.head.len());
-        self.head.advance(h);
-        cnt -= h;
+        let f = cnt.min((self.fixed_len - self.fixed_pos) as usize);
+        // f ≤ FIXED < 256.
+        self.fixed_pos += f as u8;
+        cnt -= f;
+        let c = cnt.min(self.cap.len());
+        self.cap.advance(c);
+        cnt -= c;
         self.payload.advance(cnt.min(self.payload.len()));
     }
 
     fn chunks_vectored<'a>(&'a self, dst: &mut [std::io::IoSlice<'a>]) -> usize {
         let mut n = 0;
-        for part in [&self.head, &self.payload] {
+        for part in [self.header_bytes(), &self.cap[..], &self.payload[..]] {
             if n < dst.len() && !part.is_empty() {
                 dst[n] = std::io::IoSlice::new(part);
                 n += 1;
@@ -176,9 +200,9 @@ impl Buf for OutFrame {
     }
 }
 
-/// A small, bounded set of arenas that frame heads are cut from. A head is
-/// a `Bytes` view into an arena; once every head cut from an arena is
-/// dropped, the arena's memory is reused in place.
+/// A small, bounded set of arenas that capabilities are cut from. A cut is a
+/// `Bytes` view into an arena; once every cut from an arena is dropped, the
+/// arena's memory is reused in place.
 #[derive(Debug)]
 pub struct FramePool {
     arenas: Vec<BytesMut>,
@@ -186,8 +210,8 @@ pub struct FramePool {
     arena_bytes: usize,
 }
 
-/// Largest head: header plus the largest capability.
-const MAX_HEAD: usize = HEADER_LEN + u16::MAX as usize;
+/// Largest cut: the largest capability.
+const MAX_HEAD: usize = u16::MAX as usize;
 
 impl FramePool {
     /// `arenas` buffers of `arena_bytes` each (at least one, each at least
@@ -260,13 +284,18 @@ impl Encoder {
             return Err(EncodeError::FrameTooLarge(len));
         }
         // cap.len() ≤ u16::MAX was checked above.
-        let head = self.head(spec, len, cap.len() as u16, cap);
-        Ok(OutFrame { head, payload })
+        let mut out = self.fixed(spec, len, cap.len() as u16, &[]);
+        if !cap.is_empty() {
+            let arena = self.pool.arena(cap.len());
+            arena.extend_from_slice(cap);
+            out.cap = arena.split().freeze();
+        }
+        out.payload = payload;
+        Ok(out)
     }
 
-    /// Writes the header (and `tail`: capability, or an ACK's 12 bytes)
-    /// into a pool arena and cuts it off as a `Bytes`.
-    fn head(&mut self, spec: &FrameSpec, len: usize, cap_len: u16, tail: &[u8]) -> Bytes {
+    /// A frame whose header (and `tail`, an ACK's 12 bytes) is inline.
+    fn fixed(&mut self, spec: &FrameSpec, len: usize, cap_len: u16, tail: &[u8]) -> OutFrame {
         let header = Header {
             // Every caller checked len ≤ max_frame ≤ 1 MiB.
             len: len as u32,
@@ -278,10 +307,17 @@ impl Encoder {
             cap_len,
             corr_id: spec.corr_id,
         };
-        let arena = self.pool.arena(HEADER_LEN + tail.len());
-        header.write(arena);
-        arena.extend_from_slice(tail);
-        arena.split().freeze()
+        let mut fixed = [0u8; FIXED];
+        fixed[..HEADER_LEN].copy_from_slice(&header.to_bytes());
+        fixed[HEADER_LEN..HEADER_LEN + tail.len()].copy_from_slice(tail);
+        OutFrame {
+            fixed,
+            // HEADER_LEN + tail.len() ≤ FIXED < 256.
+            fixed_len: (HEADER_LEN + tail.len()) as u8,
+            fixed_pos: 0,
+            cap: Bytes::new(),
+            payload: Bytes::new(),
+        }
     }
 
     /// Encodes an ACK for stream `corr_id`.
@@ -289,12 +325,8 @@ impl Encoder {
         let mut p = [0u8; crate::decode::ACK_PAYLOAD_LEN];
         p[..8].copy_from_slice(&ack_up_to.to_be_bytes());
         p[8..].copy_from_slice(&window.to_be_bytes());
-        // The payload is 12 bytes: it travels in the head, like a capability
-        // would, so ACKs need no payload allocation either.
-        let head = self.head(&FrameSpec::ack(corr_id), HEADER_LEN + p.len(), 0, &p);
-        OutFrame {
-            head,
-            payload: Bytes::new(),
-        }
+        // The 12-byte payload travels inline with the header: an ACK needs
+        // no buffer at all.
+        self.fixed(&FrameSpec::ack(corr_id), HEADER_LEN + p.len(), 0, &p)
     }
 }

@@ -165,6 +165,20 @@ impl Header {
         }
     }
 
+    /// The 38 header bytes.
+    pub fn to_bytes(&self) -> [u8; HEADER_LEN] {
+        let mut b = [0u8; HEADER_LEN];
+        b[0..4].copy_from_slice(&self.len.to_be_bytes());
+        b[4..6].copy_from_slice(&self.ver.to_be_bytes());
+        b[6..8].copy_from_slice(&self.flags.0.to_be_bytes());
+        b[8..10].copy_from_slice(&self.code.to_be_bytes());
+        b[10..12].copy_from_slice(&self.app_proto_id.to_be_bytes());
+        b[12..28].copy_from_slice(&self.tenant.to_be_bytes());
+        b[28..30].copy_from_slice(&self.cap_len.to_be_bytes());
+        b[30..38].copy_from_slice(&self.corr_id.to_be_bytes());
+        b
+    }
+
     /// Writes the 38 header bytes.
     pub fn write(&self, out: &mut impl BufMut) {
         out.put_u32(self.len);
@@ -220,6 +234,7 @@ mod tests {
         assert_eq!(v.len(), HEADER_LEN);
         assert_eq!(&v[..4], &1234u32.to_be_bytes());
         assert_eq!(Header::parse(&v), h);
+        assert_eq!(h.to_bytes().to_vec(), v);
         assert_eq!(format!("{:?}", h.flags), "REQ|START");
     }
 }

@@ -20,7 +20,7 @@ use crate::comp;
 use crate::decode::{Frame, ACK_PAYLOAD_LEN};
 use crate::encode::FrameSpec;
 use crate::header::{Flags, FrameKind, CONTROL_PROTO, MAX_FRAME_BYTES};
-use crate::health::{NoMetrics, OapMetrics};
+use crate::health::{NoMetrics, OapMetrics, ReadinessSummary, RejectRate};
 use crate::hello::{Hello, MAX_WINDOW, MIN_WINDOW};
 use crate::reject::{Reject, RejectReason as R};
 
@@ -225,6 +225,23 @@ impl<M: OapMetrics> Session<M> {
 
     pub fn backpressure_ok(&self) -> bool {
         self.inflight <= self.cfg.inflight_critical
+    }
+
+    /// The readiness inputs for this session: the parser has not failed;
+    /// fewer than 1 % of frames were rejected over five minutes (the host
+    /// keeps `rate` across its sessions and passes its clock in seconds);
+    /// the peer granted a window (its HELLO arrived, so every stream starts
+    /// with credit); unacknowledged frames are under the critical mark.
+    pub fn readiness(&self, rate: &RejectRate, now_secs: u64) -> ReadinessSummary {
+        ReadinessSummary {
+            parser_ready: !self.failed,
+            reject_rate_ok: rate.ok(now_secs),
+            ack_window_ok: self
+                .peer
+                .as_ref()
+                .is_some_and(|p| p.ack_window >= MIN_WINDOW),
+            backpressure_ok: self.backpressure_ok(),
+        }
     }
 
     /// The next ACK to send, if any. Taking it is what grants the peer

@@ -61,8 +61,7 @@ fn to_wire(frames: &[(FrameSpec, Vec<u8>, Vec<u8>)]) -> Vec<u8> {
         let f = enc
             .encode(spec, cap, Bytes::copy_from_slice(payload))
             .expect("encodable");
-        out.extend_from_slice(f.head());
-        out.extend_from_slice(f.payload());
+        out.extend_from_slice(&f.to_vec());
     }
     out
 }

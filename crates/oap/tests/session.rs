@@ -268,3 +268,33 @@ fn a_stream_error_closes_the_stream_and_later_frames_are_stale() {
         .unwrap();
     assert!(matches!(ev, Event::ConnectionError { code: 503, .. }));
 }
+
+#[test]
+fn readiness_summary_reflects_the_session() {
+    let rate = ron_oap::RejectRate::default();
+    let mut s = Session::new(SessionConfig {
+        inflight_critical: 2,
+        ..SessionConfig::default()
+    });
+    let r = s.readiness(&rate, 0);
+    assert!(r.parser_ready && r.reject_rate_ok && r.backpressure_ok);
+    assert!(!r.ack_window_ok, "no window before the peer's HELLO");
+    s.on_frame(one(&hello_wire(8))).unwrap();
+    assert!(s.readiness(&rate, 0).all_ok());
+    for spec in [
+        FrameSpec::start(2, 1, Flags::REQ),
+        FrameSpec::data(2, 1, Flags::REQ),
+        FrameSpec::data(2, 1, Flags::REQ),
+    ] {
+        s.on_send(&spec).unwrap();
+    }
+    assert!(
+        !s.readiness(&rate, 0).backpressure_ok,
+        "3 unacked frames > critical 2"
+    );
+    let _ = s.on_frame(one(&wire(&FrameSpec::data(2, 77, Flags::REQ), b"", b"")));
+    assert!(
+        !s.readiness(&rate, 0).parser_ready,
+        "a reject finishes the parser"
+    );
+}

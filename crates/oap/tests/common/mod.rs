@@ -9,14 +9,12 @@ pub fn wire(spec: &FrameSpec, cap: &[u8], payload: &[u8]) -> Vec<u8> {
     let out = Encoder::default()
         .encode(spec, cap, Bytes::copy_from_slice(payload))
         .expect("encodable");
-    let mut v = out.head().to_vec();
-    v.extend_from_slice(out.payload());
-    v
+    out.to_vec()
 }
 
 pub fn ack_wire(corr_id: u64, ack_up_to: u64, window: u32) -> Vec<u8> {
     let out = Encoder::default().encode_ack(corr_id, ack_up_to, window);
-    out.head().to_vec()
+    out.to_vec()
 }
 
 pub fn hello_wire(window: u32) -> Vec<u8> {
