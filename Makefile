@@ -1,4 +1,4 @@
-.PHONY: run test bench lint ci
+.PHONY: run test bench fuzz lint ci
 
 run:
 	cargo run --release -- run
@@ -9,6 +9,11 @@ test:
 bench:
 	cargo bench --bench bus
 	cargo bench --bench cold_start
+	cargo bench -p ron-oap --bench codec
+
+# OAP/1 decoder fuzzing; needs `cargo install cargo-fuzz`. FUZZ_SECS=600 default.
+fuzz:
+	./fuzz/run.sh $${FUZZ_SECS:-600}
 
 lint:
 	cargo fmt --all -- --check

@@ -267,6 +267,7 @@ impl Encoder {
     }
 
     /// Encodes one frame. The payload is carried, not copied.
+    #[inline]
     pub fn encode(
         &mut self,
         spec: &FrameSpec,
@@ -295,6 +296,7 @@ impl Encoder {
     }
 
     /// A frame whose header (and `tail`, an ACK's 12 bytes) is inline.
+    #[inline]
     fn fixed(&mut self, spec: &FrameSpec, len: usize, cap_len: u16, tail: &[u8]) -> OutFrame {
         let header = Header {
             // Every caller checked len ≤ max_frame ≤ 1 MiB.

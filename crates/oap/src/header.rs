@@ -1,7 +1,7 @@
 //! The 38-byte OAP/1 header: field layout, flags, and the frame kinds a
 //! header denotes.
 
-use bytes::{Buf, BufMut};
+use bytes::BufMut;
 
 /// Size of the fixed header in bytes.
 pub const HEADER_LEN: usize = 38;
@@ -149,23 +149,29 @@ impl FrameKind {
 }
 
 impl Header {
-    /// Parses the 38 header bytes at the front of `b` (which must hold at
-    /// least `HEADER_LEN` bytes). Validation is the decoder's job.
-    pub fn parse(mut b: &[u8]) -> Header {
-        debug_assert!(b.len() >= HEADER_LEN);
+    /// Parses the 38 header bytes at the front of `b`. Validation is the
+    /// decoder's job.
+    #[inline]
+    pub fn parse(b: &[u8; HEADER_LEN]) -> Header {
+        let u16_at = |i: usize| u16::from_be_bytes([b[i], b[i + 1]]);
+        let mut tenant = [0u8; 16];
+        tenant.copy_from_slice(&b[12..28]);
+        let mut corr = [0u8; 8];
+        corr.copy_from_slice(&b[30..38]);
         Header {
-            len: b.get_u32(),
-            ver: b.get_u16(),
-            flags: Flags(b.get_u16()),
-            code: b.get_u16(),
-            app_proto_id: b.get_u16(),
-            tenant: b.get_u128(),
-            cap_len: b.get_u16(),
-            corr_id: b.get_u64(),
+            len: u32::from_be_bytes([b[0], b[1], b[2], b[3]]),
+            ver: u16_at(4),
+            flags: Flags(u16_at(6)),
+            code: u16_at(8),
+            app_proto_id: u16_at(10),
+            tenant: u128::from_be_bytes(tenant),
+            cap_len: u16_at(28),
+            corr_id: u64::from_be_bytes(corr),
         }
     }
 
     /// The 38 header bytes.
+    #[inline]
     pub fn to_bytes(&self) -> [u8; HEADER_LEN] {
         let mut b = [0u8; HEADER_LEN];
         b[0..4].copy_from_slice(&self.len.to_be_bytes());
@@ -191,6 +197,7 @@ impl Header {
         out.put_u64(self.corr_id);
     }
 
+    #[inline]
     pub fn kind(&self) -> FrameKind {
         if self.app_proto_id == CONTROL_PROTO && self.code == CODE_HELLO {
             FrameKind::Hello
@@ -233,7 +240,8 @@ mod tests {
         h.write(&mut v);
         assert_eq!(v.len(), HEADER_LEN);
         assert_eq!(&v[..4], &1234u32.to_be_bytes());
-        assert_eq!(Header::parse(&v), h);
+        let arr: [u8; HEADER_LEN] = v[..].try_into().unwrap();
+        assert_eq!(Header::parse(&arr), h);
         assert_eq!(h.to_bytes().to_vec(), v);
         assert_eq!(format!("{:?}", h.flags), "REQ|START");
     }
