@@ -1,5 +1,6 @@
 //! `ron-kernel`: what every macronode role shares.
 //!
+//! - [`address`]: [`ContentAddress`], `b3:<hex>`.
 //! - [`bus`]: the broadcast bus of [`KernelEvent`]s.
 //! - [`context`]: [`RoleContext`], what the host hands a role.
 //! - [`readiness`]: the truthful readiness board behind `/readyz`.
@@ -9,6 +10,7 @@
 //!
 //! This crate never depends on a role crate.
 
+pub mod address;
 pub mod bus;
 pub mod context;
 pub mod http;
@@ -18,6 +20,7 @@ pub mod problem;
 pub mod readiness;
 pub mod secret;
 
+pub use address::{AddressError, ContentAddress};
 pub use bus::{Bus, BusMessage, BusReceiver, KernelEvent};
 pub use context::{Live, NodeSettings, RoleContext, RoleListeners, RoleResult};
 pub use http::{BoxError, Routed};

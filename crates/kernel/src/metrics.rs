@@ -24,6 +24,11 @@ pub mod names {
     pub const INFLIGHT_REQUESTS: &str = "inflight_requests";
     pub const REJECTED_TOTAL: &str = "rejected_total";
     pub const ADMIN_AUTH_FAILURES_TOTAL: &str = "admin_auth_failures_total";
+    // Storage
+    pub const STORAGE_INTEGRITY_ERRORS_TOTAL: &str = "storage_integrity_errors_total";
+    pub const STORAGE_BYTES_STORED: &str = "storage_bytes_stored";
+    pub const STORAGE_CHUNKS_TOTAL: &str = "storage_chunks_total";
+    pub const STORAGE_DEDUP_RATIO: &str = "storage_dedup_ratio";
 }
 
 /// Registers help text for every metric. Call once after installing the
@@ -66,6 +71,20 @@ pub fn describe_all() {
     );
     describe_gauge!(INFLIGHT_REQUESTS, "HTTP requests being served, by listener");
     describe_counter!(REJECTED_TOTAL, "Requests refused by admission, by reason");
+    describe_counter!(
+        STORAGE_INTEGRITY_ERRORS_TOTAL,
+        "Chunks or object records that failed verification (never served)"
+    );
+    describe_gauge!(
+        STORAGE_BYTES_STORED,
+        Unit::Bytes,
+        "Bytes of distinct chunks kept"
+    );
+    describe_gauge!(STORAGE_CHUNKS_TOTAL, "Distinct chunks kept");
+    describe_gauge!(
+        STORAGE_DEDUP_RATIO,
+        "Logical object bytes divided by stored chunk bytes (1.0 = no sharing)"
+    );
     describe_counter!(
         ADMIN_AUTH_FAILURES_TOTAL,
         "Admin requests refused for a missing or wrong bearer token"

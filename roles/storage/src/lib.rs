@@ -1,11 +1,58 @@
-//! The storage role.
+//! The storage role: content-addressed blobs on redb (`store.rs`).
+//!
+//! The store opens under `data_dir/storage.redb` (in RAM under amnesia) and
+//! the role is ready once it is open and writable. The HTTP API of
+//! DESIGN §6 is built on top of it under its own issue; until then the
+//! role's listener (when bound) answers 501.
 
 pub mod config;
+pub mod store;
 
 pub use config::StorageConfig;
+pub use store::{ObjectMeta, ObjectReader, ObjectStore, ObjectWriter, StoreError, StoreStats};
 
+use ron_kernel::metrics::names;
 use ron_kernel::{Live, RoleContext, RoleResult};
 
+/// Opens the role's store as the node settings say (file or RAM).
+pub fn open_store(ctx: &RoleContext) -> Result<ObjectStore, StoreError> {
+    let s = ctx.settings.load();
+    if s.amnesia {
+        ObjectStore::in_memory(Some(ctx.bus.clone()))
+    } else {
+        ObjectStore::open(&s.data_dir.join("storage.redb"), Some(ctx.bus.clone()))
+    }
+}
+
+/// Exports the store's totals as gauges.
+pub fn record_stats(store: &ObjectStore) -> Result<StoreStats, StoreError> {
+    let st = store.stats()?;
+    metrics::gauge!(names::STORAGE_BYTES_STORED).set(st.stored_bytes as f64);
+    metrics::gauge!(names::STORAGE_CHUNKS_TOTAL).set(st.chunks as f64);
+    let ratio = if st.stored_bytes == 0 {
+        1.0
+    } else {
+        st.logical_bytes as f64 / st.stored_bytes as f64
+    };
+    metrics::gauge!(names::STORAGE_DEDUP_RATIO).set(ratio);
+    Ok(st)
+}
+
 pub async fn run(ctx: RoleContext, _cfg: Live<StorageConfig>) -> RoleResult {
-    ron_kernel::pending::serve_not_implemented(ctx).await
+    let opener = ctx.clone();
+    let store = tokio::task::spawn_blocking(move || {
+        let store = open_store(&opener)?;
+        if !store.writable() {
+            return Err(StoreError::Db(
+                "store opened but a write transaction failed".into(),
+            ));
+        }
+        record_stats(&store)?;
+        Ok::<_, StoreError>(store)
+    })
+    .await??;
+    tracing::info!(role = ctx.name, "object store open");
+    let result = ron_kernel::pending::serve_not_implemented(ctx).await;
+    drop(store);
+    result
 }

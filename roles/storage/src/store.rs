@@ -1,0 +1,506 @@
+//! `ObjectStore`: content-addressed objects on redb, split into 64 KiB
+//! chunks stored once per distinct BLAKE3 hash.
+//!
+//! Invariants:
+//! - **No unverified byte leaves the store.** Every chunk is hashed when
+//!   read and compared with its key before it is returned; an object record
+//!   carries a checksum binding its address, size and chunk list.
+//! - **An object exists only once its record commits durably**; chunks are
+//!   written first (each in a short transaction), the record and the chunk
+//!   reference counts last, in one `Durability::Immediate` transaction.
+//! - **A chunk is removed only when no object references it and no write
+//!   is in progress** (a write may be about to reference it).
+//!
+//! All calls are blocking (redb is synchronous): async callers run them on
+//! the blocking pool.
+
+use std::ops::Range;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use ron_kernel::metrics::names;
+use ron_kernel::{Bus, ContentAddress, KernelEvent};
+
+/// Objects are cut into chunks of this size (the last may be shorter).
+pub const CHUNK_BYTES: usize = 64 * 1024;
+
+const CHUNKS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("chunks");
+const REFS: TableDefinition<&[u8; 32], u64> = TableDefinition::new("chunk_refs");
+const OBJECTS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("objects");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("object not found")]
+    NotFound,
+    #[error("integrity error in {address}: {what}")]
+    Integrity { address: String, what: &'static str },
+    #[error("range not satisfiable for an object of {size} bytes")]
+    RangeNotSatisfiable { size: u64 },
+    #[error("disk full: {0}")]
+    DiskFull(String),
+    #[error("storage error: {0}")]
+    Db(String),
+}
+
+fn db_err(e: impl std::fmt::Display) -> StoreError {
+    let s = e.to_string();
+    if s.contains("No space left") || s.contains("ENOSPC") || s.contains("StorageFull") {
+        StoreError::DiskFull(s)
+    } else {
+        StoreError::Db(s)
+    }
+}
+
+/// What the store knows about one object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    pub address: ContentAddress,
+    pub size: u64,
+    pub chunks: Vec<[u8; 32]>,
+}
+
+impl ObjectMeta {
+    fn checksum(address: &ContentAddress, size: u64, chunks: &[[u8; 32]]) -> [u8; 32] {
+        let mut h = blake3::Hasher::new();
+        h.update(b"ron:storage:record:v1\n");
+        h.update(address.as_bytes());
+        h.update(&size.to_be_bytes());
+        for c in chunks {
+            h.update(c);
+        }
+        *h.finalize().as_bytes()
+    }
+
+    /// `size u64 ‖ checksum [32] ‖ chunk hashes [32]…`
+    fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(40 + 32 * self.chunks.len());
+        v.extend_from_slice(&self.size.to_be_bytes());
+        v.extend_from_slice(&Self::checksum(&self.address, self.size, &self.chunks));
+        for c in &self.chunks {
+            v.extend_from_slice(c);
+        }
+        v
+    }
+
+    fn decode(address: ContentAddress, raw: &[u8]) -> Result<Self, StoreError> {
+        let corrupt = |what| StoreError::Integrity {
+            address: address.to_string(),
+            what,
+        };
+        if raw.len() < 40 || (raw.len() - 40) % 32 != 0 {
+            return Err(corrupt("object record has a bad length"));
+        }
+        let mut size = [0u8; 8];
+        size.copy_from_slice(&raw[..8]);
+        let size = u64::from_be_bytes(size);
+        let chunks: Vec<[u8; 32]> = raw[40..]
+            .chunks_exact(32)
+            .map(|c| {
+                let mut a = [0u8; 32];
+                a.copy_from_slice(c);
+                a
+            })
+            .collect();
+        if raw[8..40] != Self::checksum(&address, size, &chunks) {
+            return Err(corrupt("object record checksum mismatch"));
+        }
+        if chunks.len() as u64 != size.div_ceil(CHUNK_BYTES as u64) {
+            return Err(corrupt("object record chunk count does not match its size"));
+        }
+        Ok(Self {
+            address,
+            size,
+            chunks,
+        })
+    }
+}
+
+/// Totals for metrics and status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    pub objects: u64,
+    pub chunks: u64,
+    /// Bytes of all objects as stored by callers (before dedup).
+    pub logical_bytes: u64,
+    /// Bytes of distinct chunks actually kept.
+    pub stored_bytes: u64,
+}
+
+#[derive(Clone)]
+pub struct ObjectStore {
+    db: Arc<Database>,
+    writers: Arc<AtomicUsize>,
+    bus: Option<Bus>,
+}
+
+impl std::fmt::Debug for ObjectStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectStore").finish_non_exhaustive()
+    }
+}
+
+impl ObjectStore {
+    /// Opens (or creates) the store file, then removes chunks left
+    /// unreferenced by writes a crash interrupted.
+    pub fn open(path: &Path, bus: Option<Bus>) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(db_err)?;
+        }
+        let db = Database::create(path).map_err(db_err)?;
+        Self::init(db, bus)
+    }
+
+    /// A store that lives in RAM only (amnesia).
+    pub fn in_memory(bus: Option<Bus>) -> Result<Self, StoreError> {
+        let db = Database::builder()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .map_err(db_err)?;
+        Self::init(db, bus)
+    }
+
+    fn init(db: Database, bus: Option<Bus>) -> Result<Self, StoreError> {
+        let store = Self {
+            db: Arc::new(db),
+            writers: Arc::new(AtomicUsize::new(0)),
+            bus,
+        };
+        let txn = store.db.begin_write().map_err(db_err)?;
+        {
+            txn.open_table(CHUNKS).map_err(db_err)?;
+            txn.open_table(REFS).map_err(db_err)?;
+            txn.open_table(OBJECTS).map_err(db_err)?;
+        }
+        txn.commit().map_err(db_err)?;
+        store.gc()?;
+        Ok(store)
+    }
+
+    /// Starts writing a new object.
+    pub fn writer(&self) -> ObjectWriter {
+        self.writers.fetch_add(1, Ordering::SeqCst);
+        ObjectWriter {
+            store: self.clone(),
+            buf: BytesMut::with_capacity(CHUNK_BYTES),
+            hasher: blake3::Hasher::new(),
+            chunks: Vec::new(),
+            size: 0,
+        }
+    }
+
+    /// Stores `data` whole (for small objects and tests).
+    pub fn put(&self, data: &[u8]) -> Result<(ObjectMeta, bool), StoreError> {
+        let mut w = self.writer();
+        w.write(data)?;
+        w.finish()
+    }
+
+    pub fn head(&self, address: &ContentAddress) -> Result<Option<ObjectMeta>, StoreError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let objects = txn.open_table(OBJECTS).map_err(db_err)?;
+        match objects.get(address.as_bytes()).map_err(db_err)? {
+            Some(raw) => ObjectMeta::decode(*address, raw.value())
+                .map(Some)
+                .inspect_err(|e| self.integrity_failure(address, e)),
+            None => Ok(None),
+        }
+    }
+
+    /// Reads one chunk and verifies it against its hash.
+    fn read_chunk(&self, address: &ContentAddress, hash: &[u8; 32]) -> Result<Bytes, StoreError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let chunks = txn.open_table(CHUNKS).map_err(db_err)?;
+        let data = match chunks.get(hash).map_err(db_err)? {
+            Some(g) => Bytes::copy_from_slice(g.value()),
+            None => {
+                let e = StoreError::Integrity {
+                    address: address.to_string(),
+                    what: "a chunk of the object is missing",
+                };
+                self.integrity_failure(address, &e);
+                return Err(e);
+            }
+        };
+        if blake3::hash(&data).as_bytes() != hash {
+            let e = StoreError::Integrity {
+                address: address.to_string(),
+                what: "a chunk does not match its hash",
+            };
+            self.integrity_failure(address, &e);
+            return Err(e);
+        }
+        Ok(data)
+    }
+
+    fn integrity_failure(&self, address: &ContentAddress, e: &StoreError) {
+        metrics::counter!(names::STORAGE_INTEGRITY_ERRORS_TOTAL).increment(1);
+        tracing::error!(%address, error = %e, "storage integrity error: nothing served");
+        if let Some(bus) = &self.bus {
+            bus.publish(KernelEvent::Health {
+                service: format!("storage: integrity error in {address}"),
+                ok: false,
+            });
+        }
+    }
+
+    /// A reader over `range` of the object (the whole object for `None`),
+    /// yielding verified pieces in order.
+    pub fn read(
+        &self,
+        address: &ContentAddress,
+        range: Option<Range<u64>>,
+    ) -> Result<(ObjectMeta, ObjectReader), StoreError> {
+        let meta = self.head(address)?.ok_or(StoreError::NotFound)?;
+        let range = match range {
+            None => 0..meta.size,
+            Some(r)
+                if r.start <= r.end
+                    && r.end <= meta.size
+                    && (r.start < meta.size || meta.size == 0 && r.start == 0) =>
+            {
+                r
+            }
+            Some(_) => return Err(StoreError::RangeNotSatisfiable { size: meta.size }),
+        };
+        let reader = ObjectReader {
+            store: self.clone(),
+            address: *address,
+            chunks: meta.chunks.clone(),
+            pos: range.start,
+            end: range.end,
+        };
+        Ok((meta, reader))
+    }
+
+    /// Reads and verifies a whole object into memory (tests, small objects).
+    pub fn get(&self, address: &ContentAddress) -> Result<Bytes, StoreError> {
+        let (meta, reader) = self.read(address, None)?;
+        let mut out = BytesMut::with_capacity(meta.size as usize);
+        for piece in reader {
+            out.extend_from_slice(&piece?);
+        }
+        Ok(out.freeze())
+    }
+
+    /// Deletes an object; chunks it shared with other objects survive.
+    /// Returns whether it existed.
+    pub fn delete(&self, address: &ContentAddress) -> Result<bool, StoreError> {
+        let mut txn = self.db.begin_write().map_err(db_err)?;
+        txn.set_durability(Durability::Immediate).map_err(db_err)?;
+        let existed = {
+            let mut objects = txn.open_table(OBJECTS).map_err(db_err)?;
+            let meta = match objects.remove(address.as_bytes()).map_err(db_err)? {
+                Some(raw) => ObjectMeta::decode(*address, raw.value())?,
+                None => return Ok(false),
+            };
+            let mut refs = txn.open_table(REFS).map_err(db_err)?;
+            let mut chunks = txn.open_table(CHUNKS).map_err(db_err)?;
+            let quiet = self.writers.load(Ordering::SeqCst) == 0;
+            for c in &meta.chunks {
+                let n = refs.get(c).map_err(db_err)?.map(|g| g.value()).unwrap_or(0);
+                if n <= 1 {
+                    refs.remove(c).map_err(db_err)?;
+                    if quiet {
+                        chunks.remove(c).map_err(db_err)?;
+                    }
+                } else {
+                    refs.insert(c, n - 1).map_err(db_err)?;
+                }
+            }
+            true
+        };
+        txn.commit().map_err(db_err)?;
+        Ok(existed)
+    }
+
+    /// Removes chunks no object references, unless a write is in progress.
+    /// Returns how many were removed.
+    pub fn gc(&self) -> Result<usize, StoreError> {
+        if self.writers.load(Ordering::SeqCst) != 0 {
+            return Ok(0);
+        }
+        let txn = self.db.begin_write().map_err(db_err)?;
+        let removed = {
+            let refs = txn.open_table(REFS).map_err(db_err)?;
+            let mut chunks = txn.open_table(CHUNKS).map_err(db_err)?;
+            let mut orphans = Vec::new();
+            for entry in chunks.iter().map_err(db_err)? {
+                let (k, _) = entry.map_err(db_err)?;
+                let key = *k.value();
+                if refs.get(&key).map_err(db_err)?.is_none() {
+                    orphans.push(key);
+                }
+            }
+            for k in &orphans {
+                chunks.remove(k).map_err(db_err)?;
+            }
+            orphans.len()
+        };
+        txn.commit().map_err(db_err)?;
+        Ok(removed)
+    }
+
+    pub fn stats(&self) -> Result<StoreStats, StoreError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let objects = txn.open_table(OBJECTS).map_err(db_err)?;
+        let chunks = txn.open_table(CHUNKS).map_err(db_err)?;
+        let mut s = StoreStats::default();
+        for entry in objects.iter().map_err(db_err)? {
+            let (_, v) = entry.map_err(db_err)?;
+            let raw = v.value();
+            if raw.len() >= 8 {
+                let mut size = [0u8; 8];
+                size.copy_from_slice(&raw[..8]);
+                s.logical_bytes += u64::from_be_bytes(size);
+            }
+            s.objects += 1;
+        }
+        for entry in chunks.iter().map_err(db_err)? {
+            let (_, v) = entry.map_err(db_err)?;
+            s.stored_bytes += v.value().len() as u64;
+            s.chunks += 1;
+        }
+        Ok(s)
+    }
+
+    /// Whether a write transaction can be opened and committed (readiness).
+    pub fn writable(&self) -> bool {
+        match self.db.begin_write() {
+            Ok(t) => t.commit().is_ok(),
+            Err(_) => false,
+        }
+    }
+}
+
+/// Streams an object in: `write` any number of times, then `finish`.
+/// Dropping it unfinished stores nothing (its chunks are collected later).
+pub struct ObjectWriter {
+    store: ObjectStore,
+    buf: BytesMut,
+    hasher: blake3::Hasher,
+    chunks: Vec<[u8; 32]>,
+    size: u64,
+}
+
+impl Drop for ObjectWriter {
+    fn drop(&mut self) {
+        self.store.writers.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl ObjectWriter {
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    pub fn write(&mut self, mut data: &[u8]) -> Result<(), StoreError> {
+        self.hasher.update(data);
+        self.size += data.len() as u64;
+        while !data.is_empty() {
+            let take = (CHUNK_BYTES - self.buf.len()).min(data.len());
+            self.buf.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.buf.len() == CHUNK_BYTES {
+                self.flush_chunk()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the buffered chunk unless a chunk with its hash exists. The
+    /// transaction is not fsynced: the object's final commit is, and redb
+    /// makes every earlier commit durable with it.
+    fn flush_chunk(&mut self) -> Result<(), StoreError> {
+        let chunk = self.buf.split();
+        let hash = *blake3::hash(&chunk).as_bytes();
+        let mut txn = self.store.db.begin_write().map_err(db_err)?;
+        txn.set_durability(Durability::None).map_err(db_err)?;
+        {
+            let mut chunks = txn.open_table(CHUNKS).map_err(db_err)?;
+            if chunks.get(&hash).map_err(db_err)?.is_none() {
+                chunks.insert(&hash, &chunk[..]).map_err(db_err)?;
+            }
+        }
+        txn.commit().map_err(db_err)?;
+        self.chunks.push(hash);
+        self.buf.clear();
+        Ok(())
+    }
+
+    /// Commits the object durably. Returns its metadata and whether it is
+    /// new (`false`: the same content was already stored).
+    pub fn finish(mut self) -> Result<(ObjectMeta, bool), StoreError> {
+        if !self.buf.is_empty() {
+            self.flush_chunk()?;
+        }
+        let address = ContentAddress::from_bytes(*self.hasher.finalize().as_bytes());
+        let meta = ObjectMeta {
+            address,
+            size: self.size,
+            chunks: std::mem::take(&mut self.chunks),
+        };
+        let mut txn = self.store.db.begin_write().map_err(db_err)?;
+        txn.set_durability(Durability::Immediate).map_err(db_err)?;
+        let created = {
+            let mut objects = txn.open_table(OBJECTS).map_err(db_err)?;
+            if objects.get(address.as_bytes()).map_err(db_err)?.is_some() {
+                false
+            } else {
+                let mut refs = txn.open_table(REFS).map_err(db_err)?;
+                for c in &meta.chunks {
+                    let n = refs.get(c).map_err(db_err)?.map(|g| g.value()).unwrap_or(0);
+                    refs.insert(c, n + 1).map_err(db_err)?;
+                }
+                objects
+                    .insert(address.as_bytes(), &meta.encode()[..])
+                    .map_err(db_err)?;
+                true
+            }
+        };
+        txn.commit().map_err(db_err)?;
+        Ok((meta, created))
+    }
+}
+
+/// Yields the verified bytes of a range of an object, one chunk (or part of
+/// one) at a time.
+pub struct ObjectReader {
+    store: ObjectStore,
+    address: ContentAddress,
+    chunks: Vec<[u8; 32]>,
+    pos: u64,
+    end: u64,
+}
+
+impl Iterator for ObjectReader {
+    type Item = Result<Bytes, StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.pos >= self.end {
+            return None;
+        }
+        let idx = (self.pos / CHUNK_BYTES as u64) as usize;
+        let chunk_start = idx as u64 * CHUNK_BYTES as u64;
+        let hash = self.chunks.get(idx)?;
+        let data = match self.store.read_chunk(&self.address, hash) {
+            Ok(d) => d,
+            Err(e) => {
+                self.pos = self.end;
+                return Some(Err(e));
+            }
+        };
+        let from = (self.pos - chunk_start) as usize;
+        let to = ((self.end - chunk_start) as usize).min(data.len());
+        if from >= to {
+            self.pos = self.end;
+            return Some(Err(StoreError::Integrity {
+                address: self.address.to_string(),
+                what: "a chunk is shorter than the object record says",
+            }));
+        }
+        self.pos = chunk_start + to as u64;
+        Some(Ok(data.slice(from..to)))
+    }
+}
