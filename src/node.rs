@@ -56,6 +56,9 @@ fn settings_from(cfg: &NodeConfig) -> NodeSettings {
         read_only: cfg.read_only,
         drain_deadline: cfg.shutdown.drain_deadline,
         header_read_timeout: cfg.limits.header_read_timeout,
+        body_read_timeout: cfg.limits.body_read_timeout,
+        max_body_bytes: cfg.limits.max_body_bytes,
+        write_tokens: cfg.auth.write_tokens.clone(),
     }
 }
 

@@ -57,7 +57,32 @@ pub struct NodeBuilder {
     args: Vec<String>,
     env: Vec<(String, String)>,
     config: Option<String>,
-    dir: tempfile::TempDir,
+    dir: Dir,
+}
+
+/// A test's working directory: removed at the end, unless kept for a
+/// restart (`Kept`); the node that restarts on it (`Adopted`) removes it.
+pub enum Dir {
+    Temp(tempfile::TempDir),
+    Kept(PathBuf),
+    Adopted(PathBuf),
+}
+
+impl Dir {
+    fn path(&self) -> &Path {
+        match self {
+            Dir::Temp(t) => t.path(),
+            Dir::Kept(p) | Dir::Adopted(p) => p,
+        }
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        if let Dir::Adopted(p) = self {
+            let _ = std::fs::remove_dir_all(p);
+        }
+    }
 }
 
 impl NodeBuilder {
@@ -69,7 +94,31 @@ impl NodeBuilder {
             args: vec!["run".into()],
             env: Vec::new(),
             config,
-            dir,
+            dir: Dir::Temp(dir),
+        }
+    }
+
+    /// Keeps the directory after this node is gone, for a restart with
+    /// `in_dir`.
+    pub fn keep_dir(mut self) -> Self {
+        let path = self.dir.path().to_path_buf();
+        if let Dir::Temp(t) = &mut self.dir {
+            t.disable_cleanup(true);
+        }
+        self.dir = Dir::Kept(path);
+        self
+    }
+
+    /// A node on an existing directory and config (after `keep_dir`); the
+    /// directory is removed when this node is dropped.
+    pub fn in_dir(dir: PathBuf, config: PathBuf) -> Self {
+        let text = std::fs::read_to_string(&config).expect("config");
+        Self {
+            bin: MACRONODE,
+            args: vec!["run".into()],
+            env: Vec::new(),
+            config: Some(text),
+            dir: Dir::Adopted(dir),
         }
     }
 
@@ -132,9 +181,7 @@ impl NodeBuilder {
     pub fn output(self) -> std::process::Output {
         let mut cmd = self.command();
         cmd.stdin(Stdio::null());
-        let out = cmd.output().expect("spawn");
-        drop(self.dir);
-        out
+        cmd.output().expect("spawn")
     }
 
     /// Starts the node and waits for its listeners to be bound.
@@ -182,7 +229,7 @@ pub struct Node {
     pub child: Child,
     lines: Arc<Mutex<Vec<String>>>,
     pub addrs: BTreeMap<String, SocketAddr>,
-    _dir: tempfile::TempDir,
+    _dir: Dir,
 }
 
 impl Node {
@@ -254,6 +301,41 @@ impl Drop for Node {
     }
 }
 
+/// Sends only a request head that declares `content_length` body bytes,
+/// and returns the response (for limits judged from the headers).
+pub fn request_declaring(addr: SocketAddr, method: &str, path: &str, content_length: u64) -> Resp {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {content_length}\r\n\r\n"
+    )
+    .expect("write");
+    let raw = read_lenient(&mut s).expect("read");
+    parse_response(&raw).expect("response")
+}
+
+/// Sends `body` with chunked transfer encoding (no declared length).
+pub fn request_chunked(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> Resp {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let mut wire = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    .into_bytes();
+    for c in body.chunks(64 * 1024) {
+        wire.extend_from_slice(format!("{:x}\r\n", c.len()).as_bytes());
+        wire.extend_from_slice(c);
+        wire.extend_from_slice(b"\r\n");
+    }
+    wire.extend_from_slice(b"0\r\n\r\n");
+    let _ = s.write_all(&wire);
+    let raw = read_lenient(&mut s).expect("read");
+    parse_response(&raw).expect("response")
+}
+
 /// Polls `f` every 10 ms until it returns `Some` or `timeout` passes.
 pub fn poll<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let end = Instant::now() + timeout;
@@ -317,11 +399,106 @@ pub fn try_request(
         req.push_str(&format!("{k}: {v}\r\n"));
     }
     req.push_str("\r\n");
-    s.write_all(req.as_bytes())?;
-    s.write_all(body)?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
+    // One write for the request and a small body, so a server that answers
+    // early (401, 413…) has no unread bytes arriving after it closed.
+    let mut wire = req.into_bytes();
+    wire.extend_from_slice(body);
+    // A server may answer and close before reading a large body; the
+    // answer is what matters, so a failed body write is not.
+    let _ = s.write_all(&wire);
+    let raw = read_lenient(&mut s)?;
     parse_response(&raw)
+}
+
+/// A request whose response body is kept as raw bytes: (status, headers,
+/// body). Handles `Content-Length` and chunked bodies.
+pub fn request_bytes(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    let mut wire = req.into_bytes();
+    wire.extend_from_slice(body);
+    let _ = s.write_all(&wire);
+    let raw = read_lenient(&mut s).expect("read");
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("header end");
+    let head = String::from_utf8_lossy(&raw[..end]).into_owned();
+    let mut lines = head.lines();
+    let status: u16 = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("status");
+    let hdrs: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let mut rest = &raw[end + 4..];
+    let chunked =
+        header(&hdrs, "transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
+    let body = if chunked {
+        let mut out = Vec::new();
+        loop {
+            let nl = rest
+                .windows(2)
+                .position(|w| w == b"\r\n")
+                .expect("chunk size line");
+            let size = usize::from_str_radix(String::from_utf8_lossy(&rest[..nl]).trim(), 16)
+                .expect("chunk size");
+            rest = &rest[nl + 2..];
+            if size == 0 {
+                break;
+            }
+            out.extend_from_slice(&rest[..size]);
+            rest = &rest[size + 2..];
+        }
+        out
+    } else {
+        rest.to_vec()
+    };
+    (status, hdrs, body)
+}
+
+pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+/// Reads until EOF; a reset after some bytes arrived ends the read (the
+/// server closed on an unread request body) rather than failing it.
+fn read_lenient(s: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 64 * 1024];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return Ok(raw),
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if !raw.is_empty() => {
+                let _ = e;
+                return Ok(raw);
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 fn parse_response(raw: &[u8]) -> std::io::Result<Resp> {

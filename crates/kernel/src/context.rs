@@ -55,6 +55,24 @@ pub struct NodeSettings {
     pub read_only: bool,
     pub drain_deadline: Duration,
     pub header_read_timeout: Duration,
+    /// Whole request body must arrive within this.
+    pub body_read_timeout: Duration,
+    /// Largest request body.
+    pub max_body_bytes: u64,
+    /// Bearer tokens that may write; empty = writes from loopback only.
+    pub write_tokens: Vec<crate::secret::Secret>,
+}
+
+impl NodeSettings {
+    /// Whether a request may write: a configured write token, or — when no
+    /// token is configured — a loopback peer.
+    pub fn may_write(&self, peer: std::net::SocketAddr, authorization: Option<&[u8]>) -> bool {
+        if self.write_tokens.iter().all(|t| t.is_empty()) {
+            peer.ip().to_canonical().is_loopback()
+        } else {
+            crate::secret::bearer_matches(authorization, &self.write_tokens)
+        }
+    }
 }
 
 /// Listening sockets the host bound for a role before starting it. The host

@@ -64,15 +64,55 @@ pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
 }
 
 /// A streaming body fed by a channel: each `Bytes` sent becomes one data
-/// frame; the body ends when every sender is dropped. Used for SSE.
+/// frame; the body ends when the sender is dropped, or fails (the client
+/// sees the connection cut, never a silently short body) when the sender
+/// reports an error. Used for SSE and for streaming objects.
 pub struct ChannelBody {
-    rx: mpsc::Receiver<Bytes>,
+    rx: mpsc::Receiver<Result<Bytes, BoxError>>,
+}
+
+/// The feeding end of a `ChannelBody`.
+#[derive(Clone)]
+pub struct BodySender {
+    tx: mpsc::Sender<Result<Bytes, BoxError>>,
+}
+
+impl BodySender {
+    /// Sends one frame; `Err` when the client has gone.
+    pub async fn send(&self, data: Bytes) -> Result<(), Bytes> {
+        self.tx.send(Ok(data)).await.map_err(|e| match e.0 {
+            Ok(b) => b,
+            Err(_) => Bytes::new(),
+        })
+    }
+
+    /// From a blocking thread.
+    pub fn blocking_send(&self, data: Bytes) -> Result<(), Bytes> {
+        self.tx.blocking_send(Ok(data)).map_err(|e| match e.0 {
+            Ok(b) => b,
+            Err(_) => Bytes::new(),
+        })
+    }
+
+    /// Ends the body with an error: the response is cut, not completed.
+    pub fn blocking_fail(&self, err: BoxError) {
+        let _ = self.tx.blocking_send(Err(err));
+    }
+
+    pub async fn fail(&self, err: BoxError) {
+        let _ = self.tx.send(Err(err)).await;
+    }
+
+    /// Resolves when the client has gone.
+    pub async fn closed(&self) {
+        self.tx.closed().await
+    }
 }
 
 impl ChannelBody {
-    pub fn channel(capacity: usize) -> (mpsc::Sender<Bytes>, Body) {
+    pub fn channel(capacity: usize) -> (BodySender, Body) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
-        (tx, ChannelBody { rx }.boxed())
+        (BodySender { tx }, ChannelBody { rx }.boxed())
     }
 }
 
@@ -86,7 +126,7 @@ impl hyper::body::Body for ChannelBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         self.rx
             .poll_recv(cx)
-            .map(|chunk| chunk.map(|b| Ok(Frame::data(b))))
+            .map(|item| item.map(|r| r.map(Frame::data)))
     }
 }
 

@@ -17,6 +17,7 @@ pub mod http;
 pub mod metrics;
 pub mod pending;
 pub mod problem;
+pub mod range;
 pub mod readiness;
 pub mod secret;
 

@@ -1,11 +1,13 @@
-//! The storage role: content-addressed blobs on redb (`store.rs`).
+//! The storage role: content-addressed blobs on redb (`store.rs`) and their
+//! HTTP API (`http.rs`).
 //!
 //! The store opens under `data_dir/storage.redb` (in RAM under amnesia) and
-//! the role is ready once it is open and writable. The HTTP API of
-//! DESIGN §6 is built on top of it under its own issue; until then the
-//! role's listener (when bound) answers 501.
+//! the role is ready once it is open and writable. The HTTP API is served
+//! on the role's own listener when that is bound (omnigate not in this
+//! process, or `serve_remote = true`).
 
 pub mod config;
+pub mod http;
 pub mod store;
 
 pub use config::StorageConfig;
@@ -52,7 +54,50 @@ pub async fn run(ctx: RoleContext, _cfg: Live<StorageConfig>) -> RoleResult {
     })
     .await??;
     tracing::info!(role = ctx.name, "object store open");
-    let result = ron_kernel::pending::serve_not_implemented(ctx).await;
-    drop(store);
-    result
+
+    let api = std::sync::Arc::new(http::StorageApi {
+        store: store.clone(),
+        settings: ctx.settings.clone(),
+        bus: ctx.bus.clone(),
+    });
+    let server = match ctx.listeners.tcp_addr("storage") {
+        Some(_) => {
+            let listener = ctx.listeners.tcp("storage")?;
+            let handler: std::sync::Arc<dyn ron_kernel::http::Handler> =
+                std::sync::Arc::new(move |req, peer| http::handle(api.clone(), req, peer));
+            Some(tokio::spawn(ron_kernel::http::serve(
+                listener,
+                handler,
+                ctx.shutdown.clone(),
+                ctx.serve_options("storage"),
+            )))
+        }
+        None => None,
+    };
+    ctx.ready.set_ready();
+
+    let mut tick = tokio::time::interval(http::STATS_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = ctx.shutdown.cancelled() => break,
+            _ = tick.tick() => {
+                let s = store.clone();
+                let writable = tokio::task::spawn_blocking(move || {
+                    let _ = record_stats(&s);
+                    s.writable()
+                })
+                .await
+                .unwrap_or(false);
+                if writable {
+                    ctx.ready.set_ready();
+                } else {
+                    ctx.ready.set_unready("object store is not writable");
+                }
+            }
+        }
+    }
+    if let Some(server) = server {
+        server.await?;
+    }
+    Ok(())
 }

@@ -1,0 +1,449 @@
+//! The storage role's HTTP API (DESIGN §6), also what omnigate passes
+//! object requests through to:
+//!
+//! - `PUT /v1/o` — streamed body (≤ `limits.max_body_bytes`) → `201
+//!   {address, size}` (`200` when the content was already stored);
+//! - `PUT /v1/o/{address}` — the same, checked against the address: `201`
+//!   new, `200` already there, `422` mismatch (nothing kept);
+//! - `GET|HEAD /v1/o/{address}` — streamed, single `Range` (`206`/`416`),
+//!   `ETag`, `If-None-Match` (`304`), immutable caching, `Accept-Ranges`;
+//! - `DELETE /v1/o/{address}` — `204`, or `404`.
+//!
+//! Writes need the write capability (a bearer token from `auth.write_tokens`;
+//! loopback peers when none is configured). A body is never buffered whole:
+//! frames go to a blocking writer thread as they arrive.
+//!
+//! Invariant: a response never carries a byte that failed verification;
+//! when a chunk fails after the headers went out, the body is cut.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use ron_kernel::http::{empty, json, Body, ChannelBody, Routed};
+use ron_kernel::range::{parse_range, RangeRequest};
+use ron_kernel::{Bus, ContentAddress, KernelEvent, Live, NodeSettings, Problem};
+use tokio::sync::mpsc;
+
+use crate::store::{ObjectMeta, ObjectStore, StoreError};
+
+const ROUTE_PUT: &str = "/v1/o";
+const ROUTE_OBJECT: &str = "/v1/o/{address}";
+const CACHE_IMMUTABLE: &str = "public, max-age=31536000, immutable";
+
+/// What the handlers share.
+pub struct StorageApi {
+    pub store: ObjectStore,
+    pub settings: Live<NodeSettings>,
+    pub bus: Bus,
+}
+
+fn store_problem(e: &StoreError) -> Problem {
+    match e {
+        StoreError::NotFound => Problem::not_found("no object with that address"),
+        StoreError::Integrity { .. } => Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "integrity",
+            "the stored object failed verification; nothing was served",
+        ),
+        StoreError::RangeNotSatisfiable { size } => Problem::new(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            "range_not_satisfiable",
+            format!("the object has {size} bytes"),
+        ),
+        StoreError::DiskFull(_) => Problem::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "disk_full",
+            "the store is out of space; nothing was written",
+        ),
+        StoreError::Db(_) => Problem::internal("storage failure"),
+    }
+}
+
+fn problem(route: &'static str, p: Problem) -> Routed {
+    Routed::new(route, p.into_response())
+}
+
+pub async fn handle(api: Arc<StorageApi>, req: Request<Incoming>, peer: SocketAddr) -> Routed {
+    let path = req.uri().path().to_owned();
+    let method = req.method().clone();
+    if path == "/v1/o" {
+        return match method {
+            Method::PUT => put(api, req, peer, None).await,
+            _ => problem(ROUTE_PUT, Problem::method_not_allowed("PUT")),
+        };
+    }
+    let Some(raw) = path.strip_prefix("/v1/o/") else {
+        return problem("/{unknown}", Problem::not_found(format!("no route {path}")));
+    };
+    let address = match ContentAddress::parse(raw) {
+        Ok(a) => a,
+        Err(e) => {
+            return problem(
+                ROUTE_OBJECT,
+                Problem::bad_request("bad_address", format!("{raw:?}: {e}")),
+            )
+        }
+    };
+    match method {
+        Method::GET | Method::HEAD => get(api, req, address).await,
+        Method::PUT => put(api, req, peer, Some(address)).await,
+        Method::DELETE => delete(api, req, peer, address).await,
+        _ => problem(
+            ROUTE_OBJECT,
+            Problem::method_not_allowed("GET, HEAD, PUT, DELETE"),
+        ),
+    }
+}
+
+/// Refuses a write unless the peer holds the write capability and the node
+/// takes writes.
+fn write_refusal(
+    settings: &NodeSettings,
+    req: &Request<Incoming>,
+    peer: SocketAddr,
+) -> Option<Problem> {
+    if settings.read_only {
+        return Some(Problem::unavailable(
+            "read_only",
+            "this node is read-only; writes are refused",
+            30,
+        ));
+    }
+    let auth = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|v| v.as_bytes());
+    if settings.may_write(peer, auth) {
+        return None;
+    }
+    Some(if auth.is_none() && !settings.write_tokens.is_empty() {
+        Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "writes need `Authorization: Bearer <write token>`",
+        )
+    } else {
+        Problem::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this request does not hold the write capability",
+        )
+    })
+}
+
+async fn put(
+    api: Arc<StorageApi>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    expected: Option<ContentAddress>,
+) -> Routed {
+    let route = if expected.is_some() {
+        ROUTE_OBJECT
+    } else {
+        ROUTE_PUT
+    };
+    let settings = api.settings.load();
+    if let Some(p) = write_refusal(&settings, &req, peer) {
+        return problem(route, p);
+    }
+    if let Some(enc) = req.headers().get(header::CONTENT_ENCODING) {
+        if !enc.as_bytes().eq_ignore_ascii_case(b"identity") {
+            return problem(
+                route,
+                Problem::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "content_encoding",
+                    "storage takes bodies as they are (no Content-Encoding)",
+                ),
+            );
+        }
+    }
+    let cap = settings.max_body_bytes;
+    let too_large = || {
+        Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_cap",
+            format!("bodies are limited to {cap} bytes; use resumable uploads for larger objects"),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > cap) {
+        return problem(route, too_large());
+    }
+
+    // A blocking thread owns the writer; frames reach it as they arrive.
+    let (tx, mut rx) = mpsc::channel::<Bytes>(4);
+    let store = api.store.clone();
+    let writer = tokio::task::spawn_blocking(move || {
+        let mut w = store.writer();
+        while let Some(data) = rx.blocking_recv() {
+            w.write(&data)?;
+        }
+        w.finish()
+    });
+    let deadline = tokio::time::Instant::now() + settings.body_read_timeout;
+    let mut body = req.into_body();
+    let mut total: u64 = 0;
+    let outcome: Result<(), Problem> = loop {
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Err(_) => {
+                break Err(Problem::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "body_timeout",
+                    format!(
+                        "the body did not arrive within {:?}",
+                        settings.body_read_timeout
+                    ),
+                ))
+            }
+            Ok(None) => break Ok(()),
+            Ok(Some(Err(e))) => {
+                break Err(Problem::bad_request(
+                    "body_read",
+                    format!("reading the body: {e}"),
+                ))
+            }
+            Ok(Some(Ok(f))) => f,
+        };
+        if let Ok(data) = frame.into_data() {
+            total += data.len() as u64;
+            if total > cap {
+                linger(&mut body).await;
+                break Err(too_large());
+            }
+            if tx.send(data).await.is_err() {
+                break Ok(()); // the writer failed; its error is reported below
+            }
+        }
+    };
+    if let Err(p) = outcome {
+        // Dropping the sender ends the writer; an unfinished write is
+        // collected later, nothing is committed.
+        drop(tx);
+        writer.abort();
+        return problem(route, p);
+    }
+    drop(tx);
+    let (meta, created) = match writer.await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => return problem(route, store_problem(&e)),
+        Err(e) => return problem(route, Problem::internal(format!("writer task: {e}"))),
+    };
+    if let Some(want) = expected {
+        if want != meta.address {
+            if created {
+                let store = api.store.clone();
+                let addr = meta.address;
+                let _ = tokio::task::spawn_blocking(move || store.delete(&addr)).await;
+            }
+            return problem(
+                route,
+                Problem::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "digest_mismatch",
+                    format!("the body hashes to {}, not {want}", meta.address),
+                ),
+            );
+        }
+    }
+    if created {
+        api.bus.publish(KernelEvent::ObjectStored {
+            address: meta.address.to_string(),
+            size: meta.size,
+        });
+    }
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let mut resp = json(
+        status,
+        &serde_json::json!({"address": meta.address, "size": meta.size}),
+    );
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", meta.address)) {
+        resp.headers_mut().insert(header::ETAG, v);
+    }
+    Routed::new(route, resp)
+}
+
+/// After refusing a body mid-stream, reads (and drops) a bounded amount
+/// more of it, so that a client which already sent it gets our answer
+/// instead of a connection reset (the lingering close of nginx).
+async fn linger(body: &mut Incoming) {
+    const LINGER_BYTES: u64 = 1 << 20;
+    const LINGER_TIME: Duration = Duration::from_secs(1);
+    let end = tokio::time::Instant::now() + LINGER_TIME;
+    let mut drained = 0u64;
+    while drained < LINGER_BYTES {
+        match tokio::time::timeout_at(end, body.frame()).await {
+            Ok(Some(Ok(f))) => drained += f.data_ref().map_or(0, |d| d.len() as u64),
+            _ => return,
+        }
+    }
+}
+
+fn etag(address: &ContentAddress) -> String {
+    format!("\"{address}\"")
+}
+
+fn if_none_match(req: &Request<Incoming>, tag: &str) -> bool {
+    req.headers()
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().trim_start_matches("W/"))
+        .any(|t| t == "*" || t == tag)
+}
+
+fn object_headers(resp: &mut Response<Body>, tag: &str) {
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(tag) {
+        h.insert(header::ETAG, v);
+    }
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static(CACHE_IMMUTABLE),
+    );
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, Problem> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(store_problem(&e)),
+        Err(e) => Err(Problem::internal(format!("storage task: {e}"))),
+    }
+}
+
+async fn get(api: Arc<StorageApi>, req: Request<Incoming>, address: ContentAddress) -> Routed {
+    let store = api.store.clone();
+    let meta: ObjectMeta =
+        match blocking(move || store.head(&address)?.ok_or(StoreError::NotFound)).await {
+            Ok(m) => m,
+            Err(p) => return problem(ROUTE_OBJECT, p),
+        };
+    let tag = etag(&address);
+    if if_none_match(&req, &tag) {
+        let mut resp = Response::new(empty());
+        *resp.status_mut() = StatusCode::NOT_MODIFIED;
+        object_headers(&mut resp, &tag);
+        return Routed::new(ROUTE_OBJECT, resp);
+    }
+    let range_header = req
+        .headers()
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok());
+    let (status, range) = match parse_range(range_header, meta.size) {
+        RangeRequest::Full => (StatusCode::OK, 0..meta.size),
+        RangeRequest::Partial(r) => (StatusCode::PARTIAL_CONTENT, r),
+        RangeRequest::Unsatisfiable => {
+            let mut resp =
+                store_problem(&StoreError::RangeNotSatisfiable { size: meta.size }).into_response();
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{}", meta.size)) {
+                resp.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+            return Routed::new(ROUTE_OBJECT, resp);
+        }
+    };
+    let len = range.end - range.start;
+    let head_only = req.method() == Method::HEAD;
+
+    let body = if head_only || len == 0 {
+        empty()
+    } else {
+        // Read and verify the first piece before answering, so a damaged
+        // object is a clean 500 rather than a cut body whenever it can be.
+        let store = api.store.clone();
+        let r = range.clone();
+        let (first, rest) = match blocking(move || {
+            let (_, mut reader) = store.read(&address, Some(r))?;
+            let first = reader.next().transpose()?.unwrap_or_default();
+            Ok((first, reader))
+        })
+        .await
+        {
+            Ok(v) => v,
+            Err(p) => return problem(ROUTE_OBJECT, p),
+        };
+        let (tx, body) = ChannelBody::channel(4);
+        tokio::task::spawn_blocking(move || {
+            if tx.blocking_send(first).is_err() {
+                return;
+            }
+            for piece in rest {
+                match piece {
+                    Ok(b) => {
+                        if tx.blocking_send(b).is_err() {
+                            return; // client gone
+                        }
+                    }
+                    Err(e) => {
+                        tx.blocking_fail(Box::new(e));
+                        return;
+                    }
+                }
+            }
+        });
+        body
+    };
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status;
+    object_headers(&mut resp, &tag);
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    if status == StatusCode::PARTIAL_CONTENT {
+        if let Ok(v) = HeaderValue::from_str(&format!(
+            "bytes {}-{}/{}",
+            range.start,
+            range.end - 1,
+            meta.size
+        )) {
+            h.insert(header::CONTENT_RANGE, v);
+        }
+    }
+    Routed::new(ROUTE_OBJECT, resp)
+}
+
+async fn delete(
+    api: Arc<StorageApi>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    address: ContentAddress,
+) -> Routed {
+    if let Some(p) = write_refusal(&api.settings.load(), &req, peer) {
+        return problem(ROUTE_OBJECT, p);
+    }
+    let store = api.store.clone();
+    match blocking(move || store.delete(&address)).await {
+        Ok(true) => {
+            let mut resp = Response::new(empty());
+            *resp.status_mut() = StatusCode::NO_CONTENT;
+            Routed::new(ROUTE_OBJECT, resp)
+        }
+        Ok(false) => problem(
+            ROUTE_OBJECT,
+            Problem::not_found("no object with that address"),
+        ),
+        Err(p) => problem(ROUTE_OBJECT, p),
+    }
+}
+
+/// How often the store's totals are exported as gauges.
+pub const STATS_INTERVAL: Duration = Duration::from_secs(10);

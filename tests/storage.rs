@@ -1,0 +1,224 @@
+//! The storage role's HTTP API against the real binary (`--roles storage`,
+//! so the role serves its own listener).
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{request, try_request, NodeBuilder};
+
+fn b3(data: &[u8]) -> String {
+    format!("b3:{}", blake3::hash(data).to_hex())
+}
+
+fn body_of(len: usize, seed: u8) -> Vec<u8> {
+    let mut out = vec![0u8; len];
+    blake3::Hasher::new()
+        .update(&[seed])
+        .finalize_xof()
+        .fill(&mut out);
+    out
+}
+
+fn storage_node() -> common::Node {
+    let node = NodeBuilder::new().arg("--roles").arg("storage").start();
+    node.wait_ready();
+    node
+}
+
+#[test]
+fn put_get_head_range_etag_round_trip() {
+    let node = storage_node();
+    let s = node.addr("storage");
+    let data = body_of(200 * 1024 + 7, 1);
+    let addr = b3(&data);
+
+    let r = request(s, "PUT", "/v1/o", &[], &data);
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.json()["address"], addr);
+    assert_eq!(r.json()["size"], data.len());
+    // Same content again: already there.
+    assert_eq!(request(s, "PUT", "/v1/o", &[], &data).status, 200);
+
+    let path = format!("/v1/o/{addr}");
+    let r = common::request_bytes(s, "GET", &path, &[], b"");
+    assert_eq!(r.0, 200);
+    assert_eq!(r.2, data, "the bytes come back exactly");
+    let etag = format!("\"{addr}\"");
+    assert_eq!(common::header(&r.1, "etag"), Some(etag.as_str()));
+    assert_eq!(
+        common::header(&r.1, "cache-control"),
+        Some("public, max-age=31536000, immutable")
+    );
+    assert_eq!(common::header(&r.1, "accept-ranges"), Some("bytes"));
+
+    let r = common::request_bytes(s, "HEAD", &path, &[], b"");
+    assert_eq!(r.0, 200);
+    assert_eq!(
+        common::header(&r.1, "content-length"),
+        Some(data.len().to_string().as_str())
+    );
+    assert!(r.2.is_empty());
+
+    let r = common::request_bytes(s, "GET", &path, &[("If-None-Match", &etag)], b"");
+    assert_eq!(r.0, 304);
+
+    // A range across the 64 KiB chunk boundary.
+    let r = common::request_bytes(s, "GET", &path, &[("Range", "bytes=65530-65545")], b"");
+    assert_eq!(r.0, 206);
+    assert_eq!(r.2, &data[65530..65546]);
+    assert_eq!(
+        common::header(&r.1, "content-range"),
+        Some(format!("bytes 65530-65545/{}", data.len()).as_str())
+    );
+    let r = request(s, "GET", &path, &[("Range", "bytes=999999999-")], b"");
+    assert_eq!(r.status, 416);
+    assert_eq!(
+        r.header("content-range"),
+        Some(format!("bytes */{}", data.len()).as_str())
+    );
+}
+
+#[test]
+fn digest_checked_put() {
+    let node = storage_node();
+    let s = node.addr("storage");
+    let data = body_of(1000, 2);
+    let path = format!("/v1/o/{}", b3(&data));
+    assert_eq!(request(s, "PUT", &path, &[], &data).status, 201);
+    assert_eq!(request(s, "PUT", &path, &[], &data).status, 200);
+    let other = body_of(1000, 3);
+    let wrong = format!("/v1/o/{}", b3(&other));
+    let r = request(s, "PUT", &wrong, &[], &data);
+    assert_eq!(r.status, 422);
+    assert_eq!(r.json()["reason"], "digest_mismatch");
+    // Nothing was kept under either address for the mismatched body.
+    assert_eq!(request(s, "GET", &wrong, &[], b"").status, 404);
+}
+
+#[test]
+fn bad_input_gets_clear_problems() {
+    let node = storage_node();
+    let s = node.addr("storage");
+    let good = b3(b"x");
+    for bad in [
+        good.to_uppercase(),
+        good[3..].to_string(),
+        good[..40].to_string(),
+        format!("{good}00"),
+    ] {
+        let r = request(s, "GET", &format!("/v1/o/{bad}"), &[], b"");
+        assert_eq!(r.status, 400, "{bad}");
+        assert_eq!(r.header("content-type"), Some("application/problem+json"));
+        assert_eq!(r.json()["reason"], "bad_address");
+    }
+    assert_eq!(
+        request(s, "GET", &format!("/v1/o/{good}"), &[], b"").json()["reason"],
+        "not_found"
+    );
+    assert_eq!(request(s, "POST", "/v1/o", &[], b"").status, 405);
+
+    // Judged from Content-Length, before any body byte is read.
+    let r = common::request_declaring(s, "PUT", "/v1/o", (1 << 20) + 1);
+    assert_eq!(r.status, 413);
+    assert_eq!(r.json()["reason"], "body_cap");
+    // A body that turns out larger than the cap without declaring it
+    // (chunked) is cut off as it streams.
+    let r = common::request_chunked(s, "PUT", "/v1/o", &vec![7u8; (1 << 20) + 10]);
+    assert_eq!(r.status, 413);
+
+    let r = request(s, "PUT", "/v1/o", &[("Content-Encoding", "gzip")], b"abc");
+    assert_eq!(r.status, 415);
+}
+
+#[test]
+fn writes_need_the_write_token_when_one_is_configured() {
+    let node = NodeBuilder::new()
+        .arg("--roles")
+        .arg("storage")
+        .config_extra("[auth]\nwrite_tokens = [\"w-123\"]\n")
+        .start();
+    node.wait_ready();
+    let s = node.addr("storage");
+    let r = request(s, "PUT", "/v1/o", &[], b"hello");
+    assert_eq!(r.status, 401);
+    let r = request(
+        s,
+        "PUT",
+        "/v1/o",
+        &[("Authorization", "Bearer nope")],
+        b"hello",
+    );
+    assert_eq!(r.status, 403);
+    let ok = [("Authorization", "Bearer w-123")];
+    let r = request(s, "PUT", "/v1/o", &ok, b"hello");
+    assert_eq!(r.status, 201);
+    let path = format!("/v1/o/{}", b3(b"hello"));
+    // Reads are open; deletes need the token.
+    assert_eq!(request(s, "GET", &path, &[], b"").status, 200);
+    assert_eq!(request(s, "DELETE", &path, &[], b"").status, 401);
+    assert_eq!(request(s, "DELETE", &path, &ok, b"").status, 204);
+    assert_eq!(request(s, "GET", &path, &[], b"").status, 404);
+    assert_eq!(request(s, "DELETE", &path, &ok, b"").status, 404);
+}
+
+/// (address, bytes) of every PUT that got 201.
+type Acked = Vec<(String, Vec<u8>)>;
+
+#[test]
+fn every_acknowledged_put_survives_kill_9() {
+    let b = NodeBuilder::new().arg("--roles").arg("storage");
+    let cfg_path = b.config_path();
+    let dir = b.dir().to_path_buf();
+    let mut node = b.keep_dir().start();
+    node.wait_ready();
+    let s = node.addr("storage");
+
+    let acked: Arc<Mutex<Acked>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let acked = acked.clone();
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            for i in 0..1000u32 {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let data = body_of(1024 + (i as usize % 7) * 10_000, (i % 251) as u8)
+                    .into_iter()
+                    .chain(i.to_be_bytes())
+                    .collect::<Vec<u8>>();
+                match try_request(s, "PUT", "/v1/o", &[], &data) {
+                    Ok(r) if r.status == 201 => acked.lock().unwrap().push((b3(&data), data)),
+                    Ok(r) => panic!("PUT {i}: {} {}", r.status, r.body),
+                    Err(_) => break, // the node is gone
+                }
+            }
+        })
+    };
+    // Kill the node mid-stream, once a good number of PUTs were acknowledged.
+    let enough = common::poll(Duration::from_secs(120), || {
+        (acked.lock().unwrap().len() >= 200).then_some(())
+    });
+    assert!(enough.is_some(), "PUTs too slow:\n{}", node.log_dump());
+    node.signal("KILL");
+    node.wait_exit(Duration::from_secs(30));
+    stop.store(true, Ordering::SeqCst);
+    writer.join().unwrap();
+
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() >= 200);
+    let node = NodeBuilder::in_dir(dir, cfg_path)
+        .arg("--roles")
+        .arg("storage")
+        .start();
+    node.wait_ready();
+    let s = node.addr("storage");
+    for (addr, data) in &acked {
+        let r = common::request_bytes(s, "GET", &format!("/v1/o/{addr}"), &[], b"");
+        assert_eq!(r.0, 200, "acknowledged {addr} lost after kill -9");
+        assert_eq!(&r.2, data, "{addr} came back different");
+    }
+}
