@@ -222,3 +222,58 @@ fn every_acknowledged_put_survives_kill_9() {
         assert_eq!(&r.2, data, "{addr} came back different");
     }
 }
+
+#[test]
+fn a_resumable_upload_survives_kill_9_between_parts() {
+    let b = NodeBuilder::new().arg("--roles").arg("storage");
+    let cfg_path = b.config_path();
+    let dir = b.dir().to_path_buf();
+    let mut node = b.keep_dir().start();
+    node.wait_ready();
+    let s = node.addr("storage");
+    // 2.5 MiB: larger than the 1 MiB body cap, so it must be uploaded.
+    let data = body_of(5 << 19, 42);
+    let parts: Vec<&[u8]> = data.chunks(1 << 20).collect();
+    assert_eq!(parts.len(), 3);
+
+    let r = request(s, "POST", "/v1/uploads", &[], b"");
+    assert_eq!(r.status, 201, "{}", r.body);
+    let id = r.json()["id"].as_str().unwrap().to_owned();
+    let r = request(s, "PUT", &format!("/v1/uploads/{id}/0"), &[], parts[0]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["next_part"], 1);
+    let r = request(s, "PUT", &format!("/v1/uploads/{id}/2"), &[], parts[2]);
+    assert_eq!(r.status, 409);
+    assert_eq!(r.json()["reason"], "part_order");
+
+    node.signal("KILL");
+    node.wait_exit(Duration::from_secs(30));
+
+    let node = NodeBuilder::in_dir(dir, cfg_path)
+        .arg("--roles")
+        .arg("storage")
+        .start();
+    node.wait_ready();
+    let s = node.addr("storage");
+    let r = request(s, "GET", &format!("/v1/uploads/{id}"), &[], b"");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["next_part"], 1, "the acknowledged part survived");
+    for (n, p) in parts.iter().enumerate().skip(1) {
+        let r = request(s, "PUT", &format!("/v1/uploads/{id}/{n}"), &[], p);
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let r = request(s, "POST", &format!("/v1/uploads/{id}/complete"), &[], b"");
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.json()["address"], b3(&data));
+    let got = common::request_bytes(s, "GET", &format!("/v1/o/{}", b3(&data)), &[], b"");
+    assert_eq!(got.0, 200);
+    assert!(got.2 == data, "the uploaded object comes back exactly");
+    assert_eq!(
+        request(s, "GET", &format!("/v1/uploads/{id}"), &[], b"").status,
+        404
+    );
+    assert_eq!(
+        request(s, "GET", "/v1/uploads/nothex", &[], b"").status,
+        400
+    );
+}

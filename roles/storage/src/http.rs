@@ -55,6 +55,16 @@ fn store_problem(e: &StoreError) -> Problem {
             "range_not_satisfiable",
             format!("the object has {size} bytes"),
         ),
+        StoreError::UploadNotFound => Problem::new(
+            StatusCode::NOT_FOUND,
+            "upload_not_found",
+            "no upload with that id (finished, aborted, or never started)",
+        ),
+        StoreError::PartOutOfOrder { expected, got } => Problem::new(
+            StatusCode::CONFLICT,
+            "part_order",
+            format!("part {got} is out of order; send part {expected} next"),
+        ),
         StoreError::DiskFull(_) => Problem::new(
             StatusCode::INSUFFICIENT_STORAGE,
             "disk_full",
@@ -76,6 +86,9 @@ pub async fn handle(api: Arc<StorageApi>, req: Request<Incoming>, peer: SocketAd
             Method::PUT => put(api, req, peer, None).await,
             _ => problem(ROUTE_PUT, Problem::method_not_allowed("PUT")),
         };
+    }
+    if path == "/v1/uploads" || path.starts_with("/v1/uploads/") {
+        return uploads(api, req, peer, &path).await;
     }
     let Some(raw) = path.strip_prefix("/v1/o/") else {
         return problem("/{unknown}", Problem::not_found(format!("no route {path}")));
@@ -151,33 +164,8 @@ async fn put(
     if let Some(p) = write_refusal(&settings, &req, peer) {
         return problem(route, p);
     }
-    if let Some(enc) = req.headers().get(header::CONTENT_ENCODING) {
-        if !enc.as_bytes().eq_ignore_ascii_case(b"identity") {
-            return problem(
-                route,
-                Problem::new(
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    "content_encoding",
-                    "storage takes bodies as they are (no Content-Encoding)",
-                ),
-            );
-        }
-    }
-    let cap = settings.max_body_bytes;
-    let too_large = || {
-        Problem::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_cap",
-            format!("bodies are limited to {cap} bytes; use resumable uploads for larger objects"),
-        )
-    };
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > cap) {
-        return problem(route, too_large());
+    if let Some(p) = body_refusal(&req, settings.max_body_bytes) {
+        return problem(route, p);
     }
 
     // A blocking thread owns the writer; frames reach it as they arrive.
@@ -190,49 +178,12 @@ async fn put(
         }
         w.finish()
     });
-    let deadline = tokio::time::Instant::now() + settings.body_read_timeout;
-    let mut body = req.into_body();
-    let mut total: u64 = 0;
-    let outcome: Result<(), Problem> = loop {
-        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
-            Err(_) => {
-                break Err(Problem::new(
-                    StatusCode::REQUEST_TIMEOUT,
-                    "body_timeout",
-                    format!(
-                        "the body did not arrive within {:?}",
-                        settings.body_read_timeout
-                    ),
-                ))
-            }
-            Ok(None) => break Ok(()),
-            Ok(Some(Err(e))) => {
-                break Err(Problem::bad_request(
-                    "body_read",
-                    format!("reading the body: {e}"),
-                ))
-            }
-            Ok(Some(Ok(f))) => f,
-        };
-        if let Ok(data) = frame.into_data() {
-            total += data.len() as u64;
-            if total > cap {
-                linger(&mut body).await;
-                break Err(too_large());
-            }
-            if tx.send(data).await.is_err() {
-                break Ok(()); // the writer failed; its error is reported below
-            }
-        }
-    };
-    if let Err(p) = outcome {
-        // Dropping the sender ends the writer; an unfinished write is
+    if let Err(p) = stream_body(req.into_body(), &settings, tx).await {
+        // The sender is gone, so the writer ends; an unfinished write is
         // collected later, nothing is committed.
-        drop(tx);
         writer.abort();
         return problem(route, p);
     }
-    drop(tx);
     let (meta, created) = match writer.await {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => return problem(route, store_problem(&e)),
@@ -276,6 +227,79 @@ async fn put(
     Routed::new(route, resp)
 }
 
+fn body_cap_problem(cap: u64) -> Problem {
+    Problem::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_cap",
+        format!("bodies are limited to {cap} bytes; use resumable uploads for larger objects"),
+    )
+}
+
+/// Forwards a request body frame by frame to `tx`, enforcing the body cap
+/// (declared or actual) and the body deadline. The sender is dropped on
+/// return.
+async fn stream_body(
+    mut body: Incoming,
+    settings: &NodeSettings,
+    tx: mpsc::Sender<Bytes>,
+) -> Result<(), Problem> {
+    let cap = settings.max_body_bytes;
+    let deadline = tokio::time::Instant::now() + settings.body_read_timeout;
+    let mut total: u64 = 0;
+    loop {
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Err(_) => {
+                return Err(Problem::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "body_timeout",
+                    format!(
+                        "the body did not arrive within {:?}",
+                        settings.body_read_timeout
+                    ),
+                ))
+            }
+            Ok(None) => return Ok(()),
+            Ok(Some(Err(e))) => {
+                return Err(Problem::bad_request(
+                    "body_read",
+                    format!("reading the body: {e}"),
+                ))
+            }
+            Ok(Some(Ok(f))) => f,
+        };
+        if let Ok(data) = frame.into_data() {
+            total += data.len() as u64;
+            if total > cap {
+                linger(&mut body).await;
+                return Err(body_cap_problem(cap));
+            }
+            if tx.send(data).await.is_err() {
+                return Ok(()); // the consumer failed; it reports why
+            }
+        }
+    }
+}
+
+/// Refuses a body whose declared length is over the cap, or whose encoding
+/// storage does not take.
+fn body_refusal(req: &Request<Incoming>, cap: u64) -> Option<Problem> {
+    if let Some(enc) = req.headers().get(header::CONTENT_ENCODING) {
+        if !enc.as_bytes().eq_ignore_ascii_case(b"identity") {
+            return Some(Problem::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "content_encoding",
+                "storage takes bodies as they are (no Content-Encoding)",
+            ));
+        }
+    }
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    declared.filter(|n| *n > cap).map(|_| body_cap_problem(cap))
+}
+
 /// After refusing a body mid-stream, reads (and drops) a bounded amount
 /// more of it, so that a client which already sent it gets our answer
 /// instead of a connection reset (the lingering close of nginx).
@@ -289,6 +313,154 @@ async fn linger(body: &mut Incoming) {
             Ok(Some(Ok(f))) => drained += f.data_ref().map_or(0, |d| d.len() as u64),
             _ => return,
         }
+    }
+}
+
+const ROUTE_UPLOADS: &str = "/v1/uploads";
+const ROUTE_UPLOAD: &str = "/v1/uploads/{id}";
+const ROUTE_PART: &str = "/v1/uploads/{id}/{n}";
+const ROUTE_COMPLETE: &str = "/v1/uploads/{id}/complete";
+
+fn upload_json(id: u64, st: &crate::store::UploadState) -> serde_json::Value {
+    serde_json::json!({"id": format!("{id:016x}"), "next_part": st.next_part, "size": st.size})
+}
+
+/// Resumable uploads: `POST /v1/uploads` → `{id}`; `PUT
+/// /v1/uploads/{id}/{n}` (parts in order from 0, each ≤ the body cap);
+/// `POST /v1/uploads/{id}/complete` → `{address, size}`; `GET
+/// /v1/uploads/{id}` → where to resume; `DELETE /v1/uploads/{id}` aborts.
+async fn uploads(
+    api: Arc<StorageApi>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    path: &str,
+) -> Routed {
+    let settings = api.settings.load();
+    let rest = path.strip_prefix("/v1/uploads").unwrap_or("");
+    let parts: Vec<&str> = rest.split('/').filter(|p| !p.is_empty()).collect();
+    let method = req.method().clone();
+    let route = match parts.len() {
+        0 => ROUTE_UPLOADS,
+        1 => ROUTE_UPLOAD,
+        _ if parts.get(1) == Some(&"complete") => ROUTE_COMPLETE,
+        _ => ROUTE_PART,
+    };
+    if method != Method::GET {
+        if let Some(p) = write_refusal(&settings, &req, peer) {
+            return problem(route, p);
+        }
+    }
+    if parts.is_empty() {
+        if method != Method::POST {
+            return problem(route, Problem::method_not_allowed("POST"));
+        }
+        let store = api.store.clone();
+        return match blocking(move || store.upload_create()).await {
+            Ok(id) => Routed::new(
+                route,
+                json(
+                    StatusCode::CREATED,
+                    &serde_json::json!({"id": format!("{id:016x}")}),
+                ),
+            ),
+            Err(p) => problem(route, p),
+        };
+    }
+    let id = match (parts[0].len() == 16)
+        .then(|| u64::from_str_radix(parts[0], 16).ok())
+        .flatten()
+    {
+        Some(id)
+            if parts[0]
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) =>
+        {
+            id
+        }
+        _ => {
+            return problem(
+                route,
+                Problem::bad_request("bad_upload_id", "upload ids are 16 lowercase hex digits"),
+            )
+        }
+    };
+    let store = api.store.clone();
+    match (method, parts.len(), parts.get(1).copied()) {
+        (Method::GET, 1, _) => match blocking(move || store.upload_state(id)).await {
+            Ok(st) => Routed::new(route, json(StatusCode::OK, &upload_json(id, &st))),
+            Err(p) => problem(route, p),
+        },
+        (Method::DELETE, 1, _) => match blocking(move || store.upload_abort(id)).await {
+            Ok(true) => {
+                let mut resp = Response::new(empty());
+                *resp.status_mut() = StatusCode::NO_CONTENT;
+                Routed::new(route, resp)
+            }
+            Ok(false) => problem(route, store_problem(&StoreError::UploadNotFound)),
+            Err(p) => problem(route, p),
+        },
+        (Method::POST, 2, Some("complete")) => {
+            match blocking(move || store.upload_complete(id)).await {
+                Ok((meta, created)) => {
+                    if created {
+                        api.bus.publish(KernelEvent::ObjectStored {
+                            address: meta.address.to_string(),
+                            size: meta.size,
+                        });
+                    }
+                    let status = if created {
+                        StatusCode::CREATED
+                    } else {
+                        StatusCode::OK
+                    };
+                    Routed::new(
+                        route,
+                        json(
+                            status,
+                            &serde_json::json!({"address": meta.address, "size": meta.size}),
+                        ),
+                    )
+                }
+                Err(p) => problem(route, p),
+            }
+        }
+        (Method::PUT, 2, Some(n)) => {
+            let Ok(n) = n.parse::<u64>() else {
+                return problem(
+                    route,
+                    Problem::bad_request("bad_part", "part numbers are decimal, from 0"),
+                );
+            };
+            if let Some(p) = body_refusal(&req, settings.max_body_bytes) {
+                return problem(route, p);
+            }
+            // A part is at most the body cap; it is gathered, then committed
+            // in one durable transaction.
+            let (tx, mut rx) = mpsc::channel::<Bytes>(4);
+            let gather = tokio::task::spawn_blocking(move || {
+                let mut data = Vec::new();
+                while let Some(b) = rx.blocking_recv() {
+                    data.extend_from_slice(&b);
+                }
+                store.upload_part(id, n, &data)
+            });
+            if let Err(p) = stream_body(req.into_body(), &settings, tx).await {
+                gather.abort();
+                return problem(route, p);
+            }
+            match gather.await {
+                Ok(Ok(
+                    crate::store::PartOutcome::Stored(st)
+                    | crate::store::PartOutcome::Duplicate(st),
+                )) => Routed::new(route, json(StatusCode::OK, &upload_json(id, &st))),
+                Ok(Err(e)) => problem(route, store_problem(&e)),
+                Err(e) => problem(route, Problem::internal(format!("upload task: {e}"))),
+            }
+        }
+        _ => problem(
+            route,
+            Problem::method_not_allowed("see docs/API.md for the upload routes"),
+        ),
     }
 }
 

@@ -30,6 +30,11 @@ pub const CHUNK_BYTES: usize = 64 * 1024;
 const CHUNKS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("chunks");
 const REFS: TableDefinition<&[u8; 32], u64> = TableDefinition::new("chunk_refs");
 const OBJECTS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("objects");
+/// Resumable uploads: id → `UploadState`.
+const UPLOADS: TableDefinition<u64, &[u8]> = TableDefinition::new("uploads");
+/// (upload id, chunk index) → chunk hash. The upload holds a reference on
+/// each chunk, so collection never takes an acknowledged part away.
+const UPLOAD_CHUNKS: TableDefinition<(u64, u64), &[u8; 32]> = TableDefinition::new("upload_chunks");
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -39,6 +44,10 @@ pub enum StoreError {
     Integrity { address: String, what: &'static str },
     #[error("range not satisfiable for an object of {size} bytes")]
     RangeNotSatisfiable { size: u64 },
+    #[error("no upload with that id")]
+    UploadNotFound,
+    #[error("part {got} is out of order; the next part is {expected}")]
+    PartOutOfOrder { expected: u64, got: u64 },
     #[error("disk full: {0}")]
     DiskFull(String),
     #[error("storage error: {0}")]
@@ -172,6 +181,8 @@ impl ObjectStore {
             txn.open_table(CHUNKS).map_err(db_err)?;
             txn.open_table(REFS).map_err(db_err)?;
             txn.open_table(OBJECTS).map_err(db_err)?;
+            txn.open_table(UPLOADS).map_err(db_err)?;
+            txn.open_table(UPLOAD_CHUNKS).map_err(db_err)?;
         }
         txn.commit().map_err(db_err)?;
         store.gc()?;
@@ -371,6 +382,269 @@ impl ObjectStore {
             Ok(t) => t.commit().is_ok(),
             Err(_) => false,
         }
+    }
+}
+
+/// Where a resumable upload stands. Parts are cut into chunks as they
+/// arrive; what does not fill a chunk yet is kept as the `tail`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadState {
+    pub next_part: u64,
+    pub size: u64,
+    pub chunks: u64,
+    /// BLAKE3 of the last acknowledged part, to recognise its retry.
+    pub last_part: [u8; 32],
+    pub tail: Vec<u8>,
+}
+
+impl UploadState {
+    fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(56 + self.tail.len());
+        v.extend_from_slice(&self.next_part.to_be_bytes());
+        v.extend_from_slice(&self.size.to_be_bytes());
+        v.extend_from_slice(&self.chunks.to_be_bytes());
+        v.extend_from_slice(&self.last_part);
+        v.extend_from_slice(&self.tail);
+        v
+    }
+
+    fn decode(raw: &[u8]) -> Result<Self, StoreError> {
+        if raw.len() < 56 {
+            return Err(StoreError::Db("upload record too short".into()));
+        }
+        let u = |i: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&raw[i..i + 8]);
+            u64::from_be_bytes(b)
+        };
+        let mut last_part = [0u8; 32];
+        last_part.copy_from_slice(&raw[24..56]);
+        Ok(Self {
+            next_part: u(0),
+            size: u(8),
+            chunks: u(16),
+            last_part,
+            tail: raw[56..].to_vec(),
+        })
+    }
+}
+
+/// What happened to an uploaded part.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PartOutcome {
+    Stored(UploadState),
+    /// The part just before `next_part`, sent again with the same bytes
+    /// (its acknowledgement was lost): nothing changes.
+    Duplicate(UploadState),
+}
+
+impl ObjectStore {
+    /// Starts a resumable upload; returns its id.
+    pub fn upload_create(&self) -> Result<u64, StoreError> {
+        let mut txn = self.db.begin_write().map_err(db_err)?;
+        txn.set_durability(Durability::Immediate).map_err(db_err)?;
+        let id = {
+            let mut uploads = txn.open_table(UPLOADS).map_err(db_err)?;
+            let mut id = fastrand::u64(1..);
+            while uploads.get(id).map_err(db_err)?.is_some() {
+                id = fastrand::u64(1..);
+            }
+            let st = UploadState {
+                next_part: 0,
+                size: 0,
+                chunks: 0,
+                last_part: [0; 32],
+                tail: Vec::new(),
+            };
+            uploads.insert(id, &st.encode()[..]).map_err(db_err)?;
+            id
+        };
+        txn.commit().map_err(db_err)?;
+        Ok(id)
+    }
+
+    pub fn upload_state(&self, id: u64) -> Result<UploadState, StoreError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let uploads = txn.open_table(UPLOADS).map_err(db_err)?;
+        let raw = uploads
+            .get(id)
+            .map_err(db_err)?
+            .ok_or(StoreError::UploadNotFound)?;
+        UploadState::decode(raw.value())
+    }
+
+    /// Appends part `n` (parts go in order from 0). Durable when this
+    /// returns: a crash afterwards loses nothing of it.
+    pub fn upload_part(&self, id: u64, n: u64, data: &[u8]) -> Result<PartOutcome, StoreError> {
+        let part_hash = *blake3::hash(data).as_bytes();
+        let mut txn = self.db.begin_write().map_err(db_err)?;
+        txn.set_durability(Durability::Immediate).map_err(db_err)?;
+        let outcome = {
+            let mut uploads = txn.open_table(UPLOADS).map_err(db_err)?;
+            let mut st = match uploads.get(id).map_err(db_err)? {
+                Some(raw) => UploadState::decode(raw.value())?,
+                None => return Err(StoreError::UploadNotFound),
+            };
+            if n + 1 == st.next_part && part_hash == st.last_part {
+                return Ok(PartOutcome::Duplicate(st));
+            }
+            if n != st.next_part {
+                return Err(StoreError::PartOutOfOrder {
+                    expected: st.next_part,
+                    got: n,
+                });
+            }
+            let mut chunks = txn.open_table(CHUNKS).map_err(db_err)?;
+            let mut refs = txn.open_table(REFS).map_err(db_err)?;
+            let mut list = txn.open_table(UPLOAD_CHUNKS).map_err(db_err)?;
+            let mut pending = std::mem::take(&mut st.tail);
+            pending.extend_from_slice(data);
+            let mut full = pending.chunks_exact(CHUNK_BYTES);
+            for chunk in &mut full {
+                let hash = *blake3::hash(chunk).as_bytes();
+                if chunks.get(&hash).map_err(db_err)?.is_none() {
+                    chunks.insert(&hash, chunk).map_err(db_err)?;
+                }
+                let r = refs
+                    .get(&hash)
+                    .map_err(db_err)?
+                    .map(|g| g.value())
+                    .unwrap_or(0);
+                refs.insert(&hash, r + 1).map_err(db_err)?;
+                list.insert((id, st.chunks), &hash).map_err(db_err)?;
+                st.chunks += 1;
+            }
+            st.tail = full.remainder().to_vec();
+            st.size += data.len() as u64;
+            st.next_part += 1;
+            st.last_part = part_hash;
+            uploads.insert(id, &st.encode()[..]).map_err(db_err)?;
+            PartOutcome::Stored(st)
+        };
+        txn.commit().map_err(db_err)?;
+        Ok(outcome)
+    }
+
+    /// Turns a finished upload into an object (verifying every chunk on the
+    /// way) and forgets the upload. Returns the object and whether it is new.
+    pub fn upload_complete(&self, id: u64) -> Result<(ObjectMeta, bool), StoreError> {
+        // Hash the content from what is stored, verified chunk by chunk.
+        let st = self.upload_state(id)?;
+        let mut hasher = blake3::Hasher::new();
+        let mut hashes = Vec::with_capacity(st.chunks as usize + 1);
+        {
+            let txn = self.db.begin_read().map_err(db_err)?;
+            let list = txn.open_table(UPLOAD_CHUNKS).map_err(db_err)?;
+            let chunks = txn.open_table(CHUNKS).map_err(db_err)?;
+            for i in 0..st.chunks {
+                let hash = *list
+                    .get((id, i))
+                    .map_err(db_err)?
+                    .ok_or_else(|| StoreError::Db("upload chunk list has a gap".into()))?
+                    .value();
+                let data = chunks
+                    .get(&hash)
+                    .map_err(db_err)?
+                    .ok_or_else(|| StoreError::Db("an uploaded chunk is missing".into()))?;
+                if blake3::hash(data.value()).as_bytes() != &hash {
+                    return Err(StoreError::Integrity {
+                        address: format!("upload {id:x}"),
+                        what: "an uploaded chunk does not match its hash",
+                    });
+                }
+                hasher.update(data.value());
+                hashes.push(hash);
+            }
+        }
+        hasher.update(&st.tail);
+        let address = ContentAddress::from_bytes(*hasher.finalize().as_bytes());
+        let tail_hash = (!st.tail.is_empty()).then(|| *blake3::hash(&st.tail).as_bytes());
+        if let Some(h) = tail_hash {
+            hashes.push(h);
+        }
+        let meta = ObjectMeta {
+            address,
+            size: st.size,
+            chunks: hashes,
+        };
+
+        let mut txn = self.db.begin_write().map_err(db_err)?;
+        txn.set_durability(Durability::Immediate).map_err(db_err)?;
+        let created = {
+            let mut uploads = txn.open_table(UPLOADS).map_err(db_err)?;
+            match uploads.remove(id).map_err(db_err)? {
+                Some(raw) if UploadState::decode(raw.value())? == st => {}
+                // Completed or changed meanwhile by another request.
+                _ => return Err(StoreError::UploadNotFound),
+            }
+            let mut list = txn.open_table(UPLOAD_CHUNKS).map_err(db_err)?;
+            for i in 0..st.chunks {
+                list.remove((id, i)).map_err(db_err)?;
+            }
+            let mut chunks = txn.open_table(CHUNKS).map_err(db_err)?;
+            let mut refs = txn.open_table(REFS).map_err(db_err)?;
+            let mut objects = txn.open_table(OBJECTS).map_err(db_err)?;
+            if objects.get(address.as_bytes()).map_err(db_err)?.is_some() {
+                // Same content already stored: give back the upload's refs.
+                for h in meta.chunks.iter().take(st.chunks as usize) {
+                    let n = refs.get(h).map_err(db_err)?.map(|g| g.value()).unwrap_or(0);
+                    if n <= 1 {
+                        refs.remove(h).map_err(db_err)?;
+                    } else {
+                        refs.insert(h, n - 1).map_err(db_err)?;
+                    }
+                }
+                false
+            } else {
+                // The upload's refs become the object's; the tail is new.
+                if let Some(h) = &tail_hash {
+                    if chunks.get(h).map_err(db_err)?.is_none() {
+                        chunks.insert(h, &st.tail[..]).map_err(db_err)?;
+                    }
+                    let n = refs.get(h).map_err(db_err)?.map(|g| g.value()).unwrap_or(0);
+                    refs.insert(h, n + 1).map_err(db_err)?;
+                }
+                objects
+                    .insert(address.as_bytes(), &meta.encode()[..])
+                    .map_err(db_err)?;
+                true
+            }
+        };
+        txn.commit().map_err(db_err)?;
+        Ok((meta, created))
+    }
+
+    /// Abandons an upload, releasing its chunks. Returns whether it existed.
+    pub fn upload_abort(&self, id: u64) -> Result<bool, StoreError> {
+        let mut txn = self.db.begin_write().map_err(db_err)?;
+        txn.set_durability(Durability::Immediate).map_err(db_err)?;
+        {
+            let mut uploads = txn.open_table(UPLOADS).map_err(db_err)?;
+            let st = match uploads.remove(id).map_err(db_err)? {
+                Some(raw) => UploadState::decode(raw.value())?,
+                None => return Ok(false),
+            };
+            let mut list = txn.open_table(UPLOAD_CHUNKS).map_err(db_err)?;
+            let mut refs = txn.open_table(REFS).map_err(db_err)?;
+            for i in 0..st.chunks {
+                if let Some(h) = list.remove((id, i)).map_err(db_err)? {
+                    let h = *h.value();
+                    let n = refs
+                        .get(&h)
+                        .map_err(db_err)?
+                        .map(|g| g.value())
+                        .unwrap_or(0);
+                    if n <= 1 {
+                        refs.remove(&h).map_err(db_err)?;
+                    } else {
+                        refs.insert(&h, n - 1).map_err(db_err)?;
+                    }
+                }
+            }
+        }
+        txn.commit().map_err(db_err)?;
+        self.gc()?;
+        Ok(true)
     }
 }
 
