@@ -25,6 +25,7 @@ pub enum Command {
     Config(ConfigCmd),
     Doctor(DoctorCmd),
     Version(VersionCmd),
+    Ctl(crate::ctl::CtlCmd),
 }
 
 #[derive(FromArgs, Debug, Default)]
@@ -134,7 +135,7 @@ pub fn main(profile: Profile) -> ExitCode {
         .to_owned();
     let mut rest: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
     // `micronode --amnesia` and a bare `macronode` mean `run`.
-    let commands = ["run", "check", "config", "doctor", "version", "help"];
+    let commands = ["run", "check", "config", "doctor", "version", "ctl", "help"];
     let wants_help = matches!(rest.first(), Some(&"--help") | Some(&"-h"));
     if !wants_help && rest.first().is_none_or(|a| !commands.contains(a)) {
         rest.insert(0, "run");
@@ -237,6 +238,17 @@ pub fn main(profile: Profile) -> ExitCode {
             }
         }
         Command::Run(r) => run(profile, r),
+        Command::Ctl(c) => match crate::ctl::run(c) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e @ crate::ctl::CtlError::Usage(_)) => {
+                eprintln!("error: {e}");
+                ExitCode::from(EXIT_USAGE)
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod ctl;
 pub mod doctor;
 pub mod logging;
 pub mod node;

@@ -1,0 +1,68 @@
+//! `macronode ctl put|get` against a running node.
+
+mod common;
+
+use std::process::Command;
+
+use common::NodeBuilder;
+
+fn ctl(url: &str, args: &[&str]) -> std::process::Output {
+    Command::new(common::MACRONODE)
+        .args(["ctl", "--url", url])
+        .args(args)
+        .output()
+        .expect("ctl")
+}
+
+#[test]
+fn put_and_get_small_and_large_files_verified() {
+    let node = NodeBuilder::new().arg("--roles").arg("storage").start();
+    node.wait_ready();
+    let url = format!("http://{}", node.addr("storage"));
+    let dir = tempfile::tempdir().unwrap();
+
+    for (name, len) in [("small", 10_000usize), ("large", 3 * (1 << 20) + 123)] {
+        let mut data = vec![0u8; len];
+        blake3::Hasher::new()
+            .update(name.as_bytes())
+            .finalize_xof()
+            .fill(&mut data);
+        let src = dir.path().join(name);
+        std::fs::write(&src, &data).unwrap();
+        let want = format!("b3:{}", blake3::hash(&data).to_hex());
+
+        let out = ctl(&url, &["put", src.to_str().unwrap(), "--quiet"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), want);
+        if len > 1 << 20 {
+            assert!(
+                String::from_utf8_lossy(&out.stderr).contains("upload"),
+                "large files go as uploads"
+            );
+        }
+
+        let dst = dir.path().join(format!("{name}.out"));
+        let out = ctl(&url, &["get", &want, "-o", dst.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(std::fs::read(&dst).unwrap() == data);
+    }
+
+    // An address that is not there: an error, and no file left behind.
+    let missing = format!("b3:{}", blake3::hash(b"never stored").to_hex());
+    let dst = dir.path().join("missing.out");
+    let out = ctl(&url, &["get", &missing, "-o", dst.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("404"));
+    assert!(!dst.exists());
+    // A malformed address is a usage error.
+    let out = ctl(&url, &["get", "B3:nope"]);
+    assert_eq!(out.status.code(), Some(2));
+}
