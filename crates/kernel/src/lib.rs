@@ -19,6 +19,7 @@ pub mod pending;
 pub mod problem;
 pub mod range;
 pub mod readiness;
+pub mod request;
 pub mod secret;
 
 pub use address::{AddressError, ContentAddress};

@@ -22,10 +22,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use ron_kernel::http::{empty, json, Body, ChannelBody, Routed};
 use ron_kernel::range::{parse_range, RangeRequest};
+use ron_kernel::request::{body_refusal, stream_body, write_refusal};
 use ron_kernel::{Bus, ContentAddress, KernelEvent, Live, NodeSettings, Problem};
 use tokio::sync::mpsc;
 
@@ -113,42 +113,6 @@ pub async fn handle(api: Arc<StorageApi>, req: Request<Incoming>, peer: SocketAd
     }
 }
 
-/// Refuses a write unless the peer holds the write capability and the node
-/// takes writes.
-fn write_refusal(
-    settings: &NodeSettings,
-    req: &Request<Incoming>,
-    peer: SocketAddr,
-) -> Option<Problem> {
-    if settings.read_only {
-        return Some(Problem::unavailable(
-            "read_only",
-            "this node is read-only; writes are refused",
-            30,
-        ));
-    }
-    let auth = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .map(|v| v.as_bytes());
-    if settings.may_write(peer, auth) {
-        return None;
-    }
-    Some(if auth.is_none() && !settings.write_tokens.is_empty() {
-        Problem::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "writes need `Authorization: Bearer <write token>`",
-        )
-    } else {
-        Problem::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "this request does not hold the write capability",
-        )
-    })
-}
-
 async fn put(
     api: Arc<StorageApi>,
     req: Request<Incoming>,
@@ -225,95 +189,6 @@ async fn put(
         resp.headers_mut().insert(header::ETAG, v);
     }
     Routed::new(route, resp)
-}
-
-fn body_cap_problem(cap: u64) -> Problem {
-    Problem::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "body_cap",
-        format!("bodies are limited to {cap} bytes; use resumable uploads for larger objects"),
-    )
-}
-
-/// Forwards a request body frame by frame to `tx`, enforcing the body cap
-/// (declared or actual) and the body deadline. The sender is dropped on
-/// return.
-async fn stream_body(
-    mut body: Incoming,
-    settings: &NodeSettings,
-    tx: mpsc::Sender<Bytes>,
-) -> Result<(), Problem> {
-    let cap = settings.max_body_bytes;
-    let deadline = tokio::time::Instant::now() + settings.body_read_timeout;
-    let mut total: u64 = 0;
-    loop {
-        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
-            Err(_) => {
-                return Err(Problem::new(
-                    StatusCode::REQUEST_TIMEOUT,
-                    "body_timeout",
-                    format!(
-                        "the body did not arrive within {:?}",
-                        settings.body_read_timeout
-                    ),
-                ))
-            }
-            Ok(None) => return Ok(()),
-            Ok(Some(Err(e))) => {
-                return Err(Problem::bad_request(
-                    "body_read",
-                    format!("reading the body: {e}"),
-                ))
-            }
-            Ok(Some(Ok(f))) => f,
-        };
-        if let Ok(data) = frame.into_data() {
-            total += data.len() as u64;
-            if total > cap {
-                linger(&mut body).await;
-                return Err(body_cap_problem(cap));
-            }
-            if tx.send(data).await.is_err() {
-                return Ok(()); // the consumer failed; it reports why
-            }
-        }
-    }
-}
-
-/// Refuses a body whose declared length is over the cap, or whose encoding
-/// storage does not take.
-fn body_refusal(req: &Request<Incoming>, cap: u64) -> Option<Problem> {
-    if let Some(enc) = req.headers().get(header::CONTENT_ENCODING) {
-        if !enc.as_bytes().eq_ignore_ascii_case(b"identity") {
-            return Some(Problem::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "content_encoding",
-                "storage takes bodies as they are (no Content-Encoding)",
-            ));
-        }
-    }
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    declared.filter(|n| *n > cap).map(|_| body_cap_problem(cap))
-}
-
-/// After refusing a body mid-stream, reads (and drops) a bounded amount
-/// more of it, so that a client which already sent it gets our answer
-/// instead of a connection reset (the lingering close of nginx).
-async fn linger(body: &mut Incoming) {
-    const LINGER_BYTES: u64 = 1 << 20;
-    const LINGER_TIME: Duration = Duration::from_secs(1);
-    let end = tokio::time::Instant::now() + LINGER_TIME;
-    let mut drained = 0u64;
-    while drained < LINGER_BYTES {
-        match tokio::time::timeout_at(end, body.frame()).await {
-            Ok(Some(Ok(f))) => drained += f.data_ref().map_or(0, |d| d.len() as u64),
-            _ => return,
-        }
-    }
 }
 
 const ROUTE_UPLOADS: &str = "/v1/uploads";

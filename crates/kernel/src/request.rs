@@ -1,0 +1,158 @@
+//! What every role's HTTP handlers need from a request: the write
+//! capability check, body limits (declared and actual), the body deadline,
+//! and a lingering close after refusing a body.
+//!
+//! Invariant: a refused body is never buffered beyond the cap; a write is
+//! never accepted from a peer without the write capability.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::{header, Request, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use tokio::sync::mpsc;
+
+use crate::context::NodeSettings;
+use crate::problem::Problem;
+
+/// Refuses a write unless the peer holds the write capability and the node
+/// takes writes.
+pub fn write_refusal(
+    settings: &NodeSettings,
+    req: &Request<Incoming>,
+    peer: SocketAddr,
+) -> Option<Problem> {
+    if settings.read_only {
+        return Some(Problem::unavailable(
+            "read_only",
+            "this node is read-only; writes are refused",
+            30,
+        ));
+    }
+    let auth = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|v| v.as_bytes());
+    if settings.may_write(peer, auth) {
+        return None;
+    }
+    Some(if auth.is_none() && !settings.write_tokens.is_empty() {
+        Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "writes need `Authorization: Bearer <write token>`",
+        )
+    } else {
+        Problem::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this request does not hold the write capability",
+        )
+    })
+}
+
+pub fn body_cap_problem(cap: u64) -> Problem {
+    Problem::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_cap",
+        format!("bodies are limited to {cap} bytes; use resumable uploads for larger objects"),
+    )
+}
+
+/// Forwards a request body frame by frame to `tx`, enforcing the body cap
+/// (declared or actual) and the body deadline. The sender is dropped on
+/// return.
+pub async fn stream_body(
+    mut body: Incoming,
+    settings: &NodeSettings,
+    tx: mpsc::Sender<Bytes>,
+) -> Result<(), Problem> {
+    let cap = settings.max_body_bytes;
+    let deadline = tokio::time::Instant::now() + settings.body_read_timeout;
+    let mut total: u64 = 0;
+    loop {
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Err(_) => {
+                return Err(Problem::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "body_timeout",
+                    format!(
+                        "the body did not arrive within {:?}",
+                        settings.body_read_timeout
+                    ),
+                ))
+            }
+            Ok(None) => return Ok(()),
+            Ok(Some(Err(e))) => {
+                return Err(Problem::bad_request(
+                    "body_read",
+                    format!("reading the body: {e}"),
+                ))
+            }
+            Ok(Some(Ok(f))) => f,
+        };
+        if let Ok(data) = frame.into_data() {
+            total += data.len() as u64;
+            if total > cap {
+                linger(&mut body).await;
+                return Err(body_cap_problem(cap));
+            }
+            if tx.send(data).await.is_err() {
+                return Ok(()); // the consumer failed; it reports why
+            }
+        }
+    }
+}
+
+/// Refuses a body whose declared length is over the cap, or whose encoding
+/// storage does not take.
+pub fn body_refusal(req: &Request<Incoming>, cap: u64) -> Option<Problem> {
+    if let Some(enc) = req.headers().get(header::CONTENT_ENCODING) {
+        if !enc.as_bytes().eq_ignore_ascii_case(b"identity") {
+            return Some(Problem::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "content_encoding",
+                "this route takes bodies as they are (no Content-Encoding)",
+            ));
+        }
+    }
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    declared.filter(|n| *n > cap).map(|_| body_cap_problem(cap))
+}
+
+/// After refusing a body mid-stream, reads (and drops) a bounded amount
+/// more of it, so that a client which already sent it gets our answer
+/// instead of a connection reset (the lingering close of nginx).
+pub async fn linger(body: &mut Incoming) {
+    const LINGER_BYTES: u64 = 1 << 20;
+    const LINGER_TIME: Duration = Duration::from_secs(1);
+    let end = tokio::time::Instant::now() + LINGER_TIME;
+    let mut drained = 0u64;
+    while drained < LINGER_BYTES {
+        match tokio::time::timeout_at(end, body.frame()).await {
+            Ok(Some(Ok(f))) => drained += f.data_ref().map_or(0, |d| d.len() as u64),
+            _ => return,
+        }
+    }
+}
+
+/// Reads a whole (small) body within the cap and the deadline: for JSON
+/// requests. Bodies that may be large are streamed with `stream_body`.
+pub async fn collect_body(body: Incoming, settings: &NodeSettings) -> Result<Bytes, Problem> {
+    let (tx, mut rx) = mpsc::channel::<Bytes>(4);
+    let gather = async move {
+        let mut out = BytesMut::new();
+        while let Some(b) = rx.recv().await {
+            out.extend_from_slice(&b);
+        }
+        out.freeze()
+    };
+    let (streamed, data) = tokio::join!(stream_body(body, settings, tx), gather);
+    streamed.map(|()| data)
+}
