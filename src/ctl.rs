@@ -40,6 +40,55 @@ pub struct CtlCmd {
 pub enum CtlAction {
     Put(PutCmd),
     Get(GetCmd),
+    Names(NamesCmd),
+}
+
+#[derive(FromArgs, Debug)]
+/// Set or read a name.
+#[argh(subcommand, name = "names")]
+pub struct NamesCmd {
+    #[argh(subcommand)]
+    pub action: NamesAction,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+pub enum NamesAction {
+    Set(NamesSet),
+    Get(NamesGet),
+}
+
+#[derive(FromArgs, Debug)]
+/// Point NAME at ADDR (a new version); prints the record.
+#[argh(subcommand, name = "set")]
+pub struct NamesSet {
+    /// the name
+    #[argh(positional)]
+    pub name: String,
+    /// the content address (b3:<hex>)
+    #[argh(positional)]
+    pub address: String,
+    /// content type to record
+    #[argh(option)]
+    pub content_type: Option<String>,
+    /// mailbox topic whose messages are the name's feed
+    #[argh(option)]
+    pub feed: Option<String>,
+    /// only if the current version is this one
+    #[argh(option)]
+    pub if_match: Option<u64>,
+}
+
+#[derive(FromArgs, Debug)]
+/// Print a name's record (or every version with --history).
+#[argh(subcommand, name = "get")]
+pub struct NamesGet {
+    /// the name
+    #[argh(positional)]
+    pub name: String,
+    /// every version
+    #[argh(switch)]
+    pub history: bool,
 }
 
 #[derive(FromArgs, Debug)]
@@ -123,10 +172,23 @@ impl Api {
     }
 
     async fn call(&self, method: Method, path: &str, body: Bytes) -> Result<Reply, CtlError> {
+        self.call_with(method, path, body, &[]).await
+    }
+
+    async fn call_with(
+        &self,
+        method: Method,
+        path: &str,
+        body: Bytes,
+        headers: &[(header::HeaderName, String)],
+    ) -> Result<Reply, CtlError> {
         let url = format!("{}{path}", self.base);
         let mut req = Request::builder().method(method).uri(&url);
         if let Some(t) = &self.token {
             req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        for (k, v) in headers {
+            req = req.header(k, v);
         }
         let req = req.body(Full::new(body)).map_err(|e| CtlError::Http {
             url: url.clone(),
@@ -189,6 +251,7 @@ pub fn run(cmd: CtlCmd) -> Result<(), CtlError> {
         match cmd.action {
             CtlAction::Put(p) => put(&api, p).await,
             CtlAction::Get(g) => get(&api, g).await,
+            CtlAction::Names(n) => names(&api, n).await,
         }
     })
 }
@@ -408,4 +471,44 @@ async fn get(api: &Api, g: GetCmd) -> Result<(), CtlError> {
         },
         _ => verdict,
     }
+}
+
+async fn names(api: &Api, n: NamesCmd) -> Result<(), CtlError> {
+    let (_path, reply) = match n.action {
+        NamesAction::Set(s) => {
+            ContentAddress::parse(&s.address)
+                .map_err(|e| CtlError::Usage(format!("{:?}: {e}", s.address)))?;
+            let mut body = serde_json::json!({"address": s.address});
+            if let Some(ct) = s.content_type {
+                body["content_type"] = ct.into();
+            }
+            if let Some(f) = s.feed {
+                body["feed"] = f.into();
+            }
+            let headers: Vec<(header::HeaderName, String)> = s
+                .if_match
+                .map(|v| (header::IF_MATCH, v.to_string()))
+                .into_iter()
+                .collect();
+            let path = format!("/v1/names/{}", s.name);
+            let body = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
+            let r = api.call_with(Method::PUT, &path, body, &headers).await?;
+            let reply = api.expect(&path, r, &[StatusCode::CREATED, StatusCode::OK])?;
+            (path, reply)
+        }
+        NamesAction::Get(g) => {
+            let path = if g.history {
+                format!("/v1/names/{}?history=true", g.name)
+            } else {
+                format!("/v1/names/{}", g.name)
+            };
+            let r = api.call(Method::GET, &path, Bytes::new()).await?;
+            (path.clone(), api.expect(&path, r, &[StatusCode::OK])?)
+        }
+    };
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&reply).unwrap_or_default()
+    );
+    Ok(())
 }

@@ -29,6 +29,8 @@ pub mod names {
     pub const STORAGE_BYTES_STORED: &str = "storage_bytes_stored";
     pub const STORAGE_CHUNKS_TOTAL: &str = "storage_chunks_total";
     pub const STORAGE_DEDUP_RATIO: &str = "storage_dedup_ratio";
+    // Index
+    pub const INDEX_NAMES_TOTAL: &str = "index_names_total";
 }
 
 /// Registers help text for every metric. Call once after installing the
@@ -85,6 +87,7 @@ pub fn describe_all() {
         STORAGE_DEDUP_RATIO,
         "Logical object bytes divided by stored chunk bytes (1.0 = no sharing)"
     );
+    describe_gauge!(INDEX_NAMES_TOTAL, "Names with a current record");
     describe_counter!(
         ADMIN_AUTH_FAILURES_TOTAL,
         "Admin requests refused for a missing or wrong bearer token"

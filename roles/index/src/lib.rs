@@ -1,11 +1,75 @@
-//! The index role.
+//! The index role: names → content addresses with versions (`store.rs`)
+//! and their HTTP API (`http.rs`).
+//!
+//! The index opens under `data_dir/index.redb` (RAM under amnesia) and the
+//! role is ready once it is open and writable.
 
 pub mod config;
+pub mod http;
+pub mod store;
+
+use std::sync::Arc;
+use std::time::Duration;
 
 pub use config::IndexConfig;
+pub use store::{IndexError, NameIndex, NameRecord, NameUpdate};
 
+use ron_kernel::metrics::names;
 use ron_kernel::{Live, RoleContext, RoleResult};
 
+/// Opens the index as the node settings say (file or RAM).
+pub fn open_index(ctx: &RoleContext) -> Result<NameIndex, IndexError> {
+    let s = ctx.settings.load();
+    if s.amnesia {
+        NameIndex::in_memory()
+    } else {
+        NameIndex::open(&s.data_dir.join("index.redb"))
+    }
+}
+
 pub async fn run(ctx: RoleContext, _cfg: Live<IndexConfig>) -> RoleResult {
-    ron_kernel::pending::serve_not_implemented(ctx).await
+    let opener = ctx.clone();
+    let index = tokio::task::spawn_blocking(move || open_index(&opener)).await??;
+    let api = Arc::new(http::IndexApi {
+        index: index.clone(),
+        settings: ctx.settings.clone(),
+    });
+    let server = match ctx.listeners.tcp_addr("index") {
+        Some(_) => {
+            let listener = ctx.listeners.tcp("index")?;
+            let handler: Arc<dyn ron_kernel::http::Handler> =
+                Arc::new(move |req, peer| http::handle(api.clone(), req, peer));
+            Some(tokio::spawn(ron_kernel::http::serve(
+                listener,
+                handler,
+                ctx.shutdown.clone(),
+                ctx.serve_options("index"),
+            )))
+        }
+        None => None,
+    };
+    let mut tick = tokio::time::interval(Duration::from_secs(10));
+    loop {
+        tokio::select! {
+            _ = ctx.shutdown.cancelled() => break,
+            _ = tick.tick() => {
+                let i = index.clone();
+                let (writable, count) = tokio::task::spawn_blocking(move || (i.writable(), i.count().ok()))
+                    .await
+                    .unwrap_or((false, None));
+                if let Some(n) = count {
+                    metrics::gauge!(names::INDEX_NAMES_TOTAL).set(n as f64);
+                }
+                if writable {
+                    ctx.ready.set_ready();
+                } else {
+                    ctx.ready.set_unready("index store is not writable");
+                }
+            }
+        }
+    }
+    if let Some(server) = server {
+        server.await?;
+    }
+    Ok(())
 }

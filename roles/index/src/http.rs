@@ -1,0 +1,172 @@
+//! The index role's HTTP API (DESIGN §6):
+//!
+//! - `PUT /v1/names/{name}` `{address, content_type?, feed?, meta?}` → the
+//!   new version (`201` for a new name, `200` otherwise); `If-Match:
+//!   <version>` makes it a compare-and-set (`412` on mismatch);
+//! - `GET /v1/names/{name}` → the record (`ETag: "<version>"`);
+//!   `?history=true` → every version;
+//! - `DELETE /v1/names/{name}` → `204` (`If-Match` honoured).
+//!
+//! Names may contain `/`; everything after `/v1/names/` is the name.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use ron_kernel::http::{empty, json, Routed};
+use ron_kernel::request::{collect_body, write_refusal};
+use ron_kernel::{Live, NodeSettings, Problem};
+
+use crate::store::{IndexError, NameIndex, NameUpdate};
+
+const ROUTE: &str = "/v1/names/{name}";
+
+pub struct IndexApi {
+    pub index: NameIndex,
+    pub settings: Live<NodeSettings>,
+}
+
+fn index_problem(e: &IndexError) -> Problem {
+    match e {
+        IndexError::BadName(why) => Problem::bad_request("bad_name", *why),
+        IndexError::BadRecord(why) => Problem::bad_request("bad_record", why.clone()),
+        IndexError::NotFound => Problem::not_found("no such name"),
+        IndexError::VersionMismatch { expected, current } => Problem::new(
+            StatusCode::PRECONDITION_FAILED,
+            "version_mismatch",
+            match current {
+                Some(c) => format!("If-Match was {expected} but the current version is {c}"),
+                None => format!("If-Match was {expected} but the name does not exist"),
+            },
+        ),
+        IndexError::DiskFull(_) => Problem::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "disk_full",
+            "the index is out of space; nothing was written",
+        ),
+        IndexError::Db(_) => Problem::internal("index storage failure"),
+    }
+}
+
+fn fail(p: Problem) -> Routed {
+    Routed::new(ROUTE, p.into_response())
+}
+
+/// `If-Match: 3` or `If-Match: "3"`.
+fn if_match(req: &Request<Incoming>) -> Result<Option<u64>, Problem> {
+    let Some(v) = req.headers().get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    v.to_str()
+        .ok()
+        .map(|s| s.trim().trim_matches('"'))
+        .and_then(|s| s.parse::<u64>().ok())
+        .map(Some)
+        .ok_or_else(|| Problem::bad_request("bad_if_match", "If-Match must be a version number"))
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, IndexError> + Send + 'static,
+) -> Result<T, Problem> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(index_problem(&e)),
+        Err(e) => Err(Problem::internal(format!("index task: {e}"))),
+    }
+}
+
+pub async fn handle(api: Arc<IndexApi>, req: Request<Incoming>, peer: SocketAddr) -> Routed {
+    let path = req.uri().path().to_owned();
+    let Some(name) = path.strip_prefix("/v1/names/").map(str::to_owned) else {
+        return Routed::new(
+            "/{unknown}",
+            Problem::not_found(format!("no route {path}")).into_response(),
+        );
+    };
+    let history = req
+        .uri()
+        .query()
+        .is_some_and(|q| q.split('&').any(|p| p == "history=true"));
+    let index = api.index.clone();
+    match req.method().clone() {
+        Method::GET if history => {
+            match blocking(move || index.history(&name).map(|v| (name, v))).await {
+                Ok((name, versions)) => Routed::new(
+                    ROUTE,
+                    json(
+                        StatusCode::OK,
+                        &serde_json::json!({"name": name, "versions": versions}),
+                    ),
+                ),
+                Err(p) => fail(p),
+            }
+        }
+        Method::GET | Method::HEAD => match blocking(move || index.get(&name)).await {
+            Ok(rec) => {
+                let mut resp = json(StatusCode::OK, &rec);
+                if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", rec.version)) {
+                    resp.headers_mut().insert(header::ETAG, v);
+                }
+                Routed::new(ROUTE, resp)
+            }
+            Err(p) => fail(p),
+        },
+        Method::PUT => {
+            let settings = api.settings.load();
+            if let Some(p) = write_refusal(&settings, &req, peer) {
+                return fail(p);
+            }
+            let expected = match if_match(&req) {
+                Ok(v) => v,
+                Err(p) => return fail(p),
+            };
+            let body = match collect_body(req.into_body(), &settings).await {
+                Ok(b) => b,
+                Err(p) => return fail(p),
+            };
+            let update: NameUpdate = match serde_json::from_slice(&body) {
+                Ok(u) => u,
+                Err(e) => {
+                    return fail(Problem::bad_request(
+                        "bad_json",
+                        format!("request body: {e}"),
+                    ))
+                }
+            };
+            match blocking(move || index.set(&name, update, expected)).await {
+                Ok((rec, created)) => {
+                    let status = if created {
+                        StatusCode::CREATED
+                    } else {
+                        StatusCode::OK
+                    };
+                    let mut resp = json(status, &rec);
+                    if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", rec.version)) {
+                        resp.headers_mut().insert(header::ETAG, v);
+                    }
+                    Routed::new(ROUTE, resp)
+                }
+                Err(p) => fail(p),
+            }
+        }
+        Method::DELETE => {
+            if let Some(p) = write_refusal(&api.settings.load(), &req, peer) {
+                return fail(p);
+            }
+            let expected = match if_match(&req) {
+                Ok(v) => v,
+                Err(p) => return fail(p),
+            };
+            match blocking(move || index.delete(&name, expected)).await {
+                Ok(()) => {
+                    let mut resp = Response::new(empty());
+                    *resp.status_mut() = StatusCode::NO_CONTENT;
+                    Routed::new(ROUTE, resp)
+                }
+                Err(p) => fail(p),
+            }
+        }
+        _ => fail(Problem::method_not_allowed("GET, HEAD, PUT, DELETE")),
+    }
+}
