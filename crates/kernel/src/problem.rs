@@ -9,30 +9,37 @@ use serde::Serialize;
 
 use crate::http::{full, Body};
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Problem {
-    #[serde(rename = "type")]
-    pub type_: String,
-    pub title: String,
     pub status: u16,
+    /// The stable machine label (`busy`, `quota`, `not_found`…).
+    pub reason: &'static str,
     pub detail: String,
-    pub reason: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub corr_id: Option<String>,
-    #[serde(skip)]
     pub retry_after_secs: Option<u64>,
 }
 
+/// The JSON shape on the wire.
+#[derive(Serialize)]
+struct Wire<'a> {
+    #[serde(rename = "type")]
+    type_: String,
+    title: &'static str,
+    status: u16,
+    detail: &'a str,
+    reason: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    corr_id: Option<&'a str>,
+}
+
 impl Problem {
-    /// `reason` is the stable machine label (`busy`, `quota`, `not_found`…);
-    /// `detail` is the human sentence.
-    pub fn new(status: StatusCode, reason: &str, detail: impl Into<String>) -> Self {
+    /// `reason` is the stable machine label; `detail` is the human
+    /// sentence.
+    pub fn new(status: StatusCode, reason: &'static str, detail: impl Into<String>) -> Self {
         Self {
-            type_: format!("/problems/{reason}"),
-            title: status.canonical_reason().unwrap_or("Error").to_owned(),
             status: status.as_u16(),
+            reason,
             detail: detail.into(),
-            reason: reason.to_owned(),
             corr_id: None,
             retry_after_secs: None,
         }
@@ -50,11 +57,15 @@ impl Problem {
         )
     }
 
-    pub fn bad_request(reason: &str, detail: impl Into<String>) -> Self {
+    pub fn bad_request(reason: &'static str, detail: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, reason, detail)
     }
 
-    pub fn unavailable(reason: &str, detail: impl Into<String>, retry_after_secs: u64) -> Self {
+    pub fn unavailable(
+        reason: &'static str,
+        detail: impl Into<String>,
+        retry_after_secs: u64,
+    ) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, reason, detail).retry_after(retry_after_secs)
     }
 
@@ -78,8 +89,16 @@ impl Problem {
 
     pub fn into_response(self) -> Response<Body> {
         let status = self.status();
+        let wire = Wire {
+            type_: format!("/problems/{}", self.reason),
+            title: status.canonical_reason().unwrap_or("Error"),
+            status: self.status,
+            detail: &self.detail,
+            reason: self.reason,
+            corr_id: self.corr_id.as_deref(),
+        };
         // Serializing a struct of strings and integers cannot fail.
-        let body = serde_json::to_vec(&self).unwrap_or_default();
+        let body = serde_json::to_vec(&wire).unwrap_or_default();
         let mut resp = Response::new(full(body));
         *resp.status_mut() = status;
         resp.headers_mut().insert(
