@@ -1,8 +1,10 @@
 //! The mailbox role.
 
 pub mod config;
+pub mod store;
 
 pub use config::MailboxConfig;
+pub use store::{Mailbox, MailboxError, Message};
 
 use ron_kernel::{Live, RoleContext, RoleResult};
 
