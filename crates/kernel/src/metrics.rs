@@ -31,6 +31,10 @@ pub mod names {
     pub const STORAGE_DEDUP_RATIO: &str = "storage_dedup_ratio";
     // Index
     pub const INDEX_NAMES_TOTAL: &str = "index_names_total";
+    // Mailbox
+    pub const MAILBOX_DEPTH: &str = "mailbox_depth";
+    pub const MAILBOX_REDELIVERIES_TOTAL: &str = "mailbox_redeliveries_total";
+    pub const MAILBOX_DEAD_LETTERS_TOTAL: &str = "mailbox_dead_letters_total";
 }
 
 /// Registers help text for every metric. Call once after installing the
@@ -88,6 +92,18 @@ pub fn describe_all() {
         "Logical object bytes divided by stored chunk bytes (1.0 = no sharing)"
     );
     describe_gauge!(INDEX_NAMES_TOTAL, "Names with a current record");
+    describe_gauge!(
+        MAILBOX_DEPTH,
+        "Messages waiting (sent, not acknowledged, not dead), by topic"
+    );
+    describe_counter!(
+        MAILBOX_REDELIVERIES_TOTAL,
+        "Deliveries of a message that had been delivered before"
+    );
+    describe_counter!(
+        MAILBOX_DEAD_LETTERS_TOTAL,
+        "Messages moved to a dead-letter list after their last failed delivery"
+    );
     describe_counter!(
         ADMIN_AUTH_FAILURES_TOTAL,
         "Admin requests refused for a missing or wrong bearer token"

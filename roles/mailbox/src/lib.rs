@@ -1,13 +1,77 @@
-//! The mailbox role.
+//! The mailbox role: topics with at-least-once delivery (`store.rs`) and
+//! their HTTP API (`http.rs`).
+//!
+//! The mailbox opens under `data_dir/mailbox.redb` (RAM under amnesia) and
+//! the role is ready once it is open and writable.
 
 pub mod config;
+pub mod http;
 pub mod store;
+
+use std::sync::Arc;
+use std::time::Duration;
 
 pub use config::MailboxConfig;
 pub use store::{Mailbox, MailboxError, Message};
 
 use ron_kernel::{Live, RoleContext, RoleResult};
 
+/// Opens the mailbox as the node settings say (file or RAM), on the system
+/// clock.
+pub fn open_mailbox(ctx: &RoleContext) -> Result<Mailbox, MailboxError> {
+    let s = ctx.settings.load();
+    let clock = Arc::new(store::SystemClock);
+    if s.amnesia {
+        Mailbox::in_memory(clock)
+    } else {
+        Mailbox::open(&s.data_dir.join("mailbox.redb"), clock)
+    }
+}
+
 pub async fn run(ctx: RoleContext, _cfg: Live<MailboxConfig>) -> RoleResult {
-    ron_kernel::pending::serve_not_implemented(ctx).await
+    let opener = ctx.clone();
+    let mailbox = tokio::task::spawn_blocking(move || open_mailbox(&opener)).await??;
+    http::record_depths(&mailbox).await;
+    let api = Arc::new(http::MailboxApi {
+        mailbox: mailbox.clone(),
+        settings: ctx.settings.clone(),
+    });
+    let server = match ctx.listeners.tcp_addr("mailbox") {
+        Some(_) => {
+            let listener = ctx.listeners.tcp("mailbox")?;
+            let handler: Arc<dyn ron_kernel::http::Handler> =
+                Arc::new(move |req, peer| http::handle(api.clone(), req, peer));
+            Some(tokio::spawn(ron_kernel::http::serve(
+                listener,
+                handler,
+                ctx.shutdown.clone(),
+                ctx.serve_options("mailbox"),
+            )))
+        }
+        None => None,
+    };
+    let mut tick = tokio::time::interval(Duration::from_secs(10));
+    loop {
+        tokio::select! {
+            _ = ctx.shutdown.cancelled() => break,
+            _ = tick.tick() => {
+                let m = mailbox.clone();
+                let writable = tokio::task::spawn_blocking(move || {
+                    let _ = m.prune_idempotency();
+                    m.writable()
+                })
+                .await
+                .unwrap_or(false);
+                if writable {
+                    ctx.ready.set_ready();
+                } else {
+                    ctx.ready.set_unready("mailbox store is not writable");
+                }
+            }
+        }
+    }
+    if let Some(server) = server {
+        server.await?;
+    }
+    Ok(())
 }
