@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Side-by-side HTTP object GETs on loopback: macronode's storage listener
+# (GET /v1/o/{address}) against nginx serving the same bytes from disk, for
+# 4 KiB and 1 MiB objects, with the same load tool (wrk), 64 connections,
+# DURATION seconds each (default 20). Prints req/s, MB/s and latency
+# percentiles for both and the ratios macronode/nginx.
+#
+# Installs wrk and nginx from Debian's packages when missing (needs root).
+# Every process it starts listens on 127.0.0.1 only and is stopped on exit.
+#
+#   benches/http_objects.sh [DURATION]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION="${1:-20}"
+CONNS=64
+THREADS=2
+
+need() { command -v "$1" >/dev/null 2>&1; }
+if ! need wrk || ! need nginx; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light >/dev/null
+fi
+
+cargo build --release --quiet
+WORK="$(mktemp -d)"
+cleanup() {
+  [ -n "${NODE_PID:-}" ] && kill "$NODE_PID" 2>/dev/null || true
+  [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+SPORT=$(free_port); NPORT=$(free_port)
+
+cat > "$WORK/node.toml" <<TOML
+data_dir = "$WORK/data"
+[log]
+filter = "warn"
+[metrics]
+addr = "127.0.0.1:0"
+[admin]
+addr = "127.0.0.1:0"
+[storage]
+addr = "127.0.0.1:$SPORT"
+TOML
+./target/release/macronode run --config "$WORK/node.toml" --roles storage >"$WORK/node.log" 2>&1 &
+NODE_PID=$!
+for _ in $(seq 1 200); do
+  curl -fsS "http://127.0.0.1:$SPORT/v1/o/b3:0000000000000000000000000000000000000000000000000000000000000000" >/dev/null 2>&1 && break
+  code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$SPORT/v1/o/b3:0000000000000000000000000000000000000000000000000000000000000000" || true)
+  [ "$code" = "404" ] && break
+  sleep 0.05
+done
+
+mkdir -p "$WORK/www"
+cat > "$WORK/nginx.conf" <<NGINX
+worker_processes 2;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx-error.log;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  keepalive_requests 1000000;
+  server { listen 127.0.0.1:$NPORT; root $WORK/www; }
+}
+NGINX
+nginx -c "$WORK/nginx.conf"
+
+run_wrk() { # url -> "req/s MB/s p50ms p99ms"
+  wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --latency "$1" > "$WORK/wrk.out"
+  python3 - "$WORK/wrk.out" <<'PY'
+import re, sys
+t = open(sys.argv[1]).read()
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
+m = re.search(r"Transfer/sec:\s+([\d.]+)(\w+)", t)
+mult = {"B": 1e-6, "KB": 1e-3, "MB": 1, "GB": 1e3}[m.group(2)]
+mbs = float(m.group(1)) * mult
+def lat(p):
+    v = re.search(rf"\s{p}%\s+([\d.]+)(\w+)", t)
+    n, u = float(v.group(1)), v.group(2)
+    return n * {"us": 1e-3, "ms": 1, "s": 1e3}[u]
+print(f"{rps:.0f} {mbs:.1f} {lat(50):.3f} {lat(99):.3f}")
+PY
+}
+
+printf '%-6s %-10s %12s %10s %10s %10s\n' size server req/s MB/s p50_ms p99_ms
+for size in 4096 1048576; do
+  head -c "$size" /dev/urandom > "$WORK/www/obj-$size"
+  addr=$(curl -fsS -X PUT --data-binary "@$WORK/www/obj-$size" "http://127.0.0.1:$SPORT/v1/o" | python3 -c 'import json,sys; print(json.load(sys.stdin)["address"])')
+  read -r m_rps m_mbs m_p50 m_p99 <<<"$(run_wrk "http://127.0.0.1:$SPORT/v1/o/$addr")"
+  read -r n_rps n_mbs n_p50 n_p99 <<<"$(run_wrk "http://127.0.0.1:$NPORT/obj-$size")"
+  printf '%-6s %-10s %12s %10s %10s %10s\n' "$size" macronode "$m_rps" "$m_mbs" "$m_p50" "$m_p99"
+  printf '%-6s %-10s %12s %10s %10s %10s\n' "$size" nginx "$n_rps" "$n_mbs" "$n_p50" "$n_p99"
+  python3 -c "print(f'{$size:<6} ratio      req/s {$m_rps/$n_rps:.2f}x  MB/s {$m_mbs/max($n_mbs,1e-9):.2f}x  p50 {$m_p50/$n_p50:.2f}x  p99 {$m_p99/$n_p99:.2f}x  (macronode/nginx)')"
+done

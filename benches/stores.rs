@@ -1,0 +1,126 @@
+//! The role stores through their handles, each next to its peer measured
+//! in the same run:
+//! - storage put (durable) vs `std::fs` write + `sync_all` of the same
+//!   bytes, for 4 KiB and 1 MiB objects;
+//! - storage get (verified) vs `std::fs::read` of the same bytes;
+//! - mailbox send → receive → ack vs a file-per-message queue with
+//!   `std::fs` (write + sync, read, remove).
+//!
+//! Also prints the dedup ratio of a workload where half of every object is
+//! shared. Run: `cargo bench --bench stores` (or `make bench`).
+
+use std::hint::black_box;
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use ron_mailbox::store::SystemClock;
+use ron_mailbox::Mailbox;
+use ron_storage::ObjectStore;
+
+fn data(len: usize, seed: u64) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    blake3::Hasher::new()
+        .update(&seed.to_le_bytes())
+        .finalize_xof()
+        .fill(&mut v);
+    v
+}
+
+fn storage(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = ObjectStore::open(&dir.path().join("bench.redb"), None).expect("store");
+    let fsdir = dir.path().join("files");
+    std::fs::create_dir_all(&fsdir).expect("dir");
+
+    let mut g = c.benchmark_group("storage");
+    for (name, size) in [("4KiB", 4096usize), ("1MiB", 1 << 20)] {
+        g.throughput(Throughput::Bytes(size as u64));
+        let mut seed = 0u64;
+        g.bench_function(BenchmarkId::new("put", name), |b| {
+            b.iter(|| {
+                seed += 1;
+                let d = data(size, seed);
+                black_box(store.put(&d).expect("put"));
+            })
+        });
+        let mut fseed = 0u64;
+        g.bench_function(BenchmarkId::new("fs_write_sync", name), |b| {
+            b.iter(|| {
+                fseed += 1;
+                let d = data(size, fseed);
+                let mut f = std::fs::File::create(fsdir.join(format!("{name}-{fseed}"))).expect("create");
+                f.write_all(&d).expect("write");
+                f.sync_all().expect("sync");
+            })
+        });
+        let d = data(size, u64::MAX);
+        let (meta, _) = store.put(&d).expect("put");
+        let path = fsdir.join(format!("read-{name}"));
+        std::fs::write(&path, &d).expect("write");
+        g.bench_function(BenchmarkId::new("get", name), |b| {
+            b.iter(|| black_box(store.get(&meta.address).expect("get")))
+        });
+        g.bench_function(BenchmarkId::new("fs_read", name), |b| {
+            b.iter(|| black_box(std::fs::read(&path).expect("read")))
+        });
+    }
+    g.finish();
+
+    // Dedup: 64 objects of 1 MiB, each half shared, half its own.
+    let dd = tempfile::tempdir().expect("tempdir");
+    let s2 = ObjectStore::open(&dd.path().join("dedup.redb"), None).expect("store");
+    let shared = data(512 * 1024, 7);
+    for i in 0..64u64 {
+        let mut obj = shared.clone();
+        obj.extend(data(512 * 1024, 1000 + i));
+        s2.put(&obj).expect("put");
+    }
+    let st = s2.stats().expect("stats");
+    println!(
+        "dedup: 64 objects x 1 MiB, half shared: logical {} B, stored {} B, ratio {:.2}",
+        st.logical_bytes,
+        st.stored_bytes,
+        st.logical_bytes as f64 / st.stored_bytes as f64
+    );
+}
+
+fn mailbox(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mb = Mailbox::open(&dir.path().join("bench.redb"), Arc::new(SystemClock)).expect("mailbox");
+    let qdir = dir.path().join("queue");
+    std::fs::create_dir_all(&qdir).expect("dir");
+    let mut g = c.benchmark_group("mailbox");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("send_receive_ack", |b| {
+        b.iter(|| {
+            mb.send("bench", "{\"job\":42}", None).expect("send");
+            let (got, _) = mb.receive("bench", 1, 30_000).expect("receive");
+            mb.ack("bench", &got[0].msg_id).expect("ack");
+        })
+    });
+    let mut n = 0u64;
+    g.bench_function("fs_file_per_message", |b| {
+        b.iter(|| {
+            n += 1;
+            let p = qdir.join(format!("{n:020}"));
+            let mut f = std::fs::File::create(&p).expect("create");
+            f.write_all(b"{\"job\":42}").expect("write");
+            f.sync_all().expect("sync");
+            black_box(std::fs::read(&p).expect("read"));
+            std::fs::remove_file(&p).expect("remove");
+        })
+    });
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(2));
+    targets = storage, mailbox
+}
+criterion_main!(benches);
