@@ -50,7 +50,8 @@ fn storage(c: &mut Criterion) {
             b.iter(|| {
                 fseed += 1;
                 let d = data(size, fseed);
-                let mut f = std::fs::File::create(fsdir.join(format!("{name}-{fseed}"))).expect("create");
+                let mut f =
+                    std::fs::File::create(fsdir.join(format!("{name}-{fseed}"))).expect("create");
                 f.write_all(&d).expect("write");
                 f.sync_all().expect("sync");
             })

@@ -170,6 +170,18 @@ impl ObjectStore {
         Self::init(db, bus)
     }
 
+    /// A store on any redb storage backend (tests use one that runs out of
+    /// space on purpose).
+    pub fn with_backend(
+        backend: impl redb::StorageBackend,
+        bus: Option<Bus>,
+    ) -> Result<Self, StoreError> {
+        let db = Database::builder()
+            .create_with_backend(backend)
+            .map_err(db_err)?;
+        Self::init(db, bus)
+    }
+
     fn init(db: Database, bus: Option<Bus>) -> Result<Self, StoreError> {
         let store = Self {
             db: Arc::new(db),

@@ -245,3 +245,65 @@ fn aborted_uploads_release_their_chunks() {
     assert!(!store.upload_abort(id).unwrap());
     assert_eq!(store.stats().unwrap().chunks, 0);
 }
+
+/// An in-memory backend with a size limit: growing past it fails like a
+/// full disk.
+#[derive(Debug)]
+struct SmallDisk {
+    inner: redb::backends::InMemoryBackend,
+    limit: u64,
+}
+
+impl redb::StorageBackend for SmallDisk {
+    fn len(&self) -> Result<u64, std::io::Error> {
+        self.inner.len()
+    }
+    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), std::io::Error> {
+        self.inner.read(offset, out)
+    }
+    fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
+        if len > self.limit {
+            return Err(std::io::Error::from_raw_os_error(28)); // ENOSPC
+        }
+        self.inner.set_len(len)
+    }
+    fn sync_data(&self) -> Result<(), std::io::Error> {
+        self.inner.sync_data()
+    }
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
+        self.inner.write(offset, data)
+    }
+}
+
+#[test]
+fn a_full_disk_is_reported_and_leaves_nothing_half_written() {
+    let store = ObjectStore::with_backend(
+        SmallDisk {
+            inner: redb::backends::InMemoryBackend::new(),
+            limit: 4 << 20,
+        },
+        None,
+    )
+    .unwrap();
+    let mut stored = Vec::new();
+    let mut full = None;
+    for i in 0..100u8 {
+        let data = pattern(256 * 1024, i);
+        match store.put(&data) {
+            Ok((meta, _)) => stored.push((meta.address, data)),
+            Err(e) => {
+                full = Some((e, data));
+                break;
+            }
+        }
+    }
+    let (err, data) = full.expect("a 4 MiB disk fills up");
+    assert!(matches!(err, StoreError::DiskFull(_)), "{err}");
+    // The object that did not fit does not exist, not even in part.
+    let addr = ron_kernel::ContentAddress::from_bytes(*blake3::hash(&data).as_bytes());
+    assert!(matches!(store.head(&addr), Ok(None)));
+    // Everything acknowledged before is intact.
+    for (a, d) in &stored {
+        assert_eq!(&store.get(a).unwrap()[..], &d[..]);
+    }
+}
