@@ -15,7 +15,7 @@ use std::sync::Arc;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use ron_kernel::http::{empty, json, Routed};
-use ron_kernel::request::{collect_body, write_refusal};
+use ron_kernel::request::{body_refusal, collect_body, write_refusal};
 use ron_kernel::{Live, NodeSettings, Problem};
 
 use crate::store::{IndexError, NameIndex, NameUpdate};
@@ -115,6 +115,9 @@ pub async fn handle(api: Arc<IndexApi>, req: Request<Incoming>, peer: SocketAddr
         Method::PUT => {
             let settings = api.settings.load();
             if let Some(p) = write_refusal(&settings, &req, peer) {
+                return fail(p);
+            }
+            if let Some(p) = body_refusal(&req, settings.max_body_bytes) {
                 return fail(p);
             }
             let expected = match if_match(&req) {

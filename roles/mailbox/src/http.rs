@@ -186,6 +186,9 @@ async fn receive(
     if let Some(p) = write_refusal(&settings, &req, peer) {
         return Err(p);
     }
+    if let Some(p) = body_refusal(&req, settings.max_body_bytes) {
+        return Err(p);
+    }
     let body = collect_body(req.into_body(), &settings).await?;
     let r: ReceiveRequest = if body.is_empty() {
         ReceiveRequest::default()
