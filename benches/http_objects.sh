@@ -55,6 +55,8 @@ for _ in $(seq 1 200); do
 done
 
 mkdir -p "$WORK/www"
+# nginx workers run as an unprivileged user: let them read the files.
+chmod 755 "$WORK" "$WORK/www"
 cat > "$WORK/nginx.conf" <<NGINX
 worker_processes 2;
 pid $WORK/nginx.pid;
@@ -90,7 +92,13 @@ PY
 printf '%-6s %-10s %12s %10s %10s %10s\n' size server req/s MB/s p50_ms p99_ms
 for size in 4096 1048576; do
   head -c "$size" /dev/urandom > "$WORK/www/obj-$size"
+  chmod 644 "$WORK/www/obj-$size"
   addr=$(curl -fsS -X PUT --data-binary "@$WORK/www/obj-$size" "http://127.0.0.1:$SPORT/v1/o" | python3 -c 'import json,sys; print(json.load(sys.stdin)["address"])')
+  # Both servers must answer 200 with the whole object before load starts.
+  for url in "http://127.0.0.1:$SPORT/v1/o/$addr" "http://127.0.0.1:$NPORT/obj-$size"; do
+    got=$(curl -s -o /dev/null -w '%{http_code} %{size_download}' "$url")
+    [ "$got" = "200 $size" ] || { echo "$url answered '$got', expected '200 $size'" >&2; exit 1; }
+  done
   read -r m_rps m_mbs m_p50 m_p99 <<<"$(run_wrk "http://127.0.0.1:$SPORT/v1/o/$addr")"
   read -r n_rps n_mbs n_p50 n_p99 <<<"$(run_wrk "http://127.0.0.1:$NPORT/obj-$size")"
   printf '%-6s %-10s %12s %10s %10s %10s\n' "$size" macronode "$m_rps" "$m_mbs" "$m_p50" "$m_p99"

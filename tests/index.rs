@@ -111,7 +111,13 @@ fn bad_names_and_bodies_get_clear_problems() {
     );
     assert_eq!(r.json()["reason"], "bad_record");
     assert_eq!(request(ix, "GET", "/v1/names/nope", &[], b"").status, 404);
-    let r = request(ix, "PUT", "/v1/names/x", &[("Content-Encoding", "zstd")], good.as_bytes());
+    let r = request(
+        ix,
+        "PUT",
+        "/v1/names/x",
+        &[("Content-Encoding", "zstd")],
+        good.as_bytes(),
+    );
     assert_eq!(r.status, 415);
     let r = common::request_declaring(ix, "PUT", "/v1/names/x", (1 << 20) + 1);
     assert_eq!(r.status, 413);

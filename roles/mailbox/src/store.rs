@@ -295,12 +295,7 @@ impl Mailbox {
                 .insert(msg_id.as_str(), &loc[..])
                 .map_err(db_err)?;
             let mut depth = txn.open_table(DEPTH).map_err(db_err)?;
-            let d = depth
-                .get(topic)
-                .map_err(db_err)?
-                .map(|g| g.value())
-                .unwrap_or(0);
-            depth.insert(topic, d + 1).map_err(db_err)?;
+            bump_depth(&mut depth, topic, 1)?;
             if let Some(k) = idempotency_key {
                 let mut v = now.to_be_bytes().to_vec();
                 v.extend_from_slice(msg_id.as_bytes());
@@ -361,12 +356,7 @@ impl Mailbox {
                     msg.lease_until = 0;
                     dead.insert((topic, msg.seq), &msg.encode()[..])
                         .map_err(db_err)?;
-                    let d = depth
-                        .get(topic)
-                        .map_err(db_err)?
-                        .map(|g| g.value())
-                        .unwrap_or(1);
-                    depth.insert(topic, d.saturating_sub(1)).map_err(db_err)?;
+                    bump_depth(&mut depth, topic, -1)?;
                     stats.dead_lettered += 1;
                     continue;
                 }
@@ -420,12 +410,7 @@ impl Mailbox {
                 .remove(msg_id)
                 .map_err(db_err)?;
             let mut depth = txn.open_table(DEPTH).map_err(db_err)?;
-            let d = depth
-                .get(topic)
-                .map_err(db_err)?
-                .map(|g| g.value())
-                .unwrap_or(1);
-            depth.insert(topic, d.saturating_sub(1)).map_err(db_err)?;
+            bump_depth(&mut depth, topic, -1)?;
         }
         txn.commit().map_err(db_err)?;
         Ok(())
@@ -458,12 +443,7 @@ impl Mailbox {
                     .insert((topic, seq), &msg.encode()[..])
                     .map_err(db_err)?;
                 let mut depth = txn.open_table(DEPTH).map_err(db_err)?;
-                let d = depth
-                    .get(topic)
-                    .map_err(db_err)?
-                    .map(|g| g.value())
-                    .unwrap_or(1);
-                depth.insert(topic, d.saturating_sub(1)).map_err(db_err)?;
+                bump_depth(&mut depth, topic, -1)?;
                 true
             } else {
                 messages
@@ -578,4 +558,22 @@ fn be_u64(b: &[u8]) -> u64 {
         .and_then(|s| <[u8; 8]>::try_from(s).ok())
         .map(u64::from_be_bytes)
         .unwrap_or(0)
+}
+
+type DepthTable<'t> = redb::Table<'t, &'static str, u64>;
+
+/// Adds `delta` (±1) to a topic's waiting-message count.
+fn bump_depth(depth: &mut DepthTable<'_>, topic: &str, delta: i64) -> Result<(), MailboxError> {
+    let d = depth
+        .get(topic)
+        .map_err(db_err)?
+        .map(|g| g.value())
+        .unwrap_or(0);
+    let d = if delta < 0 {
+        d.saturating_sub(delta.unsigned_abs())
+    } else {
+        d + delta as u64
+    };
+    depth.insert(topic, d).map_err(db_err)?;
+    Ok(())
 }

@@ -23,7 +23,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use ron_kernel::http::{empty, json, Body, ChannelBody, Routed};
+use ron_kernel::http::{empty, full, json, Body, ChannelBody, Routed};
 use ron_kernel::range::{parse_range, RangeRequest};
 use ron_kernel::request::{body_refusal, stream_body, write_refusal};
 use ron_kernel::{Bus, ContentAddress, KernelEvent, Live, NodeSettings, Problem};
@@ -375,77 +375,95 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
+/// What one blocking visit to the store decided about a GET or HEAD.
+enum GetPlan {
+    NotModified,
+    Unsatisfiable(u64),
+    /// Headers only (HEAD, or an empty range).
+    Empty(ObjectMeta, StatusCode, std::ops::Range<u64>),
+    /// The first verified piece, and a reader for the rest if any remains.
+    Body(
+        ObjectMeta,
+        StatusCode,
+        std::ops::Range<u64>,
+        Bytes,
+        Option<crate::store::ObjectReader>,
+    ),
+}
+
 async fn get(api: Arc<StorageApi>, req: Request<Incoming>, address: ContentAddress) -> Routed {
-    let store = api.store.clone();
-    let meta: ObjectMeta =
-        match blocking(move || store.head(&address)?.ok_or(StoreError::NotFound)).await {
-            Ok(m) => m,
-            Err(p) => return problem(ROUTE_OBJECT, p),
-        };
     let tag = etag(&address);
-    if if_none_match(&req, &tag) {
-        let mut resp = Response::new(empty());
-        *resp.status_mut() = StatusCode::NOT_MODIFIED;
-        object_headers(&mut resp, &tag);
-        return Routed::new(ROUTE_OBJECT, resp);
-    }
+    let not_modified = if_none_match(&req, &tag);
     let range_header = req
         .headers()
         .get(header::RANGE)
-        .and_then(|v| v.to_str().ok());
-    let (status, range) = match parse_range(range_header, meta.size) {
-        RangeRequest::Full => (StatusCode::OK, 0..meta.size),
-        RangeRequest::Partial(r) => (StatusCode::PARTIAL_CONTENT, r),
-        RangeRequest::Unsatisfiable => {
-            let mut resp =
-                store_problem(&StoreError::RangeNotSatisfiable { size: meta.size }).into_response();
-            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{}", meta.size)) {
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let head_only = req.method() == Method::HEAD;
+    let store = api.store.clone();
+    // One trip to the blocking pool: look the object up, settle the range,
+    // and read and verify the first piece before answering, so a damaged
+    // object is a clean 500 rather than a cut body whenever it can be.
+    let plan = blocking(move || {
+        let meta = store.head(&address)?.ok_or(StoreError::NotFound)?;
+        if not_modified {
+            return Ok(GetPlan::NotModified);
+        }
+        let (status, range) = match parse_range(range_header.as_deref(), meta.size) {
+            RangeRequest::Full => (StatusCode::OK, 0..meta.size),
+            RangeRequest::Partial(r) => (StatusCode::PARTIAL_CONTENT, r),
+            RangeRequest::Unsatisfiable => return Ok(GetPlan::Unsatisfiable(meta.size)),
+        };
+        if head_only || range.is_empty() {
+            return Ok(GetPlan::Empty(meta, status, range));
+        }
+        let (_, mut reader) = store.read(&address, Some(range.clone()))?;
+        let first = reader.next().transpose()?.unwrap_or_default();
+        let rest = (reader.remaining() > 0).then_some(reader);
+        Ok(GetPlan::Body(meta, status, range, first, rest))
+    })
+    .await;
+    let (meta, status, range, body) = match plan {
+        Err(p) => return problem(ROUTE_OBJECT, p),
+        Ok(GetPlan::NotModified) => {
+            let mut resp = Response::new(empty());
+            *resp.status_mut() = StatusCode::NOT_MODIFIED;
+            object_headers(&mut resp, &tag);
+            return Routed::new(ROUTE_OBJECT, resp);
+        }
+        Ok(GetPlan::Unsatisfiable(size)) => {
+            let mut resp = store_problem(&StoreError::RangeNotSatisfiable { size }).into_response();
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
                 resp.headers_mut().insert(header::CONTENT_RANGE, v);
             }
             return Routed::new(ROUTE_OBJECT, resp);
         }
-    };
-    let len = range.end - range.start;
-    let head_only = req.method() == Method::HEAD;
-
-    let body = if head_only || len == 0 {
-        empty()
-    } else {
-        // Read and verify the first piece before answering, so a damaged
-        // object is a clean 500 rather than a cut body whenever it can be.
-        let store = api.store.clone();
-        let r = range.clone();
-        let (first, rest) = match blocking(move || {
-            let (_, mut reader) = store.read(&address, Some(r))?;
-            let first = reader.next().transpose()?.unwrap_or_default();
-            Ok((first, reader))
-        })
-        .await
-        {
-            Ok(v) => v,
-            Err(p) => return problem(ROUTE_OBJECT, p),
-        };
-        let (tx, body) = ChannelBody::channel(4);
-        tokio::task::spawn_blocking(move || {
-            if tx.blocking_send(first).is_err() {
-                return;
-            }
-            for piece in rest {
-                match piece {
-                    Ok(b) => {
-                        if tx.blocking_send(b).is_err() {
-                            return; // client gone
+        Ok(GetPlan::Empty(meta, status, range)) => (meta, status, range, empty()),
+        Ok(GetPlan::Body(meta, status, range, first, None)) => (meta, status, range, full(first)),
+        Ok(GetPlan::Body(meta, status, range, first, Some(rest))) => {
+            let (tx, body) = ChannelBody::channel(4);
+            tokio::task::spawn_blocking(move || {
+                if tx.blocking_send(first).is_err() {
+                    return;
+                }
+                for piece in rest {
+                    match piece {
+                        Ok(b) => {
+                            if tx.blocking_send(b).is_err() {
+                                return; // client gone
+                            }
+                        }
+                        Err(e) => {
+                            tx.blocking_fail(Box::new(e));
+                            return;
                         }
                     }
-                    Err(e) => {
-                        tx.blocking_fail(Box::new(e));
-                        return;
-                    }
                 }
-            }
-        });
-        body
+            });
+            (meta, status, range, body)
+        }
     };
+    let len = range.end - range.start;
     let mut resp = Response::new(body);
     *resp.status_mut() = status;
     object_headers(&mut resp, &tag);

@@ -322,14 +322,8 @@ impl ObjectStore {
             let mut chunks = txn.open_table(CHUNKS).map_err(db_err)?;
             let quiet = self.writers.load(Ordering::SeqCst) == 0;
             for c in &meta.chunks {
-                let n = refs.get(c).map_err(db_err)?.map(|g| g.value()).unwrap_or(0);
-                if n <= 1 {
-                    refs.remove(c).map_err(db_err)?;
-                    if quiet {
-                        chunks.remove(c).map_err(db_err)?;
-                    }
-                } else {
-                    refs.insert(c, n - 1).map_err(db_err)?;
+                if release_ref(&mut refs, c)? && quiet {
+                    chunks.remove(c).map_err(db_err)?;
                 }
             }
             true
@@ -517,12 +511,7 @@ impl ObjectStore {
                 if chunks.get(&hash).map_err(db_err)?.is_none() {
                     chunks.insert(&hash, chunk).map_err(db_err)?;
                 }
-                let r = refs
-                    .get(&hash)
-                    .map_err(db_err)?
-                    .map(|g| g.value())
-                    .unwrap_or(0);
-                refs.insert(&hash, r + 1).map_err(db_err)?;
+                add_ref(&mut refs, &hash)?;
                 list.insert((id, st.chunks), &hash).map_err(db_err)?;
                 st.chunks += 1;
             }
@@ -599,12 +588,7 @@ impl ObjectStore {
             if objects.get(address.as_bytes()).map_err(db_err)?.is_some() {
                 // Same content already stored: give back the upload's refs.
                 for h in meta.chunks.iter().take(st.chunks as usize) {
-                    let n = refs.get(h).map_err(db_err)?.map(|g| g.value()).unwrap_or(0);
-                    if n <= 1 {
-                        refs.remove(h).map_err(db_err)?;
-                    } else {
-                        refs.insert(h, n - 1).map_err(db_err)?;
-                    }
+                    release_ref(&mut refs, h)?;
                 }
                 false
             } else {
@@ -613,8 +597,7 @@ impl ObjectStore {
                     if chunks.get(h).map_err(db_err)?.is_none() {
                         chunks.insert(h, &st.tail[..]).map_err(db_err)?;
                     }
-                    let n = refs.get(h).map_err(db_err)?.map(|g| g.value()).unwrap_or(0);
-                    refs.insert(h, n + 1).map_err(db_err)?;
+                    add_ref(&mut refs, h)?;
                 }
                 objects
                     .insert(address.as_bytes(), &meta.encode()[..])
@@ -641,16 +624,7 @@ impl ObjectStore {
             for i in 0..st.chunks {
                 if let Some(h) = list.remove((id, i)).map_err(db_err)? {
                     let h = *h.value();
-                    let n = refs
-                        .get(&h)
-                        .map_err(db_err)?
-                        .map(|g| g.value())
-                        .unwrap_or(0);
-                    if n <= 1 {
-                        refs.remove(&h).map_err(db_err)?;
-                    } else {
-                        refs.insert(&h, n - 1).map_err(db_err)?;
-                    }
+                    release_ref(&mut refs, &h)?;
                 }
             }
         }
@@ -736,8 +710,7 @@ impl ObjectWriter {
             } else {
                 let mut refs = txn.open_table(REFS).map_err(db_err)?;
                 for c in &meta.chunks {
-                    let n = refs.get(c).map_err(db_err)?.map(|g| g.value()).unwrap_or(0);
-                    refs.insert(c, n + 1).map_err(db_err)?;
+                    add_ref(&mut refs, c)?;
                 }
                 objects
                     .insert(address.as_bytes(), &meta.encode()[..])
@@ -758,6 +731,13 @@ pub struct ObjectReader {
     chunks: Vec<[u8; 32]>,
     pos: u64,
     end: u64,
+}
+
+impl ObjectReader {
+    /// Bytes of the range not yet yielded.
+    pub fn remaining(&self) -> u64 {
+        self.end.saturating_sub(self.pos)
+    }
 }
 
 impl Iterator for ObjectReader {
@@ -788,5 +768,26 @@ impl Iterator for ObjectReader {
         }
         self.pos = chunk_start + to as u64;
         Some(Ok(data.slice(from..to)))
+    }
+}
+
+type RefTable<'t> = redb::Table<'t, &'static [u8; 32], u64>;
+
+/// Counts one more reference to chunk `h`.
+fn add_ref(refs: &mut RefTable<'_>, h: &[u8; 32]) -> Result<(), StoreError> {
+    let n = refs.get(h).map_err(db_err)?.map(|g| g.value()).unwrap_or(0);
+    refs.insert(h, n + 1).map_err(db_err)?;
+    Ok(())
+}
+
+/// Drops one reference to chunk `h`; returns whether none is left.
+fn release_ref(refs: &mut RefTable<'_>, h: &[u8; 32]) -> Result<bool, StoreError> {
+    let n = refs.get(h).map_err(db_err)?.map(|g| g.value()).unwrap_or(0);
+    if n <= 1 {
+        refs.remove(h).map_err(db_err)?;
+        Ok(true)
+    } else {
+        refs.insert(h, n - 1).map_err(db_err)?;
+        Ok(false)
     }
 }
