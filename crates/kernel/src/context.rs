@@ -169,6 +169,53 @@ impl std::fmt::Debug for RoleContext {
 }
 
 impl RoleContext {
+    /// Serves `handler` on this role's own listener `name`, when the host
+    /// bound one (storage, index and mailbox have one only when omnigate is
+    /// not in the process, or `serve_remote` is set).
+    pub fn serve_own_listener(
+        &self,
+        name: &'static str,
+        handler: Arc<dyn crate::http::Handler>,
+    ) -> io::Result<Option<tokio::task::JoinHandle<()>>> {
+        if self.listeners.tcp_addr(name).is_none() {
+            return Ok(None);
+        }
+        let listener = self.listeners.tcp(name)?;
+        Ok(Some(tokio::spawn(crate::http::serve(
+            listener,
+            handler,
+            self.shutdown.clone(),
+            self.serve_options(name),
+        ))))
+    }
+
+    /// Until shutdown, runs `probe` on the blocking pool every `every` (and
+    /// at once): the role is ready while it returns true, and unready with
+    /// `what` otherwise.
+    pub async fn ready_while(
+        &self,
+        every: Duration,
+        what: &'static str,
+        probe: impl Fn() -> bool + Send + Sync + 'static,
+    ) {
+        let probe = Arc::new(probe);
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = tick.tick() => {
+                    let p = probe.clone();
+                    let ok = tokio::task::spawn_blocking(move || p()).await.unwrap_or(false);
+                    if ok {
+                        self.ready.set_ready();
+                    } else {
+                        self.ready.set_unready(what);
+                    }
+                }
+            }
+        }
+    }
+
     /// The serving options for one of this role's listeners, from the live
     /// node settings.
     pub fn serve_options(&self, listener: &'static str) -> crate::http::ServeOptions {

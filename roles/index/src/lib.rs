@@ -34,40 +34,20 @@ pub async fn run(ctx: RoleContext, _cfg: Live<IndexConfig>) -> RoleResult {
         index: index.clone(),
         settings: ctx.settings.clone(),
     });
-    let server = match ctx.listeners.tcp_addr("index") {
-        Some(_) => {
-            let listener = ctx.listeners.tcp("index")?;
-            let handler: Arc<dyn ron_kernel::http::Handler> =
-                Arc::new(move |req, peer| http::handle(api.clone(), req, peer));
-            Some(tokio::spawn(ron_kernel::http::serve(
-                listener,
-                handler,
-                ctx.shutdown.clone(),
-                ctx.serve_options("index"),
-            )))
-        }
-        None => None,
-    };
-    let mut tick = tokio::time::interval(Duration::from_secs(10));
-    loop {
-        tokio::select! {
-            _ = ctx.shutdown.cancelled() => break,
-            _ = tick.tick() => {
-                let i = index.clone();
-                let (writable, count) = tokio::task::spawn_blocking(move || (i.writable(), i.count().ok()))
-                    .await
-                    .unwrap_or((false, None));
-                if let Some(n) = count {
-                    metrics::gauge!(names::INDEX_NAMES_TOTAL).set(n as f64);
-                }
-                if writable {
-                    ctx.ready.set_ready();
-                } else {
-                    ctx.ready.set_unready("index store is not writable");
-                }
+    let handler: Arc<dyn ron_kernel::http::Handler> =
+        Arc::new(move |req, peer| http::handle(api.clone(), req, peer));
+    let server = ctx.serve_own_listener("index", handler)?;
+    ctx.ready_while(
+        Duration::from_secs(10),
+        "index store is not writable",
+        move || {
+            if let Ok(n) = index.count() {
+                metrics::gauge!(names::INDEX_NAMES_TOTAL).set(n as f64);
             }
-        }
-    }
+            index.writable()
+        },
+    )
+    .await;
     if let Some(server) = server {
         server.await?;
     }

@@ -36,40 +36,18 @@ pub async fn run(ctx: RoleContext, _cfg: Live<MailboxConfig>) -> RoleResult {
         mailbox: mailbox.clone(),
         settings: ctx.settings.clone(),
     });
-    let server = match ctx.listeners.tcp_addr("mailbox") {
-        Some(_) => {
-            let listener = ctx.listeners.tcp("mailbox")?;
-            let handler: Arc<dyn ron_kernel::http::Handler> =
-                Arc::new(move |req, peer| http::handle(api.clone(), req, peer));
-            Some(tokio::spawn(ron_kernel::http::serve(
-                listener,
-                handler,
-                ctx.shutdown.clone(),
-                ctx.serve_options("mailbox"),
-            )))
-        }
-        None => None,
-    };
-    let mut tick = tokio::time::interval(Duration::from_secs(10));
-    loop {
-        tokio::select! {
-            _ = ctx.shutdown.cancelled() => break,
-            _ = tick.tick() => {
-                let m = mailbox.clone();
-                let writable = tokio::task::spawn_blocking(move || {
-                    let _ = m.prune_idempotency();
-                    m.writable()
-                })
-                .await
-                .unwrap_or(false);
-                if writable {
-                    ctx.ready.set_ready();
-                } else {
-                    ctx.ready.set_unready("mailbox store is not writable");
-                }
-            }
-        }
-    }
+    let handler: Arc<dyn ron_kernel::http::Handler> =
+        Arc::new(move |req, peer| http::handle(api.clone(), req, peer));
+    let server = ctx.serve_own_listener("mailbox", handler)?;
+    ctx.ready_while(
+        Duration::from_secs(10),
+        "mailbox store is not writable",
+        move || {
+            let _ = mailbox.prune_idempotency();
+            mailbox.writable()
+        },
+    )
+    .await;
     if let Some(server) = server {
         server.await?;
     }

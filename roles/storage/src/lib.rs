@@ -60,42 +60,18 @@ pub async fn run(ctx: RoleContext, _cfg: Live<StorageConfig>) -> RoleResult {
         settings: ctx.settings.clone(),
         bus: ctx.bus.clone(),
     });
-    let server = match ctx.listeners.tcp_addr("storage") {
-        Some(_) => {
-            let listener = ctx.listeners.tcp("storage")?;
-            let handler: std::sync::Arc<dyn ron_kernel::http::Handler> =
-                std::sync::Arc::new(move |req, peer| http::handle(api.clone(), req, peer));
-            Some(tokio::spawn(ron_kernel::http::serve(
-                listener,
-                handler,
-                ctx.shutdown.clone(),
-                ctx.serve_options("storage"),
-            )))
-        }
-        None => None,
-    };
-    ctx.ready.set_ready();
-
-    let mut tick = tokio::time::interval(http::STATS_INTERVAL);
-    loop {
-        tokio::select! {
-            _ = ctx.shutdown.cancelled() => break,
-            _ = tick.tick() => {
-                let s = store.clone();
-                let writable = tokio::task::spawn_blocking(move || {
-                    let _ = record_stats(&s);
-                    s.writable()
-                })
-                .await
-                .unwrap_or(false);
-                if writable {
-                    ctx.ready.set_ready();
-                } else {
-                    ctx.ready.set_unready("object store is not writable");
-                }
-            }
-        }
-    }
+    let handler: std::sync::Arc<dyn ron_kernel::http::Handler> =
+        std::sync::Arc::new(move |req, peer| http::handle(api.clone(), req, peer));
+    let server = ctx.serve_own_listener("storage", handler)?;
+    ctx.ready_while(
+        http::STATS_INTERVAL,
+        "object store is not writable",
+        move || {
+            let _ = record_stats(&store);
+            store.writable()
+        },
+    )
+    .await;
     if let Some(server) = server {
         server.await?;
     }
