@@ -231,10 +231,13 @@ impl ObjectStore {
         }
     }
 
-    /// Reads one chunk and verifies it against its hash.
-    fn read_chunk(&self, address: &ContentAddress, hash: &[u8; 32]) -> Result<Bytes, StoreError> {
-        let txn = self.db.begin_read().map_err(db_err)?;
-        let chunks = txn.open_table(CHUNKS).map_err(db_err)?;
+    /// Reads one chunk from `chunks` and verifies it against its hash.
+    fn read_chunk(
+        &self,
+        chunks: &redb::ReadOnlyTable<&'static [u8; 32], &'static [u8]>,
+        address: &ContentAddress,
+        hash: &[u8; 32],
+    ) -> Result<Bytes, StoreError> {
         let data = match chunks.get(hash).map_err(db_err)? {
             Some(g) => Bytes::copy_from_slice(g.value()),
             None => {
@@ -287,8 +290,17 @@ impl ObjectStore {
             }
             Some(_) => return Err(StoreError::RangeNotSatisfiable { size: meta.size }),
         };
+        // One snapshot for the whole read: every piece comes from the same
+        // consistent state, and no transaction is opened per chunk.
+        let chunks = self
+            .db
+            .begin_read()
+            .map_err(db_err)?
+            .open_table(CHUNKS)
+            .map_err(db_err)?;
         let reader = ObjectReader {
             store: self.clone(),
+            table: chunks,
             address: *address,
             chunks: meta.chunks.clone(),
             pos: range.start,
@@ -727,6 +739,7 @@ impl ObjectWriter {
 /// one) at a time.
 pub struct ObjectReader {
     store: ObjectStore,
+    table: redb::ReadOnlyTable<&'static [u8; 32], &'static [u8]>,
     address: ContentAddress,
     chunks: Vec<[u8; 32]>,
     pos: u64,
@@ -750,7 +763,7 @@ impl Iterator for ObjectReader {
         let idx = (self.pos / CHUNK_BYTES as u64) as usize;
         let chunk_start = idx as u64 * CHUNK_BYTES as u64;
         let hash = self.chunks.get(idx)?;
-        let data = match self.store.read_chunk(&self.address, hash) {
+        let data = match self.store.read_chunk(&self.table, &self.address, hash) {
             Ok(d) => d,
             Err(e) => {
                 self.pos = self.end;
