@@ -382,13 +382,15 @@ enum GetPlan {
     /// Headers only (HEAD, or an empty range).
     Empty(ObjectMeta, StatusCode, std::ops::Range<u64>),
     /// The first verified piece, and a reader for the rest if any remains.
-    Body(
-        ObjectMeta,
-        StatusCode,
-        std::ops::Range<u64>,
-        Bytes,
-        Option<crate::store::ObjectReader>,
-    ),
+    Body(Box<BodyPlan>),
+}
+
+struct BodyPlan {
+    meta: ObjectMeta,
+    status: StatusCode,
+    range: std::ops::Range<u64>,
+    first: Bytes,
+    rest: Option<crate::store::ObjectReader>,
 }
 
 async fn get(api: Arc<StorageApi>, req: Request<Incoming>, address: ContentAddress) -> Routed {
@@ -420,7 +422,13 @@ async fn get(api: Arc<StorageApi>, req: Request<Incoming>, address: ContentAddre
         let (_, mut reader) = store.read(&address, Some(range.clone()))?;
         let first = reader.next().transpose()?.unwrap_or_default();
         let rest = (reader.remaining() > 0).then_some(reader);
-        Ok(GetPlan::Body(meta, status, range, first, rest))
+        Ok(GetPlan::Body(Box::new(BodyPlan {
+            meta,
+            status,
+            range,
+            first,
+            rest,
+        })))
     })
     .await;
     let (meta, status, range, body) = match plan {
@@ -439,27 +447,39 @@ async fn get(api: Arc<StorageApi>, req: Request<Incoming>, address: ContentAddre
             return Routed::new(ROUTE_OBJECT, resp);
         }
         Ok(GetPlan::Empty(meta, status, range)) => (meta, status, range, empty()),
-        Ok(GetPlan::Body(meta, status, range, first, None)) => (meta, status, range, full(first)),
-        Ok(GetPlan::Body(meta, status, range, first, Some(rest))) => {
-            let (tx, body) = ChannelBody::channel(4);
-            tokio::task::spawn_blocking(move || {
-                if tx.blocking_send(first).is_err() {
-                    return;
-                }
-                for piece in rest {
-                    match piece {
-                        Ok(b) => {
-                            if tx.blocking_send(b).is_err() {
-                                return; // client gone
-                            }
-                        }
-                        Err(e) => {
-                            tx.blocking_fail(Box::new(e));
+        Ok(GetPlan::Body(plan)) => {
+            let BodyPlan {
+                meta,
+                status,
+                range,
+                first,
+                rest,
+            } = *plan;
+            let body = match rest {
+                None => full(first),
+                Some(rest) => {
+                    let (tx, body) = ChannelBody::channel(4);
+                    tokio::task::spawn_blocking(move || {
+                        if tx.blocking_send(first).is_err() {
                             return;
                         }
-                    }
+                        for piece in rest {
+                            match piece {
+                                Ok(b) => {
+                                    if tx.blocking_send(b).is_err() {
+                                        return; // client gone
+                                    }
+                                }
+                                Err(e) => {
+                                    tx.blocking_fail(Box::new(e));
+                                    return;
+                                }
+                            }
+                        }
+                    });
+                    body
                 }
-            });
+            };
             (meta, status, range, body)
         }
     };
