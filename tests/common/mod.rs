@@ -389,6 +389,17 @@ pub fn try_request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> std::io::Result<Resp> {
+    parse_response(&exchange(addr, method, path, headers, body)?)
+}
+
+/// Sends one request (`Connection: close`) and returns the raw response.
+fn exchange(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<Vec<u8>> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
     let mut req = format!(
@@ -406,8 +417,7 @@ pub fn try_request(
     // A server may answer and close before reading a large body; the
     // answer is what matters, so a failed body write is not.
     let _ = s.write_all(&wire);
-    let raw = read_lenient(&mut s)?;
-    parse_response(&raw)
+    read_lenient(&mut s)
 }
 
 /// A request whose response body is kept as raw bytes: (status, headers,
@@ -419,21 +429,7 @@ pub fn request_bytes(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> (u16, Vec<(String, String)>, Vec<u8>) {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(30)))
-        .expect("timeout");
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    let mut wire = req.into_bytes();
-    wire.extend_from_slice(body);
-    let _ = s.write_all(&wire);
-    let raw = read_lenient(&mut s).expect("read");
+    let raw = exchange(addr, method, path, headers, body).expect("request");
     let end = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")

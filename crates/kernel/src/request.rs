@@ -156,3 +156,22 @@ pub async fn collect_body(body: Incoming, settings: &NodeSettings) -> Result<Byt
     let (streamed, data) = tokio::join!(stream_body(body, settings, tx), gather);
     streamed.map(|()| data)
 }
+
+/// The whole small body of a write request: refused unless the peer holds
+/// the write capability, the declared size and encoding are acceptable,
+/// and the body arrives within the cap and the deadline.
+pub async fn write_body(
+    settings: &NodeSettings,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Result<(http::HeaderMap, Bytes), Problem> {
+    if let Some(p) = write_refusal(settings, &req, peer) {
+        return Err(p);
+    }
+    if let Some(p) = body_refusal(&req, settings.max_body_bytes) {
+        return Err(p);
+    }
+    let (parts, body) = req.into_parts();
+    let data = collect_body(body, settings).await?;
+    Ok((parts.headers, data))
+}

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use ron_kernel::http::{empty, json, Routed};
-use ron_kernel::request::{body_refusal, collect_body, write_refusal};
+use ron_kernel::request::{write_body, write_refusal};
 use ron_kernel::{Live, NodeSettings, Problem};
 
 use crate::store::{IndexError, NameIndex, NameUpdate};
@@ -113,19 +113,12 @@ pub async fn handle(api: Arc<IndexApi>, req: Request<Incoming>, peer: SocketAddr
             Err(p) => fail(p),
         },
         Method::PUT => {
-            let settings = api.settings.load();
-            if let Some(p) = write_refusal(&settings, &req, peer) {
-                return fail(p);
-            }
-            if let Some(p) = body_refusal(&req, settings.max_body_bytes) {
-                return fail(p);
-            }
             let expected = match if_match(&req) {
                 Ok(v) => v,
                 Err(p) => return fail(p),
             };
-            let body = match collect_body(req.into_body(), &settings).await {
-                Ok(b) => b,
+            let body = match write_body(&api.settings.load(), req, peer).await {
+                Ok((_, b)) => b,
                 Err(p) => return fail(p),
             };
             let update: NameUpdate = match serde_json::from_slice(&body) {

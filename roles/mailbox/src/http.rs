@@ -16,7 +16,7 @@ use http::{header, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use ron_kernel::http::{empty, json, Routed};
 use ron_kernel::metrics::names;
-use ron_kernel::request::{body_refusal, collect_body, write_refusal};
+use ron_kernel::request::{write_body, write_refusal};
 use ron_kernel::{Live, NodeSettings, Problem};
 use serde::Deserialize;
 
@@ -145,14 +145,8 @@ async fn send(
     peer: SocketAddr,
     topic: &str,
 ) -> Result<Response<ron_kernel::http::Body>, Problem> {
-    let settings = api.settings.load();
-    if let Some(p) = write_refusal(&settings, &req, peer) {
-        return Err(p);
-    }
-    if let Some(p) = body_refusal(&req, settings.max_body_bytes) {
-        return Err(p);
-    }
-    let key = match req.headers().get("idempotency-key") {
+    let (headers, body) = write_body(&api.settings.load(), req, peer).await?;
+    let key = match headers.get("idempotency-key") {
         Some(v) => Some(
             v.to_str()
                 .map_err(|_| Problem::bad_request("bad_request", "Idempotency-Key must be ASCII"))?
@@ -160,7 +154,6 @@ async fn send(
         ),
         None => None,
     };
-    let body = collect_body(req.into_body(), &settings).await?;
     let text = String::from_utf8(body.to_vec()).map_err(|_| {
         Problem::bad_request("bad_body", "message bodies are UTF-8 text (JSON is fine)")
     })?;
@@ -182,14 +175,7 @@ async fn receive(
     peer: SocketAddr,
     topic: &str,
 ) -> Result<Response<ron_kernel::http::Body>, Problem> {
-    let settings = api.settings.load();
-    if let Some(p) = write_refusal(&settings, &req, peer) {
-        return Err(p);
-    }
-    if let Some(p) = body_refusal(&req, settings.max_body_bytes) {
-        return Err(p);
-    }
-    let body = collect_body(req.into_body(), &settings).await?;
+    let (_, body) = write_body(&api.settings.load(), req, peer).await?;
     let r: ReceiveRequest = if body.is_empty() {
         ReceiveRequest::default()
     } else {
