@@ -123,7 +123,14 @@ async fn supervise(
     loop {
         ready.set_state(RoleState::Starting, "starting");
         tracing::info!(role = name, "role starting");
-        let outcome = tokio::spawn((spec.start)(ctx.clone())).await;
+        // Each attempt gets its own token, cancelled when the attempt ends,
+        // so tasks the role spawned (its servers) end with it instead of
+        // outliving a crash next to the restarted role.
+        let attempt = shutdown.child_token();
+        let mut attempt_ctx = ctx.clone();
+        attempt_ctx.shutdown = attempt.clone();
+        let outcome = tokio::spawn((spec.start)(attempt_ctx)).await;
+        attempt.cancel();
         let reason = match outcome {
             Ok(Ok(())) if shutdown.is_cancelled() => {
                 ready.set_state(RoleState::Stopped, "stopped");
@@ -145,6 +152,8 @@ async fn supervise(
         total_restarts += 1;
         restarts.increment(1);
         ready.set_restarts(total_restarts);
+        // Unready before anyone hears of the crash.
+        ready.set_state(RoleState::Restarting, format!("crashed: {reason}"));
         bus.publish(KernelEvent::ServiceCrashed {
             service: name.to_owned(),
             reason: reason.clone(),
