@@ -21,14 +21,38 @@ pub const DEFAULT_BUS_CAPACITY: usize = 1024;
 #[serde(tag = "event", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum KernelEvent {
-    Health { service: String, ok: bool },
-    ConfigUpdated { version: u64 },
-    ServiceCrashed { service: String, reason: String },
+    Health {
+        service: String,
+        ok: bool,
+    },
+    ConfigUpdated {
+        version: u64,
+    },
+    ServiceCrashed {
+        service: String,
+        reason: String,
+    },
     Shutdown,
-    RegistryCommitted { version: u64, payload_b3: String },
-    ObjectStored { address: String, size: u64 },
-    PeerUp { node_id: String },
-    PeerDown { node_id: String },
+    RegistryCommitted {
+        version: u64,
+        payload_b3: String,
+    },
+    ObjectStored {
+        address: String,
+        size: u64,
+    },
+    /// Stored bytes failed verification and were not served.
+    IntegrityFailed {
+        service: String,
+        address: String,
+        what: String,
+    },
+    PeerUp {
+        node_id: String,
+    },
+    PeerDown {
+        node_id: String,
+    },
 }
 
 impl KernelEvent {
@@ -40,7 +64,7 @@ impl KernelEvent {
             KernelEvent::ServiceCrashed { .. } => "crash",
             KernelEvent::Shutdown => "shutdown",
             KernelEvent::RegistryCommitted { .. } => "registry",
-            KernelEvent::ObjectStored { .. } => "storage",
+            KernelEvent::ObjectStored { .. } | KernelEvent::IntegrityFailed { .. } => "storage",
             KernelEvent::PeerUp { .. } | KernelEvent::PeerDown { .. } => "overlay",
         }
     }

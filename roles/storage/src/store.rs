@@ -264,9 +264,10 @@ impl ObjectStore {
         metrics::counter!(names::STORAGE_INTEGRITY_ERRORS_TOTAL).increment(1);
         tracing::error!(%address, error = %e, "storage integrity error: nothing served");
         if let Some(bus) = &self.bus {
-            bus.publish(KernelEvent::Health {
-                service: format!("storage: integrity error in {address}"),
-                ok: false,
+            bus.publish(KernelEvent::IntegrityFailed {
+                service: "storage".into(),
+                address: address.to_string(),
+                what: e.to_string(),
             });
         }
     }

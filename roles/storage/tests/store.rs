@@ -156,7 +156,9 @@ fn a_chunk_corrupted_on_disk_is_never_served() {
     file[at + 3] ^= 0x20;
     std::fs::write(&path, &file).unwrap();
 
-    let store = match ObjectStore::open(&path, None) {
+    let bus = ron_kernel::Bus::new(16);
+    let mut events = bus.subscribe();
+    let store = match ObjectStore::open(&path, Some(bus.clone())) {
         Ok(s) => s,
         // redb itself may refuse a damaged file: also nothing served.
         Err(e) => {
@@ -178,6 +180,15 @@ fn a_chunk_corrupted_on_disk_is_never_served() {
         }
     }
     assert!(failed, "the corrupted chunk was served");
+    match events.try_recv() {
+        Some(ron_kernel::BusMessage::Event(ron_kernel::KernelEvent::IntegrityFailed {
+            address,
+            ..
+        })) => {
+            assert_eq!(address, addr.to_string());
+        }
+        other => panic!("no integrity event on the bus: {other:?}"),
+    }
     // Only the intact first chunk came out, and it is exactly right.
     assert_eq!(&served[..], &data[..CHUNK_BYTES]);
 }
