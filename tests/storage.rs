@@ -164,16 +164,23 @@ fn writes_need_the_write_token_when_one_is_configured() {
     assert_eq!(request(s, "DELETE", &path, &ok, b"").status, 404);
 }
 
+/// A storage node whose directory outlives it, for a restart on the same
+/// data with `NodeBuilder::in_dir(dir, config)`.
+fn restartable_storage_node() -> (common::Node, std::path::PathBuf, std::path::PathBuf) {
+    let b = NodeBuilder::new().arg("--roles").arg("storage");
+    let cfg_path = b.config_path();
+    let dir = b.dir().to_path_buf();
+    let node = b.keep_dir().start();
+    node.wait_ready();
+    (node, dir, cfg_path)
+}
+
 /// (address, bytes) of every PUT that got 201.
 type Acked = Vec<(String, Vec<u8>)>;
 
 #[test]
 fn every_acknowledged_put_survives_kill_9() {
-    let b = NodeBuilder::new().arg("--roles").arg("storage");
-    let cfg_path = b.config_path();
-    let dir = b.dir().to_path_buf();
-    let mut node = b.keep_dir().start();
-    node.wait_ready();
+    let (mut node, dir, cfg_path) = restartable_storage_node();
     let s = node.addr("storage");
 
     let acked: Arc<Mutex<Acked>> = Arc::default();
@@ -225,11 +232,7 @@ fn every_acknowledged_put_survives_kill_9() {
 
 #[test]
 fn a_resumable_upload_survives_kill_9_between_parts() {
-    let b = NodeBuilder::new().arg("--roles").arg("storage");
-    let cfg_path = b.config_path();
-    let dir = b.dir().to_path_buf();
-    let mut node = b.keep_dir().start();
-    node.wait_ready();
+    let (mut node, dir, cfg_path) = restartable_storage_node();
     let s = node.addr("storage");
     // 2.5 MiB: larger than the 1 MiB body cap, so it must be uploaded.
     let data = body_of(5 << 19, 42);

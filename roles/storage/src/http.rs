@@ -170,6 +170,13 @@ async fn put(
             );
         }
     }
+    Routed::new(route, stored(&api, &meta, created))
+}
+
+/// The answer to a write that produced an object: `ObjectStored` on the
+/// bus when it is new, then `201` (new) or `200` (already stored) with
+/// `{address, size}` and the object's ETag.
+fn stored(api: &StorageApi, meta: &ObjectMeta, created: bool) -> Response<Body> {
     if created {
         api.bus.publish(KernelEvent::ObjectStored {
             address: meta.address.to_string(),
@@ -185,10 +192,10 @@ async fn put(
         status,
         &serde_json::json!({"address": meta.address, "size": meta.size}),
     );
-    if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", meta.address)) {
+    if let Ok(v) = HeaderValue::from_str(&etag(&meta.address)) {
         resp.headers_mut().insert(header::ETAG, v);
     }
-    Routed::new(route, resp)
+    resp
 }
 
 const ROUTE_UPLOADS: &str = "/v1/uploads";
@@ -276,26 +283,7 @@ async fn uploads(
         },
         (Method::POST, 2, Some("complete")) => {
             match blocking(move || store.upload_complete(id)).await {
-                Ok((meta, created)) => {
-                    if created {
-                        api.bus.publish(KernelEvent::ObjectStored {
-                            address: meta.address.to_string(),
-                            size: meta.size,
-                        });
-                    }
-                    let status = if created {
-                        StatusCode::CREATED
-                    } else {
-                        StatusCode::OK
-                    };
-                    Routed::new(
-                        route,
-                        json(
-                            status,
-                            &serde_json::json!({"address": meta.address, "size": meta.size}),
-                        ),
-                    )
-                }
+                Ok((meta, created)) => Routed::new(route, stored(&api, &meta, created)),
                 Err(p) => problem(route, p),
             }
         }
