@@ -279,7 +279,14 @@ impl NodeConfig {
             ("bus.capacity", self.bus.capacity.to_string()),
         ];
         #[cfg(feature = "omnigate")]
-        v.push(("omnigate.addr", self.omnigate.addr.to_string()));
+        {
+            v.push(("omnigate.addr", self.omnigate.addr.to_string()));
+            v.push(("omnigate.tls", format!("{:?}", self.omnigate.tls)));
+            v.push((
+                "omnigate.downstream",
+                format!("{:?}", self.omnigate.downstream),
+            ));
+        }
         #[cfg(feature = "overlay")]
         {
             v.push(("overlay.addr", self.overlay.addr.to_string()));
@@ -319,6 +326,8 @@ impl NodeConfig {
         #[cfg(feature = "omnigate")]
         {
             new.omnigate.addr = self.omnigate.addr;
+            new.omnigate.tls = self.omnigate.tls.clone();
+            new.omnigate.downstream = self.omnigate.downstream.clone();
         }
         #[cfg(feature = "overlay")]
         {

@@ -206,6 +206,8 @@ pub async fn run(src: ConfigSource, cfg: NodeConfig, log: LogHandle) -> Result<i
         );
     }
 
+    let handles = ron_kernel::Handles::default();
+    let node_roles: Arc<[&'static str]> = specs.iter().map(|s| s.name).collect();
     let mut contexts = Vec::new();
     for (spec, ls) in specs.into_iter().zip(role_listeners.iter().cloned()) {
         let ctx = RoleContext {
@@ -215,6 +217,8 @@ pub async fn run(src: ConfigSource, cfg: NodeConfig, log: LogHandle) -> Result<i
             shutdown: shutdown.child_token(),
             listeners: ls,
             settings: settings.clone(),
+            handles: handles.clone(),
+            node_roles: node_roles.clone(),
         };
         contexts.push((spec, ctx));
     }

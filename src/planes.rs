@@ -12,8 +12,8 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
 use metrics_exporter_prometheus::PrometheusHandle;
+use ron_kernel::http::ReqBody;
 use ron_kernel::http::{full, json, Body, ChannelBody, Routed};
 use ron_kernel::metrics::names;
 use ron_kernel::{Bus, BusMessage, KernelEvent, Live, Problem, Readiness};
@@ -62,7 +62,7 @@ impl PlaneState {
 
 // ---------------------------------------------------------------- health
 
-pub async fn health(st: PlaneState, req: Request<Incoming>) -> Routed {
+pub async fn health(st: PlaneState, req: Request<ReqBody>) -> Routed {
     let path = req.uri().path();
     let get = req.method() == Method::GET || req.method() == Method::HEAD;
     match path {
@@ -125,7 +125,7 @@ pub fn admin_authorized(
     }
 }
 
-pub async fn admin(st: PlaneState, req: Request<Incoming>, peer: SocketAddr) -> Routed {
+pub async fn admin(st: PlaneState, req: Request<ReqBody>, peer: SocketAddr) -> Routed {
     let cfg = st.config.load();
     let auth = req
         .headers()

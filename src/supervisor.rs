@@ -131,6 +131,8 @@ async fn supervise(
         attempt_ctx.shutdown = attempt.clone();
         let outcome = tokio::spawn((spec.start)(attempt_ctx)).await;
         attempt.cancel();
+        // Nobody may keep calling into an attempt that has ended.
+        ctx.handles.withdraw(spec.name);
         let reason = match outcome {
             Ok(Ok(())) if shutdown.is_cancelled() => {
                 ready.set_state(RoleState::Stopped, "stopped");

@@ -67,7 +67,7 @@ pub async fn run(ctx: RoleContext, cfg: Live<TestRoleConfig>) -> RoleResult {
     let shutdown = ctx.shutdown.clone();
     let board = ctx.ready.board().clone();
     let handler: Arc<dyn Handler> = Arc::new(
-        move |req: http::Request<hyper::body::Incoming>, _peer| {
+        move |req: http::Request<ron_kernel::http::ReqBody>, _peer| {
             let cfg = cfg.clone();
             let held = held.clone();
             let crash = crash.clone();

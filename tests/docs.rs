@@ -15,6 +15,8 @@ const OPTIONAL_KEYS: &[&str] = &[
     "omnigate.downstream.storage",
     "omnigate.downstream.index",
     "omnigate.downstream.mailbox",
+    "omnigate.tls.cert",
+    "omnigate.tls.key",
     "registry.upstream",
 ];
 

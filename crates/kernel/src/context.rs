@@ -157,6 +157,10 @@ pub struct RoleContext {
     pub shutdown: CancellationToken,
     pub listeners: RoleListeners,
     pub settings: Live<NodeSettings>,
+    /// Handles the roles of this process publish for each other.
+    pub handles: crate::handles::Handles,
+    /// Every role this process runs (this one included).
+    pub node_roles: Arc<[&'static str]>,
 }
 
 impl std::fmt::Debug for RoleContext {

@@ -31,6 +31,19 @@ use crate::metrics::names;
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The response body type of every handler in the node.
 pub type Body = BoxBody<Bytes, BoxError>;
+/// The request body every handler takes: the connection's body as it
+/// arrives, or a body a layer in front rewrote (omnigate inflates encoded
+/// bodies before passing them on).
+pub type ReqBody = BoxBody<Bytes, BoxError>;
+
+/// Boxes a body of any kind into a `ReqBody`.
+pub fn req_body<B>(body: B) -> ReqBody
+where
+    B: hyper::body::Body<Data = Bytes> + Send + Sync + 'static,
+    B::Error: Into<BoxError>,
+{
+    body.map_err(Into::into).boxed()
+}
 
 pub const CORR_ID_HEADER: &str = "x-request-id";
 
@@ -195,19 +208,19 @@ impl ServeOptions {
 pub trait Handler: Send + Sync + 'static {
     fn call(
         &self,
-        req: Request<Incoming>,
+        req: Request<ReqBody>,
         peer: SocketAddr,
     ) -> Pin<Box<dyn Future<Output = Routed> + Send + 'static>>;
 }
 
 impl<F, Fut> Handler for F
 where
-    F: Fn(Request<Incoming>, SocketAddr) -> Fut + Send + Sync + 'static,
+    F: Fn(Request<ReqBody>, SocketAddr) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Routed> + Send + 'static,
 {
     fn call(
         &self,
-        req: Request<Incoming>,
+        req: Request<ReqBody>,
         peer: SocketAddr,
     ) -> Pin<Box<dyn Future<Output = Routed> + Send + 'static>> {
         Box::pin(self(req, peer))
@@ -222,6 +235,19 @@ pub async fn serve(
     handler: Arc<dyn Handler>,
     shutdown: CancellationToken,
     opts: ServeOptions,
+) {
+    serve_with(listener, handler, shutdown, opts, None).await
+}
+
+/// `serve`, with TLS when an acceptor is given: the handshake must finish
+/// within the header-read timeout (a client that connects and never speaks
+/// is cut off like a slow-loris one).
+pub async fn serve_with(
+    listener: TcpListener,
+    handler: Arc<dyn Handler>,
+    shutdown: CancellationToken,
+    opts: ServeOptions,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 ) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -252,15 +278,50 @@ pub async fn serve(
         let service = hyper::service::service_fn(move |req: Request<Incoming>| {
             let handler = handler.clone();
             let opts = opts2.clone();
-            async move { Ok::<_, Infallible>(handle_one(handler, req, peer, &opts).await) }
+            async move { Ok::<_, Infallible>(handle_one(handler, req.map(req_body), peer, &opts).await) }
         });
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
         let watcher = graceful.watcher();
         let name = opts.name;
+        let builder = builder.clone();
+        let handshake_timeout = opts.header_read_timeout;
+        let tls = tls.clone();
         tokio::spawn(async move {
-            if let Err(e) = watcher.watch(conn).await {
+            let ended = match tls {
+                None => {
+                    let conn = builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .into_owned();
+                    watcher.watch(conn).await
+                }
+                Some(acceptor) => {
+                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(tls_stream)) => {
+                            let conn = builder
+                                .serve_connection_with_upgrades(TokioIo::new(tls_stream), service)
+                                .into_owned();
+                            watcher.watch(conn).await
+                        }
+                        Ok(Err(e)) => {
+                            metrics::counter!(names::REJECTED_TOTAL, "reason" => "tls_handshake")
+                                .increment(1);
+                            tracing::debug!(listener = name, %peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            metrics::counter!(names::REJECTED_TOTAL, "reason" => "header_timeout")
+                                .increment(1);
+                            return;
+                        }
+                    }
+                }
+            };
+            if let Err(e) = ended {
+                if is_header_timeout(&*e) {
+                    // A client that did not finish its request head in time
+                    // (slow-loris): cut off and counted.
+                    metrics::counter!(names::REJECTED_TOTAL, "reason" => "header_timeout")
+                        .increment(1);
+                }
                 tracing::debug!(listener = name, %peer, error = %e, "connection ended with error");
             }
         });
@@ -278,9 +339,22 @@ pub async fn serve(
     }
 }
 
+fn is_header_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(h) = err.downcast_ref::<hyper::Error>() {
+            if h.is_timeout() {
+                return true;
+            }
+        }
+        cur = err.source();
+    }
+    false
+}
+
 async fn handle_one(
     handler: Arc<dyn Handler>,
-    mut req: Request<Incoming>,
+    mut req: Request<ReqBody>,
     peer: SocketAddr,
     opts: &ServeOptions,
 ) -> Response<Body> {
@@ -296,6 +370,27 @@ async fn handle_one(
         mut response,
     } = handler.call(req, peer).await;
     inflight.decrement(1.0);
+    if let Some(p) = response
+        .extensions()
+        .get::<crate::problem::Problem>()
+        .filter(|p| p.corr_id.is_none())
+        .cloned()
+    {
+        {
+            // Re-render so the body names the request, as the header does.
+            // Headers the handler added after rendering (WWW-Authenticate,
+            // Content-Range, …) are kept.
+            let extra = std::mem::take(response.headers_mut());
+            response = p.with_corr_id(corr.0.clone()).into_response();
+            for name in extra.keys() {
+                if name != header::CONTENT_LENGTH && !response.headers().contains_key(name) {
+                    for value in extra.get_all(name) {
+                        response.headers_mut().append(name, value.clone());
+                    }
+                }
+            }
+        }
+    }
     if let Ok(v) = HeaderValue::from_str(&corr.0) {
         response.headers_mut().insert(CORR_ID_HEADER, v);
     }
@@ -313,23 +408,4 @@ async fn handle_one(
         tracing::debug!(listener = opts.name, corr_id = %corr.0, %peer, %method, %path, route, status, ms, "request");
     }
     response
-}
-
-/// Reads a request body up to `cap` bytes; larger bodies are refused without
-/// reading further.
-pub async fn read_body_capped(body: Incoming, cap: usize) -> Result<Bytes, BodyReadError> {
-    let limited = http_body_util::Limited::new(body, cap);
-    match limited.collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(BodyReadError::TooLarge(cap)),
-        Err(e) => Err(BodyReadError::Io(e.to_string())),
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum BodyReadError {
-    #[error("request body exceeds {0} bytes")]
-    TooLarge(usize),
-    #[error("reading request body: {0}")]
-    Io(String),
 }

@@ -3,6 +3,7 @@
 //! - [`address`]: [`ContentAddress`], `b3:<hex>`.
 //! - [`bus`]: the broadcast bus of [`KernelEvent`]s.
 //! - [`context`]: [`RoleContext`], what the host hands a role.
+//! - [`handles`]: typed handles roles publish for each other.
 //! - [`readiness`]: the truthful readiness board behind `/readyz`.
 //! - [`metrics`]: the one place metric names live.
 //! - [`problem`]: the one error envelope (problem+json).
@@ -13,6 +14,7 @@
 pub mod address;
 pub mod bus;
 pub mod context;
+pub mod handles;
 pub mod http;
 pub mod metrics;
 pub mod pending;
@@ -25,6 +27,7 @@ pub mod secret;
 pub use address::{AddressError, ContentAddress};
 pub use bus::{Bus, BusMessage, BusReceiver, KernelEvent};
 pub use context::{Live, NodeSettings, RoleContext, RoleListeners, RoleResult};
+pub use handles::Handles;
 pub use http::{BoxError, Routed};
 pub use problem::Problem;
 pub use readiness::{Readiness, RoleReadiness, RoleState};

@@ -24,6 +24,12 @@ pub mod names {
     pub const INFLIGHT_REQUESTS: &str = "inflight_requests";
     pub const REJECTED_TOTAL: &str = "rejected_total";
     pub const ADMIN_AUTH_FAILURES_TOTAL: &str = "admin_auth_failures_total";
+    // Omnigate
+    pub const OMNIGATE_HYDRATION_LATENCY_SECONDS: &str = "omnigate_hydration_latency_seconds";
+    pub const OMNIGATE_RANGE_START_LATENCY_SECONDS: &str = "omnigate_range_start_latency_seconds";
+    pub const OMNIGATE_HEDGED_READS_TOTAL: &str = "omnigate_hedged_reads_total";
+    pub const DOWNSTREAM_LATENCY_SECONDS: &str = "downstream_latency_seconds";
+    pub const DOWNSTREAM_CONNECT_ERRORS_TOTAL: &str = "downstream_connect_errors_total";
     // Storage
     pub const STORAGE_INTEGRITY_ERRORS_TOTAL: &str = "storage_integrity_errors_total";
     pub const STORAGE_BYTES_STORED: &str = "storage_bytes_stored";
@@ -77,6 +83,29 @@ pub fn describe_all() {
     );
     describe_gauge!(INFLIGHT_REQUESTS, "HTTP requests being served, by listener");
     describe_counter!(REJECTED_TOTAL, "Requests refused by admission, by reason");
+    describe_histogram!(
+        OMNIGATE_HYDRATION_LATENCY_SECONDS,
+        Unit::Seconds,
+        "Time to answer a hydrated view (index, then storage and mailbox in parallel)"
+    );
+    describe_histogram!(
+        OMNIGATE_RANGE_START_LATENCY_SECONDS,
+        Unit::Seconds,
+        "Time from a ranged object GET arriving to its first body byte"
+    );
+    describe_counter!(
+        OMNIGATE_HEDGED_READS_TOTAL,
+        "Hedged object reads by outcome (hedge_won, primary_won, budget_exhausted)"
+    );
+    describe_histogram!(
+        DOWNSTREAM_LATENCY_SECONDS,
+        Unit::Seconds,
+        "Time for a remote downstream to answer (response head), by service"
+    );
+    describe_counter!(
+        DOWNSTREAM_CONNECT_ERRORS_TOTAL,
+        "Connections to a remote downstream that failed or timed out, by service"
+    );
     describe_counter!(
         STORAGE_INTEGRITY_ERRORS_TOTAL,
         "Chunks or object records that failed verification (never served)"

@@ -87,6 +87,9 @@ impl Problem {
         StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
 
+    /// The response. The problem rides along in the response's extensions
+    /// so the serving layer can stamp the correlation id into the body and
+    /// a gateway can count refusals by `reason`.
     pub fn into_response(self) -> Response<Body> {
         let status = self.status();
         let wire = Wire {
@@ -109,6 +112,7 @@ impl Problem {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
+        resp.extensions_mut().insert(self);
         resp
     }
 }

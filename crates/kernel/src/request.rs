@@ -8,10 +8,10 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::http::ReqBody;
 use bytes::{Bytes, BytesMut};
 use http::{header, Request, StatusCode};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use tokio::sync::mpsc;
 
 use crate::context::NodeSettings;
@@ -21,7 +21,7 @@ use crate::problem::Problem;
 /// takes writes.
 pub fn write_refusal(
     settings: &NodeSettings,
-    req: &Request<Incoming>,
+    req: &Request<ReqBody>,
     peer: SocketAddr,
 ) -> Option<Problem> {
     if settings.read_only {
@@ -53,6 +53,20 @@ pub fn write_refusal(
     })
 }
 
+/// The error a body layer in front of a handler (omnigate's inflater)
+/// ends a body with when it refuses it: the handler answers with this
+/// problem instead of a generic read error.
+#[derive(Debug, Clone)]
+pub struct BodyRefused(pub Problem);
+
+impl std::fmt::Display for BodyRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.0.reason, self.0.detail)
+    }
+}
+
+impl std::error::Error for BodyRefused {}
+
 pub fn body_cap_problem(cap: u64) -> Problem {
     Problem::new(
         StatusCode::PAYLOAD_TOO_LARGE,
@@ -65,7 +79,7 @@ pub fn body_cap_problem(cap: u64) -> Problem {
 /// (declared or actual) and the body deadline. The sender is dropped on
 /// return.
 pub async fn stream_body(
-    mut body: Incoming,
+    mut body: ReqBody,
     settings: &NodeSettings,
     tx: mpsc::Sender<Bytes>,
 ) -> Result<(), Problem> {
@@ -86,10 +100,13 @@ pub async fn stream_body(
             }
             Ok(None) => return Ok(()),
             Ok(Some(Err(e))) => {
+                if let Some(refused) = e.downcast_ref::<BodyRefused>() {
+                    return Err(refused.0.clone());
+                }
                 return Err(Problem::bad_request(
                     "body_read",
                     format!("reading the body: {e}"),
-                ))
+                ));
             }
             Ok(Some(Ok(f))) => f,
         };
@@ -108,7 +125,7 @@ pub async fn stream_body(
 
 /// Refuses a body whose declared length is over the cap, or whose encoding
 /// storage does not take.
-pub fn body_refusal(req: &Request<Incoming>, cap: u64) -> Option<Problem> {
+pub fn body_refusal(req: &Request<ReqBody>, cap: u64) -> Option<Problem> {
     if let Some(enc) = req.headers().get(header::CONTENT_ENCODING) {
         if !enc.as_bytes().eq_ignore_ascii_case(b"identity") {
             return Some(Problem::new(
@@ -129,7 +146,7 @@ pub fn body_refusal(req: &Request<Incoming>, cap: u64) -> Option<Problem> {
 /// After refusing a body mid-stream, reads (and drops) a bounded amount
 /// more of it, so that a client which already sent it gets our answer
 /// instead of a connection reset (the lingering close of nginx).
-pub async fn linger(body: &mut Incoming) {
+pub async fn linger(body: &mut ReqBody) {
     const LINGER_BYTES: u64 = 1 << 20;
     const LINGER_TIME: Duration = Duration::from_secs(1);
     let end = tokio::time::Instant::now() + LINGER_TIME;
@@ -144,7 +161,7 @@ pub async fn linger(body: &mut Incoming) {
 
 /// Reads a whole (small) body within the cap and the deadline: for JSON
 /// requests. Bodies that may be large are streamed with `stream_body`.
-pub async fn collect_body(body: Incoming, settings: &NodeSettings) -> Result<Bytes, Problem> {
+pub async fn collect_body(body: ReqBody, settings: &NodeSettings) -> Result<Bytes, Problem> {
     let (tx, mut rx) = mpsc::channel::<Bytes>(4);
     let gather = async move {
         let mut out = BytesMut::new();
@@ -162,7 +179,7 @@ pub async fn collect_body(body: Incoming, settings: &NodeSettings) -> Result<Byt
 /// and the body arrives within the cap and the deadline.
 pub async fn write_body(
     settings: &NodeSettings,
-    req: Request<Incoming>,
+    req: Request<ReqBody>,
     peer: SocketAddr,
 ) -> Result<(http::HeaderMap, Bytes), Problem> {
     if let Some(p) = write_refusal(settings, &req, peer) {

@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
+use ron_kernel::http::ReqBody;
 use ron_kernel::http::{empty, json, Routed};
 use ron_kernel::request::{write_body, write_refusal};
 use ron_kernel::{Live, NodeSettings, Problem};
@@ -54,7 +54,7 @@ fn fail(p: Problem) -> Routed {
 }
 
 /// `If-Match: 3` or `If-Match: "3"`.
-fn if_match(req: &Request<Incoming>) -> Result<Option<u64>, Problem> {
+fn if_match(req: &Request<ReqBody>) -> Result<Option<u64>, Problem> {
     let Some(v) = req.headers().get(header::IF_MATCH) else {
         return Ok(None);
     };
@@ -76,7 +76,7 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
-pub async fn handle(api: Arc<IndexApi>, req: Request<Incoming>, peer: SocketAddr) -> Routed {
+pub async fn handle(api: Arc<IndexApi>, req: Request<ReqBody>, peer: SocketAddr) -> Routed {
     let path = req.uri().path().to_owned();
     let Some(name) = path.strip_prefix("/v1/names/").map(str::to_owned) else {
         return Routed::new(

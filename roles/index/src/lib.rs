@@ -34,6 +34,7 @@ pub async fn run(ctx: RoleContext, _cfg: Live<IndexConfig>) -> RoleResult {
         index: index.clone(),
         settings: ctx.settings.clone(),
     });
+    ctx.handles.publish("index", api.clone());
     let handler: Arc<dyn ron_kernel::http::Handler> =
         Arc::new(move |req, peer| http::handle(api.clone(), req, peer));
     let server = ctx.serve_own_listener("index", handler)?;

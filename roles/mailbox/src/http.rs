@@ -7,13 +7,14 @@
 //!   messages, oldest first;
 //! - `POST /v1/topics/{topic}/ack/{msg_id}`, `…/nack/{msg_id}` → `204`;
 //! - `GET /v1/topics/{topic}/messages?after=&limit=` → a feed (no lease);
+//!   `?latest=true&limit=N` → the newest N, oldest first;
 //! - `GET /v1/topics/{topic}/dead?after=&limit=` → the dead-letter list.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::{header, Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
+use ron_kernel::http::ReqBody;
 use ron_kernel::http::{empty, json, Routed};
 use ron_kernel::metrics::names;
 use ron_kernel::request::{write_body, write_refusal};
@@ -64,16 +65,19 @@ struct ReceiveRequest {
     visibility_ms: Option<u64>,
 }
 
+fn query_param<'a>(q: Option<&'a str>, key: &str) -> Option<&'a str> {
+    q.unwrap_or("")
+        .split('&')
+        .find_map(|pair| pair.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
+}
+
 fn query_u64(q: Option<&str>, key: &str) -> Result<Option<u64>, Problem> {
-    for pair in q.unwrap_or("").split('&') {
-        if let Some(v) = pair.strip_prefix(key).and_then(|r| r.strip_prefix('=')) {
-            return v
-                .parse()
-                .map(Some)
-                .map_err(|_| Problem::bad_request("bad_query", format!("{key} must be a number")));
-        }
-    }
-    Ok(None)
+    query_param(q, key)
+        .map(|v| {
+            v.parse()
+                .map_err(|_| Problem::bad_request("bad_query", format!("{key} must be a number")))
+        })
+        .transpose()
 }
 
 fn no_content() -> Response<ron_kernel::http::Body> {
@@ -82,7 +86,7 @@ fn no_content() -> Response<ron_kernel::http::Body> {
     r
 }
 
-pub async fn handle(api: Arc<MailboxApi>, req: Request<Incoming>, peer: SocketAddr) -> Routed {
+pub async fn handle(api: Arc<MailboxApi>, req: Request<ReqBody>, peer: SocketAddr) -> Routed {
     let path = req.uri().path().to_owned();
     let Some(rest) = path.strip_prefix("/v1/topics/") else {
         return Routed::new(
@@ -141,7 +145,7 @@ pub async fn handle(api: Arc<MailboxApi>, req: Request<Incoming>, peer: SocketAd
 
 async fn send(
     api: &MailboxApi,
-    req: Request<Incoming>,
+    req: Request<ReqBody>,
     peer: SocketAddr,
     topic: &str,
 ) -> Result<Response<ron_kernel::http::Body>, Problem> {
@@ -171,7 +175,7 @@ async fn send(
 
 async fn receive(
     api: &MailboxApi,
-    req: Request<Incoming>,
+    req: Request<ReqBody>,
     peer: SocketAddr,
     topic: &str,
 ) -> Result<Response<ron_kernel::http::Body>, Problem> {
@@ -212,7 +216,7 @@ async fn receive(
 
 async fn settle(
     api: &MailboxApi,
-    req: &Request<Incoming>,
+    req: &Request<ReqBody>,
     peer: SocketAddr,
     topic: &str,
     msg_id: &str,
@@ -234,7 +238,7 @@ async fn settle(
 
 async fn list(
     api: &MailboxApi,
-    req: &Request<Incoming>,
+    req: &Request<ReqBody>,
     topic: &str,
     dead: bool,
 ) -> Result<Response<ron_kernel::http::Body>, Problem> {
@@ -247,11 +251,15 @@ async fn list(
             format!("limit must be 1 to {MAX_FEED}"),
         ));
     }
+    // `?latest=true`: the newest `limit` messages (what a view shows).
+    let latest = matches!(query_param(q, "latest"), Some("true" | "1"));
     let mb = api.mailbox.clone();
     let t = topic.to_owned();
     let messages = blocking(move || {
         if dead {
             mb.dead_letters(&t, after, limit)
+        } else if latest {
+            mb.latest(&t, limit)
         } else {
             mb.feed(&t, after, limit)
         }

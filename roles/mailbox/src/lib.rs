@@ -36,6 +36,7 @@ pub async fn run(ctx: RoleContext, _cfg: Live<MailboxConfig>) -> RoleResult {
         mailbox: mailbox.clone(),
         settings: ctx.settings.clone(),
     });
+    ctx.handles.publish("mailbox", api.clone());
     let handler: Arc<dyn ron_kernel::http::Handler> =
         Arc::new(move |req, peer| http::handle(api.clone(), req, peer));
     let server = ctx.serve_own_listener("mailbox", handler)?;

@@ -466,6 +466,28 @@ impl Mailbox {
         self.list(MESSAGES, topic, after, limit)
     }
 
+    /// The newest `limit` messages of a topic, oldest first, without
+    /// leasing them: what a hydrated view shows of a record's feed.
+    pub fn latest(&self, topic: &str, limit: usize) -> Result<Vec<Message>, MailboxError> {
+        check_topic(topic)?;
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let t = txn.open_table(MESSAGES).map_err(db_err)?;
+        let mut out = Vec::with_capacity(limit.min(64));
+        for entry in t
+            .range((topic, 0)..=(topic, u64::MAX))
+            .map_err(db_err)?
+            .rev()
+        {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = entry.map_err(db_err)?;
+            out.push(Message::decode(k.value().1, v.value())?);
+        }
+        out.reverse();
+        Ok(out)
+    }
+
     /// The topic's dead-letter list, oldest first.
     pub fn dead_letters(
         &self,

@@ -1,6 +1,8 @@
 //! `[omnigate]`: the public HTTP gateway's section of the node config.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -23,13 +25,59 @@ pub struct OmnigateConfig {
     pub hedge_read: bool,
     /// On a local miss, fetch objects from peers through the overlay. Hot.
     pub fetch_from_peers: bool,
+    /// How long a request may wait for a downstream permit before it is
+    /// refused with 503 `downstream_busy`. Hot.
+    #[serde(with = "humantime_serde")]
+    pub permit_budget: Duration,
+    /// Time budget of each optional part of a hydrated view (storage HEAD,
+    /// mailbox feed); a part over budget becomes a warning. Hot.
+    #[serde(with = "humantime_serde")]
+    pub hydration_budget: Duration,
+    /// How many of the newest feed messages a view carries. Hot.
+    pub view_feed_len: u32,
+    /// Token-bucket quotas (0 = off). Hot.
+    pub quota: QuotaConfig,
+    /// TLS on the public listener (TLS 1.3 only); plain HTTP when absent.
+    /// Needs a restart to change.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
     /// Where each downstream lives when it is not in this process.
     pub downstream: Downstreams,
 }
 
+/// Requests per second a single client IP, and the whole gateway, may
+/// make; `burst` is the bucket size. A rate of 0 turns that bucket off.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaConfig {
+    pub per_client_rps: u32,
+    pub per_client_burst: u32,
+    pub global_rps: u32,
+    pub global_burst: u32,
+}
+
+impl Default for QuotaConfig {
+    fn default() -> Self {
+        Self {
+            per_client_rps: 0,
+            per_client_burst: 200,
+            global_rps: 0,
+            global_burst: 2000,
+        }
+    }
+}
+
+/// PEM files of the public listener's certificate chain and private key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
 /// A downstream is either in-process (`None`, the default when its role is
 /// compiled in and running) or a base URL such as `http://10.0.0.5:9447`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Downstreams {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -38,6 +86,24 @@ pub struct Downstreams {
     pub index: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mailbox: Option<String>,
+    /// Connecting to a remote downstream gives up after this.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// A remote downstream must answer (response head) within this.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+}
+
+impl Default for Downstreams {
+    fn default() -> Self {
+        Self {
+            storage: None,
+            index: None,
+            mailbox: None,
+            connect_timeout: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 impl Default for OmnigateConfig {
@@ -51,6 +117,11 @@ impl Default for OmnigateConfig {
             stream_chunk_bytes: 64 * 1024,
             hedge_read: false,
             fetch_from_peers: false,
+            permit_budget: Duration::from_millis(500),
+            hydration_budget: Duration::from_millis(250),
+            view_feed_len: 10,
+            quota: QuotaConfig::default(),
+            tls: None,
             downstream: Downstreams::default(),
         }
     }
@@ -87,16 +158,34 @@ impl OmnigateConfig {
                 self.stream_chunk_bytes
             ));
         }
+        if self.view_feed_len > 1000 {
+            errs.push("omnigate.view_feed_len must be at most 1000".into());
+        }
+        for (k, rps, burst) in [
+            (
+                "per_client",
+                self.quota.per_client_rps,
+                self.quota.per_client_burst,
+            ),
+            ("global", self.quota.global_rps, self.quota.global_burst),
+        ] {
+            if rps > 0 && burst == 0 {
+                errs.push(format!(
+                    "omnigate.quota.{k}_burst must be at least 1 when omnigate.quota.{k}_rps is set"
+                ));
+            }
+        }
+        if self.downstream.connect_timeout.is_zero() || self.downstream.request_timeout.is_zero() {
+            errs.push("omnigate.downstream timeouts must be above zero".into());
+        }
         for (k, v) in [
             ("storage", &self.downstream.storage),
             ("index", &self.downstream.index),
             ("mailbox", &self.downstream.mailbox),
         ] {
             if let Some(url) = v {
-                if !(url.starts_with("http://") || url.starts_with("https://")) {
-                    errs.push(format!(
-                        "omnigate.downstream.{k} must be an http:// or https:// URL, got {url:?}"
-                    ));
+                if let Err(e) = crate::remote::Remote::parse_base(url) {
+                    errs.push(format!("omnigate.downstream.{k}: {e}"));
                 }
             }
         }

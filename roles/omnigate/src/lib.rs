@@ -1,15 +1,48 @@
 //! Omnigate: the node's public HTTP face (objects, names, topics, hydrated
 //! views) on SERVICE_ADDR.
 //!
+//! Every request passes the admission stack, outermost first: the in-flight
+//! cap (503 `busy`; writes are shed first, above 90 % of the cap), the
+//! token-bucket quotas (429 `quota`), the route, the downstream's limiter
+//! (503 `downstream_busy` when no permit comes within the budget), the
+//! declared body cap (413 `body_cap`) and the decompression guard (413
+//! `decompress`, 415 for stacked or unknown encodings). Then it goes to the
+//! downstream: the in-process role's handle when it runs beside omnigate,
+//! else its URL (`downstream.<name>`). The write capability and the body
+//! deadline are enforced by the downstream handlers, the header deadline
+//! by the server (slow-loris clients never take an in-flight slot).
+//!
 //! Invariant: omnigate reaches storage, index and mailbox only through their
-//! handles (in-process, when compiled in beside it) or their HTTP API (when
-//! `downstream.<name>` is a URL); never through their stores.
+//! handles or their HTTP API, never through their stores; the in-flight and
+//! downstream permits of a request are held until its response body ends.
 
+pub mod admission;
 pub mod config;
+pub mod inflate;
+pub mod remote;
+mod tls;
+mod view;
 
 pub use config::OmnigateConfig;
 
-use ron_kernel::{Live, RoleContext, RoleResult};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{header, Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Frame;
+use ron_kernel::http::{Body, BoxError, ReqBody, Routed};
+use ron_kernel::metrics::names;
+use ron_kernel::request::body_cap_problem;
+use ron_kernel::{Live, Problem, RoleContext, RoleResult};
+
+use crate::admission::{Limiter, Permit, Quotas};
+use crate::remote::Remote;
 
 /// Which downstreams this build can call in-process.
 pub fn in_process_downstreams() -> &'static [&'static str] {
@@ -23,6 +56,630 @@ pub fn in_process_downstreams() -> &'static [&'static str] {
     ]
 }
 
-pub async fn run(ctx: RoleContext, _cfg: Live<OmnigateConfig>) -> RoleResult {
-    ron_kernel::pending::serve_not_implemented(ctx).await
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    Storage,
+    Index,
+    Mailbox,
+}
+
+impl Service {
+    pub const ALL: [Service; 3] = [Service::Storage, Service::Index, Service::Mailbox];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::Storage => "storage",
+            Service::Index => "index",
+            Service::Mailbox => "mailbox",
+        }
+    }
+
+    fn idx(self) -> usize {
+        self as usize
+    }
+
+    fn cap(self, cfg: &OmnigateConfig) -> usize {
+        (match self {
+            Service::Storage => cfg.storage_semaphore,
+            Service::Index => cfg.index_semaphore,
+            Service::Mailbox => cfg.mailbox_semaphore,
+        }) as usize
+    }
+}
+
+/// What a request path asks for, and its route template (metrics label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    Service(Service, &'static str),
+    View,
+    Unknown,
+}
+
+fn classify(path: &str) -> Target {
+    let svc = |s, t| Target::Service(s, t);
+    match path {
+        "/v1/o" => svc(Service::Storage, "/v1/o"),
+        "/v1/uploads" => svc(Service::Storage, "/v1/uploads"),
+        p if p.starts_with("/v1/o/") => svc(Service::Storage, "/v1/o/{address}"),
+        p if p.starts_with("/v1/uploads/") => svc(Service::Storage, "/v1/uploads/{id}"),
+        p if p.starts_with("/v1/names/") => svc(Service::Index, "/v1/names/{name}"),
+        p if p.starts_with("/v1/topics/") => svc(Service::Mailbox, "/v1/topics/{topic}"),
+        p if p.starts_with("/v1/view/") && p.len() > "/v1/view/".len() => Target::View,
+        _ => Target::Unknown,
+    }
+}
+
+fn is_write(m: &Method) -> bool {
+    !matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+type LocalCall = Box<
+    dyn FnOnce(Request<ReqBody>, SocketAddr) -> Pin<Box<dyn Future<Output = Routed> + Send>> + Send,
+>;
+
+/// The gateway: admission state and the way to every downstream.
+pub struct Gate {
+    ctx: RoleContext,
+    cfg: Live<OmnigateConfig>,
+    inflight: Arc<Limiter>,
+    quotas: Quotas,
+    limiters: [Arc<Limiter>; 3],
+    remotes: [Option<Arc<Remote>>; 3],
+}
+
+fn reject(reason: &'static str, p: Problem) -> http::Response<Body> {
+    metrics::counter!(names::REJECTED_TOTAL, "reason" => reason).increment(1);
+    p.into_response()
+}
+
+impl Gate {
+    pub fn new(ctx: RoleContext, cfg: Live<OmnigateConfig>) -> Result<Self, String> {
+        let c = cfg.load();
+        let d = &c.downstream;
+        let mk = |svc: Service, url: &Option<String>| -> Result<Option<Arc<Remote>>, String> {
+            url.as_deref()
+                .map(|u| {
+                    Remote::new(svc.name(), u, d.connect_timeout, d.request_timeout).map(Arc::new)
+                })
+                .transpose()
+        };
+        let remotes = [
+            mk(Service::Storage, &d.storage)?,
+            mk(Service::Index, &d.index)?,
+            mk(Service::Mailbox, &d.mailbox)?,
+        ];
+        Ok(Self {
+            ctx,
+            cfg,
+            inflight: Limiter::new(),
+            quotas: Quotas::default(),
+            limiters: [Limiter::new(), Limiter::new(), Limiter::new()],
+            remotes,
+        })
+    }
+
+    fn limiter(&self, svc: Service) -> &Arc<Limiter> {
+        &self.limiters[svc.idx()]
+    }
+
+    fn remote(&self, svc: Service) -> Option<&Arc<Remote>> {
+        self.remotes[svc.idx()].as_ref()
+    }
+
+    fn reject_downstream_busy(&self, svc: Service) -> http::Response<Body> {
+        reject(
+            "downstream_busy",
+            Problem::unavailable(
+                "downstream_busy",
+                format!("{} is at its concurrency limit; retry shortly", svc.name()),
+                1,
+            ),
+        )
+    }
+
+    /// The in-process handler of `svc`, when its role runs here and is up.
+    fn local(&self, svc: Service) -> Option<LocalCall> {
+        let h = &self.ctx.handles;
+        match svc {
+            #[cfg(feature = "storage")]
+            Service::Storage => h.get::<ron_storage::http::StorageApi>().map(|api| {
+                Box::new(move |r, p| {
+                    Box::pin(ron_storage::http::handle(api, r, p))
+                        as Pin<Box<dyn Future<Output = Routed> + Send>>
+                }) as LocalCall
+            }),
+            #[cfg(feature = "index")]
+            Service::Index => h.get::<ron_index::http::IndexApi>().map(|api| {
+                Box::new(move |r, p| {
+                    Box::pin(ron_index::http::handle(api, r, p))
+                        as Pin<Box<dyn Future<Output = Routed> + Send>>
+                }) as LocalCall
+            }),
+            #[cfg(feature = "mailbox")]
+            Service::Mailbox => h.get::<ron_mailbox::http::MailboxApi>().map(|api| {
+                Box::new(move |r, p| {
+                    Box::pin(ron_mailbox::http::handle(api, r, p))
+                        as Pin<Box<dyn Future<Output = Routed> + Send>>
+                }) as LocalCall
+            }),
+            #[allow(unreachable_patterns)]
+            _ => {
+                let _ = h;
+                None
+            }
+        }
+    }
+
+    /// Whether `svc` runs in this process (up or not).
+    fn runs_here(&self, svc: Service) -> bool {
+        in_process_downstreams().contains(&svc.name()) && self.ctx.node_roles.contains(&svc.name())
+    }
+
+    fn not_reachable(&self, svc: Service) -> Problem {
+        if self.runs_here(svc) {
+            Problem::unavailable(
+                "downstream_down",
+                format!("{} is not up in this node right now", svc.name()),
+                1,
+            )
+        } else {
+            Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "downstream_unavailable",
+                format!(
+                    "{0} does not run in this process and omnigate.downstream.{0} is not set",
+                    svc.name()
+                ),
+            )
+        }
+    }
+
+    /// The whole admission stack and the dispatch of one request.
+    pub async fn handle(self: Arc<Self>, mut req: Request<ReqBody>, peer: SocketAddr) -> Routed {
+        let start = Instant::now();
+        let cfg = self.cfg.load();
+        let target = classify(req.uri().path());
+        let route = match target {
+            Target::Service(_, t) => t,
+            Target::View => view::ROUTE,
+            Target::Unknown => "/{unknown}",
+        };
+        let write = is_write(req.method());
+
+        // 1. In-flight cap; writes are shed first.
+        let cap = cfg.inflight_max as usize;
+        let Some(inflight) = self.inflight.try_acquire(cap) else {
+            return Routed::new(
+                route,
+                reject(
+                    "busy",
+                    Problem::unavailable("busy", format!("{cap} requests already in flight"), 1),
+                ),
+            );
+        };
+        if write && self.inflight.in_use() * 10 > cap * 9 {
+            return Routed::new(
+                route,
+                reject(
+                    "shed_write",
+                    Problem::unavailable(
+                        "busy",
+                        "the gateway is near its in-flight cap and sheds writes first",
+                        1,
+                    ),
+                ),
+            );
+        }
+
+        // 2. Quotas.
+        if let Err(over) = self.quotas.check(&cfg.quota, peer.ip()) {
+            let secs = over.retry_after.as_secs_f64().ceil().max(1.0) as u64;
+            let who = if over.global {
+                "the gateway"
+            } else {
+                "this client"
+            };
+            return Routed::new(
+                route,
+                reject(
+                    "quota",
+                    Problem::new(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "quota",
+                        format!("{who} is over its request quota"),
+                    )
+                    .retry_after(secs),
+                ),
+            );
+        }
+
+        let svc = match target {
+            Target::Unknown => {
+                return Routed::new(
+                    route,
+                    Problem::not_found(format!("no route {}", req.uri().path())).into_response(),
+                )
+            }
+            Target::View => {
+                if !matches!(*req.method(), Method::GET | Method::HEAD) {
+                    return Routed::new(route, Problem::method_not_allowed("GET").into_response());
+                }
+                let name = req.uri().path()["/v1/view/".len()..].to_owned();
+                let Routed { route, response } = view::view(self.clone(), name).await;
+                return Routed::new(route, guarded(response, inflight, None, None));
+            }
+            Target::Service(svc, _) => svc,
+        };
+
+        // 3. The downstream's limiter.
+        let Some(permit) = self
+            .limiter(svc)
+            .acquire_within(svc.cap(&cfg), cfg.permit_budget)
+            .await
+        else {
+            return Routed::new(route, self.reject_downstream_busy(svc));
+        };
+
+        // 4. Declared body cap.
+        let settings = self.ctx.settings.load();
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > settings.max_body_bytes) {
+            return Routed::new(
+                route,
+                reject("body_cap", body_cap_problem(settings.max_body_bytes)),
+            );
+        }
+
+        // 5. Decompression guard.
+        match inflate::requested(req.headers()) {
+            Err(p) => return Routed::new(route, reject("content_encoding", p)),
+            Ok(None) => {}
+            Ok(Some(enc)) => {
+                let (mut parts, body) = req.into_parts();
+                let body = match inflate::Inflate::new(body, enc, settings.max_body_bytes) {
+                    Ok(b) => b.boxed(),
+                    Err(p) => return Routed::new(route, p.into_response()),
+                };
+                parts.headers.remove(header::CONTENT_ENCODING);
+                parts.headers.remove(header::CONTENT_LENGTH);
+                req = Request::from_parts(parts, body);
+            }
+        }
+
+        // 6. Dispatch.
+        let ranged = req.method() == Method::GET
+            && svc == Service::Storage
+            && req.headers().contains_key(header::RANGE);
+        let Routed { route, response } = if let Some(call) = self.local(svc) {
+            call(req, peer).await
+        } else if let Some(remote) = self.remote(svc) {
+            let hedge = cfg.hedge_read && svc == Service::Storage;
+            match remote.forward(req, peer, hedge).await {
+                Ok(resp) => Routed::new(route, resp),
+                Err(p) => Routed::new(route, p.into_response()),
+            }
+        } else {
+            Routed::new(route, self.not_reachable(svc).into_response())
+        };
+        count_downstream_refusal(&response);
+        let first_byte = ranged.then_some(start);
+        Routed::new(route, guarded(response, inflight, Some(permit), first_byte))
+    }
+
+    async fn index_get(&self, name: &str) -> Result<Option<view::Record>, String> {
+        #[cfg(feature = "index")]
+        if let Some(api) = self.ctx.handles.get::<ron_index::http::IndexApi>() {
+            let name = name.to_owned();
+            let got = tokio::task::spawn_blocking(move || api.index.get(&name))
+                .await
+                .map_err(|e| e.to_string())?;
+            return match got {
+                Ok(r) => Ok(Some(view::Record {
+                    address: r.address.to_string(),
+                    version: r.version,
+                    content_type: r.content_type,
+                    feed: r.feed,
+                })),
+                Err(ron_index::IndexError::NotFound | ron_index::IndexError::BadName(_)) => {
+                    Ok(None)
+                }
+                Err(e) => Err(e.to_string()),
+            };
+        }
+        let Some(remote) = self.remote(Service::Index) else {
+            return Err(self.not_reachable(Service::Index).detail);
+        };
+        let (status, v) = remote
+            .get_json(&format!("/v1/names/{name}"), 64 * 1024)
+            .await
+            .map_err(|p| p.detail)?;
+        match status {
+            StatusCode::OK => serde_json::from_value(v)
+                .map(Some)
+                .map_err(|e| e.to_string()),
+            StatusCode::NOT_FOUND | StatusCode::BAD_REQUEST => Ok(None),
+            s => Err(format!("index answered {s}")),
+        }
+    }
+
+    async fn storage_size(&self, address: &str) -> Result<u64, view::PartError> {
+        use view::PartError;
+        #[cfg(feature = "storage")]
+        if let Some(api) = self.ctx.handles.get::<ron_storage::http::StorageApi>() {
+            let addr = ron_kernel::ContentAddress::parse(address)
+                .map_err(|e| PartError::Failed(e.to_string()))?;
+            let got = tokio::task::spawn_blocking(move || api.store.head(&addr))
+                .await
+                .map_err(|e| PartError::Failed(e.to_string()))?;
+            return match got {
+                Ok(Some(meta)) => Ok(meta.size),
+                Ok(None) => Err(PartError::NotFound),
+                Err(e) => Err(PartError::Failed(e.to_string())),
+            };
+        }
+        let Some(remote) = self.remote(Service::Storage) else {
+            return Err(PartError::Failed(
+                self.not_reachable(Service::Storage).detail,
+            ));
+        };
+        let resp = remote
+            .head(&format!("/v1/o/{address}"))
+            .await
+            .map_err(|p| PartError::Failed(p.detail))?;
+        match resp.status() {
+            StatusCode::OK => resp
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| PartError::Failed("no Content-Length".into())),
+            StatusCode::NOT_FOUND => Err(PartError::NotFound),
+            s => Err(PartError::Failed(format!("storage answered {s}"))),
+        }
+    }
+
+    async fn mailbox_latest(
+        &self,
+        topic: &str,
+        n: usize,
+    ) -> Result<Vec<serde_json::Value>, view::PartError> {
+        use view::PartError;
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        #[cfg(feature = "mailbox")]
+        if let Some(api) = self.ctx.handles.get::<ron_mailbox::http::MailboxApi>() {
+            let t = topic.to_owned();
+            let got = tokio::task::spawn_blocking(move || api.mailbox.latest(&t, n))
+                .await
+                .map_err(|e| PartError::Failed(e.to_string()))?;
+            return got
+                .map_err(|e| PartError::Failed(e.to_string()))
+                .map(|msgs| {
+                    msgs.iter()
+                        .filter_map(|m| serde_json::to_value(m).ok())
+                        .collect()
+                });
+        }
+        let Some(remote) = self.remote(Service::Mailbox) else {
+            return Err(PartError::Failed(
+                self.not_reachable(Service::Mailbox).detail,
+            ));
+        };
+        let (status, v) = remote
+            .get_json(
+                &format!("/v1/topics/{topic}/messages?latest=true&limit={n}"),
+                4 << 20,
+            )
+            .await
+            .map_err(|p| PartError::Failed(p.detail))?;
+        if status != StatusCode::OK {
+            return Err(PartError::Failed(format!("mailbox answered {status}")));
+        }
+        Ok(v["messages"].as_array().cloned().unwrap_or_default())
+    }
+
+    /// Why the gateway is not ready, or `None` when it is.
+    fn unready_reason(&self, overloaded: bool, bus_overflow: bool) -> Option<String> {
+        let cfg = self.cfg.load();
+        let mut why = Vec::new();
+        if overloaded {
+            why.push(format!(
+                "overloaded: {} of {} requests in flight",
+                self.inflight.in_use(),
+                cfg.inflight_max
+            ));
+        }
+        for svc in REQUIRED {
+            if let Some(r) = self.remote(svc) {
+                match r.reachable() {
+                    Some(true) => {}
+                    Some(false) => why.push(format!(
+                        "downstream {} is unreachable at {}",
+                        svc.name(),
+                        r.base()
+                    )),
+                    None => why.push(format!("downstream {} not probed yet", svc.name())),
+                }
+            } else if self.runs_here(svc) && self.local(svc).is_none() {
+                why.push(format!("downstream {} is not up", svc.name()));
+            }
+        }
+        if bus_overflow {
+            why.push("the bus overflowed".into());
+        }
+        (!why.is_empty()).then(|| why.join("; "))
+    }
+}
+
+/// Downstreams without which the gateway is not ready. The mailbox only
+/// feeds views and topics; a view without it is a 200 with a warning.
+const REQUIRED: [Service; 2] = [Service::Storage, Service::Index];
+
+/// Counts refusals a downstream made (capability, body cap, read-only) in
+/// the gateway's `rejected_total`.
+fn count_downstream_refusal(resp: &http::Response<Body>) {
+    let reason = match resp.extensions().get::<Problem>() {
+        Some(p) => match p.reason {
+            r @ ("body_cap" | "unauthorized" | "forbidden" | "read_only" | "body_timeout"
+            | "decompress" | "content_encoding") => r,
+            _ => return,
+        },
+        None => match resp.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => "body_cap",
+            StatusCode::UNAUTHORIZED => "unauthorized",
+            StatusCode::FORBIDDEN => "forbidden",
+            _ => return,
+        },
+    };
+    metrics::counter!(names::REJECTED_TOTAL, "reason" => reason).increment(1);
+}
+
+/// A response body that holds the request's permits until it ends, and
+/// notes the time to the first byte of a ranged read.
+struct Guarded {
+    inner: Body,
+    _inflight: Permit,
+    _permit: Option<Permit>,
+    first_byte: Option<Instant>,
+}
+
+fn guarded(
+    resp: http::Response<Body>,
+    inflight: Permit,
+    permit: Option<Permit>,
+    first_byte: Option<Instant>,
+) -> http::Response<Body> {
+    resp.map(|inner| {
+        Guarded {
+            inner,
+            _inflight: inflight,
+            _permit: permit,
+            first_byte,
+        }
+        .boxed()
+    })
+}
+
+impl hyper::body::Body for Guarded {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(f))) = &polled {
+            if f.is_data() {
+                if let Some(t) = self.first_byte.take() {
+                    metrics::histogram!(names::OMNIGATE_RANGE_START_LATENCY_SECONDS)
+                        .record(t.elapsed().as_secs_f64());
+                }
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// How often readiness is re-evaluated; overload must persist for two
+/// evaluations to flip it, and a bus overflow holds it down this long.
+const READY_TICK: Duration = Duration::from_millis(250);
+const PROBE_EVERY: u32 = 4;
+const OVERFLOW_HOLD: Duration = Duration::from_secs(5);
+
+pub async fn run(ctx: RoleContext, cfg: Live<OmnigateConfig>) -> RoleResult {
+    let gate = Arc::new(Gate::new(ctx.clone(), cfg.clone())?);
+    let tls = match &cfg.load().tls {
+        Some(t) => Some(tls::acceptor(t)?),
+        None => None,
+    };
+    let handler_gate = gate.clone();
+    let handler: Arc<dyn ron_kernel::http::Handler> =
+        Arc::new(move |req: Request<ReqBody>, peer| handler_gate.clone().handle(req, peer));
+    let listener = ctx.listeners.tcp("omnigate")?;
+    let server = tokio::spawn(ron_kernel::http::serve_with(
+        listener,
+        handler,
+        ctx.shutdown.clone(),
+        ctx.serve_options("omnigate"),
+        tls,
+    ));
+
+    let mut tick = tokio::time::interval(READY_TICK);
+    let mut over_ticks = 0u32;
+    let mut n = 0u32;
+    let mut seen_overflow = ctx.bus.overflow_dropped();
+    let mut overflow_until: Option<tokio::time::Instant> = None;
+    loop {
+        tokio::select! {
+            _ = ctx.shutdown.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        if n % PROBE_EVERY == 0 {
+            for r in gate.remotes.iter().flatten() {
+                let r = r.clone();
+                tokio::spawn(async move { r.probe().await });
+            }
+        }
+        n = n.wrapping_add(1);
+        let cap = gate.cfg.load().inflight_max as usize;
+        if gate.inflight.in_use() * 10 > cap * 9 {
+            over_ticks += 1;
+        } else {
+            over_ticks = 0;
+        }
+        let dropped = ctx.bus.overflow_dropped();
+        if dropped > seen_overflow {
+            seen_overflow = dropped;
+            overflow_until = Some(tokio::time::Instant::now() + OVERFLOW_HOLD);
+        }
+        let overflow = overflow_until.is_some_and(|t| t > tokio::time::Instant::now());
+        match gate.unready_reason(over_ticks >= 2, overflow) {
+            None => ctx.ready.set_ready(),
+            Some(why) => ctx.ready.set_unready(why),
+        }
+    }
+    server.await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_classify_to_templates() {
+        assert_eq!(
+            classify("/v1/o"),
+            Target::Service(Service::Storage, "/v1/o")
+        );
+        assert_eq!(
+            classify("/v1/o/b3:00"),
+            Target::Service(Service::Storage, "/v1/o/{address}")
+        );
+        assert_eq!(
+            classify("/v1/names/a/b"),
+            Target::Service(Service::Index, "/v1/names/{name}")
+        );
+        assert_eq!(
+            classify("/v1/topics/t/messages"),
+            Target::Service(Service::Mailbox, "/v1/topics/{topic}")
+        );
+        assert_eq!(classify("/v1/view/x"), Target::View);
+        assert_eq!(classify("/v1/view/"), Target::Unknown);
+        assert_eq!(classify("/etc/passwd"), Target::Unknown);
+    }
 }

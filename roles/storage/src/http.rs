@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
+use ron_kernel::http::ReqBody;
 use ron_kernel::http::{empty, full, json, Body, ChannelBody, Routed};
 use ron_kernel::range::{parse_range, RangeRequest};
 use ron_kernel::request::{body_refusal, stream_body, write_refusal};
@@ -78,7 +78,7 @@ fn problem(route: &'static str, p: Problem) -> Routed {
     Routed::new(route, p.into_response())
 }
 
-pub async fn handle(api: Arc<StorageApi>, req: Request<Incoming>, peer: SocketAddr) -> Routed {
+pub async fn handle(api: Arc<StorageApi>, req: Request<ReqBody>, peer: SocketAddr) -> Routed {
     let path = req.uri().path().to_owned();
     let method = req.method().clone();
     if path == "/v1/o" {
@@ -115,7 +115,7 @@ pub async fn handle(api: Arc<StorageApi>, req: Request<Incoming>, peer: SocketAd
 
 async fn put(
     api: Arc<StorageApi>,
-    req: Request<Incoming>,
+    req: Request<ReqBody>,
     peer: SocketAddr,
     expected: Option<ContentAddress>,
 ) -> Routed {
@@ -213,7 +213,7 @@ fn upload_json(id: u64, st: &crate::store::UploadState) -> serde_json::Value {
 /// /v1/uploads/{id}` → where to resume; `DELETE /v1/uploads/{id}` aborts.
 async fn uploads(
     api: Arc<StorageApi>,
-    req: Request<Incoming>,
+    req: Request<ReqBody>,
     peer: SocketAddr,
     path: &str,
 ) -> Routed {
@@ -331,7 +331,7 @@ fn etag(address: &ContentAddress) -> String {
     format!("\"{address}\"")
 }
 
-fn if_none_match(req: &Request<Incoming>, tag: &str) -> bool {
+fn if_none_match(req: &Request<ReqBody>, tag: &str) -> bool {
     req.headers()
         .get_all(header::IF_NONE_MATCH)
         .iter()
@@ -381,7 +381,7 @@ struct BodyPlan {
     rest: Option<crate::store::ObjectReader>,
 }
 
-async fn get(api: Arc<StorageApi>, req: Request<Incoming>, address: ContentAddress) -> Routed {
+async fn get(api: Arc<StorageApi>, req: Request<ReqBody>, address: ContentAddress) -> Routed {
     let tag = etag(&address);
     let not_modified = if_none_match(&req, &tag);
     let range_header = req
@@ -496,7 +496,7 @@ async fn get(api: Arc<StorageApi>, req: Request<Incoming>, address: ContentAddre
 
 async fn delete(
     api: Arc<StorageApi>,
-    req: Request<Incoming>,
+    req: Request<ReqBody>,
     peer: SocketAddr,
     address: ContentAddress,
 ) -> Routed {

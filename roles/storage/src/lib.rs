@@ -60,6 +60,7 @@ pub async fn run(ctx: RoleContext, _cfg: Live<StorageConfig>) -> RoleResult {
         settings: ctx.settings.clone(),
         bus: ctx.bus.clone(),
     });
+    ctx.handles.publish("storage", api.clone());
     let handler: std::sync::Arc<dyn ron_kernel::http::Handler> =
         std::sync::Arc::new(move |req, peer| http::handle(api.clone(), req, peer));
     let server = ctx.serve_own_listener("storage", handler)?;
