@@ -1,0 +1,254 @@
+//! The gateway against the real binary: every role in one process (typed
+//! handles), and omnigate with a remote storage that is down.
+
+mod common;
+
+use std::io::Write;
+use std::time::Duration;
+
+use common::{request, request_bytes, NodeBuilder};
+
+fn body_of(len: usize, seed: u8) -> Vec<u8> {
+    let mut out = vec![0u8; len];
+    blake3::Hasher::new()
+        .update(&[seed])
+        .finalize_xof()
+        .fill(&mut out);
+    out
+}
+
+#[test]
+fn put_name_view_and_ranged_get_through_the_gateway() {
+    let node = NodeBuilder::new()
+        .arg("--roles")
+        .arg("omnigate,storage,index,mailbox")
+        .start();
+    node.wait_ready();
+    let g = node.addr("omnigate");
+
+    let data = body_of(150 * 1024 + 3, 7);
+    let r = request(g, "PUT", "/v1/o", &[], &data);
+    assert_eq!(r.status, 201, "{}", r.body);
+    let address = r.json()["address"].as_str().unwrap().to_owned();
+
+    let rec = format!(r#"{{"address":"{address}","content_type":"image/png","feed":"news"}}"#);
+    let r = request(g, "PUT", "/v1/names/site/logo", &[], rec.as_bytes());
+    assert_eq!(r.status, 201, "{}", r.body);
+    for m in ["first", "second", "third"] {
+        let r = request(g, "POST", "/v1/topics/news/messages", &[], m.as_bytes());
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
+
+    let r = request(g, "GET", "/v1/view/site/logo", &[], b"");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.json();
+    assert_eq!(v["address"], address.as_str());
+    assert_eq!(v["size"], data.len() as u64);
+    assert_eq!(v["content_type"], "image/png");
+    assert_eq!(v["links"]["raw"], format!("/v1/o/{address}"));
+    let feed: Vec<_> = v["feed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["body"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(feed, ["first", "second", "third"]);
+    assert_eq!(v["warnings"].as_array().unwrap().len(), 0, "{v}");
+
+    let path = format!("/v1/o/{address}");
+    let (status, headers, body) =
+        request_bytes(g, "GET", &path, &[("Range", "bytes=65530-65545")], b"");
+    assert_eq!(status, 206);
+    assert_eq!(body, &data[65530..65546]);
+    assert_eq!(
+        common::header(&headers, "content-range"),
+        Some(format!("bytes 65530-65545/{}", data.len()).as_str())
+    );
+    let (_, headers, body) = request_bytes(g, "GET", &path, &[], b"");
+    assert_eq!(body, data);
+    let etag = common::header(&headers, "etag").unwrap().to_owned();
+    let (status, _, _) = request_bytes(g, "GET", &path, &[("If-None-Match", &etag)], b"");
+    assert_eq!(status, 304);
+
+    let r = request(g, "GET", "/v1/view/no/such", &[], b"");
+    assert_eq!(r.status, 404);
+    let r = request(g, "GET", "/nowhere", &[], b"");
+    assert_eq!(r.status, 404);
+}
+
+#[test]
+fn a_gzip_bomb_is_refused_without_inflating_it() {
+    let node = NodeBuilder::new()
+        .arg("--roles")
+        .arg("omnigate,storage,index,mailbox")
+        .start();
+    node.wait_ready();
+    let g = node.addr("omnigate");
+
+    // 64 MiB of zeros compress to ~64 KiB: far past 10× and past the cap.
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..64 {
+        enc.write_all(&zeros).unwrap();
+    }
+    let bomb = enc.finish().unwrap();
+    let rss_before = rss_kib(node.pid());
+    let r = request(g, "PUT", "/v1/o", &[("Content-Encoding", "gzip")], &bomb);
+    assert_eq!(r.status, 413, "{}", r.body);
+    assert!(r.body.contains("decompress"), "{}", r.body);
+    let grown = rss_kib(node.pid()).saturating_sub(rss_before);
+    assert!(grown < 32 * 1024, "RSS grew by {grown} KiB");
+
+    // A small honest gzip body is decoded and stored as its plain bytes.
+    let plain = body_of(10_000, 3);
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    enc.write_all(&plain).unwrap();
+    let r = request(
+        g,
+        "PUT",
+        "/v1/o",
+        &[("Content-Encoding", "gzip")],
+        &enc.finish().unwrap(),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(
+        r.json()["address"],
+        format!("b3:{}", blake3::hash(&plain).to_hex()).as_str()
+    );
+
+    let r = request(g, "PUT", "/v1/o", &[("Content-Encoding", "br")], b"x");
+    assert_eq!(r.status, 415, "{}", r.body);
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn a_remote_storage_that_is_down_fails_fast_and_unreadies_the_gateway() {
+    let node = NodeBuilder::new()
+        .arg("--roles")
+        .arg("omnigate,index")
+        .config_extra("[omnigate.downstream]\nstorage = \"http://127.0.0.1:1\"\n")
+        .start();
+    let g = node.addr("omnigate");
+    let health = node.addr("metrics");
+
+    let r = common::poll(Duration::from_secs(30), || {
+        let r = request(health, "GET", "/readyz", &[], b"");
+        // Unready for storage alone once the in-process index is up.
+        let v = r.json();
+        let why = v["roles"]["omnigate"]["reason"].as_str().unwrap_or("");
+        (r.status == 503 && v["roles"]["index"]["ready"] == true && why.contains("storage"))
+            .then_some(r)
+    });
+    assert!(
+        r.is_some(),
+        "readyz never named storage:\n{}",
+        node.log_dump()
+    );
+
+    let r = request(g, "GET", &format!("/v1/o/b3:{}", "0".repeat(64)), &[], b"");
+    assert!(matches!(r.status, 502 | 503), "{} {}", r.status, r.body);
+    assert!(r.body.contains("storage"), "{}", r.body);
+
+    // The index is in process and still answers.
+    let r = request(g, "GET", "/v1/names/none", &[], b"");
+    assert_eq!(r.status, 404, "{}", r.body);
+}
+
+/// Writes held open past 90 % of the in-flight cap are shed with 503 at
+/// once; the held ones and a read still complete when their bodies arrive.
+#[test]
+fn over_the_inflight_cap_writes_are_shed_and_held_requests_complete() {
+    use std::io::Read;
+    use std::net::TcpStream;
+
+    let node = NodeBuilder::new()
+        .arg("--roles")
+        .arg("omnigate,storage,index,mailbox")
+        .config_replace(
+            "[omnigate]\naddr = \"127.0.0.1:0\"",
+            "[omnigate]\naddr = \"127.0.0.1:0\"\ninflight_max = 10",
+        )
+        .start();
+    node.wait_ready();
+    let g = node.addr("omnigate");
+    let address = format!("b3:{}", "a".repeat(64));
+    let rec = format!(r#"{{"address":"{address}"}}"#);
+
+    // 12 index writes, each with its last body byte held back.
+    let mut conns: Vec<TcpStream> = (0..12)
+        .map(|i| {
+            let mut s = TcpStream::connect(g).unwrap();
+            let head = format!(
+                "PUT /v1/names/held-{i} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                rec.len()
+            );
+            s.write_all(head.as_bytes()).unwrap();
+            s.write_all(&rec.as_bytes()[..rec.len() - 1]).unwrap();
+            s
+        })
+        .collect();
+
+    // 9 writes fit under 90 % of 10; the other 3 are shed.
+    let shed = common::poll(Duration::from_secs(30), || {
+        let m = node.get("metrics", "/metrics").body;
+        m.lines()
+            .any(|l| l.starts_with("rejected_total{reason=\"shed_write\"} 3"))
+            .then_some(())
+    });
+    assert!(shed.is_some(), "{}", node.get("metrics", "/metrics").body);
+
+    // A read still gets through while 9 writes are held.
+    let r = request(g, "GET", "/v1/names/absent", &[], b"");
+    assert_eq!(r.status, 404, "{}", r.body);
+
+    // Collect the shed answers first (wait until all three are on the
+    // wire), then finish the held bodies.
+    for s in &conns {
+        s.set_nonblocking(true).unwrap();
+    }
+    let answered = |s: &TcpStream| matches!(s.peek(&mut [0u8; 1]), Ok(n) if n > 0);
+    let three = common::poll(Duration::from_secs(30), || {
+        (conns.iter().filter(|s| answered(s)).count() == 3).then_some(())
+    });
+    assert!(three.is_some());
+    let mut statuses = Vec::new();
+    let mut open = Vec::new();
+    for s in conns.drain(..) {
+        let done = answered(&s);
+        s.set_nonblocking(false).unwrap();
+        if done {
+            statuses.push(read_status(s));
+        } else {
+            open.push(s);
+        }
+    }
+    assert_eq!(statuses, [503, 503, 503]);
+    for mut s in open {
+        s.write_all(&rec.as_bytes()[rec.len() - 1..]).unwrap();
+        statuses.push(read_status(s));
+    }
+    statuses.sort();
+    assert_eq!(
+        statuses,
+        [201, 201, 201, 201, 201, 201, 201, 201, 201, 503, 503, 503]
+    );
+
+    fn read_status(mut s: TcpStream) -> u16 {
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        let text = String::from_utf8_lossy(&out);
+        text.split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0)
+    }
+}
