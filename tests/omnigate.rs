@@ -252,3 +252,47 @@ fn over_the_inflight_cap_writes_are_shed_and_held_requests_complete() {
             .unwrap_or(0)
     }
 }
+
+/// 300 clients dribbling request heads neither take in-flight slots nor
+/// stop a normal client; each is cut off at the header-read timeout and
+/// counted.
+#[test]
+fn slow_loris_connections_do_not_starve_a_normal_client() {
+    use std::net::TcpStream;
+
+    let node = NodeBuilder::new()
+        .arg("--roles")
+        .arg("omnigate,storage,index,mailbox")
+        .config_replace(
+            "[omnigate]\naddr = \"127.0.0.1:0\"",
+            "[omnigate]\naddr = \"127.0.0.1:0\"\ninflight_max = 16",
+        )
+        .start();
+    node.wait_ready();
+    let g = node.addr("omnigate");
+
+    let lorises: Vec<TcpStream> = (0..300)
+        .map(|_| {
+            let mut s = TcpStream::connect(g).unwrap();
+            s.write_all(b"GET /v1/names/x HTTP/1.1\r\nHost: t\r\nX-Slow: ")
+                .unwrap();
+            s
+        })
+        .collect();
+
+    for _ in 0..20 {
+        let r = request(g, "GET", "/v1/names/absent", &[], b"");
+        assert_eq!(r.status, 404, "{}", r.body);
+    }
+
+    let cut = common::poll(Duration::from_secs(60), || {
+        let m = node.get("metrics", "/metrics").body;
+        m.lines()
+            .any(|l| l.starts_with("rejected_total{reason=\"header_timeout\"} 300"))
+            .then_some(())
+    });
+    assert!(cut.is_some(), "{}", node.get("metrics", "/metrics").body);
+    drop(lorises);
+    let r = request(g, "GET", "/v1/names/absent", &[], b"");
+    assert_eq!(r.status, 404, "{}", r.body);
+}
