@@ -296,3 +296,60 @@ fn slow_loris_connections_do_not_starve_a_normal_client() {
     let r = request(g, "GET", "/v1/names/absent", &[], b"");
     assert_eq!(r.status, 404, "{}", r.body);
 }
+
+/// A chunk damaged on disk is never served through the gateway: the read
+/// fails (an error status or a cut-off body), and the damaged bytes do not
+/// reach the client. A range past the end is 416.
+#[test]
+fn a_corrupted_chunk_is_never_served_through_the_gateway() {
+    use std::io::Read;
+
+    let b = NodeBuilder::new().arg("--roles").arg("omnigate,storage");
+    let cfg_path = b.config_path();
+    let dir = b.dir().to_path_buf();
+    let mut node = b.keep_dir().start();
+    node.wait_ready();
+    let g = node.addr("omnigate");
+    let data = body_of(200 * 1024, 9);
+    let r = request(g, "PUT", "/v1/o", &[], &data);
+    assert_eq!(r.status, 201, "{}", r.body);
+    let address = r.json()["address"].as_str().unwrap().to_owned();
+    let path = format!("/v1/o/{address}");
+    let r = request(g, "GET", &path, &[("Range", "bytes=999999999-")], b"");
+    assert_eq!(r.status, 416, "{}", r.body);
+    node.signal("TERM");
+    node.wait_exit(Duration::from_secs(30));
+
+    // Flip one byte inside the second chunk.
+    let db = dir.join("data").join("storage.redb");
+    let mut file = std::fs::read(&db).unwrap();
+    let marker = &data[70_000..70_032];
+    let at = file
+        .windows(marker.len())
+        .position(|w| w == marker)
+        .expect("chunk bytes are in the file");
+    file[at + 5] ^= 0x20;
+    let damaged = file[at..at + marker.len()].to_vec();
+    std::fs::write(&db, &file).unwrap();
+
+    let node = NodeBuilder::in_dir(dir, cfg_path)
+        .arg("--roles")
+        .arg("omnigate,storage")
+        .start();
+    node.wait_ready();
+    let g = node.addr("omnigate");
+    let mut s = std::net::TcpStream::connect(g).unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes())
+        .unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    assert!(
+        !raw.windows(damaged.len()).any(|w| w == damaged.as_slice()),
+        "damaged bytes reached the client"
+    );
+    assert!(
+        !raw.windows(marker.len()).any(|w| w == marker),
+        "the damaged chunk was served although it failed verification"
+    );
+}
