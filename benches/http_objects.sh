@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Side-by-side HTTP object GETs on loopback: macronode's storage listener
-# (GET /v1/o/{address}) against nginx serving the same bytes from disk, for
+# Side-by-side HTTP object GETs on loopback: macronode's public gateway
+# (omnigate, GET /v1/o/{address} served from the in-process storage handle,
+# full admission stack on) against nginx serving the same bytes from disk, for
 # 4 KiB and 1 MiB objects, with the same load tool (wrk), 64 connections,
 # DURATION seconds each (default 20). Prints req/s, MB/s and latency
 # percentiles for both and the ratios macronode/nginx.
@@ -42,10 +43,14 @@ filter = "warn"
 addr = "127.0.0.1:0"
 [admin]
 addr = "127.0.0.1:0"
-[storage]
+[omnigate]
 addr = "127.0.0.1:$SPORT"
+[overlay]
+addr = "127.0.0.1:0"
+[registry]
+addr = "127.0.0.1:0"
 TOML
-./target/release/macronode run --config "$WORK/node.toml" --roles storage >"$WORK/node.log" 2>&1 &
+./target/release/macronode run --config "$WORK/node.toml" --roles omnigate,storage,index,mailbox >"$WORK/node.log" 2>&1 &
 NODE_PID=$!
 for _ in $(seq 1 200); do
   curl -fsS "http://127.0.0.1:$SPORT/v1/o/b3:0000000000000000000000000000000000000000000000000000000000000000" >/dev/null 2>&1 && break
