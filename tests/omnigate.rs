@@ -353,3 +353,38 @@ fn a_corrupted_chunk_is_never_served_through_the_gateway() {
         "the damaged chunk was served although it failed verification"
     );
 }
+
+/// A client over its quota gets 429 with Retry-After; the refusal is
+/// counted.
+#[test]
+fn a_client_over_its_quota_gets_429() {
+    let node = NodeBuilder::new()
+        .arg("--roles")
+        .arg("omnigate,storage,index,mailbox")
+        .config_extra("[omnigate.quota]\nper_client_rps = 1\nper_client_burst = 5\n")
+        .start();
+    node.wait_ready();
+    let g = node.addr("omnigate");
+    let start = std::time::Instant::now();
+    let mut ok = 0;
+    let mut limited = None;
+    for _ in 0..200 {
+        let r = request(g, "GET", "/v1/names/absent", &[], b"");
+        match r.status {
+            404 => ok += 1,
+            429 => {
+                limited = Some(r);
+                break;
+            }
+            s => panic!("unexpected {s}: {}", r.body),
+        }
+    }
+    // At most the burst plus one refill per elapsed second got through.
+    let allowed = 5 + start.elapsed().as_secs() as usize + 1;
+    assert!(ok <= allowed, "{ok} admitted, at most {allowed} allowed");
+    let r = limited.expect("no request was limited");
+    assert_eq!(r.json()["reason"], "quota");
+    assert!(r.header("retry-after").is_some());
+    let m = node.get("metrics", "/metrics").body;
+    assert!(m.contains("rejected_total{reason=\"quota\"}"), "{m}");
+}
