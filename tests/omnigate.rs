@@ -6,24 +6,40 @@ mod common;
 use std::io::Write;
 use std::time::Duration;
 
-use common::{request, request_bytes, NodeBuilder};
+use common::{body_of, request, request_bytes, NodeBuilder};
 
-fn body_of(len: usize, seed: u8) -> Vec<u8> {
-    let mut out = vec![0u8; len];
-    blake3::Hasher::new()
-        .update(&[seed])
-        .finalize_xof()
-        .fill(&mut out);
-    out
+/// A node with every data role behind the gateway; `omnigate` is extra
+/// TOML for the `[omnigate]` table.
+fn gateway(omnigate: &str) -> common::Node {
+    let node = NodeBuilder::new()
+        .arg("--roles")
+        .arg("omnigate,storage,index,mailbox")
+        .config_replace(
+            "[omnigate]\naddr = \"127.0.0.1:0\"",
+            &format!("[omnigate]\naddr = \"127.0.0.1:0\"\n{omnigate}"),
+        )
+        .start();
+    node.wait_ready();
+    node
+}
+
+/// Waits until `rejected_total{reason}` reads exactly `n`.
+fn wait_rejected(node: &common::Node, reason: &str, n: u64, within: Duration) {
+    let want = format!("rejected_total{{reason=\"{reason}\"}} {n}");
+    let seen = common::poll(within, || {
+        let m = node.get("metrics", "/metrics").body;
+        m.lines().any(|l| l == want).then_some(())
+    });
+    assert!(
+        seen.is_some(),
+        "no `{want}` in\n{}",
+        node.get("metrics", "/metrics").body
+    );
 }
 
 #[test]
 fn put_name_view_and_ranged_get_through_the_gateway() {
-    let node = NodeBuilder::new()
-        .arg("--roles")
-        .arg("omnigate,storage,index,mailbox")
-        .start();
-    node.wait_ready();
+    let node = gateway("");
     let g = node.addr("omnigate");
 
     let data = body_of(150 * 1024 + 3, 7);
@@ -78,11 +94,7 @@ fn put_name_view_and_ranged_get_through_the_gateway() {
 
 #[test]
 fn a_gzip_bomb_is_refused_without_inflating_it() {
-    let node = NodeBuilder::new()
-        .arg("--roles")
-        .arg("omnigate,storage,index,mailbox")
-        .start();
-    node.wait_ready();
+    let node = gateway("");
     let g = node.addr("omnigate");
 
     // 64 MiB of zeros compress to ~64 KiB: far past 10× and past the cap.
@@ -169,15 +181,7 @@ fn over_the_inflight_cap_writes_are_shed_and_held_requests_complete() {
     use std::io::Read;
     use std::net::TcpStream;
 
-    let node = NodeBuilder::new()
-        .arg("--roles")
-        .arg("omnigate,storage,index,mailbox")
-        .config_replace(
-            "[omnigate]\naddr = \"127.0.0.1:0\"",
-            "[omnigate]\naddr = \"127.0.0.1:0\"\ninflight_max = 10",
-        )
-        .start();
-    node.wait_ready();
+    let node = gateway("inflight_max = 10");
     let g = node.addr("omnigate");
     let address = format!("b3:{}", "a".repeat(64));
     let rec = format!(r#"{{"address":"{address}"}}"#);
@@ -197,13 +201,7 @@ fn over_the_inflight_cap_writes_are_shed_and_held_requests_complete() {
         .collect();
 
     // 9 writes fit under 90 % of 10; the other 3 are shed.
-    let shed = common::poll(Duration::from_secs(30), || {
-        let m = node.get("metrics", "/metrics").body;
-        m.lines()
-            .any(|l| l.starts_with("rejected_total{reason=\"shed_write\"} 3"))
-            .then_some(())
-    });
-    assert!(shed.is_some(), "{}", node.get("metrics", "/metrics").body);
+    wait_rejected(&node, "shed_write", 3, Duration::from_secs(30));
 
     // A read still gets through while 9 writes are held.
     let r = request(g, "GET", "/v1/names/absent", &[], b"");
@@ -260,15 +258,7 @@ fn over_the_inflight_cap_writes_are_shed_and_held_requests_complete() {
 fn slow_loris_connections_do_not_starve_a_normal_client() {
     use std::net::TcpStream;
 
-    let node = NodeBuilder::new()
-        .arg("--roles")
-        .arg("omnigate,storage,index,mailbox")
-        .config_replace(
-            "[omnigate]\naddr = \"127.0.0.1:0\"",
-            "[omnigate]\naddr = \"127.0.0.1:0\"\ninflight_max = 16",
-        )
-        .start();
-    node.wait_ready();
+    let node = gateway("inflight_max = 16");
     let g = node.addr("omnigate");
 
     let lorises: Vec<TcpStream> = (0..300)
@@ -285,13 +275,7 @@ fn slow_loris_connections_do_not_starve_a_normal_client() {
         assert_eq!(r.status, 404, "{}", r.body);
     }
 
-    let cut = common::poll(Duration::from_secs(60), || {
-        let m = node.get("metrics", "/metrics").body;
-        m.lines()
-            .any(|l| l.starts_with("rejected_total{reason=\"header_timeout\"} 300"))
-            .then_some(())
-    });
-    assert!(cut.is_some(), "{}", node.get("metrics", "/metrics").body);
+    wait_rejected(&node, "header_timeout", 300, Duration::from_secs(60));
     drop(lorises);
     let r = request(g, "GET", "/v1/names/absent", &[], b"");
     assert_eq!(r.status, 404, "{}", r.body);
@@ -358,12 +342,7 @@ fn a_corrupted_chunk_is_never_served_through_the_gateway() {
 /// counted.
 #[test]
 fn a_client_over_its_quota_gets_429() {
-    let node = NodeBuilder::new()
-        .arg("--roles")
-        .arg("omnigate,storage,index,mailbox")
-        .config_extra("[omnigate.quota]\nper_client_rps = 1\nper_client_burst = 5\n")
-        .start();
-    node.wait_ready();
+    let node = gateway("[omnigate.quota]\nper_client_rps = 1\nper_client_burst = 5");
     let g = node.addr("omnigate");
     let start = std::time::Instant::now();
     let mut ok = 0;

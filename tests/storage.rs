@@ -7,19 +7,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{request, try_request, NodeBuilder};
+use common::{body_of, request, try_request, NodeBuilder};
 
 fn b3(data: &[u8]) -> String {
     format!("b3:{}", blake3::hash(data).to_hex())
-}
-
-fn body_of(len: usize, seed: u8) -> Vec<u8> {
-    let mut out = vec![0u8; len];
-    blake3::Hasher::new()
-        .update(&[seed])
-        .finalize_xof()
-        .fill(&mut out);
-    out
 }
 
 fn storage_node() -> common::Node {

@@ -576,3 +576,13 @@ impl Sse {
         &self.seen
     }
 }
+
+/// `len` deterministic pseudo-random bytes (BLAKE3 XOF of `seed`).
+pub fn body_of(len: usize, seed: u8) -> Vec<u8> {
+    let mut out = vec![0u8; len];
+    blake3::Hasher::new()
+        .update(&[seed])
+        .finalize_xof()
+        .fill(&mut out);
+    out
+}
