@@ -213,7 +213,11 @@ impl NodeConfig {
             #[cfg(feature = "registry")]
             registry: Default::default(),
             #[cfg(feature = "storage")]
-            storage: Default::default(),
+            storage: if micro {
+                ron_storage::StorageConfig::micro()
+            } else {
+                Default::default()
+            },
             #[cfg(feature = "index")]
             index: Default::default(),
             #[cfg(feature = "mailbox")]

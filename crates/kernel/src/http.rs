@@ -15,7 +15,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Request, Response, StatusCode};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{combinators::BoxBody, BodyExt, Full};
 use hyper::body::{Frame, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -143,6 +143,51 @@ impl hyper::body::Body for ChannelBody {
     }
 }
 
+/// A body of pieces already in memory (verified chunks from a cache), sent
+/// in order without copying them.
+pub fn pieces(pieces: Vec<Bytes>) -> Body {
+    if pieces.len() == 1 {
+        if let Some(one) = pieces.into_iter().next() {
+            return full(one);
+        }
+        return empty();
+    }
+    PiecesBody {
+        remaining: pieces.iter().map(|b| b.len() as u64).sum(),
+        pieces: pieces.into(),
+    }
+    .boxed()
+}
+
+struct PiecesBody {
+    pieces: std::collections::VecDeque<Bytes>,
+    remaining: u64,
+}
+
+impl hyper::body::Body for PiecesBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let next = self.pieces.pop_front();
+        if let Some(b) = &next {
+            self.remaining -= b.len() as u64;
+        }
+        Poll::Ready(next.map(|b| Ok(Frame::data(b))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.pieces.is_empty()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        hyper::body::SizeHint::with_exact(self.remaining)
+    }
+}
+
 /// The correlation id of a request: the client's `x-request-id` when it sent
 /// a sane one, else generated. Stored in the request's extensions.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -257,6 +302,8 @@ pub async fn serve_with(
     builder.http2().timer(TokioTimer::new());
     let graceful = GracefulShutdown::new();
     let opts = Arc::new(opts);
+    // Looked up once per listener, not once per request.
+    let inflight = metrics::gauge!(names::INFLIGHT_REQUESTS, "listener" => opts.name);
 
     loop {
         let (stream, peer) = tokio::select! {
@@ -275,10 +322,16 @@ pub async fn serve_with(
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
         let opts2 = opts.clone();
+        let inflight = inflight.clone();
         let service = hyper::service::service_fn(move |req: Request<Incoming>| {
             let handler = handler.clone();
             let opts = opts2.clone();
-            async move { Ok::<_, Infallible>(handle_one(handler, req.map(req_body), peer, &opts).await) }
+            let inflight = inflight.clone();
+            async move {
+                Ok::<_, Infallible>(
+                    handle_one(handler, req.map(req_body), peer, &opts, &inflight).await,
+                )
+            }
         });
         let watcher = graceful.watcher();
         let name = opts.name;
@@ -339,6 +392,33 @@ pub async fn serve_with(
     }
 }
 
+/// The `method` label without an allocation for the standard methods.
+fn method_label(m: &Method) -> std::borrow::Cow<'static, str> {
+    let s = match *m {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::PUT => "PUT",
+        Method::POST => "POST",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        _ => return std::borrow::Cow::Owned(m.as_str().to_owned()),
+    };
+    std::borrow::Cow::Borrowed(s)
+}
+
+/// The `code` label without an allocation for the codes the node sends.
+fn status_label(s: StatusCode) -> std::borrow::Cow<'static, str> {
+    const CODES: [&str; 24] = [
+        "200", "201", "202", "204", "206", "304", "400", "401", "403", "404", "405", "409", "410",
+        "412", "413", "415", "416", "422", "429", "500", "501", "502", "503", "504",
+    ];
+    match CODES.iter().find(|c| **c == s.as_str()) {
+        Some(c) => std::borrow::Cow::Borrowed(c),
+        None => std::borrow::Cow::Owned(s.as_str().to_owned()),
+    }
+}
+
 fn is_header_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut cur = Some(e);
     while let Some(err) = cur {
@@ -357,13 +437,19 @@ async fn handle_one(
     mut req: Request<ReqBody>,
     peer: SocketAddr,
     opts: &ServeOptions,
+    inflight: &metrics::Gauge,
 ) -> Response<Body> {
     let start = Instant::now();
     let corr = CorrId::from_request(&req);
     let method = req.method().clone();
-    let path = req.uri().path().to_owned();
+    // The path is kept only when the request line will be logged.
+    let log = opts.log_requests_at_info || tracing::enabled!(tracing::Level::DEBUG);
+    let path = if log {
+        req.uri().path().to_owned()
+    } else {
+        String::new()
+    };
     req.extensions_mut().insert(corr.clone());
-    let inflight = metrics::gauge!(names::INFLIGHT_REQUESTS, "listener" => opts.name);
     inflight.increment(1.0);
     let Routed {
         route,
@@ -397,11 +483,14 @@ async fn handle_one(
     let status = response.status().as_u16();
     let elapsed = start.elapsed();
     metrics::counter!(names::HTTP_REQUESTS_TOTAL,
-        "route" => route, "method" => method.as_str().to_owned(), "code" => status.to_string())
+        "route" => route, "method" => method_label(&method), "code" => status_label(response.status()))
     .increment(1);
     metrics::histogram!(names::REQUEST_LATENCY_SECONDS, "route" => route)
         .record(elapsed.as_secs_f64());
     let ms = elapsed.as_secs_f64() * 1e3;
+    if !log {
+        return response;
+    }
     if opts.log_requests_at_info {
         tracing::info!(listener = opts.name, corr_id = %corr.0, %peer, %method, %path, route, status, ms, "request");
     } else {

@@ -23,7 +23,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use ron_kernel::http::ReqBody;
-use ron_kernel::http::{empty, full, json, Body, ChannelBody, Routed};
+use ron_kernel::http::{empty, full, json, pieces, Body, ChannelBody, Routed};
 use ron_kernel::range::{parse_range, RangeRequest};
 use ron_kernel::request::{body_refusal, stream_body, write_refusal};
 use ron_kernel::{Bus, ContentAddress, KernelEvent, Live, NodeSettings, Problem};
@@ -363,22 +363,50 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
-/// What one blocking visit to the store decided about a GET or HEAD.
+/// What a visit to the store (its cache, or redb on the blocking pool)
+/// decided about a GET or HEAD.
 enum GetPlan {
     NotModified,
     Unsatisfiable(u64),
     /// Headers only (HEAD, or an empty range).
-    Empty(ObjectMeta, StatusCode, std::ops::Range<u64>),
+    Empty(u64, StatusCode, std::ops::Range<u64>),
     /// The first verified piece, and a reader for the rest if any remains.
     Body(Box<BodyPlan>),
+    /// Every piece of the range, verified, from the read cache.
+    Cached(u64, StatusCode, std::ops::Range<u64>, Vec<Bytes>),
 }
 
 struct BodyPlan {
-    meta: ObjectMeta,
+    size: u64,
     status: StatusCode,
     range: std::ops::Range<u64>,
     first: Bytes,
     rest: Option<crate::store::ObjectReader>,
+}
+
+/// Serves the request from the read cache alone, without the blocking pool,
+/// when the record and every chunk the range needs are cached.
+fn plan_from_cache(
+    store: &ObjectStore,
+    address: &ContentAddress,
+    not_modified: bool,
+    range_header: Option<&str>,
+    head_only: bool,
+) -> Option<GetPlan> {
+    let meta = store.cached_meta(address)?;
+    if not_modified {
+        return Some(GetPlan::NotModified);
+    }
+    let (status, range) = match parse_range(range_header, meta.size) {
+        RangeRequest::Full => (StatusCode::OK, 0..meta.size),
+        RangeRequest::Partial(r) => (StatusCode::PARTIAL_CONTENT, r),
+        RangeRequest::Unsatisfiable => return Some(GetPlan::Unsatisfiable(meta.size)),
+    };
+    if head_only || range.is_empty() {
+        return Some(GetPlan::Empty(meta.size, status, range));
+    }
+    let got = store.cached_pieces(&meta, range.clone())?;
+    Some(GetPlan::Cached(meta.size, status, range, got))
 }
 
 async fn get(api: Arc<StorageApi>, req: Request<ReqBody>, address: ContentAddress) -> Routed {
@@ -391,35 +419,47 @@ async fn get(api: Arc<StorageApi>, req: Request<ReqBody>, address: ContentAddres
         .map(str::to_owned);
     let head_only = req.method() == Method::HEAD;
     let store = api.store.clone();
-    // One trip to the blocking pool: look the object up, settle the range,
-    // and read and verify the first piece before answering, so a damaged
-    // object is a clean 500 rather than a cut body whenever it can be.
-    let plan = blocking(move || {
-        let meta = store.head(&address)?.ok_or(StoreError::NotFound)?;
-        if not_modified {
-            return Ok(GetPlan::NotModified);
+    let cached = plan_from_cache(
+        &store,
+        &address,
+        not_modified,
+        range_header.as_deref(),
+        head_only,
+    );
+    // Otherwise one trip to the blocking pool: look the object up, settle
+    // the range, and read and verify the first piece before answering, so a
+    // damaged object is a clean 500 rather than a cut body whenever it can be.
+    let plan = match cached {
+        Some(plan) => Ok(plan),
+        None => {
+            blocking(move || {
+                let meta = store.head_shared(&address)?.ok_or(StoreError::NotFound)?;
+                if not_modified {
+                    return Ok(GetPlan::NotModified);
+                }
+                let (status, range) = match parse_range(range_header.as_deref(), meta.size) {
+                    RangeRequest::Full => (StatusCode::OK, 0..meta.size),
+                    RangeRequest::Partial(r) => (StatusCode::PARTIAL_CONTENT, r),
+                    RangeRequest::Unsatisfiable => return Ok(GetPlan::Unsatisfiable(meta.size)),
+                };
+                if head_only || range.is_empty() {
+                    return Ok(GetPlan::Empty(meta.size, status, range));
+                }
+                let (_, mut reader) = store.read(&address, Some(range.clone()))?;
+                let first = reader.next().transpose()?.unwrap_or_default();
+                let rest = (reader.remaining() > 0).then_some(reader);
+                Ok(GetPlan::Body(Box::new(BodyPlan {
+                    size: meta.size,
+                    status,
+                    range,
+                    first,
+                    rest,
+                })))
+            })
+            .await
         }
-        let (status, range) = match parse_range(range_header.as_deref(), meta.size) {
-            RangeRequest::Full => (StatusCode::OK, 0..meta.size),
-            RangeRequest::Partial(r) => (StatusCode::PARTIAL_CONTENT, r),
-            RangeRequest::Unsatisfiable => return Ok(GetPlan::Unsatisfiable(meta.size)),
-        };
-        if head_only || range.is_empty() {
-            return Ok(GetPlan::Empty(meta, status, range));
-        }
-        let (_, mut reader) = store.read(&address, Some(range.clone()))?;
-        let first = reader.next().transpose()?.unwrap_or_default();
-        let rest = (reader.remaining() > 0).then_some(reader);
-        Ok(GetPlan::Body(Box::new(BodyPlan {
-            meta,
-            status,
-            range,
-            first,
-            rest,
-        })))
-    })
-    .await;
-    let (meta, status, range, body) = match plan {
+    };
+    let (size, status, range, body) = match plan {
         Err(p) => return problem(ROUTE_OBJECT, p),
         Ok(GetPlan::NotModified) => {
             let mut resp = Response::new(empty());
@@ -434,10 +474,11 @@ async fn get(api: Arc<StorageApi>, req: Request<ReqBody>, address: ContentAddres
             }
             return Routed::new(ROUTE_OBJECT, resp);
         }
-        Ok(GetPlan::Empty(meta, status, range)) => (meta, status, range, empty()),
+        Ok(GetPlan::Empty(size, status, range)) => (size, status, range, empty()),
+        Ok(GetPlan::Cached(size, status, range, got)) => (size, status, range, pieces(got)),
         Ok(GetPlan::Body(plan)) => {
             let BodyPlan {
-                meta,
+                size,
                 status,
                 range,
                 first,
@@ -468,7 +509,7 @@ async fn get(api: Arc<StorageApi>, req: Request<ReqBody>, address: ContentAddres
                     body
                 }
             };
-            (meta, status, range, body)
+            (size, status, range, body)
         }
     };
     let len = range.end - range.start;
@@ -482,12 +523,9 @@ async fn get(api: Arc<StorageApi>, req: Request<ReqBody>, address: ContentAddres
     );
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     if status == StatusCode::PARTIAL_CONTENT {
-        if let Ok(v) = HeaderValue::from_str(&format!(
-            "bytes {}-{}/{}",
-            range.start,
-            range.end - 1,
-            meta.size
-        )) {
+        if let Ok(v) =
+            HeaderValue::from_str(&format!("bytes {}-{}/{}", range.start, range.end - 1, size))
+        {
             h.insert(header::CONTENT_RANGE, v);
         }
     }

@@ -17,13 +17,14 @@ use ron_kernel::metrics::names;
 use ron_kernel::{Live, RoleContext, RoleResult};
 
 /// Opens the role's store as the node settings say (file or RAM).
-pub fn open_store(ctx: &RoleContext) -> Result<ObjectStore, StoreError> {
+pub fn open_store(ctx: &RoleContext, cfg: &StorageConfig) -> Result<ObjectStore, StoreError> {
     let s = ctx.settings.load();
-    if s.amnesia {
+    let store = if s.amnesia {
         ObjectStore::in_memory(Some(ctx.bus.clone()))
     } else {
         ObjectStore::open(&s.data_dir.join("storage.redb"), Some(ctx.bus.clone()))
-    }
+    }?;
+    Ok(store.with_read_cache(cfg.read_cache_bytes))
 }
 
 /// Exports the store's totals as gauges.
@@ -40,10 +41,11 @@ pub fn record_stats(store: &ObjectStore) -> Result<StoreStats, StoreError> {
     Ok(st)
 }
 
-pub async fn run(ctx: RoleContext, _cfg: Live<StorageConfig>) -> RoleResult {
+pub async fn run(ctx: RoleContext, cfg: Live<StorageConfig>) -> RoleResult {
     let opener = ctx.clone();
+    let cfg = (*cfg.load()).clone();
     let store = tokio::task::spawn_blocking(move || {
-        let store = open_store(&opener)?;
+        let store = open_store(&opener, &cfg)?;
         if !store.writable() {
             return Err(StoreError::Db(
                 "store opened but a write transaction failed".into(),

@@ -11,12 +11,19 @@
 //! - **A chunk is removed only when no object references it and no write
 //!   is in progress** (a write may be about to reference it).
 //!
-//! All calls are blocking (redb is synchronous): async callers run them on
-//! the blocking pool.
+//! - **The read cache holds only verified bytes**: a chunk enters it after
+//!   its hash matched, an object record after its checksum did. Records
+//!   leave it when the object is deleted (an epoch counter keeps a reader
+//!   that raced the delete from putting the record back); chunks are
+//!   immutable by their hash, so a cached one is never wrong, only evicted.
+//!
+//! All calls that touch redb are blocking (redb is synchronous): async
+//! callers run them on the blocking pool. The `cached_*` calls never touch
+//! redb and may run anywhere.
 
 use std::ops::Range;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -143,6 +150,40 @@ pub struct ObjectStore {
     db: Arc<Database>,
     writers: Arc<AtomicUsize>,
     bus: Option<Bus>,
+    cache: Option<Arc<ReadCache>>,
+}
+
+/// Verified object records and chunks kept in RAM, so a hot object is
+/// served without a redb transaction, a copy out of the page cache or a
+/// second BLAKE3 pass.
+struct ReadCache {
+    meta: quick_cache::sync::Cache<[u8; 32], Arc<ObjectMeta>>,
+    chunks: quick_cache::sync::Cache<[u8; 32], Bytes, ChunkWeight>,
+    /// Bumped after every delete commits (see `head_shared`).
+    epoch: AtomicU64,
+}
+
+#[derive(Clone)]
+struct ChunkWeight;
+
+impl quick_cache::Weighter<[u8; 32], Bytes> for ChunkWeight {
+    fn weight(&self, _key: &[u8; 32], val: &Bytes) -> u64 {
+        val.len().max(1) as u64
+    }
+}
+
+impl ReadCache {
+    fn new(bytes: u64) -> Self {
+        let chunk_items = (bytes / CHUNK_BYTES as u64).max(16) as usize;
+        // Records are small (≈ 40 B + 32 B per chunk); allow many more of
+        // them than of chunks, weighed by count.
+        let meta_items = (chunk_items * 8).clamp(1024, 1 << 20);
+        Self {
+            meta: quick_cache::sync::Cache::new(meta_items),
+            chunks: quick_cache::sync::Cache::with_weighter(chunk_items, bytes, ChunkWeight),
+            epoch: AtomicU64::new(0),
+        }
+    }
 }
 
 impl std::fmt::Debug for ObjectStore {
@@ -187,6 +228,7 @@ impl ObjectStore {
             db: Arc::new(db),
             writers: Arc::new(AtomicUsize::new(0)),
             bus,
+            cache: None,
         };
         let txn = store.db.begin_write().map_err(db_err)?;
         {
@@ -199,6 +241,43 @@ impl ObjectStore {
         txn.commit().map_err(db_err)?;
         store.gc()?;
         Ok(store)
+    }
+
+    /// Keeps up to `bytes` of verified chunks (and their objects' records)
+    /// in RAM; 0 turns the cache off.
+    pub fn with_read_cache(mut self, bytes: u64) -> Self {
+        self.cache = (bytes > 0).then(|| Arc::new(ReadCache::new(bytes)));
+        self
+    }
+
+    /// The record of `address` if the cache holds it (never touches redb).
+    pub fn cached_meta(&self, address: &ContentAddress) -> Option<Arc<ObjectMeta>> {
+        self.cache.as_ref()?.meta.get(address.as_bytes())
+    }
+
+    /// The verified pieces of `range` of `meta`'s object if every chunk the
+    /// range touches is cached (never touches redb); `range` must lie within
+    /// the object.
+    pub fn cached_pieces(&self, meta: &ObjectMeta, range: Range<u64>) -> Option<Vec<Bytes>> {
+        let cache = self.cache.as_ref()?;
+        if range.is_empty() || range.end > meta.size {
+            return None;
+        }
+        let chunk = CHUNK_BYTES as u64;
+        let first = (range.start / chunk) as usize;
+        let last = ((range.end - 1) / chunk) as usize;
+        let mut out = Vec::with_capacity(last - first + 1);
+        for idx in first..=last {
+            let data = cache.chunks.get(meta.chunks.get(idx)?)?;
+            let start = idx as u64 * chunk;
+            let from = range.start.saturating_sub(start) as usize;
+            let to = ((range.end - start) as usize).min(data.len());
+            if from >= to {
+                return None; // shorter than the record says: let the slow path report it
+            }
+            out.push(data.slice(from..to));
+        }
+        Some(out)
     }
 
     /// Starts writing a new object.
@@ -221,14 +300,36 @@ impl ObjectStore {
     }
 
     pub fn head(&self, address: &ContentAddress) -> Result<Option<ObjectMeta>, StoreError> {
+        Ok(self.head_shared(address)?.map(|m| (*m).clone()))
+    }
+
+    /// The object's record, from the cache or from redb (then cached).
+    pub fn head_shared(
+        &self,
+        address: &ContentAddress,
+    ) -> Result<Option<Arc<ObjectMeta>>, StoreError> {
+        if let Some(m) = self.cached_meta(address) {
+            return Ok(Some(m));
+        }
+        // Read the epoch before the snapshot: a delete that commits after
+        // our snapshot began bumps it, and we take back what we cached.
+        let epoch = self.cache.as_ref().map(|c| c.epoch.load(Ordering::SeqCst));
         let txn = self.db.begin_read().map_err(db_err)?;
         let objects = txn.open_table(OBJECTS).map_err(db_err)?;
-        match objects.get(address.as_bytes()).map_err(db_err)? {
-            Some(raw) => ObjectMeta::decode(*address, raw.value())
-                .map(Some)
-                .inspect_err(|e| self.integrity_failure(address, e)),
-            None => Ok(None),
+        let meta = match objects.get(address.as_bytes()).map_err(db_err)? {
+            Some(raw) => Arc::new(
+                ObjectMeta::decode(*address, raw.value())
+                    .inspect_err(|e| self.integrity_failure(address, e))?,
+            ),
+            None => return Ok(None),
+        };
+        if let (Some(cache), Some(epoch)) = (&self.cache, epoch) {
+            cache.meta.insert(*address.as_bytes(), meta.clone());
+            if cache.epoch.load(Ordering::SeqCst) != epoch {
+                cache.meta.remove(address.as_bytes());
+            }
         }
+        Ok(Some(meta))
     }
 
     /// Reads one chunk from `chunks` and verifies it against its hash.
@@ -238,6 +339,9 @@ impl ObjectStore {
         address: &ContentAddress,
         hash: &[u8; 32],
     ) -> Result<Bytes, StoreError> {
+        if let Some(hit) = self.cache.as_ref().and_then(|c| c.chunks.get(hash)) {
+            return Ok(hit);
+        }
         let data = match chunks.get(hash).map_err(db_err)? {
             Some(g) => Bytes::copy_from_slice(g.value()),
             None => {
@@ -256,6 +360,9 @@ impl ObjectStore {
             };
             self.integrity_failure(address, &e);
             return Err(e);
+        }
+        if let Some(c) = &self.cache {
+            c.chunks.insert(*hash, data.clone());
         }
         Ok(data)
     }
@@ -279,7 +386,7 @@ impl ObjectStore {
         address: &ContentAddress,
         range: Option<Range<u64>>,
     ) -> Result<(ObjectMeta, ObjectReader), StoreError> {
-        let meta = self.head(address)?.ok_or(StoreError::NotFound)?;
+        let meta = self.head_shared(address)?.ok_or(StoreError::NotFound)?;
         let range = match range {
             None => 0..meta.size,
             Some(r)
@@ -303,11 +410,11 @@ impl ObjectStore {
             store: self.clone(),
             table: chunks,
             address: *address,
-            chunks: meta.chunks.clone(),
+            meta: meta.clone(),
             pos: range.start,
             end: range.end,
         };
-        Ok((meta, reader))
+        Ok(((*meta).clone(), reader))
     }
 
     /// Reads and verifies a whole object into memory (tests, small objects).
@@ -323,6 +430,7 @@ impl ObjectStore {
     /// Deletes an object; chunks it shared with other objects survive.
     /// Returns whether it existed.
     pub fn delete(&self, address: &ContentAddress) -> Result<bool, StoreError> {
+        let mut freed = Vec::new();
         let mut txn = self.db.begin_write().map_err(db_err)?;
         txn.set_durability(Durability::Immediate).map_err(db_err)?;
         let existed = {
@@ -337,11 +445,19 @@ impl ObjectStore {
             for c in &meta.chunks {
                 if release_ref(&mut refs, c)? && quiet {
                     chunks.remove(c).map_err(db_err)?;
+                    freed.push(*c);
                 }
             }
             true
         };
         txn.commit().map_err(db_err)?;
+        if let Some(cache) = &self.cache {
+            cache.epoch.fetch_add(1, Ordering::SeqCst);
+            cache.meta.remove(address.as_bytes());
+            for c in &freed {
+                cache.chunks.remove(c);
+            }
+        }
         Ok(existed)
     }
 
@@ -742,7 +858,7 @@ pub struct ObjectReader {
     store: ObjectStore,
     table: redb::ReadOnlyTable<&'static [u8; 32], &'static [u8]>,
     address: ContentAddress,
-    chunks: Vec<[u8; 32]>,
+    meta: Arc<ObjectMeta>,
     pos: u64,
     end: u64,
 }
@@ -763,7 +879,7 @@ impl Iterator for ObjectReader {
         }
         let idx = (self.pos / CHUNK_BYTES as u64) as usize;
         let chunk_start = idx as u64 * CHUNK_BYTES as u64;
-        let hash = self.chunks.get(idx)?;
+        let hash = self.meta.chunks.get(idx)?;
         let data = match self.store.read_chunk(&self.table, &self.address, hash) {
             Ok(d) => d,
             Err(e) => {

@@ -318,3 +318,49 @@ fn a_full_disk_is_reported_and_leaves_nothing_half_written() {
         assert_eq!(&store.get(a).unwrap()[..], &d[..]);
     }
 }
+
+#[test]
+fn the_read_cache_serves_exact_ranges_and_forgets_deleted_objects() {
+    let store = ObjectStore::in_memory(None)
+        .unwrap()
+        .with_read_cache(8 * CHUNK_BYTES as u64);
+    let data = pattern(3 * CHUNK_BYTES + 100, 4);
+    let (meta, _) = store.put(&data).unwrap();
+    // Nothing is cached before the first read.
+    assert!(store.cached_meta(&meta.address).is_none());
+    assert_eq!(&store.get(&meta.address).unwrap()[..], &data[..]);
+    let cached = store
+        .cached_meta(&meta.address)
+        .expect("record cached by the read");
+    for (start, end) in [
+        (0, data.len()),
+        (0, 1),
+        (CHUNK_BYTES - 1, CHUNK_BYTES + 1),
+        (2 * CHUNK_BYTES + 5, 3 * CHUNK_BYTES + 100),
+    ] {
+        let pieces = store
+            .cached_pieces(&cached, start as u64..end as u64)
+            .expect("every chunk cached");
+        let joined: Vec<u8> = pieces.iter().flat_map(|b| b.iter().copied()).collect();
+        assert_eq!(joined, &data[start..end], "range {start}..{end}");
+    }
+    // A range past the end is not the cache's to answer.
+    assert!(store
+        .cached_pieces(&cached, 0..data.len() as u64 + 1)
+        .is_none());
+
+    assert!(store.delete(&meta.address).unwrap());
+    assert!(store.cached_meta(&meta.address).is_none());
+    assert!(matches!(
+        store.get(&meta.address),
+        Err(StoreError::NotFound)
+    ));
+}
+
+#[test]
+fn with_the_cache_off_nothing_is_kept() {
+    let store = ObjectStore::in_memory(None).unwrap().with_read_cache(0);
+    let (meta, _) = store.put(&pattern(1000, 5)).unwrap();
+    store.get(&meta.address).unwrap();
+    assert!(store.cached_meta(&meta.address).is_none());
+}
