@@ -367,3 +367,139 @@ fn a_client_over_its_quota_gets_429() {
     let m = node.get("metrics", "/metrics").body;
     assert!(m.contains("rejected_total{reason=\"quota\"}"), "{m}");
 }
+
+/// A downstream that accepts requests and holds them until released, then
+/// answers each held one (and every later one) with `200 held`.
+struct Tarpit {
+    addr: std::net::SocketAddr,
+    release: std::sync::mpsc::Sender<()>,
+}
+
+impl Tarpit {
+    fn start() -> Self {
+        use std::net::TcpListener;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        std::thread::spawn(move || {
+            fn answer(mut s: std::net::TcpStream) {
+                use std::io::Read;
+                // Read the request head first, so closing never resets a
+                // connection that still has unread bytes.
+                let mut head = Vec::new();
+                let mut b = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut b) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&b[..n]),
+                    }
+                }
+                let _ = s.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\nheld",
+                );
+            }
+            listener.set_nonblocking(true).unwrap();
+            let mut held = Vec::new();
+            // Hold until released; the gateway's reachability probe only
+            // connects, so it sees the downstream as up.
+            loop {
+                match listener.accept() {
+                    Ok((s, _)) => held.push(s),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        match released.recv_timeout(Duration::from_millis(5)) {
+                            Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                        }
+                    }
+                    Err(_) => return,
+                }
+            }
+            for s in held {
+                s.set_nonblocking(false).unwrap();
+                std::thread::spawn(move || answer(s));
+            }
+            listener.set_nonblocking(false).unwrap();
+            for s in listener.incoming().flatten() {
+                std::thread::spawn(move || answer(s));
+            }
+        });
+        Tarpit { addr, release }
+    }
+}
+
+/// 600 slow reads against the default cap of 512: the 88 over the cap get
+/// 503 `busy` at once while the 512 admitted are held by a slow storage
+/// downstream; `/readyz` turns 503 while the gateway is that full and
+/// 200 again after the admitted requests complete.
+#[test]
+fn six_hundred_slow_reads_against_a_cap_of_512() {
+    use std::io::Read;
+    use std::net::TcpStream;
+
+    let tarpit = Tarpit::start();
+    let node = NodeBuilder::new()
+        .arg("--roles")
+        .arg("omnigate")
+        .config_replace(
+            "[omnigate]\naddr = \"127.0.0.1:0\"",
+            "[omnigate]\naddr = \"127.0.0.1:0\"\nstorage_semaphore = 1024",
+        )
+        .config_extra(&format!(
+            "[omnigate.downstream]\nstorage = \"http://{}\"\nrequest_timeout = \"120s\"\n",
+            tarpit.addr
+        ))
+        .start();
+    node.wait_ready();
+    let g = node.addr("omnigate");
+    let health = node.addr("metrics");
+
+    let req = format!(
+        "GET /v1/o/b3:{} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        "c".repeat(64)
+    );
+    let conns: Vec<TcpStream> = (0..600)
+        .map(|_| {
+            let mut s = TcpStream::connect(g).unwrap();
+            s.write_all(req.as_bytes()).unwrap();
+            s
+        })
+        .collect();
+
+    wait_rejected(&node, "busy", 88, Duration::from_secs(60));
+    let unready = common::poll(Duration::from_secs(30), || {
+        let r = request(health, "GET", "/readyz", &[], b"");
+        (r.status == 503 && r.body.contains("in flight")).then_some(())
+    });
+    assert!(
+        unready.is_some(),
+        "readyz did not flip: {}",
+        request(health, "GET", "/readyz", &[], b"").body
+    );
+
+    tarpit.release.send(()).unwrap();
+    let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
+    for mut s in conns {
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        let text = String::from_utf8_lossy(&out);
+        let code = text
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        if code == 200 {
+            assert!(text.ends_with("held"), "{text}");
+        }
+        *statuses.entry(code).or_default() += 1;
+    }
+    assert_eq!(
+        statuses,
+        [(200, 512), (503, 88)].into_iter().collect(),
+        "every admitted read completes, every other one is refused"
+    );
+    let ready = common::poll(Duration::from_secs(30), || {
+        (request(health, "GET", "/readyz", &[], b"").status == 200).then_some(())
+    });
+    assert!(ready.is_some(), "readyz did not recover");
+}
