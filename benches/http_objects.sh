@@ -6,7 +6,8 @@
 # DURATION seconds each (default 20). Prints req/s, MB/s and latency
 # percentiles for both and the ratios macronode/nginx.
 #
-# Installs wrk and nginx from Debian's packages when missing (needs root).
+# Installs wrk and nginx from Debian's packages when missing (needs root;
+# see benches/lib.sh).
 # Every process it starts listens on 127.0.0.1 only and is stopped on exit.
 #
 #   benches/http_objects.sh [DURATION]
@@ -16,66 +17,8 @@ DURATION="${1:-20}"
 CONNS=64
 THREADS=2
 
-need() { command -v "$1" >/dev/null 2>&1; }
-if ! need wrk || ! need nginx; then
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light >/dev/null
-fi
-
-cargo build --release --quiet
-WORK="$(mktemp -d)"
-cleanup() {
-  [ -n "${NODE_PID:-}" ] && kill "$NODE_PID" 2>/dev/null || true
-  [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-SPORT=$(free_port); NPORT=$(free_port)
-
-cat > "$WORK/node.toml" <<TOML
-data_dir = "$WORK/data"
-[log]
-filter = "warn"
-[metrics]
-addr = "127.0.0.1:0"
-[admin]
-addr = "127.0.0.1:0"
-[omnigate]
-addr = "127.0.0.1:$SPORT"
-[overlay]
-addr = "127.0.0.1:0"
-[registry]
-addr = "127.0.0.1:0"
-TOML
-./target/release/macronode run --config "$WORK/node.toml" --roles omnigate,storage,index,mailbox >"$WORK/node.log" 2>&1 &
-NODE_PID=$!
-for _ in $(seq 1 200); do
-  curl -fsS "http://127.0.0.1:$SPORT/v1/o/b3:0000000000000000000000000000000000000000000000000000000000000000" >/dev/null 2>&1 && break
-  code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$SPORT/v1/o/b3:0000000000000000000000000000000000000000000000000000000000000000" || true)
-  [ "$code" = "404" ] && break
-  sleep 0.05
-done
-
-mkdir -p "$WORK/www"
-# nginx workers run as an unprivileged user: let them read the files.
-chmod 755 "$WORK" "$WORK/www"
-cat > "$WORK/nginx.conf" <<NGINX
-worker_processes 2;
-pid $WORK/nginx.pid;
-error_log $WORK/nginx-error.log;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  sendfile on;
-  tcp_nopush on;
-  keepalive_requests 1000000;
-  server { listen 127.0.0.1:$NPORT; root $WORK/www; }
-}
-NGINX
-nginx -c "$WORK/nginx.conf"
+. benches/lib.sh
+bench_setup
 
 run_wrk() { # url -> "req/s MB/s p50ms p99ms"
   wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --latency "$1" > "$WORK/wrk.out"
@@ -98,7 +41,7 @@ printf '%-6s %-10s %12s %10s %10s %10s\n' size server req/s MB/s p50_ms p99_ms
 for size in 4096 1048576; do
   head -c "$size" /dev/urandom > "$WORK/www/obj-$size"
   chmod 644 "$WORK/www/obj-$size"
-  addr=$(curl -fsS -X PUT --data-binary "@$WORK/www/obj-$size" "http://127.0.0.1:$SPORT/v1/o" | python3 -c 'import json,sys; print(json.load(sys.stdin)["address"])')
+  addr=$(put_object "$WORK/www/obj-$size")
   # Both servers must answer 200 with the whole object before load starts.
   for url in "http://127.0.0.1:$SPORT/v1/o/$addr" "http://127.0.0.1:$NPORT/obj-$size"; do
     got=$(curl -s -o /dev/null -w '%{http_code} %{size_download}' "$url")

@@ -1,0 +1,76 @@
+# Shared by the side-by-side scripts in benches/: installs the load tools,
+# starts a release macronode with the gateway roles and nginx on loopback,
+# and stops both on exit. Source it from the repository root.
+#
+# After `bench_setup`: $WORK (temp dir), $SPORT (omnigate port), $NPORT
+# (nginx port, root $WORK/www), $HEALTH (the node's metrics address).
+
+need() { command -v "$1" >/dev/null 2>&1; }
+
+bench_setup() {
+  if ! need wrk || ! need nginx || ! need python3 || ! need curl; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light python3 curl >/dev/null
+  fi
+  cargo build --release --quiet
+  WORK="$(mktemp -d)"
+  trap bench_cleanup EXIT
+  SPORT=$(free_port); NPORT=$(free_port); MPORT=$(free_port)
+  HEALTH="127.0.0.1:$MPORT"
+
+  cat > "$WORK/node.toml" <<TOML
+data_dir = "$WORK/data"
+[log]
+filter = "warn"
+[metrics]
+addr = "$HEALTH"
+[admin]
+addr = "127.0.0.1:0"
+[omnigate]
+addr = "127.0.0.1:$SPORT"
+[overlay]
+addr = "127.0.0.1:0"
+[registry]
+addr = "127.0.0.1:0"
+TOML
+  ./target/release/macronode run --config "$WORK/node.toml" --roles omnigate,storage,index,mailbox >"$WORK/node.log" 2>&1 &
+  NODE_PID=$!
+  for _ in $(seq 1 400); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' "http://$HEALTH/readyz" || true)" = "200" ] && break
+    kill -0 "$NODE_PID" 2>/dev/null || { cat "$WORK/node.log" >&2; exit 1; }
+    sleep 0.05
+  done
+
+  mkdir -p "$WORK/www"
+  # nginx workers run as an unprivileged user: let them read the files.
+  chmod 755 "$WORK" "$WORK/www"
+  cat > "$WORK/nginx.conf" <<NGINX
+worker_processes 2;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx-error.log;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  keepalive_requests 1000000;
+  server { listen 127.0.0.1:$NPORT; root $WORK/www; }
+}
+NGINX
+  nginx -c "$WORK/nginx.conf"
+}
+
+bench_cleanup() {
+  [ -n "${NODE_PID:-}" ] && kill "$NODE_PID" 2>/dev/null || true
+  [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# Stores the file at $1 through the gateway; prints its address.
+put_object() {
+  curl -fsS -X PUT --data-binary "@$1" "http://127.0.0.1:$SPORT/v1/o" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["address"])'
+}
