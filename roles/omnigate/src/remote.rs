@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{header, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Empty};
+use hyper::body::Frame;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -257,6 +258,45 @@ impl Remote {
         self.send(Request::from_parts(parts, body)).await
     }
 
+    /// Sends a read and waits for its first body byte (or its end), within
+    /// the request timeout.
+    async fn to_first_byte(&self, req: Request<ReqBody>) -> Result<Response<Body>, Problem> {
+        let resp = self.send(req).await?;
+        let (parts, mut body) = resp.into_parts();
+        if hyper::body::Body::is_end_stream(&body) {
+            return Ok(Response::from_parts(parts, body));
+        }
+        let first = tokio::time::timeout(self.request_timeout, body.frame()).await;
+        let first = match first {
+            Err(_) => {
+                return Err(Problem::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "downstream_timeout",
+                    format!(
+                        "{} sent no body byte within {:?}",
+                        self.service, self.request_timeout
+                    ),
+                ))
+            }
+            Ok(None) => None,
+            Ok(Some(Err(e))) => {
+                return Err(Problem::new(
+                    StatusCode::BAD_GATEWAY,
+                    "downstream_error",
+                    format!("{} failed: {e}", self.service),
+                ))
+            }
+            Ok(Some(Ok(frame))) => Some(frame),
+        };
+        Ok(Response::from_parts(
+            parts,
+            Prefixed { first, rest: body }.boxed(),
+        ))
+    }
+
+    /// A read sent again after the observed p95 delay when the first copy
+    /// has not produced its first body byte; the first to do so wins and
+    /// the other is dropped (cancelled).
     async fn hedged(&self, parts: http::request::Parts) -> Result<Response<Body>, Problem> {
         self.reads.fetch_add(1, Ordering::Relaxed);
         let build = || {
@@ -266,7 +306,7 @@ impl Remote {
             *r.headers_mut() = parts.headers.clone();
             r
         };
-        let first = self.send(build());
+        let first = self.to_first_byte(build());
         tokio::pin!(first);
         let Some(delay) = self.hedge_delay() else {
             return first.await;
@@ -279,7 +319,7 @@ impl Remote {
             count_hedge(HedgeOutcome::Budget);
             return first.await;
         }
-        let second = self.send(build());
+        let second = self.to_first_byte(build());
         tokio::pin!(second);
         // The loser is dropped when this returns, which cancels it.
         tokio::select! {
@@ -372,6 +412,49 @@ impl Remote {
         *req.method_mut() = Method::HEAD;
         *req.uri_mut() = self.uri(path)?;
         self.send(req).await
+    }
+}
+
+/// A downstream body whose first frame was already read (to see that the
+/// downstream is producing bytes), given back in front of the rest.
+struct Prefixed {
+    first: Option<Frame<Bytes>>,
+    rest: Body,
+}
+
+impl hyper::body::Body for Prefixed {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Some(f) = self.first.take() {
+            return std::task::Poll::Ready(Some(Ok(f)));
+        }
+        std::pin::Pin::new(&mut self.rest).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.first.is_none() && self.rest.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        let rest = self.rest.size_hint();
+        let extra = self
+            .first
+            .as_ref()
+            .and_then(|f| f.data_ref())
+            .map_or(0, |d| d.len() as u64);
+        // Lower first on a fresh hint (no upper yet), so neither setter can
+        // see lower > upper.
+        let mut h = hyper::body::SizeHint::new();
+        h.set_lower(rest.lower() + extra);
+        if let Some(u) = rest.upper() {
+            h.set_upper(u + extra);
+        }
+        h
     }
 }
 
