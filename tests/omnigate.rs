@@ -503,3 +503,146 @@ fn six_hundred_slow_reads_against_a_cap_of_512() {
     });
     assert!(ready.is_some(), "readyz did not recover");
 }
+
+/// A storage downstream that answers `GET`s with `hello`, except request
+/// number `stall_at` (1-based, over all connections): that one gets its
+/// response head and then no body byte, ever.
+fn stalling_downstream(stall_at: usize) -> std::net::SocketAddr {
+    use std::io::Read;
+    use std::net::TcpListener;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(AtomicUsize::new(0));
+    std::thread::spawn(move || {
+        for s in listener.incoming().flatten() {
+            let seen = seen.clone();
+            std::thread::spawn(move || {
+                let mut s = s;
+                let mut buf = Vec::new();
+                let mut b = [0u8; 4096];
+                loop {
+                    // One request head per loop (GETs carry no body).
+                    let end = loop {
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                        match s.read(&mut b) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&b[..n]),
+                        }
+                    };
+                    buf.drain(..end);
+                    let n = seen.fetch_add(1, Ordering::SeqCst) + 1;
+                    let head = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n";
+                    if n == stall_at {
+                        let _ = s.write_all(head);
+                        // Hold the connection open without a body byte
+                        // until the peer goes away.
+                        while matches!(s.read(&mut b), Ok(n) if n > 0) {}
+                        return;
+                    }
+                    let mut out = head.to_vec();
+                    out.extend_from_slice(b"hello");
+                    if s.write_all(&out).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// `hedge_read`: a read whose downstream sent its head but no body byte is
+/// sent again after the observed p95 delay, and the copy answers the
+/// client. Without the hedge this read would never finish.
+#[test]
+fn a_stalled_read_is_hedged_and_the_copy_answers() {
+    // Hedging starts after 20 observed reads; the 21st stalls.
+    let downstream = stalling_downstream(21);
+    let node = NodeBuilder::new()
+        .arg("--roles")
+        .arg("omnigate")
+        .config_replace(
+            "[omnigate]\naddr = \"127.0.0.1:0\"",
+            "[omnigate]\naddr = \"127.0.0.1:0\"\nhedge_read = true",
+        )
+        .config_extra(&format!(
+            "[omnigate.downstream]\nstorage = \"http://{downstream}\"\nrequest_timeout = \"600s\"\n"
+        ))
+        .start();
+    node.wait_ready();
+    let g = node.addr("omnigate");
+    let path = format!("/v1/o/b3:{}", "d".repeat(64));
+    for _ in 0..21 {
+        let r = request(g, "GET", &path, &[], b"");
+        assert_eq!((r.status, r.body.as_str()), (200, "hello"));
+    }
+    let m = node.get("metrics", "/metrics").body;
+    assert!(
+        m.lines()
+            .any(|l| l == "omnigate_hedged_reads_total{outcome=\"hedge_won\"} 1"),
+        "{m}"
+    );
+}
+
+/// HTTP/2 without TLS (prior knowledge): one connection carries a write and
+/// then many concurrent ranged reads, each answered with its own bytes.
+#[test]
+fn http2_clients_are_served_on_one_connection() {
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let node = gateway("");
+    let g = node.addr("omnigate");
+    let data = body_of(300 * 1024 + 11, 3);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let stream = tokio::net::TcpStream::connect(g).await.unwrap();
+        let (send, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let req = http::Request::put(format!("http://{g}/v1/o"))
+            .body(Full::new(bytes::Bytes::from(data.clone())))
+            .unwrap();
+        let resp = send.clone().send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 201);
+        assert_eq!(resp.version(), http::Version::HTTP_2);
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let address = v["address"].as_str().unwrap().to_owned();
+
+        let reads = (0..16u64).map(|i| {
+            let mut send = send.clone();
+            let uri = format!("http://{g}/v1/o/{address}");
+            async move {
+                let start = i * 15_000;
+                let end = start + 50_000;
+                let req = http::Request::get(uri)
+                    .header("range", format!("bytes={start}-{end}"))
+                    .body(Full::new(bytes::Bytes::new()))
+                    .unwrap();
+                let resp = send.send_request(req).await.unwrap();
+                assert_eq!(resp.status(), 206);
+                let got = resp.into_body().collect().await.unwrap().to_bytes();
+                (start as usize, end as usize, got)
+            }
+        });
+        let mut handles = Vec::new();
+        for f in reads {
+            handles.push(tokio::spawn(f));
+        }
+        for h in handles {
+            let (start, end, got) = h.await.unwrap();
+            assert_eq!(&got[..], &data[start..=end]);
+        }
+    });
+}
