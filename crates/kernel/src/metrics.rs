@@ -41,6 +41,16 @@ pub mod names {
     pub const MAILBOX_DEPTH: &str = "mailbox_depth";
     pub const MAILBOX_REDELIVERIES_TOTAL: &str = "mailbox_redeliveries_total";
     pub const MAILBOX_DEAD_LETTERS_TOTAL: &str = "mailbox_dead_letters_total";
+    // Registry
+    pub const COMMIT_LATENCY_SECONDS: &str = "commit_latency_seconds";
+    pub const REGISTRY_HEAD_VERSION: &str = "registry_head_version";
+    pub const REGISTRY_CHECKPOINT_AGE_SECONDS: &str = "registry_checkpoint_age_seconds";
+    pub const COMMIT_CAS_FAIL_TOTAL: &str = "commit_cas_fail_total";
+    pub const APPROVAL_VERIFY_TOTAL: &str = "approval_verify_total";
+    pub const REGISTRY_STREAM_DROPPED_TOTAL: &str = "registry_stream_dropped_total";
+    pub const REGISTRY_STREAM_CLIENTS: &str = "registry_stream_clients";
+    pub const REGISTRY_FOLLOWER_APPLIED_TOTAL: &str = "registry_follower_applied_total";
+    pub const REGISTRY_FOLLOWER_REJECTED_TOTAL: &str = "registry_follower_rejected_total";
 }
 
 /// Registers help text for every metric. Call once after installing the
@@ -132,6 +142,38 @@ pub fn describe_all() {
     describe_counter!(
         MAILBOX_DEAD_LETTERS_TOTAL,
         "Messages moved to a dead-letter list after their last failed delivery"
+    );
+    describe_histogram!(
+        COMMIT_LATENCY_SECONDS,
+        Unit::Seconds,
+        "Registry commit time: quorum check and the durable write of the new head"
+    );
+    describe_gauge!(REGISTRY_HEAD_VERSION, "Version of the registry head");
+    describe_gauge!(
+        REGISTRY_CHECKPOINT_AGE_SECONDS,
+        Unit::Seconds,
+        "Age of the last consistent registry checkpoint file"
+    );
+    describe_counter!(
+        COMMIT_CAS_FAIL_TOTAL,
+        "Registry commits refused because the head had moved (chain_mismatch)"
+    );
+    describe_counter!(
+        APPROVAL_VERIFY_TOTAL,
+        "Registry approvals checked, by result (valid, invalid, unknown_signer)"
+    );
+    describe_counter!(
+        REGISTRY_STREAM_DROPPED_TOTAL,
+        "Registry stream clients dropped for falling behind"
+    );
+    describe_gauge!(REGISTRY_STREAM_CLIENTS, "Open registry stream connections");
+    describe_counter!(
+        REGISTRY_FOLLOWER_APPLIED_TOTAL,
+        "Artifacts a follower verified and applied from its upstream"
+    );
+    describe_counter!(
+        REGISTRY_FOLLOWER_REJECTED_TOTAL,
+        "Artifacts a follower refused (bad chain, hash or quorum), by reason"
     );
     describe_counter!(
         ADMIN_AUTH_FAILURES_TOTAL,

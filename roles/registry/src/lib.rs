@@ -1,6 +1,8 @@
 //! Registry: the append-only, quorum-signed descriptor log.
 
 pub mod config;
+pub mod log;
+pub mod model;
 
 pub use config::{RegistryConfig, Signer};
 
