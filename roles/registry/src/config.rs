@@ -1,6 +1,7 @@
 //! `[registry]`: the quorum-signed descriptor log.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -16,6 +17,19 @@ pub struct RegistryConfig {
     /// When set, this node follows the registry at that URL.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream: Option<String>,
+    /// How long a proposal collects approvals before it expires.
+    #[serde(with = "humantime_serde")]
+    pub proposal_ttl: Duration,
+    /// Interval of `: heartbeat` comments on idle stream connections.
+    #[serde(with = "humantime_serde")]
+    pub stream_heartbeat: Duration,
+    /// A stream client further behind than this many versions gets a
+    /// `compacted` event instead of a replay.
+    pub stream_replay_max: u64,
+    /// How often a consistent checkpoint file is written to the data dir
+    /// (`0s` = never; never under amnesia).
+    #[serde(with = "humantime_serde")]
+    pub checkpoint_interval: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -33,6 +47,10 @@ impl Default for RegistryConfig {
             quorum_m: 1,
             signers: Vec::new(),
             upstream: None,
+            proposal_ttl: Duration::from_secs(72 * 3600),
+            stream_heartbeat: Duration::from_secs(15),
+            stream_replay_max: 100_000,
+            checkpoint_interval: Duration::from_secs(300),
         }
     }
 }
@@ -66,11 +84,17 @@ impl RegistryConfig {
             }
         }
         if let Some(u) = &self.upstream {
-            if !(u.starts_with("http://") || u.starts_with("https://")) {
+            if !u.starts_with("http://") || u.parse::<http::Uri>().is_err() {
                 errs.push(format!(
-                    "registry.upstream must be an http(s) URL, got {u:?}"
+                    "registry.upstream must be an http:// URL, got {u:?}"
                 ));
             }
+        }
+        if self.proposal_ttl.is_zero() {
+            errs.push("registry.proposal_ttl must be above zero".into());
+        }
+        if self.stream_heartbeat.is_zero() {
+            errs.push("registry.stream_heartbeat must be above zero".into());
         }
     }
 }

@@ -1,13 +1,183 @@
-//! Registry: the append-only, quorum-signed descriptor log.
+//! Registry: the append-only, quorum-signed descriptor log (DESIGN §8).
+//!
+//! `model.rs` — types, canonical hash, approval message; `log.rs` — the
+//! log on redb with its single writer; `http.rs` — the API; `stream.rs` —
+//! the resumable SSE stream; `follower.rs` — replaying a primary.
+//!
+//! The log opens under `data_dir/registry.redb` (RAM under amnesia). The
+//! role is ready once it is open and writable; it writes a checkpoint file
+//! (`registry.checkpoint.jsonl`, every `checkpoint_interval`) and exports
+//! its age as `registry_checkpoint_age_seconds`.
 
 pub mod config;
+pub mod follower;
+pub mod http;
 pub mod log;
 pub mod model;
+pub mod stream;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 pub use config::{RegistryConfig, Signer};
+pub use log::{Options, Registry, RegistryError};
 
+use ron_kernel::metrics::names;
 use ron_kernel::{Live, RoleContext, RoleResult};
 
-pub async fn run(ctx: RoleContext, _cfg: Live<RegistryConfig>) -> RoleResult {
-    ron_kernel::pending::serve_not_implemented(ctx).await
+/// The genesis signer set a config describes.
+pub fn genesis(cfg: &RegistryConfig) -> model::SignerSet {
+    model::SignerSet {
+        m: cfg.quorum_m,
+        signers: cfg
+            .signers
+            .iter()
+            .map(|s| model::SignerEntry {
+                id: s.id.clone(),
+                public_key: s.public_key.clone(),
+            })
+            .collect(),
+    }
+}
+
+/// Where the log lives under a data dir.
+pub fn db_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("registry.redb")
+}
+
+pub fn checkpoint_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("registry.checkpoint.jsonl")
+}
+
+/// Writes a consistent checkpoint next to the log: to a temporary file,
+/// synced, then renamed over the previous one.
+pub fn write_checkpoint(reg: &Registry, data_dir: &Path) -> Result<u64, RegistryError> {
+    let io = |e: std::io::Error| RegistryError::Db(format!("checkpoint: {e}"));
+    let path = checkpoint_path(data_dir);
+    let tmp = path.with_extension("jsonl.tmp");
+    let file = std::fs::File::create(&tmp).map_err(io)?;
+    let mut out = std::io::BufWriter::new(file);
+    let head = reg.backup(&mut out)?;
+    let file = out.into_inner().map_err(|e| io(e.into_error()))?;
+    file.sync_all().map_err(io)?;
+    std::fs::rename(&tmp, &path).map_err(io)?;
+    Ok(head)
+}
+
+pub async fn run(ctx: RoleContext, cfg: Live<RegistryConfig>) -> RoleResult {
+    let c = cfg.load();
+    let settings = ctx.settings.load();
+    let opts = Options {
+        genesis: genesis(&c),
+        proposal_ttl: c.proposal_ttl,
+        upstream: c.upstream.clone(),
+        bus: Some(ctx.bus.clone()),
+    };
+    let (amnesia, data_dir) = (settings.amnesia, settings.data_dir.clone());
+    let dir = data_dir.clone();
+    let reg = Arc::new(
+        tokio::task::spawn_blocking(move || {
+            if amnesia {
+                Registry::in_memory(opts)
+            } else {
+                Registry::open(&db_path(&dir), opts)
+            }
+        })
+        .await??,
+    );
+    tracing::info!(
+        role = ctx.name,
+        head = reg.snapshot().head.version,
+        follower = c.upstream.is_some(),
+        "registry open"
+    );
+    ctx.handles.publish("registry", reg.clone());
+
+    let api = Arc::new(http::RegistryApi {
+        reg: reg.clone(),
+        settings: ctx.settings.clone(),
+        shutdown: ctx.shutdown.clone(),
+        heartbeat: c.stream_heartbeat,
+        replay_max: c.stream_replay_max,
+    });
+    let handler: Arc<dyn ron_kernel::http::Handler> =
+        Arc::new(move |req, peer| http::handle(api.clone(), req, peer));
+    let mut tasks = tokio::task::JoinSet::new();
+    for name in ctx.listeners.names().map(str::to_owned).collect::<Vec<_>>() {
+        let listener = ctx.listeners.tcp(&name)?;
+        tasks.spawn(ron_kernel::http::serve(
+            listener,
+            handler.clone(),
+            ctx.shutdown.clone(),
+            ctx.serve_options("registry"),
+        ));
+    }
+    if let Some(up) = c.upstream.clone() {
+        tasks.spawn(follower::follow(reg.clone(), up, ctx.shutdown.clone()));
+    }
+    tasks.spawn(housekeeping(
+        reg.clone(),
+        (!amnesia && !c.checkpoint_interval.is_zero()).then_some((data_dir, c.checkpoint_interval)),
+        ctx.shutdown.clone(),
+    ));
+
+    let probe = reg.clone();
+    ctx.ready_while(
+        Duration::from_secs(5),
+        "registry store is not writable",
+        move || probe.writable(),
+    )
+    .await;
+    while tasks.join_next().await.is_some() {}
+    Ok(())
+}
+
+/// Sweeps expired proposals and writes checkpoints until shutdown.
+async fn housekeeping(
+    reg: Arc<Registry>,
+    checkpoints: Option<(PathBuf, Duration)>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let mut last_checkpoint: Option<SystemTime> = checkpoints
+        .as_ref()
+        .and_then(|(dir, _)| std::fs::metadata(checkpoint_path(dir)).ok())
+        .and_then(|m| m.modified().ok());
+    let mut last_sweep = SystemTime::now();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let now = SystemTime::now();
+        if now.duration_since(last_sweep).unwrap_or_default() >= Duration::from_secs(600) {
+            last_sweep = now;
+            let r = reg.clone();
+            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || r.sweep_expired()).await {
+                tracing::warn!(error = %e, "registry: sweeping expired proposals failed");
+            }
+        }
+        let Some((dir, every)) = &checkpoints else {
+            continue;
+        };
+        let due =
+            last_checkpoint.is_none_or(|t| now.duration_since(t).unwrap_or_default() >= *every);
+        if due {
+            let (r, d) = (reg.clone(), dir.clone());
+            match tokio::task::spawn_blocking(move || write_checkpoint(&r, &d)).await {
+                Ok(Ok(_)) => last_checkpoint = Some(SystemTime::now()),
+                Ok(Err(e)) => tracing::warn!(error = %e, "registry checkpoint failed"),
+                Err(e) => tracing::warn!(error = %e, "registry checkpoint task failed"),
+            }
+        }
+        if let Some(t) = last_checkpoint {
+            metrics::gauge!(names::REGISTRY_CHECKPOINT_AGE_SECONDS).set(
+                SystemTime::now()
+                    .duration_since(t)
+                    .unwrap_or_default()
+                    .as_secs_f64(),
+            );
+        }
+    }
 }
