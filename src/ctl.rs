@@ -41,6 +41,8 @@ pub enum CtlAction {
     Put(PutCmd),
     Get(GetCmd),
     Names(NamesCmd),
+    #[cfg(feature = "registry")]
+    Registry(crate::ctl_registry::RegistryCmd),
 }
 
 #[derive(FromArgs, Debug)]
@@ -144,15 +146,15 @@ pub enum CtlError {
 
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
-struct Api {
+pub(crate) struct Api {
     client: HttpClient,
     base: String,
     token: Option<String>,
 }
 
-struct Reply {
-    status: StatusCode,
-    body: Bytes,
+pub(crate) struct Reply {
+    pub status: StatusCode,
+    pub body: Bytes,
 }
 
 impl Api {
@@ -171,8 +173,66 @@ impl Api {
         })
     }
 
-    async fn call(&self, method: Method, path: &str, body: Bytes) -> Result<Reply, CtlError> {
+    /// The same client and token against another base URL.
+    #[cfg_attr(not(feature = "registry"), allow(dead_code))]
+    pub(crate) fn with_base(&self, url: &str) -> Result<Self, CtlError> {
+        let mut api = Self::new(url, self.token.clone())?;
+        api.client = self.client.clone();
+        Ok(api)
+    }
+
+    pub(crate) async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Bytes,
+    ) -> Result<Reply, CtlError> {
         self.call_with(method, path, body, &[]).await
+    }
+
+    /// Sends a bodiless request and returns the response with its body
+    /// unread (for streams); a non-2xx answer is an error.
+    #[cfg_attr(not(feature = "registry"), allow(dead_code))]
+    pub(crate) async fn open(
+        &self,
+        method: Method,
+        path: &str,
+        headers: Vec<(header::HeaderName, String)>,
+    ) -> Result<http::Response<hyper::body::Incoming>, CtlError> {
+        let url = format!("{}{path}", self.base);
+        let mut req = Request::builder().method(method).uri(&url);
+        if let Some(t) = &self.token {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        let http_err = |msg: String| CtlError::Http {
+            url: url.clone(),
+            msg,
+        };
+        let req = req
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| http_err(e.to_string()))?;
+        let resp = tokio::time::timeout(Duration::from_secs(60), self.client.request(req))
+            .await
+            .map_err(|_| http_err("timed out".into()))?
+            .map_err(|e| http_err(e.to_string()))?;
+        if !resp.status().is_success() {
+            let status = resp.status().as_u16();
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            return Err(CtlError::Status {
+                url,
+                status,
+                body: String::from_utf8_lossy(&body).into_owned(),
+            });
+        }
+        Ok(resp)
     }
 
     async fn call_with(
@@ -217,7 +277,7 @@ impl Api {
         Ok(Reply { status, body })
     }
 
-    fn expect(
+    pub(crate) fn expect(
         &self,
         path: &str,
         r: Reply,
@@ -234,7 +294,7 @@ impl Api {
     }
 }
 
-fn file_err(path: &Path) -> impl Fn(std::io::Error) -> CtlError + '_ {
+pub(crate) fn file_err(path: &Path) -> impl Fn(std::io::Error) -> CtlError + '_ {
     move |source| CtlError::File {
         path: path.display().to_string(),
         source,
@@ -252,6 +312,8 @@ pub fn run(cmd: CtlCmd) -> Result<(), CtlError> {
             CtlAction::Put(p) => put(&api, p).await,
             CtlAction::Get(g) => get(&api, g).await,
             CtlAction::Names(n) => names(&api, n).await,
+            #[cfg(feature = "registry")]
+            CtlAction::Registry(r) => crate::ctl_registry::run(&api, r).await,
         }
     })
 }

@@ -5,6 +5,8 @@
 pub mod cli;
 pub mod config;
 pub mod ctl;
+#[cfg(feature = "registry")]
+pub mod ctl_registry;
 pub mod doctor;
 pub mod logging;
 pub mod node;

@@ -179,6 +179,13 @@ pub fn signing_message(version: u64, payload_b3: &[u8; 32]) -> [u8; 56] {
     m
 }
 
+/// The `sig` of an approval by the key with this secret seed.
+pub fn sign_approval(secret_seed: &[u8; 32], version: u64, payload_b3: &[u8; 32]) -> String {
+    use ed25519_dalek::Signer;
+    let key = ed25519_dalek::SigningKey::from_bytes(secret_seed);
+    encode_hex(&key.sign(&signing_message(version, payload_b3)).to_bytes())
+}
+
 pub fn decode_hex<const N: usize>(s: &str) -> Option<[u8; N]> {
     if s.len() != 2 * N {
         return None;
