@@ -683,3 +683,41 @@ fn the_operator_flow_from_the_shell_and_a_verified_restore() {
     node.wait_ready();
     assert_eq!(head(node.addr("registry")), committed);
 }
+
+/// A client further behind than `stream_replay_max`, or ahead of the head,
+/// is told `compacted` with the head to reconcile from.
+#[test]
+fn the_stream_says_compacted_when_history_is_out_of_reach() {
+    let s = Signers::new(1, 8);
+    let node = registry_node(&s, 1)
+        .config_replace(
+            "[registry]\naddr = \"127.0.0.1:0\"\n",
+            "[registry]\naddr = \"127.0.0.1:0\"\nstream_replay_max = 3\n",
+        )
+        .start();
+    node.wait_ready();
+    let r = node.addr("registry");
+    for i in 0..5 {
+        commit_with(r, &s, &[0], &format!("v{i}"));
+    }
+    for from in ["1", "9"] {
+        let mut st = open_stream(r, &format!("Last-Event-ID: {from}\r\n"));
+        st.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        let mut got = Vec::new();
+        let mut b = [0u8; 4096];
+        while !String::from_utf8_lossy(&got).contains("{\"head\":5}") {
+            let n = st.read(&mut b).unwrap();
+            assert!(n > 0, "{}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&b[..n]);
+        }
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.contains("event: compacted"), "{text}");
+        assert!(
+            !text.lines().any(|l| l.starts_with("id: ")),
+            "no replay: {text}"
+        );
+    }
+    // Within reach: replayed.
+    let mut st = open_stream(r, "Last-Event-ID: 2\r\n");
+    assert_eq!(read_events(&mut st, 5), vec![3, 4, 5]);
+}
