@@ -49,6 +49,7 @@ fn opts(genesis: SignerSet) -> Options {
         proposal_ttl: Duration::from_secs(3600),
         upstream: None,
         bus: None,
+        stream_buffer: ron_registry::log::STREAM_BUFFER,
     }
 }
 

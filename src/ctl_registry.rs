@@ -320,6 +320,7 @@ fn restore(r: Restore) -> Result<(), CtlError> {
         proposal_ttl: cfg.registry.proposal_ttl,
         upstream: None,
         bus: None,
+        stream_buffer: ron_registry::log::STREAM_BUFFER,
     };
     let path = ron_registry::db_path(&cfg.data_dir);
     let reg = ron_registry::Registry::open(&path, opts)

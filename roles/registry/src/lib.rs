@@ -73,6 +73,7 @@ pub async fn run(ctx: RoleContext, cfg: Live<RegistryConfig>) -> RoleResult {
         proposal_ttl: c.proposal_ttl,
         upstream: c.upstream.clone(),
         bus: Some(ctx.bus.clone()),
+        stream_buffer: log::STREAM_BUFFER,
     };
     let (amnesia, data_dir) = (settings.amnesia, settings.data_dir.clone());
     let dir = data_dir.clone();

@@ -38,7 +38,8 @@ const ARTIFACTS: TableDefinition<u64, &[u8]> = TableDefinition::new("artifacts")
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const PROPOSALS: TableDefinition<&str, &[u8]> = TableDefinition::new("proposals");
 
-/// Commits a slow stream subscriber may fall behind by before it is dropped.
+/// Commits a slow stream subscriber may fall behind by before it is
+/// dropped (the default of `Options::stream_buffer`).
 pub const STREAM_BUFFER: usize = 1024;
 
 #[derive(Debug, thiserror::Error)]
@@ -154,6 +155,7 @@ pub struct Registry {
     /// holds it, never across an await (all callers are blocking code).
     writer: Mutex<()>,
     commits: broadcast::Sender<Arc<Committed>>,
+    stream_buffer: usize,
     bus: Option<Bus>,
     pub proposal_ttl: Duration,
     /// When set, writes are refused with a pointer to the primary.
@@ -175,6 +177,8 @@ pub struct Options {
     pub proposal_ttl: Duration,
     pub upstream: Option<String>,
     pub bus: Option<Bus>,
+    /// Commits a stream subscriber may lag by before it is dropped.
+    pub stream_buffer: usize,
 }
 
 impl Registry {
@@ -217,12 +221,13 @@ impl Registry {
             (head, signers)
         };
         metrics::gauge!(m::REGISTRY_HEAD_VERSION).set(head.version as f64);
-        let (commits, _) = broadcast::channel(STREAM_BUFFER);
+        let (commits, _) = broadcast::channel(opts.stream_buffer.max(1));
         Ok(Registry {
             db,
             state: ArcSwap::from_pointee(Snapshot::new(head, signers)),
             writer: Mutex::new(()),
             commits,
+            stream_buffer: opts.stream_buffer.max(1),
             bus: opts.bus,
             proposal_ttl: opts.proposal_ttl,
             upstream: opts.upstream,
@@ -231,6 +236,11 @@ impl Registry {
 
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.state.load_full()
+    }
+
+    /// Commits a stream client may lag by before it is dropped.
+    pub fn stream_buffer(&self) -> usize {
+        self.stream_buffer
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Committed>> {

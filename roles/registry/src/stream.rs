@@ -144,16 +144,32 @@ async fn feed(
             None => return,
         }
     };
+    // Live: commits are taken off the broadcast as they come and queued
+    // here while the client is slow to read; a client that lets the queue
+    // pass the stream buffer is dropped. The send is cancel-safe, so
+    // waiting on it never stops us from seeing new commits.
+    let limit = api.reg.stream_buffer();
+    let mut queue: std::collections::VecDeque<Bytes> = std::collections::VecDeque::new();
     let mut beat = tokio::time::interval(api.heartbeat);
     beat.tick().await;
+    let dropped = || {
+        metrics::counter!(names::REGISTRY_STREAM_DROPPED_TOTAL).increment(1);
+        tracing::info!("registry stream client fell behind; dropped");
+    };
     loop {
         tokio::select! {
             _ = api.shutdown.cancelled() => return,
             _ = tx.closed() => return,
             _ = beat.tick() => {
-                if tx.send(Bytes::from_static(b": heartbeat\n\n")).await.is_err() {
+                if queue.is_empty() {
+                    queue.push_back(Bytes::from_static(b": heartbeat\n\n"));
+                }
+            }
+            sent = tx.send(queue.front().cloned().unwrap_or_default()), if !queue.is_empty() => {
+                if sent.is_err() {
                     return;
                 }
+                queue.pop_front();
             }
             got = rx.recv() => match got {
                 Ok(c) if c.version <= last => {}
@@ -161,22 +177,112 @@ async fn feed(
                     if c.version > last + 1 {
                         // Cannot happen with subscribe-before-snapshot, but
                         // a gap is filled from redb rather than skipped.
-                        if replay(&api.reg, &tx, last, c.version - 1).await.is_none() {
-                            return;
+                        let (r, from, to) = (api.reg.clone(), last + 1, c.version - 1);
+                        match tokio::task::spawn_blocking(move || r.events(from, to)).await {
+                            Ok(Ok(events)) => queue.extend(events),
+                            _ => return,
                         }
                     }
-                    if tx.send(c.event.clone()).await.is_err() {
+                    queue.push_back(c.event.clone());
+                    last = c.version;
+                    if queue.len() > limit {
+                        dropped();
                         return;
                     }
-                    last = c.version;
                 }
                 Err(RecvError::Lagged(_)) => {
-                    metrics::counter!(names::REGISTRY_STREAM_DROPPED_TOTAL).increment(1);
-                    tracing::info!(last, "registry stream client fell behind; dropped");
+                    dropped();
                     return;
                 }
                 Err(RecvError::Closed) => return,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::Options;
+    use crate::model::{
+        encode_hex, hash_bytes, sign_approval, Approval, DescriptorSet, Item, Region, SignerEntry,
+        SignerSet,
+    };
+    use std::time::Duration;
+
+    /// A client that never reads stops receiving, but commits go on at
+    /// full speed; once it lags past the buffer its feed ends (dropped).
+    #[tokio::test]
+    async fn a_client_that_does_not_read_is_dropped_and_commits_never_wait() {
+        let seed = [3u8; 32];
+        let public = ed25519_dalek::SigningKey::from_bytes(&seed).verifying_key();
+        let reg = Arc::new(
+            Registry::in_memory(Options {
+                genesis: SignerSet {
+                    m: 1,
+                    signers: vec![SignerEntry {
+                        id: "s".into(),
+                        public_key: encode_hex(public.as_bytes()),
+                    }],
+                },
+                proposal_ttl: Duration::from_secs(60),
+                upstream: None,
+                bus: None,
+                stream_buffer: 4,
+            })
+            .unwrap(),
+        );
+        let api = Arc::new(RegistryApi {
+            reg: reg.clone(),
+            settings: ron_kernel::Live::new(ron_kernel::NodeSettings {
+                data_dir: std::path::PathBuf::from("."),
+                amnesia: true,
+                read_only: false,
+                drain_deadline: Duration::from_secs(1),
+                header_read_timeout: Duration::from_secs(5),
+                body_read_timeout: Duration::from_secs(5),
+                max_body_bytes: 1 << 20,
+                write_tokens: Vec::new(),
+            }),
+            shutdown: tokio_util::sync::CancellationToken::new(),
+            heartbeat: Duration::from_secs(3600),
+            replay_max: 1000,
+        });
+        // A body nobody polls: one frame of room.
+        let (tx, _unread_body) = ChannelBody::channel(1);
+        let feeder = tokio::spawn(feed(api, tx, reg.subscribe(), 0, 0));
+        let r = reg.clone();
+        tokio::task::spawn_blocking(move || {
+            for i in 0..40u64 {
+                let head = r.snapshot().head.clone();
+                let p = r
+                    .propose(DescriptorSet {
+                        version: head.version + 1,
+                        prev_b3: head.payload_b3,
+                        items: vec![Item::Region(Region {
+                            id: format!("r{i}"),
+                            name: "r".into(),
+                            parent: None,
+                        })],
+                        created_at: "2026-11-25T10:00:00Z".into(),
+                    })
+                    .unwrap();
+                let h = hash_bytes(&p.payload_b3).unwrap();
+                r.approve(
+                    &p.id,
+                    Approval {
+                        signer_id: "s".into(),
+                        sig: sign_approval(&seed, p.payload.version, &h),
+                    },
+                )
+                .unwrap();
+                r.commit(&p.id).unwrap();
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(reg.snapshot().head.version, 40);
+        // The feed ends on its own: it lagged and was dropped.
+        feeder.await.unwrap();
     }
 }

@@ -72,6 +72,7 @@ fn opts(genesis: SignerSet) -> Options {
         proposal_ttl: Duration::from_secs(72 * 3600),
         upstream: None,
         bus: None,
+        stream_buffer: ron_registry::log::STREAM_BUFFER,
     }
 }
 
