@@ -1,6 +1,8 @@
 //! Overlay: OAP/1 over TLS 1.3/TCP and QUIC between nodes.
 
 pub mod config;
+pub mod identity;
+pub mod tls;
 
 pub use config::{OverlayConfig, PqMode};
 
