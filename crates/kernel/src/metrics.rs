@@ -51,6 +51,9 @@ pub mod names {
     pub const REGISTRY_STREAM_CLIENTS: &str = "registry_stream_clients";
     pub const REGISTRY_FOLLOWER_APPLIED_TOTAL: &str = "registry_follower_applied_total";
     pub const REGISTRY_FOLLOWER_REJECTED_TOTAL: &str = "registry_follower_rejected_total";
+    // Overlay
+    pub const HANDSHAKE_TOTAL: &str = "handshake_total";
+    pub const OVERLAY_SESSIONS_ACTIVE: &str = "overlay_sessions_active";
 }
 
 /// Registers help text for every metric. Call once after installing the
@@ -174,6 +177,14 @@ pub fn describe_all() {
     describe_counter!(
         REGISTRY_FOLLOWER_REJECTED_TOTAL,
         "Artifacts a follower refused (bad chain, hash or quorum), by reason"
+    );
+    describe_counter!(
+        HANDSHAKE_TOTAL,
+        "Overlay TLS handshakes by result (ok, refused, timeout) and key exchange group"
+    );
+    describe_gauge!(
+        OVERLAY_SESSIONS_ACTIVE,
+        "Overlay sessions past TLS and HELLO"
     );
     describe_counter!(
         ADMIN_AUTH_FAILURES_TOTAL,

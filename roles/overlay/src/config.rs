@@ -22,6 +22,19 @@ pub struct OverlayConfig {
     pub max_conns: u32,
     #[serde(with = "humantime_serde")]
     pub handshake_timeout: Duration,
+    /// Static peers: every listed key may connect; those with an `addr`
+    /// are dialed and kept connected.
+    pub peers: Vec<PeerConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    /// The peer's node key: 64 lowercase hex (its node id).
+    pub public_key: String,
+    /// Where to dial it; without one, the peer is only accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub addr: Option<SocketAddr>,
 }
 
 impl Default for OverlayConfig {
@@ -31,6 +44,7 @@ impl Default for OverlayConfig {
             pq_mode: PqMode::Classical,
             max_conns: 1024,
             handshake_timeout: Duration::from_secs(3),
+            peers: Vec::new(),
         }
     }
 }
@@ -49,6 +63,13 @@ impl OverlayConfig {
         }
         if self.handshake_timeout.is_zero() {
             errs.push("overlay.handshake_timeout must be above zero".into());
+        }
+        for (i, p) in self.peers.iter().enumerate() {
+            if crate::identity::parse_key_hex(&p.public_key).is_none() {
+                errs.push(format!(
+                    "overlay.peers[{i}].public_key must be 64 lowercase hex characters"
+                ));
+            }
         }
     }
 }
