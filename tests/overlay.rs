@@ -78,12 +78,125 @@ fn pinned_peers_connect_and_an_unknown_key_is_refused() {
         metric_at_least(&a, "handshake_total{result=\"refused\"", 1.0).then_some(())
     });
     assert!(refused.is_some(), "{}", a.log_dump());
-    assert!(metric_at_least(
-        &c,
-        "handshake_total{result=\"refused\"",
-        1.0
-    ));
+    let c_refused = common::poll(Duration::from_secs(60), || {
+        metric_at_least(&c, "handshake_total{result=\"refused\"", 1.0).then_some(())
+    });
+    assert!(c_refused.is_some(), "{}", c.log_dump());
     // A still has exactly its one session, with B.
     let m = a.get("metrics", "/metrics").body;
     assert!(m.lines().any(|l| l == "overlay_sessions_active 1"), "{m}");
+}
+
+/// A peer that opens TCP and never speaks is cut off at the handshake
+/// timeout and counted.
+#[test]
+fn a_silent_connection_is_cut_at_the_handshake_timeout() {
+    use std::io::Read;
+    let (a, _) = overlay_node(4, &[]);
+    let mut s = std::net::TcpStream::connect(a.addr("overlay")).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut b = [0u8; 16];
+    assert_eq!(s.read(&mut b).unwrap(), 0, "the node closes the connection");
+    let counted = common::poll(Duration::from_secs(30), || {
+        metric_at_least(&a, "handshake_total{result=\"timeout\",kex=\"none\"}", 1.0).then_some(())
+    });
+    assert!(counted.is_some(), "{}", a.get("metrics", "/metrics").body);
+}
+
+/// A harness peer speaking raw OAP/1 over a pinned TLS connection: each
+/// protocol violation is answered with an ERROR frame naming its reason
+/// before the node closes, and the node stays ready.
+#[test]
+fn a_malicious_peer_gets_the_right_reject_and_the_node_stays_ready() {
+    use bytes::{Bytes, BytesMut};
+    use ron_oap::{Decoded, Decoder, Encoder, Flags, FrameSpec, Header, HEADER_LEN};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let evil = ron_overlay::identity::Identity::from_seed([9; 32]).unwrap();
+    let (a, a_id) = overlay_node(5, &[(evil.node_id(), None)]);
+    let a_key = ron_overlay::identity::parse_key_hex(&a_id).unwrap();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(
+        ron_overlay::tls::client_config(
+            &evil,
+            std::sync::Arc::new(ron_overlay::tls::Pins::new([a_key])),
+            ron_overlay::PqMode::Classical,
+        )
+        .unwrap(),
+    ));
+    let addr = a.addr("overlay");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+
+    let hello = {
+        let mut enc = Encoder::default();
+        let h = ron_oap::Hello::new(evil.node_id(), 1 << 20, 16);
+        enc.encode(&FrameSpec::hello(Flags::REQ), &[], Bytes::from(h.to_json()))
+            .unwrap()
+            .to_vec()
+    };
+    let raw_header = |flags: u16, len: u32| {
+        Header {
+            len,
+            ver: 1,
+            flags: Flags(flags),
+            code: 0,
+            app_proto_id: 1,
+            tenant: 0,
+            cap_len: 0,
+            corr_id: 7,
+        }
+        .to_bytes()
+        .to_vec()
+    };
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("bad_hello", raw_header(0b1_1001, HEADER_LEN as u32)), // a START before HELLO
+        (
+            "bad_flags",
+            [
+                hello.clone(),
+                raw_header(0x0100 | 0b1_1001, HEADER_LEN as u32),
+            ]
+            .concat(),
+        ),
+        (
+            "frame_oversize",
+            [hello.clone(), raw_header(0b1_1001, 2 << 20)].concat(),
+        ),
+        ("bad_hello", [hello.clone(), hello.clone()].concat()), // a second HELLO
+    ];
+    for (reason, wire) in cases {
+        let got = rt.block_on(async {
+            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let mut tls = connector
+                .connect(ron_overlay::tls::peer_name(), tcp)
+                .await
+                .unwrap();
+            tls.write_all(&wire).await.unwrap();
+            let mut out = Vec::new();
+            let _ = tokio::time::timeout(Duration::from_secs(30), tls.read_to_end(&mut out)).await;
+            out
+        });
+        let mut buf = BytesMut::from(&got[..]);
+        let dec = Decoder::default();
+        let mut frames = Vec::new();
+        while let Ok(Decoded::Frame(f)) = dec.decode(&mut buf) {
+            frames.push(f);
+        }
+        let last = frames
+            .last()
+            .unwrap_or_else(|| panic!("{reason}: no frame back"));
+        assert!(last.header.code >= 400, "{reason}: {:?}", last.header);
+        let body: serde_json::Value = serde_json::from_slice(&last.payload).unwrap();
+        assert_eq!(body["reason"], reason, "{body}");
+    }
+    a.wait_ready();
+    let m = a.get("metrics", "/metrics").body;
+    for reason in ["bad_hello", "bad_flags", "frame_oversize"] {
+        assert!(
+            m.contains(&format!("rejected_total{{reason=\"{reason}\"}}")),
+            "{reason} not counted:\n{m}"
+        );
+    }
 }
