@@ -13,6 +13,15 @@ fn overlay_node(
     seed: u8,
     peers: &[(String, Option<std::net::SocketAddr>)],
 ) -> (common::Node, String) {
+    overlay_node_via(seed, peers, "tcp", "classical")
+}
+
+fn overlay_node_via(
+    seed: u8,
+    peers: &[(String, Option<std::net::SocketAddr>)],
+    transport: &str,
+    pq_mode: &str,
+) -> (common::Node, String) {
     let b = NodeBuilder::new().arg("--roles").arg("overlay");
     let data = b.dir().join("data");
     std::fs::create_dir_all(&data).unwrap();
@@ -25,10 +34,16 @@ fn overlay_node(
     for (k, addr) in peers {
         tables.push_str(&format!("[[overlay.peers]]\npublic_key = \"{k}\"\n"));
         if let Some(a) = addr {
-            tables.push_str(&format!("addr = \"{a}\"\n"));
+            tables.push_str(&format!("addr = \"{a}\"\ntransport = \"{transport}\"\n"));
         }
     }
-    let node = b.config_extra(&tables).start();
+    let node = b
+        .config_replace(
+            "[overlay]\naddr = \"127.0.0.1:0\"\n",
+            &format!("[overlay]\naddr = \"127.0.0.1:0\"\npq_mode = \"{pq_mode}\"\n"),
+        )
+        .config_extra(&tables)
+        .start();
     node.wait_ready();
     (node, id)
 }
@@ -199,4 +214,46 @@ fn a_malicious_peer_gets_the_right_reject_and_the_node_stays_ready() {
             "{reason} not counted:\n{m}"
         );
     }
+}
+
+#[test]
+fn two_nodes_connect_over_quic() {
+    let (a, a_id) = overlay_node(6, &[(id_of(7), None)]);
+    let (b, _) = overlay_node_via(
+        7,
+        &[(a_id.clone(), Some(a.addr("overlay")))],
+        "quic",
+        "classical",
+    );
+    let up = |n: &common::Node, peer: &str| {
+        n.wait_for_log(Duration::from_secs(60), |v| {
+            v["message"] == "overlay session up" && v["peer"] == peer && v["transport"] == "quic"
+        })
+    };
+    assert!(up(&b, &a_id).is_some(), "{}", b.log_dump());
+    assert!(up(&a, &id_of(7)).is_some(), "{}", a.log_dump());
+}
+
+#[test]
+fn hybrid_nodes_negotiate_x25519mlkem768_and_count_it() {
+    let (a, a_id) = overlay_node_via(8, &[(id_of(9), None)], "tcp", "hybrid");
+    let (b, _) = overlay_node_via(
+        9,
+        &[(a_id.clone(), Some(a.addr("overlay")))],
+        "tcp",
+        "hybrid",
+    );
+    let up = b.wait_for_log(Duration::from_secs(60), |v| {
+        v["message"] == "overlay session up" && v["peer"] == a_id.as_str()
+    });
+    assert_eq!(up.expect("session")["kex"], "X25519MLKEM768");
+    let counted = common::poll(Duration::from_secs(30), || {
+        metric_at_least(
+            &a,
+            "handshake_total{result=\"ok\",kex=\"X25519MLKEM768\"}",
+            1.0,
+        )
+        .then_some(())
+    });
+    assert!(counted.is_some(), "{}", a.get("metrics", "/metrics").body);
 }

@@ -35,6 +35,19 @@ pub struct PeerConfig {
     /// Where to dial it; without one, the peer is only accepted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub addr: Option<SocketAddr>,
+    /// How to dial it.
+    #[serde(default)]
+    pub transport: Transport,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// TLS 1.3 over TCP.
+    #[default]
+    Tcp,
+    /// QUIC over UDP.
+    Quic,
 }
 
 impl Default for OverlayConfig {

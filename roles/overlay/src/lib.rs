@@ -1,18 +1,20 @@
 //! Overlay: OAP/1 over TLS 1.3/TCP between nodes (DESIGN §9).
 //!
 //! `identity.rs` — the node key and its certificate; `tls.rs` — pinned-key
-//! TLS configs; `net.rs` — listener, dialer and session tasks. Peers are
+//! TLS configs; `net.rs` — TCP listener, dialer and the session task;
+//! `quic.rs` — the same over QUIC on the UDP port of the same number. Peers are
 //! the static `overlay.peers` list for now: each listed key may connect,
 //! and those with an address are dialed and kept connected.
 
 pub mod config;
 pub mod identity;
 pub mod net;
+pub mod quic;
 pub mod tls;
 
 use std::sync::Arc;
 
-pub use config::{OverlayConfig, PeerConfig, PqMode};
+pub use config::{OverlayConfig, PeerConfig, PqMode, Transport};
 
 use ron_kernel::{Live, RoleContext, RoleResult};
 
@@ -25,22 +27,20 @@ pub async fn run(ctx: RoleContext, cfg: Live<OverlayConfig>) -> RoleResult {
         let dir = settings.data_dir.clone();
         tokio::task::spawn_blocking(move || identity::Identity::load_or_create(&dir)).await??
     };
-    let keys: Vec<([u8; 32], Option<std::net::SocketAddr>)> = c
+    let keys: Vec<([u8; 32], Option<std::net::SocketAddr>, Transport)> = c
         .peers
         .iter()
-        .filter_map(|p| identity::parse_key_hex(&p.public_key).map(|k| (k, p.addr)))
+        .filter_map(|p| identity::parse_key_hex(&p.public_key).map(|k| (k, p.addr, p.transport)))
         .collect();
-    let pins = Arc::new(tls::Pins::new(keys.iter().map(|(k, _)| *k)));
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls::server_config(
-        &identity,
-        pins.clone(),
-        c.pq_mode,
-    )?));
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(tls::client_config(
-        &identity,
-        pins.clone(),
-        c.pq_mode,
-    )?));
+    let pins = Arc::new(tls::Pins::new(keys.iter().map(|(k, _, _)| *k)));
+    let server_tls = tls::server_config(&identity, pins.clone(), c.pq_mode)?;
+    let client_tls = tls::client_config(&identity, pins.clone(), c.pq_mode)?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_tls.clone()));
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client_tls.clone()));
+    let kex_preference = match c.pq_mode {
+        PqMode::Hybrid => "X25519MLKEM768",
+        PqMode::Classical => "X25519",
+    };
     tracing::info!(role = ctx.name, node_id = %identity.node_id(), pq_mode = ?c.pq_mode, peers = keys.len(), "overlay identity");
     let overlay = Arc::new(net::Overlay::new(
         identity,
@@ -50,16 +50,39 @@ pub async fn run(ctx: RoleContext, cfg: Live<OverlayConfig>) -> RoleResult {
         c.handshake_timeout,
         c.max_conns as usize,
         ctx.shutdown.clone(),
+        kex_preference,
     ));
     ctx.handles.publish("overlay", overlay.clone());
     let mut tasks = tokio::task::JoinSet::new();
+    let mut quic_endpoint = None;
     for name in ctx.listeners.names().map(str::to_owned).collect::<Vec<_>>() {
         let listener = ctx.listeners.tcp(&name)?;
+        // QUIC on the UDP port with the TCP listener's number.
+        let bound = listener.local_addr()?;
+        let udp = std::net::UdpSocket::bind(bound).map_err(|e| {
+            std::io::Error::new(e.kind(), format!("overlay QUIC on udp {bound}: {e}"))
+        })?;
+        let endpoint = quic::endpoint(udp, server_tls.clone())?;
         tasks.spawn(net::listen(overlay.clone(), listener));
+        tasks.spawn(quic::listen(overlay.clone(), endpoint.clone()));
+        quic_endpoint.get_or_insert(endpoint);
     }
-    for (key, addr) in keys {
-        if let Some(addr) = addr {
-            tasks.spawn(net::dial(overlay.clone(), addr, key));
+    let quic_client = quic::client_config(client_tls)?;
+    for (key, addr, transport) in keys {
+        match (addr, transport, &quic_endpoint) {
+            (Some(addr), Transport::Tcp, _) => {
+                tasks.spawn(net::dial(overlay.clone(), addr, key));
+            }
+            (Some(addr), Transport::Quic, Some(ep)) => {
+                tasks.spawn(quic::dial(
+                    overlay.clone(),
+                    ep.clone(),
+                    quic_client.clone(),
+                    addr,
+                    key,
+                ));
+            }
+            _ => {}
         }
     }
     ctx.ready.set_ready();

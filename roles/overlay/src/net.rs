@@ -52,6 +52,9 @@ pub struct Overlay {
     pub sessions: Mutex<BTreeMap<u64, PeerSession>>,
     next_id: std::sync::atomic::AtomicU64,
     pub shutdown: CancellationToken,
+    /// The key exchange this node offers first (QUIC sessions are labelled
+    /// with it; quinn does not report the negotiated group).
+    pub kex_preference: &'static str,
 }
 
 impl Overlay {
@@ -64,6 +67,7 @@ impl Overlay {
         handshake_timeout: Duration,
         max_conns: usize,
         shutdown: CancellationToken,
+        kex_preference: &'static str,
     ) -> Self {
         Overlay {
             identity,
@@ -75,6 +79,7 @@ impl Overlay {
             sessions: Mutex::new(BTreeMap::new()),
             next_id: std::sync::atomic::AtomicU64::new(1),
             shutdown,
+            kex_preference,
         }
     }
 
@@ -94,7 +99,7 @@ impl Overlay {
     }
 }
 
-fn handshake(result: &'static str, kex: &str) {
+pub(crate) fn handshake(result: &'static str, kex: &str) {
     metrics::counter!(names::HANDSHAKE_TOTAL, "result" => result, "kex" => kex.to_owned())
         .increment(1);
 }
@@ -152,7 +157,7 @@ pub async fn listen(overlay: Arc<Overlay>, listener: TcpListener) {
                 return;
             };
             handshake("ok", &kex);
-            run_session(ov, tls, peer, key, kex, "in").await;
+            run_session(ov, tls, peer, key, kex, "in", "tcp").await;
         });
     }
 }
@@ -216,7 +221,7 @@ async fn connect(overlay: &Arc<Overlay>, addr: SocketAddr, key: [u8; 32]) -> Res
     // In TLS 1.3 the server judges our certificate after our side is done:
     // the outcome is known when its HELLO (or its alert) arrives, and
     // run_session counts it then.
-    run_session(overlay.clone(), tls, addr, key, kex, "out").await;
+    run_session(overlay.clone(), tls, addr, key, kex, "out", "tcp").await;
     Ok(())
 }
 
@@ -262,13 +267,14 @@ impl Drop for SessionGauge {
     }
 }
 
-async fn run_session<S: AsyncRead + AsyncWrite + Unpin>(
+pub(crate) async fn run_session<S: AsyncRead + AsyncWrite + Unpin>(
     overlay: Arc<Overlay>,
     stream: S,
     addr: SocketAddr,
     key: [u8; 32],
     kex: String,
     direction: &'static str,
+    transport: &'static str,
 ) {
     let peer_id = hex(&key);
     let (mut rd, mut wr) = tokio::io::split(stream);
@@ -323,7 +329,7 @@ async fn run_session<S: AsyncRead + AsyncWrite + Unpin>(
                             PeerSession {
                                 peer_id: peer_id.clone(),
                                 addr: addr.to_string(),
-                                transport: "tcp",
+                                transport,
                                 direction,
                                 kex: kex.clone(),
                                 since: humantime::format_rfc3339_seconds(SystemTime::now())
@@ -332,7 +338,7 @@ async fn run_session<S: AsyncRead + AsyncWrite + Unpin>(
                                 bytes_in: n,
                             },
                         );
-                        tracing::info!(peer = %peer_id, %addr, transport = "tcp", direction, kex = %kex, "overlay session up");
+                        tracing::info!(peer = %peer_id, %addr, transport, direction, kex = %kex, "overlay session up");
                     }
                     Ok(Event::ConnectionError { code, payload }) => {
                         break Err(format!(
