@@ -257,3 +257,75 @@ fn hybrid_nodes_negotiate_x25519mlkem768_and_count_it() {
     });
     assert!(counted.is_some(), "{}", a.get("metrics", "/metrics").body);
 }
+
+/// A node with overlay, storage and omnigate; `omnigate` and `peers` as in
+/// `overlay_node`.
+fn full_node(seed: u8, omnigate: &str, peers: &str) -> common::Node {
+    let b = NodeBuilder::new()
+        .arg("--roles")
+        .arg("overlay,storage,omnigate");
+    let data = b.dir().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("node.key"), format!("{:02x}", seed).repeat(32)).unwrap();
+    let node = b
+        .config_replace(
+            "[omnigate]\naddr = \"127.0.0.1:0\"",
+            &format!("[omnigate]\naddr = \"127.0.0.1:0\"\n{omnigate}"),
+        )
+        .config_extra(peers)
+        .start();
+    node.wait_ready();
+    node
+}
+
+#[test]
+fn an_object_on_a_is_fetched_through_bs_gateway_verified_and_kept() {
+    let a = full_node(
+        10,
+        "",
+        &format!("[[overlay.peers]]\npublic_key = \"{}\"\n", id_of(11)),
+    );
+    let b = full_node(
+        11,
+        "fetch_from_peers = true",
+        &format!(
+            "[[overlay.peers]]\npublic_key = \"{}\"\naddr = \"{}\"\n",
+            id_of(10),
+            a.addr("overlay")
+        ),
+    );
+    let up = b.wait_for_log(Duration::from_secs(60), |v| {
+        v["message"] == "overlay session up"
+    });
+    assert!(up.is_some(), "{}", b.log_dump());
+
+    let data = common::body_of(300 * 1024 + 5, 42);
+    let r = common::request(a.addr("omnigate"), "PUT", "/v1/o", &[], &data);
+    assert_eq!(r.status, 201, "{}", r.body);
+    let address = r.json()["address"].as_str().unwrap().to_owned();
+    let path = format!("/v1/o/{address}");
+
+    let (status, _, body) = common::request_bytes(b.addr("omnigate"), "GET", &path, &[], b"");
+    assert_eq!(status, 200);
+    assert_eq!(body, data, "B served A's bytes");
+    // B keeps it: with A gone, B still serves it.
+    drop(a);
+    let (status, _, body) = common::request_bytes(
+        b.addr("omnigate"),
+        "GET",
+        &path,
+        &[("Range", "bytes=100-199")],
+        b"",
+    );
+    assert_eq!(status, 206);
+    assert_eq!(body, &data[100..200]);
+    // An object nobody has is still a 404.
+    let r = common::request(
+        b.addr("omnigate"),
+        "GET",
+        &format!("/v1/o/b3:{}", "e".repeat(64)),
+        &[],
+        b"",
+    );
+    assert_eq!(r.status, 404);
+}

@@ -81,3 +81,26 @@ mod tests {
         assert!(h.get::<Store>().is_none());
     }
 }
+
+/// What the overlay publishes so omnigate can fetch an object it does not
+/// have from peers (without depending on the overlay crate): the future
+/// resolves once the object is verified against its address and stored
+/// locally.
+#[derive(Clone)]
+pub struct PeerFetch(
+    #[allow(clippy::type_complexity)]
+    pub  Arc<
+        dyn Fn(
+                crate::ContentAddress,
+            )
+                -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>
+            + Send
+            + Sync,
+    >,
+);
+
+impl std::fmt::Debug for PeerFetch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PeerFetch")
+    }
+}

@@ -354,8 +354,30 @@ impl Gate {
         let ranged = req.method() == Method::GET
             && svc == Service::Storage
             && req.headers().contains_key(header::RANGE);
+        // A GET of an object this node lacks may be fetched from peers
+        // (verified and stored locally) and then served as if it had been
+        // here all along.
+        let refetch = (cfg.fetch_from_peers
+            && svc == Service::Storage
+            && matches!(*req.method(), Method::GET | Method::HEAD))
+        .then(|| {
+            (
+                req.method().clone(),
+                req.uri().clone(),
+                req.headers().clone(),
+            )
+        });
         let Routed { route, response } = if let Some(call) = self.local(svc) {
-            call(req, peer).await
+            let first = call(req, peer).await;
+            match refetch {
+                Some((method, uri, headers))
+                    if first.response.status() == StatusCode::NOT_FOUND =>
+                {
+                    self.fetch_from_peers(first, method, uri, headers, peer)
+                        .await
+                }
+                _ => first,
+            }
         } else if let Some(remote) = self.remote(svc) {
             let hedge = cfg.hedge_read && svc == Service::Storage;
             match remote.forward(req, peer, hedge).await {
@@ -368,6 +390,42 @@ impl Gate {
         count_downstream_refusal(&response);
         let first_byte = ranged.then_some(start);
         Routed::new(route, guarded(response, inflight, Some(permit), first_byte))
+    }
+
+    /// After a local 404: fetch the object from peers through the overlay
+    /// and, once it is stored here, answer from the local store.
+    async fn fetch_from_peers(
+        &self,
+        miss: Routed,
+        method: Method,
+        uri: http::Uri,
+        headers: http::HeaderMap,
+        peer: SocketAddr,
+    ) -> Routed {
+        let Some(fetch) = self.ctx.handles.get::<ron_kernel::handles::PeerFetch>() else {
+            return miss;
+        };
+        let Some(address) = uri
+            .path()
+            .strip_prefix("/v1/o/")
+            .and_then(|a| ron_kernel::ContentAddress::parse(a).ok())
+        else {
+            return miss;
+        };
+        if let Err(e) = (fetch.0)(address).await {
+            tracing::debug!(%address, error = %e, "not found at peers either");
+            return miss;
+        }
+        let Some(call) = self.local(Service::Storage) else {
+            return miss;
+        };
+        let mut req = Request::new(ron_kernel::http::req_body(http_body_util::Empty::<
+            bytes::Bytes,
+        >::new()));
+        *req.method_mut() = method;
+        *req.uri_mut() = uri;
+        *req.headers_mut() = headers;
+        call(req, peer).await
     }
 
     async fn index_get(&self, name: &str) -> Result<Option<view::Record>, String> {

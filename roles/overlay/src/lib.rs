@@ -51,8 +51,26 @@ pub async fn run(ctx: RoleContext, cfg: Live<OverlayConfig>) -> RoleResult {
         c.max_conns as usize,
         ctx.shutdown.clone(),
         kex_preference,
+        ctx.handles.clone(),
+        64 << 20,
     ));
     ctx.handles.publish("overlay", overlay.clone());
+    // Omnigate fetches what it lacks through this, without knowing the
+    // overlay's types: verified bytes are stored locally before it returns.
+    let fetcher = overlay.clone();
+    ctx.handles.publish(
+        "overlay",
+        Arc::new(ron_kernel::handles::PeerFetch(Arc::new(move |address| {
+            let ov = fetcher.clone();
+            Box::pin(async move {
+                let data = ov.fetch(address).await?;
+                let store = ov.clone();
+                tokio::task::spawn_blocking(move || net::local_put(&store, &data))
+                    .await
+                    .map_err(|e| e.to_string())?
+            })
+        }))),
+    );
     let mut tasks = tokio::task::JoinSet::new();
     let mut quic_endpoint = None;
     for name in ctx.listeners.names().map(str::to_owned).collect::<Vec<_>>() {

@@ -51,6 +51,12 @@ pub struct Overlay {
     /// Live sessions by a per-connection id.
     pub sessions: Mutex<BTreeMap<u64, PeerSession>>,
     next_id: std::sync::atomic::AtomicU64,
+    /// Command channels of live sessions, by connection id.
+    links: Mutex<BTreeMap<u64, (String, tokio::sync::mpsc::Sender<Command>)>>,
+    /// Where fetched objects go and served ones come from.
+    pub handles: ron_kernel::Handles,
+    /// Largest object a fetch accepts.
+    pub fetch_max_bytes: usize,
     pub shutdown: CancellationToken,
     /// The key exchange this node offers first (QUIC sessions are labelled
     /// with it; quinn does not report the negotiated group).
@@ -68,6 +74,8 @@ impl Overlay {
         max_conns: usize,
         shutdown: CancellationToken,
         kex_preference: &'static str,
+        handles: ron_kernel::Handles,
+        fetch_max_bytes: usize,
     ) -> Self {
         Overlay {
             identity,
@@ -78,6 +86,9 @@ impl Overlay {
             conns: Arc::new(Semaphore::new(max_conns)),
             sessions: Mutex::new(BTreeMap::new()),
             next_id: std::sync::atomic::AtomicU64::new(1),
+            links: Mutex::new(BTreeMap::new()),
+            handles,
+            fetch_max_bytes,
             shutdown,
             kex_preference,
         }
@@ -267,6 +278,171 @@ impl Drop for SessionGauge {
     }
 }
 
+/// App protocol 2: blob fetch.
+pub const PROTO_BLOB: u16 = 2;
+
+/// Work other tasks hand a session.
+#[derive(Debug)]
+pub enum Command {
+    /// Fetch an object by address; the reply carries its verified bytes.
+    Fetch {
+        address: ron_kernel::ContentAddress,
+        reply: tokio::sync::oneshot::Sender<Result<Bytes, String>>,
+    },
+}
+
+/// A fetch this side asked for.
+struct Pending {
+    address: ron_kernel::ContentAddress,
+    hasher: blake3::Hasher,
+    parts: Vec<Bytes>,
+    size: usize,
+    reply: tokio::sync::oneshot::Sender<Result<Bytes, String>>,
+}
+
+/// An object this side is sending, a frame per credit.
+struct Outgoing {
+    data: Bytes,
+    off: usize,
+    started: bool,
+}
+
+const BLOB_FRAME: usize = 64 * 1024;
+
+fn local_get(
+    overlay: &Overlay,
+    address: &ron_kernel::ContentAddress,
+) -> Result<Option<Bytes>, String> {
+    #[cfg(feature = "storage")]
+    {
+        let Some(api) = overlay.handles.get::<ron_storage::http::StorageApi>() else {
+            return Ok(None);
+        };
+        match api.store.get(address) {
+            Ok(b) => Ok(Some(b)),
+            Err(ron_storage::StoreError::NotFound) => Ok(None),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+    #[cfg(not(feature = "storage"))]
+    {
+        let _ = (overlay, address);
+        Ok(None)
+    }
+}
+
+/// Stores fetched, verified bytes locally.
+pub fn local_put(overlay: &Overlay, data: &[u8]) -> Result<(), String> {
+    #[cfg(feature = "storage")]
+    {
+        let api = overlay
+            .handles
+            .get::<ron_storage::http::StorageApi>()
+            .ok_or("storage is not running in this node")?;
+        api.store.put(data).map(|_| ()).map_err(|e| e.to_string())
+    }
+    #[cfg(not(feature = "storage"))]
+    {
+        let _ = (overlay, data);
+        Err("storage is not compiled into this node".into())
+    }
+}
+
+impl Overlay {
+    /// Fetches `address` from connected peers, one after the other, until
+    /// one delivers bytes that hash to it.
+    pub async fn fetch(&self, address: ron_kernel::ContentAddress) -> Result<Bytes, String> {
+        let links: Vec<(String, tokio::sync::mpsc::Sender<Command>)> =
+            self.links().values().cloned().collect();
+        if links.is_empty() {
+            return Err("no peer is connected".into());
+        }
+        let mut last = String::new();
+        for (peer, tx) in links {
+            let (reply, rx) = tokio::sync::oneshot::channel();
+            if tx.send(Command::Fetch { address, reply }).await.is_err() {
+                continue;
+            }
+            match rx.await {
+                Ok(Ok(b)) => return Ok(b),
+                Ok(Err(e)) => last = format!("{peer}: {e}"),
+                Err(_) => last = format!("{peer}: session ended"),
+            }
+        }
+        Err(last)
+    }
+
+    fn links(
+        &self,
+    ) -> std::sync::MutexGuard<'_, BTreeMap<u64, (String, tokio::sync::mpsc::Sender<Command>)>>
+    {
+        // Plain map updates only; a panic cannot leave it half-done.
+        self.links.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+struct Conn<W> {
+    wr: W,
+    enc: Encoder,
+    session: Session,
+}
+
+impl<W: AsyncWrite + Unpin> Conn<W> {
+    /// Sends a stream frame the session agrees to (credit, state).
+    async fn send(&mut self, spec: FrameSpec, payload: Bytes) -> Result<(), String> {
+        self.session.on_send(&spec).map_err(|e| e.to_string())?;
+        let f = self
+            .enc
+            .encode(&spec, &[], payload)
+            .map_err(|e| e.to_string())?;
+        write_frame(&mut self.wr, &f)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Sends every ACK the session has ready.
+    async fn acks(&mut self) -> Result<(), String> {
+        while let Some(a) = self.session.poll_ack() {
+            let f = self.enc.encode_ack(a.corr_id, a.ack_up_to, a.window);
+            write_frame(&mut self.wr, &f)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Sends as many frames of each outgoing object as credit allows.
+    async fn pump(&mut self, out: &mut BTreeMap<u64, Outgoing>) -> Result<(), String> {
+        let mut done = Vec::new();
+        for (&corr, o) in out.iter_mut() {
+            while self.session.credit(corr) > 0 {
+                let end = (o.off + BLOB_FRAME).min(o.data.len());
+                let piece = o.data.slice(o.off..end);
+                let last = end == o.data.len();
+                let spec = match (o.started, last) {
+                    (false, false) => FrameSpec::start(PROTO_BLOB, corr, Flags::RESP),
+                    (false, true) => {
+                        FrameSpec::start(PROTO_BLOB, corr, Flags::RESP).with_flags(Flags::END)
+                    }
+                    (true, false) => FrameSpec::data(PROTO_BLOB, corr, Flags::RESP),
+                    (true, true) => FrameSpec::end(PROTO_BLOB, corr, Flags::RESP),
+                };
+                self.send(spec, piece).await?;
+                o.started = true;
+                o.off = end;
+                if last {
+                    done.push(corr);
+                    break;
+                }
+            }
+        }
+        for c in done {
+            out.remove(&c);
+        }
+        Ok(())
+    }
+}
+
 pub(crate) async fn run_session<S: AsyncRead + AsyncWrite + Unpin>(
     overlay: Arc<Overlay>,
     stream: S,
@@ -277,112 +453,250 @@ pub(crate) async fn run_session<S: AsyncRead + AsyncWrite + Unpin>(
     transport: &'static str,
 ) {
     let peer_id = hex(&key);
-    let (mut rd, mut wr) = tokio::io::split(stream);
-    let mut enc = Encoder::default();
+    let (mut rd, wr) = tokio::io::split(stream);
+    let mut conn = Conn {
+        wr,
+        enc: Encoder::default(),
+        session: Session::new(SessionConfig::default()),
+    };
     let dec = Decoder::new(DecoderConfig::default());
-    let mut session = Session::new(SessionConfig::default());
-    let hello = session.local_hello(&overlay.identity.node_id());
-    let Ok(f) = enc.encode(
+    let hello = conn.session.local_hello(&overlay.identity.node_id());
+    let Ok(f) = conn.enc.encode(
         &FrameSpec::hello(Flags::REQ),
         &[],
         Bytes::from(hello.to_json()),
     ) else {
         return;
     };
-    if write_frame(&mut wr, &f).await.is_err() {
+    if write_frame(&mut conn.wr, &f).await.is_err() {
         return;
     }
     let conn_id = overlay
         .next_id
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let (cmd_tx, mut cmd_rx) = tokio::sync::mpsc::channel::<Command>(64);
+    let (served_tx, mut served_rx) =
+        tokio::sync::mpsc::channel::<(u64, Result<Option<Bytes>, String>)>(64);
+    // Streams this side opens: odd ids from the dialer, even from the
+    // acceptor, so the two never collide.
+    let mut next_corr: u64 = if direction == "out" { 1 } else { 2 };
+    let mut pending: BTreeMap<u64, Pending> = BTreeMap::new();
+    let mut outgoing: BTreeMap<u64, Outgoing> = BTreeMap::new();
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let mut up: Option<SessionGauge> = None;
-    let result: Result<(), String> = loop {
-        // Decode what is buffered before reading more.
-        match dec.decode(&mut buf) {
-            Err(r) => {
-                send_reject(&mut wr, &mut enc, &r).await;
-                break Err(format!("rejected: {}", r.reason.label()));
+    let result: Result<(), String> = 'session: loop {
+        // Decode everything buffered before waiting again.
+        loop {
+            let frame = match dec.decode(&mut buf) {
+                Err(r) => {
+                    send_reject(&mut conn.wr, &mut conn.enc, &r).await;
+                    break 'session Err(format!("rejected: {}", r.reason.label()));
+                }
+                Ok(Decoded::NeedMore(_)) => break,
+                Ok(Decoded::Frame(f)) => f,
+            };
+            let n = frame.payload.len() as u64;
+            if let Some(s) = overlay.sessions().get_mut(&conn_id) {
+                s.frames_in += 1;
+                s.bytes_in += n;
             }
-            Ok(Decoded::Frame(frame)) => {
-                let n = frame.payload.len() as u64;
-                match session.on_frame(frame) {
-                    Err(r) => {
-                        send_reject(&mut wr, &mut enc, &r).await;
-                        break Err(format!("rejected: {}", r.reason.label()));
-                    }
-                    Ok(Event::Hello(h)) => {
-                        if h.node_id != peer_id {
-                            let r = Reject::new(
-                                ron_oap::reject::RejectReason::BadHello,
-                                "HELLO node_id is not the key the peer authenticated with",
-                            );
-                            send_reject(&mut wr, &mut enc, &r).await;
-                            break Err("HELLO node_id mismatch".into());
-                        }
-                        if direction == "out" {
-                            handshake("ok", &kex);
-                        }
-                        up = Some(SessionGauge::up());
-                        overlay.sessions().insert(
-                            conn_id,
-                            PeerSession {
-                                peer_id: peer_id.clone(),
-                                addr: addr.to_string(),
-                                transport,
-                                direction,
-                                kex: kex.clone(),
-                                since: humantime::format_rfc3339_seconds(SystemTime::now())
-                                    .to_string(),
-                                frames_in: 1,
-                                bytes_in: n,
-                            },
+            let event = match conn.session.on_frame(frame) {
+                Err(r) => {
+                    send_reject(&mut conn.wr, &mut conn.enc, &r).await;
+                    break 'session Err(format!("rejected: {}", r.reason.label()));
+                }
+                Ok(e) => e,
+            };
+            match event {
+                Event::Hello(h) => {
+                    if h.node_id != peer_id {
+                        let r = Reject::new(
+                            ron_oap::reject::RejectReason::BadHello,
+                            "HELLO node_id is not the key the peer authenticated with",
                         );
-                        tracing::info!(peer = %peer_id, %addr, transport, direction, kex = %kex, "overlay session up");
+                        send_reject(&mut conn.wr, &mut conn.enc, &r).await;
+                        break 'session Err("HELLO node_id mismatch".into());
                     }
-                    Ok(Event::ConnectionError { code, payload }) => {
-                        break Err(format!(
-                            "peer closed with error {code}: {}",
-                            String::from_utf8_lossy(&payload)
-                        ));
+                    if direction == "out" {
+                        handshake("ok", &kex);
                     }
-                    Ok(_) => {
-                        if let Some(s) = overlay.sessions().get_mut(&conn_id) {
-                            s.frames_in += 1;
-                            s.bytes_in += n;
+                    up = Some(SessionGauge::up());
+                    overlay.sessions().insert(
+                        conn_id,
+                        PeerSession {
+                            peer_id: peer_id.clone(),
+                            addr: addr.to_string(),
+                            transport,
+                            direction,
+                            kex: kex.clone(),
+                            since: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+                            frames_in: 1,
+                            bytes_in: n,
+                        },
+                    );
+                    overlay
+                        .links()
+                        .insert(conn_id, (peer_id.clone(), cmd_tx.clone()));
+                    tracing::info!(peer = %peer_id, %addr, transport, direction, kex = %kex, "overlay session up");
+                }
+                Event::Start {
+                    corr_id,
+                    app_proto_id: PROTO_BLOB,
+                    flags,
+                    payload,
+                    end,
+                    ..
+                } if flags.contains(Flags::REQ) => {
+                    // A peer asks for an object: look it up off the task.
+                    let address = std::str::from_utf8(&payload)
+                        .ok()
+                        .and_then(|s| ron_kernel::ContentAddress::parse(s).ok());
+                    let (ov, tx) = (overlay.clone(), served_tx.clone());
+                    tokio::task::spawn_blocking(move || {
+                        let r = match address {
+                            Some(a) => local_get(&ov, &a),
+                            None => Err("not a content address".into()),
+                        };
+                        let _ = tx.blocking_send((corr_id, r));
+                    });
+                    let _ = end;
+                }
+                Event::Start {
+                    corr_id,
+                    payload,
+                    end,
+                    ..
+                }
+                | Event::Data {
+                    corr_id,
+                    payload,
+                    end,
+                } => {
+                    let Some(p) = pending.get_mut(&corr_id) else {
+                        continue;
+                    };
+                    p.hasher.update(&payload);
+                    p.size += payload.len();
+                    p.parts.push(payload);
+                    if p.size > overlay.fetch_max_bytes {
+                        if let Some(p) = pending.remove(&corr_id) {
+                            let _ = p
+                                .reply
+                                .send(Err("object larger than overlay.fetch_max_bytes".into()));
+                        }
+                        continue;
+                    }
+                    if end {
+                        let Some(p) = pending.remove(&corr_id) else {
+                            continue;
+                        };
+                        if p.hasher.finalize().as_bytes() != p.address.as_bytes() {
+                            // Wrong bytes: never stored, never served; the
+                            // peer is disconnected and counted.
+                            metrics::counter!(names::REJECTED_TOTAL, "reason" => "blob_mismatch")
+                                .increment(1);
+                            let _ = p.reply.send(Err(
+                                "the peer sent bytes that do not match the address".into(),
+                            ));
+                            break 'session Err(format!(
+                                "{} sent corrupt bytes for {}",
+                                peer_id, p.address
+                            ));
+                        }
+                        let mut whole = BytesMut::with_capacity(p.size);
+                        for part in &p.parts {
+                            whole.extend_from_slice(part);
+                        }
+                        let _ = p.reply.send(Ok(whole.freeze()));
+                    }
+                }
+                Event::StreamError {
+                    corr_id, payload, ..
+                } => {
+                    if let Some(p) = pending.remove(&corr_id) {
+                        let _ = p
+                            .reply
+                            .send(Err(String::from_utf8_lossy(&payload).into_owned()));
+                    }
+                    outgoing.remove(&corr_id);
+                }
+                Event::ConnectionError { code, payload } => {
+                    break 'session Err(format!(
+                        "peer closed with error {code}: {}",
+                        String::from_utf8_lossy(&payload)
+                    ));
+                }
+                Event::Credit { .. } | Event::Stale { .. } => {}
+            }
+        }
+        if let Err(e) = conn.acks().await {
+            break Err(e);
+        }
+        if let Err(e) = conn.pump(&mut outgoing).await {
+            break Err(e);
+        }
+        tokio::select! {
+            _ = overlay.shutdown.cancelled() => break Ok(()),
+            r = rd.read_buf(&mut buf) => match r {
+                Ok(0) => {
+                    if !buf.is_empty() {
+                        metrics::counter!(names::REJECTED_TOTAL, "reason" => "truncated").increment(1);
+                    }
+                    break Ok(());
+                }
+                Ok(_) => {}
+                Err(e) => break Err(e.to_string()),
+            },
+            Some(cmd) = cmd_rx.recv(), if up.is_some() => match cmd {
+                Command::Fetch { address, reply } => {
+                    let corr = next_corr;
+                    next_corr += 2;
+                    let spec = FrameSpec::start(PROTO_BLOB, corr, Flags::REQ).with_flags(Flags::END);
+                    match conn.send(spec, Bytes::from(address.to_string())).await {
+                        Ok(()) => {
+                            pending.insert(corr, Pending {
+                                address,
+                                hasher: blake3::Hasher::new(),
+                                parts: Vec::new(),
+                                size: 0,
+                                reply,
+                            });
+                        }
+                        Err(e) => {
+                            let _ = reply.send(Err(e.clone()));
+                            break Err(e);
                         }
                     }
                 }
-                continue;
-            }
-            Ok(Decoded::NeedMore(_)) => {}
-        }
-        let read = tokio::select! {
-            _ = overlay.shutdown.cancelled() => break Ok(()),
-            r = rd.read_buf(&mut buf) => r,
-        };
-        match read {
-            Ok(0) => {
-                if !buf.is_empty() {
-                    let r = Reject::new(
-                        ron_oap::reject::RejectReason::Truncated,
-                        "input ended inside a frame",
-                    );
-                    metrics::counter!(names::REJECTED_TOTAL, "reason" => r.reason.label())
-                        .increment(1);
+            },
+            Some((corr, found)) = served_rx.recv() => match found {
+                Ok(Some(data)) => {
+                    outgoing.insert(corr, Outgoing { data, off: 0, started: false });
                 }
-                break Ok(());
-            }
-            Ok(_) => {}
-            Err(e) => break Err(e.to_string()),
+                Ok(None) | Err(_) => {
+                    let why = match found {
+                        Err(e) => e,
+                        _ => "not found".into(),
+                    };
+                    let body = serde_json::json!({"reason": "not_found", "message": why}).to_string();
+                    let spec = FrameSpec::error(PROTO_BLOB, corr, 404, Flags::RESP);
+                    if let Err(e) = conn.send(spec, Bytes::from(body)).await {
+                        break Err(e);
+                    }
+                }
+            },
         }
     };
     overlay.sessions().remove(&conn_id);
+    overlay.links().remove(&conn_id);
+    for (_, p) in pending {
+        let _ = p.reply.send(Err("session ended".into()));
+    }
     if up.is_none() && direction == "out" {
         handshake("refused", &kex);
     }
     drop(up);
-    let _ = wr.shutdown().await;
+    let _ = conn.wr.shutdown().await;
     match result {
         Ok(()) => tracing::info!(peer = %peer_id, %addr, "overlay session closed"),
         Err(e) => tracing::info!(peer = %peer_id, %addr, error = %e, "overlay session ended"),
