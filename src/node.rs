@@ -147,7 +147,9 @@ pub async fn run(src: ConfigSource, cfg: NodeConfig, log: LogHandle) -> Result<i
     metrics::gauge!(names::CONFIG_VERSION).set(1.0);
     let (cmd_tx, mut cmd_rx) = mpsc::channel::<AdminCommand>(8);
 
+    let handles = ron_kernel::Handles::default();
     let plane_state = PlaneState {
+        handles: handles.clone(),
         started,
         profile: src.profile,
         readiness: readiness.clone(),
@@ -206,7 +208,6 @@ pub async fn run(src: ConfigSource, cfg: NodeConfig, log: LogHandle) -> Result<i
         );
     }
 
-    let handles = ron_kernel::Handles::default();
     let node_roles: Arc<[&'static str]> = specs.iter().map(|s| s.name).collect();
     let mut contexts = Vec::new();
     for (spec, ls) in specs.into_iter().zip(role_listeners.iter().cloned()) {

@@ -42,6 +42,9 @@ pub struct ReloadOutcome {
 /// State the planes read. Cheap to clone.
 #[derive(Clone)]
 pub struct PlaneState {
+    /// What the roles publish (the overlay's session table, for
+    /// `/api/v1/peers`).
+    pub handles: ron_kernel::Handles,
     pub started: Instant,
     pub profile: Profile,
     pub readiness: Readiness,
@@ -58,6 +61,20 @@ impl PlaneState {
     fn uptime_secs(&self) -> f64 {
         self.started.elapsed().as_secs_f64()
     }
+}
+
+/// `GET /api/v1/peers`: the overlay's live sessions.
+fn peers(st: &PlaneState) -> Response<Body> {
+    #[cfg(feature = "overlay")]
+    if let Some(ov) = st.handles.get::<ron_overlay::net::Overlay>() {
+        return json(
+            StatusCode::OK,
+            &serde_json::json!({"node_id": ov.identity.node_id(), "peers": ov.peers()}),
+        );
+    }
+    let _ = st;
+    Problem::unavailable("overlay_not_running", "the overlay role is not running", 5)
+        .into_response()
 }
 
 // ---------------------------------------------------------------- health
@@ -147,6 +164,7 @@ pub async fn admin(st: PlaneState, req: Request<ReqBody>, peer: SocketAddr) -> R
     let path = req.uri().path().to_owned();
     match (method, path.as_str()) {
         (Method::GET, "/api/v1/status") => Routed::new("/api/v1/status", status(&st)),
+        (Method::GET, "/api/v1/peers") => Routed::new("/api/v1/peers", peers(&st)),
         (Method::GET, "/api/v1/config") => {
             let value = serde_json::to_value(&*cfg).unwrap_or_default();
             Routed::new("/api/v1/config", json(StatusCode::OK, &value))
@@ -197,7 +215,7 @@ pub async fn admin(st: PlaneState, req: Request<ReqBody>, peer: SocketAddr) -> R
         (Method::GET, "/api/v1/bus") => {
             Routed::new("/api/v1/bus", bus_stream(&st, req.uri().query()))
         }
-        (_, "/api/v1/status" | "/api/v1/config" | "/api/v1/bus") => Routed::new(
+        (_, "/api/v1/status" | "/api/v1/config" | "/api/v1/bus" | "/api/v1/peers") => Routed::new(
             "/api/v1/{known}",
             Problem::method_not_allowed("GET").into_response(),
         ),

@@ -87,6 +87,14 @@ fn pinned_peers_connect_and_an_unknown_key_is_refused() {
         a.log_dump()
     );
     assert!(metric_at_least(&a, "overlay_sessions_active", 1.0));
+    let peers = a.get("admin", "/api/v1/peers").json();
+    assert_eq!(peers["node_id"], a_id.as_str());
+    let list = peers["peers"].as_array().unwrap();
+    assert_eq!(list.len(), 1, "{peers}");
+    assert_eq!(list[0]["peer_id"], id_of(2).as_str());
+    assert_eq!(list[0]["transport"], "tcp");
+    assert_eq!(list[0]["direction"], "in");
+    assert_eq!(list[0]["kex"], "X25519");
 
     let (c, _) = overlay_node(3, &[(a_id.clone(), Some(a_addr))]);
     let refused = common::poll(Duration::from_secs(60), || {
@@ -328,4 +336,105 @@ fn an_object_on_a_is_fetched_through_bs_gateway_verified_and_kept() {
         b"",
     );
     assert_eq!(r.status, 404);
+}
+
+/// A peer that answers a blob fetch with bytes that do not hash to the
+/// address: nothing is stored or served, the session is dropped and
+/// counted, and the gateway answers 404.
+#[test]
+fn a_peer_sending_corrupt_blob_bytes_is_disconnected_and_nothing_is_served() {
+    use bytes::{Bytes, BytesMut};
+    use ron_oap::{Decoded, Decoder, Encoder, Flags, FrameSpec};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let liar = ron_overlay::identity::Identity::from_seed([12; 32]).unwrap();
+    let b_id = id_of(13);
+    let b_key = ron_overlay::identity::parse_key_hex(&b_id).unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(
+        ron_overlay::tls::server_config(
+            &liar,
+            std::sync::Arc::new(ron_overlay::tls::Pins::new([b_key])),
+            ron_overlay::PqMode::Classical,
+        )
+        .unwrap(),
+    ));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let liar_addr = listener.local_addr().unwrap();
+    let liar_id = liar.node_id();
+    // The liar: HELLO, then every blob request gets the wrong bytes.
+    rt.spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let Ok(mut tls) = acceptor.accept(tcp).await else {
+                continue;
+            };
+            let mut enc = Encoder::default();
+            let hello = ron_oap::Hello::new(liar_id.clone(), 1 << 20, 16);
+            let f = enc
+                .encode(
+                    &FrameSpec::hello(Flags::REQ),
+                    &[],
+                    Bytes::from(hello.to_json()),
+                )
+                .unwrap();
+            let _ = tls.write_all(&f.to_vec()).await;
+            let dec = Decoder::default();
+            let mut buf = BytesMut::new();
+            while tls.read_buf(&mut buf).await.is_ok_and(|n| n > 0) {
+                while let Ok(Decoded::Frame(frame)) = dec.decode(&mut buf) {
+                    if frame.header.app_proto_id == 2 {
+                        let spec = FrameSpec::start(2, frame.header.corr_id, Flags::RESP)
+                            .with_flags(Flags::END);
+                        let f = enc
+                            .encode(&spec, &[], Bytes::from_static(b"not what you asked for"))
+                            .unwrap();
+                        let _ = tls.write_all(&f.to_vec()).await;
+                    }
+                }
+            }
+        }
+    });
+
+    let b = full_node(
+        13,
+        "fetch_from_peers = true",
+        &format!(
+            "[[overlay.peers]]\npublic_key = \"{}\"\naddr = \"{liar_addr}\"\n",
+            liar.node_id()
+        ),
+    );
+    let up = b.wait_for_log(Duration::from_secs(60), |v| {
+        v["message"] == "overlay session up"
+    });
+    assert!(up.is_some(), "{}", b.log_dump());
+    let address = format!("b3:{}", blake3::hash(b"the real content").to_hex());
+    let r = common::request(
+        b.addr("omnigate"),
+        "GET",
+        &format!("/v1/o/{address}"),
+        &[],
+        b"",
+    );
+    assert_eq!(r.status, 404, "{}", r.body);
+    let counted = common::poll(Duration::from_secs(30), || {
+        metric_at_least(&b, "rejected_total{reason=\"blob_mismatch\"}", 1.0).then_some(())
+    });
+    assert!(counted.is_some(), "{}", b.get("metrics", "/metrics").body);
+    let dropped = b.wait_for_log(Duration::from_secs(30), |v| {
+        v["message"] == "overlay session ended"
+            && v["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("corrupt bytes"))
+    });
+    assert!(dropped.is_some(), "{}", b.log_dump());
+    b.wait_ready();
 }
