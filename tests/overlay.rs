@@ -438,3 +438,109 @@ fn a_peer_sending_corrupt_blob_bytes_is_disconnected_and_nothing_is_served() {
     assert!(dropped.is_some(), "{}", b.log_dump());
     b.wait_ready();
 }
+
+/// One committed version on `registry` signed by the key with `seed`
+/// (a 1-of-1 signer set with id `s0`).
+fn commit_region(
+    registry: std::net::SocketAddr,
+    seed: [u8; 32],
+    region: &str,
+) -> serde_json::Value {
+    let head = common::request(registry, "GET", "/registry/head", &[], b"").json();
+    let payload = serde_json::json!({"payload": {
+        "version": head["version"].as_u64().unwrap() + 1,
+        "prev_b3": head["payload_b3"],
+        "items": [{"region": {"id": region, "name": region, "parent": null}}],
+        "created_at": "2026-11-25T10:00:00Z",
+    }});
+    let r = common::request(
+        registry,
+        "POST",
+        "/registry/proposals",
+        &[],
+        payload.to_string().as_bytes(),
+    );
+    assert_eq!(r.status, 202, "{}", r.body);
+    let p = r.json();
+    let id = p["proposal_id"].as_str().unwrap();
+    let h = ron_registry::model::hash_bytes(p["payload_b3"].as_str().unwrap()).unwrap();
+    let sig = ron_registry::model::sign_approval(&seed, p["version"].as_u64().unwrap(), &h);
+    let body = serde_json::json!({"signer_id": "s0", "sig": sig}).to_string();
+    let r = common::request(
+        registry,
+        "POST",
+        &format!("/registry/proposals/{id}/approvals"),
+        &[],
+        body.as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = common::request(
+        registry,
+        "POST",
+        &format!("/registry/proposals/{id}/commit"),
+        &[],
+        b"",
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    r.json()
+}
+
+#[test]
+fn registry_commits_on_a_reach_b_through_gossip_and_sync() {
+    let signer = [21u8; 32];
+    let signer_pub = ron_overlay::identity::hex(
+        ed25519_dalek::SigningKey::from_bytes(&signer)
+            .verifying_key()
+            .as_bytes(),
+    );
+    let registry_node = |seed: u8, peers: String| {
+        let b = NodeBuilder::new().arg("--roles").arg("registry,overlay");
+        let data = b.dir().join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::write(data.join("node.key"), format!("{:02x}", seed).repeat(32)).unwrap();
+        let node = b
+            .config_extra(&format!(
+                "[[registry.signers]]\nid = \"s0\"\npublic_key = \"{signer_pub}\"\n{peers}"
+            ))
+            .start();
+        node.wait_ready();
+        node
+    };
+    let a = registry_node(
+        22,
+        format!("[[overlay.peers]]\npublic_key = \"{}\"\n", id_of(23)),
+    );
+    let ra = a.addr("registry");
+    // A version before B exists: B catches up when the session comes up.
+    commit_region(ra, signer, "early");
+    let b = registry_node(
+        23,
+        format!(
+            "[[overlay.peers]]\npublic_key = \"{}\"\naddr = \"{}\"\n",
+            id_of(22),
+            a.addr("overlay")
+        ),
+    );
+    let rb = b.addr("registry");
+    let head_of = |r| common::request(r, "GET", "/registry/head", &[], b"").json();
+    let caught_up = common::poll(Duration::from_secs(60), || {
+        (head_of(rb)["version"] == 1).then_some(())
+    });
+    assert!(caught_up.is_some(), "{}", b.log_dump());
+    // A commit while both run travels as gossip, then sync.
+    let h2 = commit_region(ra, signer, "late");
+    let same = common::poll(Duration::from_secs(60), || {
+        (head_of(rb) == h2).then_some(())
+    });
+    assert!(
+        same.is_some(),
+        "A: {h2}\nB: {}\n{}",
+        head_of(rb),
+        b.log_dump()
+    );
+    // B verified it: the artifact is the same, signatures and all.
+    let art_a = common::request(ra, "GET", "/registry/2", &[], b"").json();
+    let art_b = common::request(rb, "GET", "/registry/2", &[], b"").json();
+    assert_eq!(art_a["payload_b3"], art_b["payload_b3"]);
+    assert_eq!(art_a["approvals"], art_b["approvals"]);
+}

@@ -172,11 +172,11 @@ pub fn describe_all() {
     describe_gauge!(REGISTRY_STREAM_CLIENTS, "Open registry stream connections");
     describe_counter!(
         REGISTRY_FOLLOWER_APPLIED_TOTAL,
-        "Artifacts a follower verified and applied from its upstream"
+        "Artifacts a follower verified and applied from its upstream or an overlay peer"
     );
     describe_counter!(
         REGISTRY_FOLLOWER_REJECTED_TOTAL,
-        "Artifacts a follower refused (bad chain, hash or quorum), by reason"
+        "Artifacts a follower or an overlay sync refused (bad chain, hash or quorum), by reason"
     );
     describe_counter!(
         HANDSHAKE_TOTAL,

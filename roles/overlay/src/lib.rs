@@ -6,6 +6,7 @@
 //! the static `overlay.peers` list for now: each listed key may connect,
 //! and those with an address are dialed and kept connected.
 
+pub mod apps;
 pub mod config;
 pub mod identity;
 pub mod net;
@@ -102,6 +103,34 @@ pub async fn run(ctx: RoleContext, cfg: Live<OverlayConfig>) -> RoleResult {
             }
             _ => {}
         }
+    }
+    // Bus → gossip: a local registry commit is news for the peers.
+    {
+        let ov = overlay.clone();
+        let mut bus = ctx.bus.subscribe();
+        let stop = ctx.shutdown.clone();
+        tasks.spawn(async move {
+            loop {
+                let msg = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    m = bus.recv() => m,
+                };
+                match msg {
+                    None => return,
+                    Some(ron_kernel::BusMessage::Event(
+                        ron_kernel::KernelEvent::RegistryCommitted {
+                            version,
+                            payload_b3,
+                        },
+                    )) => apps::publish(
+                        &ov,
+                        apps::TOPIC_REGISTRY_HEAD,
+                        serde_json::json!({"version": version, "payload_b3": payload_b3}),
+                    ),
+                    Some(_) => {}
+                }
+            }
+        });
     }
     ctx.ready.set_ready();
     ctx.shutdown.cancelled().await;

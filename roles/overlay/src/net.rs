@@ -57,6 +57,8 @@ pub struct Overlay {
     pub handles: ron_kernel::Handles,
     /// Largest object a fetch accepts.
     pub fetch_max_bytes: usize,
+    /// Gossip ids already handled.
+    pub seen: crate::apps::Seen,
     pub shutdown: CancellationToken,
     /// The key exchange this node offers first (QUIC sessions are labelled
     /// with it; quinn does not report the negotiated group).
@@ -89,6 +91,7 @@ impl Overlay {
             links: Mutex::new(BTreeMap::new()),
             handles,
             fetch_max_bytes,
+            seen: crate::apps::Seen::default(),
             shutdown,
             kex_preference,
         }
@@ -289,6 +292,10 @@ pub enum Command {
         address: ron_kernel::ContentAddress,
         reply: tokio::sync::oneshot::Sender<Result<Bytes, String>>,
     },
+    /// Send a gossip message (an encoded `apps::Gossip`).
+    Gossip { payload: Bytes },
+    /// Ask the peer for registry versions after `since`.
+    Sync { since: u64 },
 }
 
 /// A fetch this side asked for.
@@ -301,10 +308,33 @@ struct Pending {
 }
 
 /// An object this side is sending, a frame per credit.
+/// A response this side is sending: its frames' payloads, one frame per
+/// credit of the peer's window.
 struct Outgoing {
-    data: Bytes,
-    off: usize,
+    proto: u16,
+    frames: std::collections::VecDeque<Bytes>,
     started: bool,
+}
+
+impl Outgoing {
+    /// An object cut into 64 KiB frames (slices, not copies).
+    fn blob(data: Bytes) -> Self {
+        let mut frames = std::collections::VecDeque::new();
+        let mut off = 0;
+        while off < data.len() {
+            let end = (off + BLOB_FRAME).min(data.len());
+            frames.push_back(data.slice(off..end));
+            off = end;
+        }
+        if frames.is_empty() {
+            frames.push_back(Bytes::new());
+        }
+        Outgoing {
+            proto: PROTO_BLOB,
+            frames,
+            started: false,
+        }
+    }
 }
 
 const BLOB_FRAME: usize = 64 * 1024;
@@ -372,6 +402,14 @@ impl Overlay {
         Err(last)
     }
 
+    /// Each live session's connection id and command channel.
+    pub fn link_senders(&self) -> Vec<(u64, tokio::sync::mpsc::Sender<Command>)> {
+        self.links()
+            .iter()
+            .map(|(id, (_, tx))| (*id, tx.clone()))
+            .collect()
+    }
+
     fn links(
         &self,
     ) -> std::sync::MutexGuard<'_, BTreeMap<u64, (String, tokio::sync::mpsc::Sender<Command>)>>
@@ -416,20 +454,20 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
         let mut done = Vec::new();
         for (&corr, o) in out.iter_mut() {
             while self.session.credit(corr) > 0 {
-                let end = (o.off + BLOB_FRAME).min(o.data.len());
-                let piece = o.data.slice(o.off..end);
-                let last = end == o.data.len();
+                let Some(piece) = o.frames.pop_front() else {
+                    done.push(corr);
+                    break;
+                };
+                let last = o.frames.is_empty();
+                let p = o.proto;
                 let spec = match (o.started, last) {
-                    (false, false) => FrameSpec::start(PROTO_BLOB, corr, Flags::RESP),
-                    (false, true) => {
-                        FrameSpec::start(PROTO_BLOB, corr, Flags::RESP).with_flags(Flags::END)
-                    }
-                    (true, false) => FrameSpec::data(PROTO_BLOB, corr, Flags::RESP),
-                    (true, true) => FrameSpec::end(PROTO_BLOB, corr, Flags::RESP),
+                    (false, false) => FrameSpec::start(p, corr, Flags::RESP),
+                    (false, true) => FrameSpec::start(p, corr, Flags::RESP).with_flags(Flags::END),
+                    (true, false) => FrameSpec::data(p, corr, Flags::RESP),
+                    (true, true) => FrameSpec::end(p, corr, Flags::RESP),
                 };
                 self.send(spec, piece).await?;
                 o.started = true;
-                o.off = end;
                 if last {
                     done.push(corr);
                     break;
@@ -476,7 +514,9 @@ pub(crate) async fn run_session<S: AsyncRead + AsyncWrite + Unpin>(
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let (cmd_tx, mut cmd_rx) = tokio::sync::mpsc::channel::<Command>(64);
     let (served_tx, mut served_rx) =
-        tokio::sync::mpsc::channel::<(u64, Result<Option<Bytes>, String>)>(64);
+        tokio::sync::mpsc::channel::<(u64, u16, Result<Option<Outgoing>, String>)>(64);
+    let mut syncs: BTreeMap<u64, Vec<Bytes>> = BTreeMap::new();
+    let mut budget = crate::apps::Budget::new();
     // Streams this side opens: odd ids from the dialer, even from the
     // acceptor, so the two never collide.
     let mut next_corr: u64 = if direction == "out" { 1 } else { 2 };
@@ -537,6 +577,11 @@ pub(crate) async fn run_session<S: AsyncRead + AsyncWrite + Unpin>(
                     overlay
                         .links()
                         .insert(conn_id, (peer_id.clone(), cmd_tx.clone()));
+                    // Tell the new peer our registry head: whoever is
+                    // behind asks for the rest.
+                    if let Some(payload) = crate::apps::head_announcement(&overlay) {
+                        let _ = cmd_tx.try_send(Command::Gossip { payload });
+                    }
                     tracing::info!(peer = %peer_id, %addr, transport, direction, kex = %kex, "overlay session up");
                 }
                 Event::Start {
@@ -554,12 +599,49 @@ pub(crate) async fn run_session<S: AsyncRead + AsyncWrite + Unpin>(
                     let (ov, tx) = (overlay.clone(), served_tx.clone());
                     tokio::task::spawn_blocking(move || {
                         let r = match address {
-                            Some(a) => local_get(&ov, &a),
+                            Some(a) => local_get(&ov, &a).map(|o| o.map(Outgoing::blob)),
                             None => Err("not a content address".into()),
                         };
-                        let _ = tx.blocking_send((corr_id, r));
+                        let _ = tx.blocking_send((corr_id, PROTO_BLOB, r));
                     });
                     let _ = end;
+                }
+                Event::Start {
+                    corr_id,
+                    app_proto_id: crate::apps::PROTO_SYNC,
+                    flags,
+                    payload,
+                    ..
+                } if flags.contains(Flags::REQ) => {
+                    let since = serde_json::from_slice::<serde_json::Value>(&payload)
+                        .ok()
+                        .and_then(|v| v["since"].as_u64())
+                        .unwrap_or(0);
+                    let (ov, tx) = (overlay.clone(), served_tx.clone());
+                    tokio::task::spawn_blocking(move || {
+                        let r = crate::apps::sync_frames(&ov, since).map(|o| {
+                            o.map(|frames| Outgoing {
+                                proto: crate::apps::PROTO_SYNC,
+                                frames,
+                                started: false,
+                            })
+                        });
+                        let _ = tx.blocking_send((corr_id, crate::apps::PROTO_SYNC, r));
+                    });
+                }
+                Event::Start {
+                    app_proto_id: crate::apps::PROTO_GOSSIP,
+                    payload,
+                    ..
+                } => {
+                    if !budget.take() {
+                        metrics::counter!(names::REJECTED_TOTAL, "reason" => "gossip_burst")
+                            .increment(1);
+                        continue;
+                    }
+                    if let Some(since) = crate::apps::on_gossip(&overlay, conn_id, &payload) {
+                        let _ = cmd_tx.try_send(Command::Sync { since });
+                    }
                 }
                 Event::Start {
                     corr_id,
@@ -572,6 +654,25 @@ pub(crate) async fn run_session<S: AsyncRead + AsyncWrite + Unpin>(
                     payload,
                     end,
                 } => {
+                    if let Some(parts) = syncs.get_mut(&corr_id) {
+                        parts.push(payload);
+                        if end {
+                            let parts = syncs.remove(&corr_id).unwrap_or_default();
+                            let ov = overlay.clone();
+                            let from = peer_id.clone();
+                            tokio::task::spawn_blocking(move || {
+                                match crate::apps::apply_sync(&ov, &parts) {
+                                    Ok(n) => {
+                                        tracing::info!(peer = %from, applied = n, "registry synced from peer")
+                                    }
+                                    Err(e) => {
+                                        tracing::warn!(peer = %from, error = %e, "registry sync refused")
+                                    }
+                                }
+                            });
+                        }
+                        continue;
+                    }
                     let Some(p) = pending.get_mut(&corr_id) else {
                         continue;
                     };
@@ -668,10 +769,33 @@ pub(crate) async fn run_session<S: AsyncRead + AsyncWrite + Unpin>(
                         }
                     }
                 }
+                Command::Gossip { payload } => {
+                    let corr = next_corr;
+                    next_corr += 2;
+                    let spec = FrameSpec::start(crate::apps::PROTO_GOSSIP, corr, Flags::EVENT)
+                        .with_flags(Flags::END);
+                    if let Err(e) = conn.send(spec, payload).await {
+                        break Err(e);
+                    }
+                }
+                Command::Sync { since } => {
+                    if !syncs.is_empty() {
+                        continue; // one sync at a time per peer
+                    }
+                    let corr = next_corr;
+                    next_corr += 2;
+                    let spec = FrameSpec::start(crate::apps::PROTO_SYNC, corr, Flags::REQ)
+                        .with_flags(Flags::END);
+                    let body = Bytes::from(serde_json::json!({"since": since}).to_string());
+                    if let Err(e) = conn.send(spec, body).await {
+                        break Err(e);
+                    }
+                    syncs.insert(corr, Vec::new());
+                }
             },
-            Some((corr, found)) = served_rx.recv() => match found {
-                Ok(Some(data)) => {
-                    outgoing.insert(corr, Outgoing { data, off: 0, started: false });
+            Some((corr, proto, found)) = served_rx.recv() => match found {
+                Ok(Some(o)) => {
+                    outgoing.insert(corr, o);
                 }
                 Ok(None) | Err(_) => {
                     let why = match found {
@@ -679,7 +803,7 @@ pub(crate) async fn run_session<S: AsyncRead + AsyncWrite + Unpin>(
                         _ => "not found".into(),
                     };
                     let body = serde_json::json!({"reason": "not_found", "message": why}).to_string();
-                    let spec = FrameSpec::error(PROTO_BLOB, corr, 404, Flags::RESP);
+                    let spec = FrameSpec::error(proto, corr, 404, Flags::RESP);
                     if let Err(e) = conn.send(spec, Bytes::from(body)).await {
                         break Err(e);
                     }

@@ -1,0 +1,275 @@
+//! App protocols 1 (gossip) and 3 (registry sync) — what a session hands
+//! to the node and back. Blob fetch (2) lives with the session loop.
+//!
+//! Gossip: a message is `{topic, hops, body}`; its id is BLAKE3 over the
+//! topic and the body, so the same news arriving by two paths is handled
+//! once. A node forwards news it has not seen to at most `FANOUT` other
+//! peers while `hops` lasts; each peer has a burst budget, and messages
+//! past it are dropped and counted. The bus is bridged: a local
+//! `RegistryCommitted` becomes a `registry.head` message.
+//!
+//! Registry sync: a node that hears of a head newer than its own asks that
+//! peer for the versions after its head; each arriving artifact goes
+//! through `Registry::apply` (chain, hash, quorum) before it counts — a
+//! follower without HTTP access to the primary.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::net::{Command, Overlay};
+
+pub const PROTO_GOSSIP: u16 = 1;
+pub const PROTO_SYNC: u16 = 3;
+/// Peers a message is forwarded to.
+pub const FANOUT: usize = 8;
+/// Hops a new message may travel.
+pub const HOPS: u8 = 4;
+/// Versions one sync answer carries at most.
+pub const SYNC_BATCH: u64 = 1000;
+const SEEN: usize = 4096;
+
+pub const TOPIC_REGISTRY_HEAD: &str = "registry.head";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Gossip {
+    pub topic: String,
+    pub hops: u8,
+    pub body: serde_json::Value,
+}
+
+impl Gossip {
+    pub fn id(&self) -> [u8; 32] {
+        let mut h = blake3::Hasher::new();
+        h.update(self.topic.as_bytes());
+        h.update(&[0]);
+        h.update(self.body.to_string().as_bytes());
+        *h.finalize().as_bytes()
+    }
+
+    pub fn to_bytes(&self) -> Bytes {
+        Bytes::from(serde_json::to_vec(self).unwrap_or_default())
+    }
+}
+
+/// The ids in a set for lookup, and in arrival order for eviction.
+type SeenIds = (HashSet<[u8; 32]>, VecDeque<[u8; 32]>);
+
+/// Ids of recent messages.
+#[derive(Debug, Default)]
+pub struct Seen {
+    inner: Mutex<SeenIds>,
+}
+
+impl Seen {
+    /// Records `id`; true when it was new.
+    pub fn insert(&self, id: [u8; 32]) -> bool {
+        // Plain set updates only; a panic cannot leave them half-done.
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let (set, order) = &mut *g;
+        if !set.insert(id) {
+            return false;
+        }
+        order.push_back(id);
+        if order.len() > SEEN {
+            if let Some(old) = order.pop_front() {
+                set.remove(&old);
+            }
+        }
+        true
+    }
+}
+
+/// A per-peer token bucket for incoming gossip.
+#[derive(Debug)]
+pub struct Budget {
+    tokens: f64,
+    at: std::time::Instant,
+}
+
+impl Budget {
+    const RATE: f64 = 100.0;
+    const BURST: f64 = 200.0;
+
+    pub fn new() -> Self {
+        Budget {
+            tokens: Self::BURST,
+            at: std::time::Instant::now(),
+        }
+    }
+
+    pub fn take(&mut self) -> bool {
+        let now = std::time::Instant::now();
+        let dt = now.duration_since(self.at).as_secs_f64();
+        self.at = now;
+        self.tokens = (self.tokens + dt * Self::RATE).min(Self::BURST);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Sends a message to at most `FANOUT` peers other than `except`.
+pub fn spread(overlay: &Overlay, msg: &Gossip, except: Option<u64>) {
+    let payload = msg.to_bytes();
+    let mut sent = 0;
+    for (conn, tx) in overlay.link_senders() {
+        if Some(conn) == except || sent >= FANOUT {
+            continue;
+        }
+        // A full session queue drops the message for that peer: gossip is
+        // best effort, a slow peer never blocks the others.
+        if tx
+            .try_send(Command::Gossip {
+                payload: payload.clone(),
+            })
+            .is_ok()
+        {
+            sent += 1;
+        }
+    }
+}
+
+/// Announces news that started here.
+pub fn publish(overlay: &Overlay, topic: &str, body: serde_json::Value) {
+    let msg = Gossip {
+        topic: topic.into(),
+        hops: HOPS,
+        body,
+    };
+    overlay.seen.insert(msg.id());
+    spread(overlay, &msg, None);
+}
+
+/// The local registry head, if the registry runs here.
+pub fn local_head(overlay: &Overlay) -> Option<u64> {
+    #[cfg(feature = "registry")]
+    {
+        overlay
+            .handles
+            .get::<ron_registry::Registry>()
+            .map(|r| r.snapshot().head.version)
+    }
+    #[cfg(not(feature = "registry"))]
+    {
+        let _ = overlay;
+        None
+    }
+}
+
+/// Our head as a one-hop `registry.head` message (sent to a new peer).
+pub fn head_announcement(overlay: &Overlay) -> Option<Bytes> {
+    #[cfg(feature = "registry")]
+    {
+        let r = overlay.handles.get::<ron_registry::Registry>()?;
+        let head = r.snapshot().head.clone();
+        Some(
+            Gossip {
+                topic: TOPIC_REGISTRY_HEAD.into(),
+                hops: 1,
+                body: serde_json::json!({"version": head.version, "payload_b3": head.payload_b3}),
+            }
+            .to_bytes(),
+        )
+    }
+    #[cfg(not(feature = "registry"))]
+    {
+        let _ = overlay;
+        None
+    }
+}
+
+/// What to do with a gossip frame from connection `from`: returns the
+/// `since` of a registry sync to ask that peer for, if its news is newer
+/// than our head.
+pub fn on_gossip(overlay: &Overlay, from: u64, payload: &[u8]) -> Option<u64> {
+    let msg: Gossip = serde_json::from_slice(payload).ok()?;
+    let mut sync = None;
+    if msg.topic == TOPIC_REGISTRY_HEAD {
+        // Checked before de-duplication: a head we heard of but could not
+        // fetch yet is still worth asking for.
+        let theirs = msg.body["version"].as_u64().unwrap_or(0);
+        if let Some(ours) = local_head(overlay) {
+            if theirs > ours {
+                sync = Some(ours);
+            }
+        }
+    }
+    if overlay.seen.insert(msg.id()) && msg.hops > 1 {
+        let fwd = Gossip {
+            hops: msg.hops - 1,
+            ..msg
+        };
+        spread(overlay, &fwd, Some(from));
+    }
+    sync
+}
+
+/// The answer to a sync request: artifacts after `since`, one per frame.
+pub fn sync_frames(overlay: &Overlay, since: u64) -> Result<Option<VecDeque<Bytes>>, String> {
+    #[cfg(feature = "registry")]
+    {
+        let Some(r) = overlay.handles.get::<ron_registry::Registry>() else {
+            return Ok(None);
+        };
+        let head = r.snapshot().head.version;
+        let mut out = VecDeque::new();
+        for v in since + 1..=head.min(since + SYNC_BATCH) {
+            out.push_back(r.artifact_json(v).map_err(|e| e.to_string())?);
+        }
+        if out.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(out))
+    }
+    #[cfg(not(feature = "registry"))]
+    {
+        let _ = (overlay, since);
+        Ok(None)
+    }
+}
+
+/// Applies synced artifacts in order, each fully checked. Returns how
+/// many were applied; stops at the first that does not verify.
+pub fn apply_sync(overlay: &Overlay, parts: &[Bytes]) -> Result<usize, String> {
+    #[cfg(feature = "registry")]
+    {
+        use ron_kernel::metrics::names;
+        let r = overlay
+            .handles
+            .get::<ron_registry::Registry>()
+            .ok_or("the registry is not running here")?;
+        let mut applied = 0;
+        for raw in parts {
+            let a: ron_registry::model::Artifact =
+                serde_json::from_slice(raw).map_err(|e| format!("malformed artifact: {e}"))?;
+            if a.version <= r.snapshot().head.version {
+                continue;
+            }
+            if let Err(e) = r.apply(&a) {
+                metrics::counter!(names::REGISTRY_FOLLOWER_REJECTED_TOTAL, "reason" => "sync")
+                    .increment(1);
+                return Err(format!("version {} refused: {e}", a.version));
+            }
+            metrics::counter!(names::REGISTRY_FOLLOWER_APPLIED_TOTAL).increment(1);
+            applied += 1;
+        }
+        Ok(applied)
+    }
+    #[cfg(not(feature = "registry"))]
+    {
+        let _ = (overlay, parts);
+        Ok(0)
+    }
+}
