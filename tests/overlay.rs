@@ -544,3 +544,77 @@ fn registry_commits_on_a_reach_b_through_gossip_and_sync() {
     assert_eq!(art_a["payload_b3"], art_b["payload_b3"]);
     assert_eq!(art_a["approvals"], art_b["approvals"]);
 }
+
+fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// B is killed while it fetches a large object from A: A's session ends,
+/// A stays ready, and A's open file descriptors return to where they were
+/// before B connected.
+#[test]
+fn killing_a_peer_mid_transfer_leaves_no_session_or_fd_behind() {
+    let a = full_node(
+        30,
+        "",
+        &format!(
+            "[[overlay.peers]]\npublic_key = \"{}\"\n[limits]\nmax_body_bytes = 33554432\n",
+            id_of(31)
+        ),
+    );
+    let data = common::body_of(24 << 20, 9);
+    let r = common::request(a.addr("omnigate"), "PUT", "/v1/o", &[], &data);
+    assert_eq!(r.status, 201, "{}", r.body);
+    let address = r.json()["address"].as_str().unwrap().to_owned();
+    // Settle: nothing of the upload is still open.
+    let mut last = None;
+    let baseline = common::poll(Duration::from_secs(30), || {
+        let n = fd_count(a.pid());
+        let steady = last == Some(n);
+        last = Some(n);
+        steady.then_some(n)
+    })
+    .unwrap();
+
+    let mut b = full_node(
+        31,
+        "fetch_from_peers = true",
+        &format!(
+            "[[overlay.peers]]\npublic_key = \"{}\"\naddr = \"{}\"\n",
+            id_of(30),
+            a.addr("overlay")
+        ),
+    );
+    let up = a.wait_for_log(Duration::from_secs(60), |v| {
+        v["message"] == "overlay session up"
+    });
+    assert!(up.is_some(), "{}", a.log_dump());
+    let g = b.addr("omnigate");
+    let path = format!("/v1/o/{address}");
+    let fetch = std::thread::spawn(move || common::try_request(g, "GET", &path, &[], b""));
+    // Kill B while its gateway request (and the fetch behind it) is in
+    // flight.
+    let m = a.get("metrics", "/metrics").body;
+    assert!(m.lines().any(|l| l == "overlay_sessions_active 1"), "{m}");
+    b.signal("KILL");
+    b.wait_exit(Duration::from_secs(30));
+    let _ = fetch.join();
+
+    let ended = a.wait_for_log(Duration::from_secs(60), |v| {
+        v["message"] == "overlay session ended" || v["message"] == "overlay session closed"
+    });
+    assert!(ended.is_some(), "{}", a.log_dump());
+    a.wait_ready();
+    let back = common::poll(Duration::from_secs(60), || {
+        (fd_count(a.pid()) <= baseline).then_some(())
+    });
+    assert!(
+        back.is_some(),
+        "A holds {} fds, {baseline} before B came",
+        fd_count(a.pid())
+    );
+    let m = a.get("metrics", "/metrics").body;
+    assert!(m.lines().any(|l| l == "overlay_sessions_active 0"), "{m}");
+}
