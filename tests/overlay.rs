@@ -618,3 +618,94 @@ fn killing_a_peer_mid_transfer_leaves_no_session_or_fd_behind() {
     let m = a.get("metrics", "/metrics").body;
     assert!(m.lines().any(|l| l == "overlay_sessions_active 0"), "{m}");
 }
+
+/// A harness peer asks for an object, then acknowledges frames the node
+/// never sent: the node answers with an ERROR frame `ack_regress`.
+#[test]
+fn an_ack_past_what_was_sent_is_rejected_as_ack_regress() {
+    use bytes::{Bytes, BytesMut};
+    use ron_oap::{Decoded, Decoder, Encoder, Flags, FrameSpec};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let evil = ron_overlay::identity::Identity::from_seed([40; 32]).unwrap();
+    let a = full_node(
+        41,
+        "",
+        &format!(
+            "[[overlay.peers]]\npublic_key = \"{}\"\n[limits]\nmax_body_bytes = 4194304\n",
+            evil.node_id()
+        ),
+    );
+    // Larger than one window (16 × 64 KiB): the node's send half is still
+    // open, waiting for credit, when the bogus ACK arrives.
+    let data = common::body_of(2 << 20, 3);
+    let r = common::request(a.addr("omnigate"), "PUT", "/v1/o", &[], &data);
+    assert_eq!(r.status, 201, "{}", r.body);
+    let address = r.json()["address"].as_str().unwrap().to_owned();
+    let a_key = ron_overlay::identity::parse_key_hex(&id_of(41)).unwrap();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(
+        ron_overlay::tls::client_config(
+            &evil,
+            std::sync::Arc::new(ron_overlay::tls::Pins::new([a_key])),
+            ron_overlay::PqMode::Classical,
+        )
+        .unwrap(),
+    ));
+    let addr = a.addr("overlay");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let frames = rt.block_on(async move {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut tls = connector
+            .connect(ron_overlay::tls::peer_name(), tcp)
+            .await
+            .unwrap();
+        let mut enc = Encoder::default();
+        let hello = ron_oap::Hello::new(evil.node_id(), 1 << 20, 16);
+        let mut wire = enc
+            .encode(
+                &FrameSpec::hello(Flags::REQ),
+                &[],
+                Bytes::from(hello.to_json()),
+            )
+            .unwrap()
+            .to_vec();
+        let ask = FrameSpec::start(2, 1, Flags::REQ).with_flags(Flags::END);
+        wire.extend(
+            enc.encode(&ask, &[], Bytes::from(address))
+                .unwrap()
+                .to_vec(),
+        );
+        tls.write_all(&wire).await.unwrap();
+        // Wait for the first frame of the answer, then over-acknowledge.
+        let dec = Decoder::default();
+        let mut buf = BytesMut::new();
+        let mut frames = Vec::new();
+        while !frames
+            .iter()
+            .any(|f: &ron_oap::Frame| f.header.app_proto_id == 2)
+        {
+            assert!(tls.read_buf(&mut buf).await.unwrap() > 0);
+            while let Ok(Decoded::Frame(f)) = dec.decode(&mut buf) {
+                frames.push(f);
+            }
+        }
+        tls.write_all(&enc.encode_ack(1, 99, 16).to_vec())
+            .await
+            .unwrap();
+        let mut rest = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(30), tls.read_to_end(&mut rest)).await;
+        buf.extend_from_slice(&rest);
+        while let Ok(Decoded::Frame(f)) = dec.decode(&mut buf) {
+            frames.push(f);
+        }
+        frames
+    });
+    let last = frames.last().unwrap();
+    assert!(last.header.code >= 400, "{:?}", last.header);
+    let body: serde_json::Value = serde_json::from_slice(&last.payload).unwrap();
+    assert_eq!(body["reason"], "ack_regress", "{body}");
+    a.wait_ready();
+}
