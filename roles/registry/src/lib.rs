@@ -5,7 +5,8 @@
 //! the resumable SSE stream; `follower.rs` — replaying a primary.
 //!
 //! The log opens under `data_dir/registry.redb` (RAM under amnesia). The
-//! role is ready once it is open and writable; it writes a checkpoint file
+//! role is ready while the log reads and its last write did not fail in
+//! storage; it writes a checkpoint file
 //! (`registry.checkpoint.jsonl`, every `checkpoint_interval`) and exports
 //! its age as `registry_checkpoint_age_seconds`.
 
@@ -126,8 +127,14 @@ pub async fn run(ctx: RoleContext, cfg: Live<RegistryConfig>) -> RoleResult {
     let probe = reg.clone();
     ctx.ready_while(
         Duration::from_secs(5),
-        "registry store is not writable",
-        move || probe.writable(),
+        "registry store is failing (see the log)",
+        move || match probe.healthy() {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "registry unready");
+                false
+            }
+        },
     )
     .await;
     while tasks.join_next().await.is_some() {}

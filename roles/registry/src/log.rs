@@ -154,6 +154,8 @@ pub struct Registry {
     /// The single logical writer: every change to proposals or the head
     /// holds it, never across an await (all callers are blocking code).
     writer: Mutex<()>,
+    /// Why the last write failed in storage, until one succeeds.
+    write_failure: arc_swap::ArcSwapOption<String>,
     commits: broadcast::Sender<Arc<Committed>>,
     stream_buffer: usize,
     bus: Option<Bus>,
@@ -226,6 +228,7 @@ impl Registry {
             db,
             state: ArcSwap::from_pointee(Snapshot::new(head, signers)),
             writer: Mutex::new(()),
+            write_failure: arc_swap::ArcSwapOption::empty(),
             commits,
             stream_buffer: opts.stream_buffer.max(1),
             bus: opts.bus,
@@ -247,9 +250,28 @@ impl Registry {
         self.commits.subscribe()
     }
 
-    /// Whether a write transaction can commit (readiness).
-    pub fn writable(&self) -> bool {
-        self.db.begin_write().is_ok_and(|t| t.commit().is_ok())
+    /// Readiness: the log can be read, and the last write (if any) did not
+    /// fail in storage. A durable probe write every few seconds would churn
+    /// the disk; real writes report their own failures here instead.
+    pub fn healthy(&self) -> Result<(), String> {
+        if let Some(e) = self.write_failure.load_full() {
+            return Err(format!("the last write failed: {e}"));
+        }
+        let r = self.db.begin_read().map_err(|e| e.to_string())?;
+        r.open_table(META).map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    /// Records how a write ended, for `healthy`.
+    fn note_write<T>(&self, r: Result<T, RegistryError>) -> Result<T, RegistryError> {
+        match &r {
+            Ok(_) => self.write_failure.store(None),
+            Err(e @ (RegistryError::DiskFull(_) | RegistryError::Db(_))) => {
+                self.write_failure.store(Some(Arc::new(e.to_string())))
+            }
+            Err(_) => {}
+        }
+        r
     }
 
     /// The stored JSON of one version.
@@ -308,6 +330,11 @@ impl Registry {
     }
 
     fn store_proposal(&self, p: &Proposal) -> Result<(), RegistryError> {
+        let r = self.store_proposal_inner(p);
+        self.note_write(r)
+    }
+
+    fn store_proposal_inner(&self, p: &Proposal) -> Result<(), RegistryError> {
         let raw = serde_json::to_vec(p).map_err(|e| RegistryError::Db(e.to_string()))?;
         let mut txn = self.db.begin_write().map_err(db_err)?;
         txn.set_durability(Durability::Immediate).map_err(db_err)?;
@@ -478,6 +505,15 @@ impl Registry {
     /// Writes a checked artifact as the new head, durably, then tells
     /// readers, the stream and the bus. Holds the writer lock (caller).
     fn write_version(
+        &self,
+        artifact: &Artifact,
+        proposal: Option<&Proposal>,
+    ) -> Result<Head, RegistryError> {
+        let r = self.write_version_inner(artifact, proposal);
+        self.note_write(r)
+    }
+
+    fn write_version_inner(
         &self,
         artifact: &Artifact,
         proposal: Option<&Proposal>,
