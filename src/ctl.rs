@@ -199,25 +199,7 @@ impl Api {
         path: &str,
         headers: Vec<(header::HeaderName, String)>,
     ) -> Result<http::Response<hyper::body::Incoming>, CtlError> {
-        let url = format!("{}{path}", self.base);
-        let mut req = Request::builder().method(method).uri(&url);
-        if let Some(t) = &self.token {
-            req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
-        }
-        for (k, v) in headers {
-            req = req.header(k, v);
-        }
-        let http_err = |msg: String| CtlError::Http {
-            url: url.clone(),
-            msg,
-        };
-        let req = req
-            .body(Full::new(Bytes::new()))
-            .map_err(|e| http_err(e.to_string()))?;
-        let resp = tokio::time::timeout(Duration::from_secs(60), self.client.request(req))
-            .await
-            .map_err(|_| http_err("timed out".into()))?
-            .map_err(|e| http_err(e.to_string()))?;
+        let (url, resp) = self.send(method, path, Bytes::new(), &headers).await?;
         if !resp.status().is_success() {
             let status = resp.status().as_u16();
             let body = resp
@@ -235,14 +217,20 @@ impl Api {
         Ok(resp)
     }
 
-    async fn call_with(
+    /// Builds and sends one request (token and extra headers added) and
+    /// waits for the response head; returns the URL with it.
+    async fn send(
         &self,
         method: Method,
         path: &str,
         body: Bytes,
         headers: &[(header::HeaderName, String)],
-    ) -> Result<Reply, CtlError> {
+    ) -> Result<(String, http::Response<hyper::body::Incoming>), CtlError> {
         let url = format!("{}{path}", self.base);
+        let http_err = |msg: String| CtlError::Http {
+            url: url.clone(),
+            msg,
+        };
         let mut req = Request::builder().method(method).uri(&url);
         if let Some(t) = &self.token {
             req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
@@ -250,27 +238,31 @@ impl Api {
         for (k, v) in headers {
             req = req.header(k, v);
         }
-        let req = req.body(Full::new(body)).map_err(|e| CtlError::Http {
-            url: url.clone(),
-            msg: e.to_string(),
-        })?;
+        let req = req
+            .body(Full::new(body))
+            .map_err(|e| http_err(e.to_string()))?;
         let resp = tokio::time::timeout(Duration::from_secs(60), self.client.request(req))
             .await
-            .map_err(|_| CtlError::Http {
-                url: url.clone(),
-                msg: "timed out".into(),
-            })?
-            .map_err(|e| CtlError::Http {
-                url: url.clone(),
-                msg: e.to_string(),
-            })?;
+            .map_err(|_| http_err("timed out".into()))?
+            .map_err(|e| http_err(e.to_string()))?;
+        Ok((url, resp))
+    }
+
+    async fn call_with(
+        &self,
+        method: Method,
+        path: &str,
+        body: Bytes,
+        headers: &[(header::HeaderName, String)],
+    ) -> Result<Reply, CtlError> {
+        let (url, resp) = self.send(method, path, body, headers).await?;
         let status = resp.status();
         let body = resp
             .into_body()
             .collect()
             .await
             .map_err(|e| CtlError::Http {
-                url: url.clone(),
+                url,
                 msg: e.to_string(),
             })?
             .to_bytes();

@@ -48,6 +48,34 @@ fn overlay_node_via(
     (node, id)
 }
 
+/// A test harness's TLS client: `evil`'s certificate, trusting `peer`.
+fn harness_connector(
+    evil: &ron_overlay::identity::Identity,
+    peer: [u8; 32],
+) -> tokio_rustls::TlsConnector {
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(
+        ron_overlay::tls::client_config(
+            evil,
+            std::sync::Arc::new(ron_overlay::tls::Pins::new([peer])),
+            ron_overlay::PqMode::Classical,
+        )
+        .unwrap(),
+    ))
+}
+
+/// An encoded HELLO frame from `node_id`.
+fn hello_wire(node_id: &str) -> Vec<u8> {
+    let h = ron_oap::Hello::new(node_id, 1 << 20, 16);
+    ron_oap::Encoder::default()
+        .encode(
+            &ron_oap::FrameSpec::hello(ron_oap::Flags::REQ),
+            &[],
+            bytes::Bytes::from(h.to_json()),
+        )
+        .unwrap()
+        .to_vec()
+}
+
 fn id_of(seed: u8) -> String {
     ron_overlay::identity::Identity::from_seed([seed; 32])
         .unwrap()
@@ -131,34 +159,21 @@ fn a_silent_connection_is_cut_at_the_handshake_timeout() {
 /// before the node closes, and the node stays ready.
 #[test]
 fn a_malicious_peer_gets_the_right_reject_and_the_node_stays_ready() {
-    use bytes::{Bytes, BytesMut};
-    use ron_oap::{Decoded, Decoder, Encoder, Flags, FrameSpec, Header, HEADER_LEN};
+    use bytes::BytesMut;
+    use ron_oap::{Decoded, Decoder, Flags, Header, HEADER_LEN};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     let evil = ron_overlay::identity::Identity::from_seed([9; 32]).unwrap();
     let (a, a_id) = overlay_node(5, &[(evil.node_id(), None)]);
     let a_key = ron_overlay::identity::parse_key_hex(&a_id).unwrap();
-    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(
-        ron_overlay::tls::client_config(
-            &evil,
-            std::sync::Arc::new(ron_overlay::tls::Pins::new([a_key])),
-            ron_overlay::PqMode::Classical,
-        )
-        .unwrap(),
-    ));
+    let connector = harness_connector(&evil, a_key);
     let addr = a.addr("overlay");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
 
-    let hello = {
-        let mut enc = Encoder::default();
-        let h = ron_oap::Hello::new(evil.node_id(), 1 << 20, 16);
-        enc.encode(&FrameSpec::hello(Flags::REQ), &[], Bytes::from(h.to_json()))
-            .unwrap()
-            .to_vec()
-    };
+    let hello = hello_wire(&evil.node_id());
     let raw_header = |flags: u16, len: u32| {
         Header {
             len,
@@ -378,15 +393,7 @@ fn a_peer_sending_corrupt_blob_bytes_is_disconnected_and_nothing_is_served() {
                 continue;
             };
             let mut enc = Encoder::default();
-            let hello = ron_oap::Hello::new(liar_id.clone(), 1 << 20, 16);
-            let f = enc
-                .encode(
-                    &FrameSpec::hello(Flags::REQ),
-                    &[],
-                    Bytes::from(hello.to_json()),
-                )
-                .unwrap();
-            let _ = tls.write_all(&f.to_vec()).await;
+            let _ = tls.write_all(&hello_wire(&liar_id)).await;
             let dec = Decoder::default();
             let mut buf = BytesMut::new();
             while tls.read_buf(&mut buf).await.is_ok_and(|n| n > 0) {
@@ -643,14 +650,7 @@ fn an_ack_past_what_was_sent_is_rejected_as_ack_regress() {
     assert_eq!(r.status, 201, "{}", r.body);
     let address = r.json()["address"].as_str().unwrap().to_owned();
     let a_key = ron_overlay::identity::parse_key_hex(&id_of(41)).unwrap();
-    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(
-        ron_overlay::tls::client_config(
-            &evil,
-            std::sync::Arc::new(ron_overlay::tls::Pins::new([a_key])),
-            ron_overlay::PqMode::Classical,
-        )
-        .unwrap(),
-    ));
+    let connector = harness_connector(&evil, a_key);
     let addr = a.addr("overlay");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -663,15 +663,7 @@ fn an_ack_past_what_was_sent_is_rejected_as_ack_regress() {
             .await
             .unwrap();
         let mut enc = Encoder::default();
-        let hello = ron_oap::Hello::new(evil.node_id(), 1 << 20, 16);
-        let mut wire = enc
-            .encode(
-                &FrameSpec::hello(Flags::REQ),
-                &[],
-                Bytes::from(hello.to_json()),
-            )
-            .unwrap()
-            .to_vec();
+        let mut wire = hello_wire(&evil.node_id());
         let ask = FrameSpec::start(2, 1, Flags::REQ).with_flags(Flags::END);
         wire.extend(
             enc.encode(&ask, &[], Bytes::from(address))

@@ -596,15 +596,18 @@ fn the_operator_flow_from_the_shell_and_a_verified_restore() {
             out["public_key"]
         ));
     }
-    let b = NodeBuilder::new()
-        .arg("--roles")
-        .arg("registry")
-        .config_replace(
-            "[registry]\naddr = \"127.0.0.1:0\"\n",
-            "[registry]\naddr = \"127.0.0.1:0\"\nquorum_m = 2\n",
-        )
-        .config_extra(&tables);
-    let mut node = b.start();
+    // Two of the three operators' keys commit.
+    let two_of_three = || {
+        NodeBuilder::new()
+            .arg("--roles")
+            .arg("registry")
+            .config_replace(
+                "[registry]\naddr = \"127.0.0.1:0\"\n",
+                "[registry]\naddr = \"127.0.0.1:0\"\nquorum_m = 2\n",
+            )
+            .config_extra(&tables)
+    };
+    let mut node = two_of_three().start();
     node.wait_ready();
     let url = format!("http://{}", node.addr("registry"));
 
@@ -646,14 +649,7 @@ fn the_operator_flow_from_the_shell_and_a_verified_restore() {
     node.wait_exit(Duration::from_secs(30));
 
     // A fresh node with the same config, stopped; restore offline; start.
-    let fresh = NodeBuilder::new()
-        .arg("--roles")
-        .arg("registry")
-        .config_replace(
-            "[registry]\naddr = \"127.0.0.1:0\"\n",
-            "[registry]\naddr = \"127.0.0.1:0\"\nquorum_m = 2\n",
-        )
-        .config_extra(&tables);
+    let fresh = two_of_three();
     let (cfg, dir) = (fresh.config_path(), fresh.dir().to_path_buf());
     let mut n = fresh.keep_dir().start();
     n.wait_ready();

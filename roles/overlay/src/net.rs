@@ -176,9 +176,18 @@ pub async fn listen(overlay: Arc<Overlay>, listener: TcpListener) {
     }
 }
 
-/// Keeps a session to `addr` (whose key must be `key`) up until shutdown,
-/// reconnecting with backoff.
-pub async fn dial(overlay: Arc<Overlay>, addr: SocketAddr, key: [u8; 32]) {
+/// Keeps a session to a peer up until shutdown: whenever none is up,
+/// `connect` runs one (returning when it ends), with backoff between
+/// failed attempts. Shared by the TCP and QUIC dialers.
+pub(crate) async fn keep_dialing<F, Fut>(
+    overlay: Arc<Overlay>,
+    addr: SocketAddr,
+    key: [u8; 32],
+    connect: F,
+) where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
     let peer_id = hex(&key);
     let mut backoff = Duration::from_millis(100);
     loop {
@@ -186,7 +195,7 @@ pub async fn dial(overlay: Arc<Overlay>, addr: SocketAddr, key: [u8; 32]) {
             return;
         }
         if !overlay.connected(&peer_id) {
-            match connect(&overlay, addr, key).await {
+            match connect().await {
                 Ok(()) => backoff = Duration::from_millis(100),
                 Err(e) => tracing::info!(%addr, peer = %peer_id, error = %e, "overlay dial failed"),
             }
@@ -197,6 +206,12 @@ pub async fn dial(overlay: Arc<Overlay>, addr: SocketAddr, key: [u8; 32]) {
         }
         backoff = (backoff * 2).min(Duration::from_secs(30));
     }
+}
+
+/// Keeps a TLS/TCP session to `addr` (whose key must be `key`) up.
+pub async fn dial(overlay: Arc<Overlay>, addr: SocketAddr, key: [u8; 32]) {
+    let ov = overlay.clone();
+    keep_dialing(overlay, addr, key, || connect(&ov, addr, key)).await
 }
 
 async fn connect(overlay: &Arc<Overlay>, addr: SocketAddr, key: [u8; 32]) -> Result<(), String> {
@@ -290,7 +305,7 @@ pub enum Command {
     /// Fetch an object by address; the reply carries its verified bytes.
     Fetch {
         address: ron_kernel::ContentAddress,
-        reply: tokio::sync::oneshot::Sender<Result<Bytes, String>>,
+        reply: tokio::sync::oneshot::Sender<Result<Vec<Bytes>, String>>,
     },
     /// Send a gossip message (an encoded `apps::Gossip`).
     Gossip { payload: Bytes },
@@ -304,7 +319,7 @@ struct Pending {
     hasher: blake3::Hasher,
     parts: Vec<Bytes>,
     size: usize,
-    reply: tokio::sync::oneshot::Sender<Result<Bytes, String>>,
+    reply: tokio::sync::oneshot::Sender<Result<Vec<Bytes>, String>>,
 }
 
 /// An object this side is sending, a frame per credit.
@@ -361,19 +376,23 @@ fn local_get(
     }
 }
 
-/// Stores fetched, verified bytes locally.
-pub fn local_put(overlay: &Overlay, data: &[u8]) -> Result<(), String> {
+/// Stores fetched, verified bytes (the frames' payloads, in order) locally.
+pub fn local_put(overlay: &Overlay, parts: &[Bytes]) -> Result<(), String> {
     #[cfg(feature = "storage")]
     {
         let api = overlay
             .handles
             .get::<ron_storage::http::StorageApi>()
             .ok_or("storage is not running in this node")?;
-        api.store.put(data).map(|_| ()).map_err(|e| e.to_string())
+        let mut w = api.store.writer();
+        for part in parts {
+            w.write(part).map_err(|e| e.to_string())?;
+        }
+        w.finish().map(|_| ()).map_err(|e| e.to_string())
     }
     #[cfg(not(feature = "storage"))]
     {
-        let _ = (overlay, data);
+        let _ = (overlay, parts);
         Err("storage is not compiled into this node".into())
     }
 }
@@ -381,7 +400,9 @@ pub fn local_put(overlay: &Overlay, data: &[u8]) -> Result<(), String> {
 impl Overlay {
     /// Fetches `address` from connected peers, one after the other, until
     /// one delivers bytes that hash to it.
-    pub async fn fetch(&self, address: ron_kernel::ContentAddress) -> Result<Bytes, String> {
+    /// The verified object comes back as the payloads of the frames that
+    /// carried it, in order.
+    pub async fn fetch(&self, address: ron_kernel::ContentAddress) -> Result<Vec<Bytes>, String> {
         let links: Vec<(String, tokio::sync::mpsc::Sender<Command>)> =
             self.links().values().cloned().collect();
         if links.is_empty() {
@@ -704,11 +725,8 @@ pub(crate) async fn run_session<S: AsyncRead + AsyncWrite + Unpin>(
                                 peer_id, p.address
                             ));
                         }
-                        let mut whole = BytesMut::with_capacity(p.size);
-                        for part in &p.parts {
-                            whole.extend_from_slice(part);
-                        }
-                        let _ = p.reply.send(Ok(whole.freeze()));
+                        // The frames' payloads as they arrived: no copy.
+                        let _ = p.reply.send(Ok(p.parts));
                     }
                 }
                 Event::StreamError {

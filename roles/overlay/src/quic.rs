@@ -12,8 +12,8 @@ use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use ron_kernel::metrics::names;
 use rustls::pki_types::CertificateDer;
 
-use crate::identity::{cert_public_key, hex};
-use crate::net::{handshake, run_session, Overlay};
+use crate::identity::cert_public_key;
+use crate::net::{handshake, keep_dialing, run_session, Overlay};
 
 #[derive(Debug, thiserror::Error)]
 #[error("QUIC setup: {0}")]
@@ -125,8 +125,7 @@ pub async fn listen(overlay: Arc<Overlay>, endpoint: quinn::Endpoint) {
     endpoint.close(0u32.into(), b"shutdown");
 }
 
-/// Keeps a QUIC session to `addr` (whose key must be `key`) up until
-/// shutdown, reconnecting with backoff.
+/// Keeps a QUIC session to `addr` (whose key must be `key`) up.
 pub async fn dial(
     overlay: Arc<Overlay>,
     endpoint: quinn::Endpoint,
@@ -134,26 +133,11 @@ pub async fn dial(
     addr: SocketAddr,
     key: [u8; 32],
 ) {
-    let peer_id = hex(&key);
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        if overlay.shutdown.is_cancelled() {
-            return;
-        }
-        if !overlay.connected(&peer_id) {
-            match connect(&overlay, &endpoint, client.clone(), addr, key).await {
-                Ok(()) => backoff = Duration::from_millis(100),
-                Err(e) => {
-                    tracing::info!(%addr, peer = %peer_id, error = %e, "overlay QUIC dial failed")
-                }
-            }
-        }
-        tokio::select! {
-            _ = overlay.shutdown.cancelled() => return,
-            _ = tokio::time::sleep(backoff) => {}
-        }
-        backoff = (backoff * 2).min(Duration::from_secs(30));
-    }
+    let ov = overlay.clone();
+    keep_dialing(overlay, addr, key, || {
+        connect(&ov, &endpoint, client.clone(), addr, key)
+    })
+    .await
 }
 
 async fn connect(

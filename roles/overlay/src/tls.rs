@@ -78,6 +78,13 @@ struct PinnedVerifier {
 }
 
 impl PinnedVerifier {
+    /// TLS 1.2 is never negotiated (both configs are TLS 1.3 only).
+    fn tls12_refused() -> Result<HandshakeSignatureValid, Error> {
+        Err(Error::PeerIncompatible(
+            rustls::PeerIncompatible::Tls12NotOffered,
+        ))
+    }
+
     fn tls13(
         &self,
         message: &[u8],
@@ -107,9 +114,7 @@ impl ServerCertVerifier for PinnedVerifier {
         _cert: &CertificateDer<'_>,
         _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        Err(Error::PeerIncompatible(
-            rustls::PeerIncompatible::Tls12NotOffered,
-        ))
+        Self::tls12_refused()
     }
 
     fn verify_tls13_signature(
@@ -147,9 +152,7 @@ impl ClientCertVerifier for PinnedVerifier {
         _cert: &CertificateDer<'_>,
         _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        Err(Error::PeerIncompatible(
-            rustls::PeerIncompatible::Tls12NotOffered,
-        ))
+        Self::tls12_refused()
     }
 
     fn verify_tls13_signature(
