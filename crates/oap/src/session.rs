@@ -78,6 +78,9 @@ struct Stream {
     acked: u64,
     /// An ACK for this stream is queued and not yet taken.
     ack_queued: bool,
+    /// We sent a request on this stream and no response half has opened
+    /// (nor an ERROR arrived): it stays tracked for the answer.
+    awaiting: bool,
 }
 
 impl Stream {
@@ -91,11 +94,14 @@ impl Stream {
             received: 0,
             acked: 0,
             ack_queued: false,
+            awaiting: false,
         }
     }
 
     fn live(&self) -> bool {
-        self.send == Half::Open || self.recv == Half::Open
+        self.send == Half::Open
+            || self.recv == Half::Open
+            || (self.awaiting && self.recv == Half::Idle)
     }
 }
 
@@ -279,6 +285,14 @@ impl<M: OapMetrics> Session<M> {
                 self.recently_closed.pop_front();
             }
             self.recently_closed.push_back(corr_id);
+        }
+    }
+
+    /// Forgets stream `corr_id` (a request the host gave up waiting
+    /// for); its unacknowledged frames no longer count as in flight.
+    pub fn abandon(&mut self, corr_id: u64) {
+        if let Some(s) = self.streams.remove(&corr_id) {
+            self.inflight -= s.sent - s.peer_acked;
         }
     }
 
@@ -530,6 +544,12 @@ impl<M: OapMetrics> Session<M> {
             s.send = Half::Open;
             s.sent = 0;
             s.peer_acked = 0;
+            s.awaiting = spec.flags.contains(Flags::REQ);
+        }
+        if is_error && !self.streams.contains_key(&corr) {
+            // Answering a request whose half closed as it arrived (a
+            // one-frame request): nothing here tracks that stream.
+            return Ok(());
         }
         let Some(s) = self.streams.get_mut(&corr) else {
             return Err(SendError::NotOpen(corr));

@@ -298,3 +298,61 @@ fn readiness_summary_reflects_the_session() {
         "a reject finishes the parser"
     );
 }
+
+#[test]
+fn a_one_frame_request_waits_for_its_answer_and_an_error_reaches_it() {
+    // A sends a one-frame request: the stream stays tracked for the answer.
+    let mut a = session(8);
+    a.on_send(&FrameSpec::start(2, 5, Flags::REQ).with_flags(Flags::END))
+        .unwrap();
+    assert_eq!(a.open_streams(), 1);
+    // B took the request (its half closed on arrival) and answers with an
+    // ERROR on the stream it no longer tracks.
+    let mut b = session(8);
+    b.on_frame(one(&wire(
+        &FrameSpec::start(2, 5, Flags::REQ).with_flags(Flags::END),
+        b"",
+        b"get",
+    )))
+    .unwrap();
+    b.on_send(&FrameSpec::error(2, 5, 404, Flags::RESP))
+        .unwrap();
+    // A sees the error on its request, and the stream is done.
+    let ev = a
+        .on_frame(one(&wire(
+            &FrameSpec::error(2, 5, 404, Flags::RESP),
+            b"",
+            br#"{"reason":"not_found","message":"no"}"#,
+        )))
+        .unwrap();
+    assert!(matches!(
+        ev,
+        Event::StreamError {
+            corr_id: 5,
+            code: 404,
+            ..
+        }
+    ));
+    assert_eq!(a.open_streams(), 0);
+    // An answer that opens a response half ends the wait the same way.
+    a.on_send(&FrameSpec::start(4, 7, Flags::REQ).with_flags(Flags::END))
+        .unwrap();
+    a.on_frame(one(&wire(
+        &FrameSpec::start(4, 7, Flags::RESP).with_flags(Flags::END),
+        b"",
+        b"",
+    )))
+    .unwrap();
+    assert_eq!(a.open_streams(), 0);
+    assert_eq!(a.inflight_frames(), 0);
+    // An EVENT expects nothing back and is forgotten at once; a request
+    // given up on can be abandoned.
+    a.on_send(&FrameSpec::start(1, 9, Flags::EVENT).with_flags(Flags::END))
+        .unwrap();
+    a.on_send(&FrameSpec::start(4, 11, Flags::REQ).with_flags(Flags::END))
+        .unwrap();
+    assert_eq!(a.open_streams(), 1);
+    a.abandon(11);
+    assert_eq!(a.open_streams(), 0);
+    assert_eq!(a.inflight_frames(), 0);
+}
