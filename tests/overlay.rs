@@ -123,6 +123,12 @@ fn pinned_peers_connect_and_an_unknown_key_is_refused() {
     assert_eq!(list[0]["transport"], "tcp");
     assert_eq!(list[0]["direction"], "in");
     assert_eq!(list[0]["kex"], "X25519");
+    // Each side pings the other at once: the round trip is listed.
+    let rtt = common::poll(Duration::from_secs(30), || {
+        let p = a.get("admin", "/api/v1/peers").json();
+        p["peers"][0]["rtt_ms"].as_f64()
+    });
+    assert!(rtt.is_some_and(|ms| ms > 0.0), "{}", a.log_dump());
 
     let (c, _) = overlay_node(3, &[(a_id.clone(), Some(a_addr))]);
     let refused = common::poll(Duration::from_secs(60), || {
@@ -699,5 +705,276 @@ fn an_ack_past_what_was_sent_is_rejected_as_ack_regress() {
     assert!(last.header.code >= 400, "{:?}", last.header);
     let body: serde_json::Value = serde_json::from_slice(&last.payload).unwrap();
     assert_eq!(body["reason"], "ack_regress", "{body}");
+    a.wait_ready();
+}
+
+/// A test harness peer speaking raw OAP/1 over pinned TLS.
+struct Raw {
+    tls: tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    buf: bytes::BytesMut,
+    dec: ron_oap::Decoder,
+    enc: ron_oap::Encoder,
+    /// Answer the node's pings (as a live peer does).
+    answer_pings: bool,
+}
+
+impl Raw {
+    /// Connects as `evil` to the node `node_id` at `addr` and sends HELLO.
+    async fn connect(
+        evil: &ron_overlay::identity::Identity,
+        node_id: &str,
+        addr: std::net::SocketAddr,
+    ) -> Raw {
+        let key = ron_overlay::identity::parse_key_hex(node_id).unwrap();
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let tls = harness_connector(evil, key)
+            .connect(ron_overlay::tls::peer_name(), tcp)
+            .await
+            .unwrap();
+        let mut raw = Raw {
+            tls,
+            buf: bytes::BytesMut::new(),
+            dec: ron_oap::Decoder::default(),
+            enc: ron_oap::Encoder::default(),
+            answer_pings: false,
+        };
+        raw.write(&hello_wire(&evil.node_id())).await;
+        raw
+    }
+
+    async fn write(&mut self, wire: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        self.tls.write_all(wire).await.unwrap();
+    }
+
+    async fn send(&mut self, spec: ron_oap::FrameSpec, payload: &[u8]) {
+        let f = self
+            .enc
+            .encode(&spec, &[], bytes::Bytes::copy_from_slice(payload))
+            .unwrap()
+            .to_vec();
+        self.write(&f).await;
+    }
+
+    /// The next frame from the node; None once it closed the connection
+    /// (or after 30 s of silence).
+    async fn next(&mut self) -> Option<ron_oap::Frame> {
+        use ron_oap::{Flags, FrameSpec};
+        use tokio::io::AsyncReadExt;
+        loop {
+            if let Ok(ron_oap::Decoded::Frame(f)) = self.dec.decode(&mut self.buf) {
+                let h = f.header;
+                if self.answer_pings && h.app_proto_id == 4 && h.flags.contains(Flags::REQ) {
+                    let spec = FrameSpec::start(4, h.corr_id, Flags::RESP).with_flags(Flags::END);
+                    self.send(spec, b"").await;
+                }
+                return Some(f);
+            }
+            match tokio::time::timeout(Duration::from_secs(30), self.tls.read_buf(&mut self.buf))
+                .await
+            {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return None,
+            }
+        }
+    }
+
+    /// Sends a ping and returns every frame that arrives before its answer.
+    async fn frames_before_ping_answer(&mut self, corr: u64) -> Vec<ron_oap::Frame> {
+        use ron_oap::{Flags, FrameSpec};
+        self.send(
+            FrameSpec::start(4, corr, Flags::REQ).with_flags(Flags::END),
+            b"",
+        )
+        .await;
+        let mut out = Vec::new();
+        loop {
+            let f = self
+                .next()
+                .await
+                .expect("the node closed before the ping answer");
+            if f.header.app_proto_id == 4 && f.header.corr_id == corr {
+                return out;
+            }
+            out.push(f);
+        }
+    }
+}
+
+fn overlay_limits_node(seed: u8, evil: &str, overlay: &str, extra: &str) -> common::Node {
+    let b = NodeBuilder::new()
+        .arg("--roles")
+        .arg("overlay,storage,omnigate");
+    let data = b.dir().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("node.key"), format!("{:02x}", seed).repeat(32)).unwrap();
+    let node = b
+        .config_replace(
+            "[overlay]\naddr = \"127.0.0.1:0\"\n",
+            &format!("[overlay]\naddr = \"127.0.0.1:0\"\n{overlay}"),
+        )
+        .config_extra(&format!(
+            "[[overlay.peers]]\npublic_key = \"{evil}\"\n{extra}"
+        ))
+        .start();
+    node.wait_ready();
+    node
+}
+
+#[test]
+fn a_peer_that_does_not_ack_holds_at_most_inflight_frames_and_flips_readiness() {
+    use ron_oap::{Flags, FrameSpec};
+
+    let evil = ron_overlay::identity::Identity::from_seed([50; 32]).unwrap();
+    // The harness grants a window of 16 per stream; the node's own cap
+    // per peer is 8, and 4 unacknowledged frames make it unready.
+    let a = overlay_limits_node(
+        51,
+        &evil.node_id(),
+        // Pings every 150 s: none but the first while the test runs.
+        "inflight_critical = 4\nidle_timeout = \"600s\"\n",
+        "[overlay.peer]\ninflight_frames = 8\n[limits]\nmax_body_bytes = 4194304\n",
+    );
+    let data = common::body_of(2 << 20, 5); // 32 frames of 64 KiB
+    let r = common::request(a.addr("omnigate"), "PUT", "/v1/o", &[], &data);
+    assert_eq!(r.status, 201, "{}", r.body);
+    let address = r.json()["address"].as_str().unwrap().to_owned();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut raw = rt.block_on(Raw::connect(&evil, &id_of(51), a.addr("overlay")));
+    // Answered, the node's own pings hold no frame in flight.
+    raw.answer_pings = true;
+    let blob = |fs: &[ron_oap::Frame]| fs.iter().filter(|f| f.header.app_proto_id == 2).count();
+    let got = rt.block_on(async {
+        raw.send(
+            FrameSpec::start(2, 1, Flags::REQ).with_flags(Flags::END),
+            address.as_bytes(),
+        )
+        .await;
+        // Everything the node sends before answering a later ping is what
+        // it sends without an ACK.
+        // The answer starts once the blocking lookup is done; its first
+        // frame comes with every frame the node sends without an ACK.
+        let first = loop {
+            let f = raw.next().await.expect("the node closed the session");
+            if f.header.app_proto_id == 2 {
+                break f;
+            }
+        };
+        let mut got = raw.frames_before_ping_answer(3).await;
+        got.push(first);
+        got
+    });
+    assert_eq!(blob(&got), 8, "frames sent without an ACK");
+    let unready = common::poll(Duration::from_secs(30), || {
+        let r = a.get("metrics", "/readyz");
+        (r.status == 503).then_some(r.body)
+    })
+    .unwrap_or_else(|| panic!("readyz never flipped:\n{}", a.log_dump()));
+    assert!(unready.contains("inflight_critical"), "{unready}");
+    let m = a.get("metrics", "/metrics").body;
+    assert!(m.lines().any(|l| l == "overlay_inflight_frames 8"), "{m}");
+    let peers = a.get("admin", "/api/v1/peers").json();
+    assert_eq!(peers["peers"][0]["inflight_frames"], 8, "{peers}");
+
+    // Acknowledging the 8 releases exactly 8 more.
+    let got = rt.block_on(async {
+        let ack = raw.enc.encode_ack(1, 8, 16).to_vec();
+        raw.write(&ack).await;
+        raw.frames_before_ping_answer(5).await
+    });
+    assert_eq!(blob(&got), 8, "frames sent after one ACK");
+
+    // The peer goes away: nothing is in flight, the node is ready again.
+    drop(raw);
+    let ready = common::poll(Duration::from_secs(30), || {
+        let m = a.get("metrics", "/metrics").body;
+        (a.get("metrics", "/readyz").status == 200
+            && m.lines().any(|l| l == "overlay_inflight_frames 0"))
+        .then_some(())
+    });
+    assert!(ready.is_some(), "{}", a.log_dump());
+}
+
+#[test]
+fn requests_past_max_rps_get_429_and_stalled_or_idle_peers_are_cut_off() {
+    use ron_oap::{Flags, FrameSpec};
+
+    let evil = ron_overlay::identity::Identity::from_seed([52; 32]).unwrap();
+    let a = overlay_limits_node(
+        53,
+        &evil.node_id(),
+        "read_timeout = \"1s\"\nidle_timeout = \"2s\"\n",
+        "[overlay.peer]\nmax_rps = 1\n",
+    );
+    let addr = a.addr("overlay");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // Ten pings at once against 1 request/s: the first is answered, the
+    // others get a stream ERROR 429 `peer_rps`; the session stays up.
+    let log = || a.log_dump();
+    let (answered, limited) = rt.block_on(async {
+        let mut raw = Raw::connect(&evil, &id_of(53), addr).await;
+        let mut wire = Vec::new();
+        for i in 0..10u64 {
+            let spec = FrameSpec::start(4, 1 + 2 * i, Flags::REQ).with_flags(Flags::END);
+            wire.extend(
+                raw.enc
+                    .encode(&spec, &[], bytes::Bytes::new())
+                    .unwrap()
+                    .to_vec(),
+            );
+        }
+        raw.write(&wire).await;
+        let (mut answered, mut limited) = (0, 0);
+        while answered + limited < 10 {
+            let f = raw
+                .next()
+                .await
+                .unwrap_or_else(|| panic!("the node closed the session:\n{}", log()));
+            let odd = f.header.corr_id % 2 == 1;
+            if f.header.app_proto_id == 4 && odd && f.header.code == 429 {
+                let body: serde_json::Value = serde_json::from_slice(&f.payload).unwrap();
+                assert_eq!(body["reason"], "peer_rps", "{body}");
+                limited += 1;
+            } else if f.header.app_proto_id == 4 && odd && f.header.flags.contains(Flags::RESP) {
+                answered += 1;
+            }
+        }
+        (answered, limited)
+    });
+    assert!(
+        answered >= 1 && limited >= 1,
+        "{answered} answered, {limited} limited"
+    );
+
+    // Half a frame header, then nothing: cut at read_timeout.
+    rt.block_on(async {
+        let mut raw = Raw::connect(&evil, &id_of(53), addr).await;
+        let spec = FrameSpec::start(4, 1, Flags::REQ).with_flags(Flags::END);
+        let frame = raw
+            .enc
+            .encode(&spec, &[], bytes::Bytes::from(vec![0; 100]))
+            .unwrap();
+        raw.write(&frame.to_vec()[..10]).await;
+        while raw.next().await.is_some() {}
+    });
+    // HELLO, then silence (the node's pings go unanswered): cut at
+    // idle_timeout.
+    rt.block_on(async {
+        let mut raw = Raw::connect(&evil, &id_of(53), addr).await;
+        while raw.next().await.is_some() {}
+    });
+    let m = a.get("metrics", "/metrics").body;
+    for reason in ["peer_rps", "read_timeout", "idle_timeout"] {
+        assert!(
+            m.contains(&format!("rejected_total{{reason=\"{reason}\"}}")),
+            "{reason} not counted:\n{m}"
+        );
+    }
     a.wait_ready();
 }

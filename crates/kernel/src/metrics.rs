@@ -54,6 +54,9 @@ pub mod names {
     // Overlay
     pub const HANDSHAKE_TOTAL: &str = "handshake_total";
     pub const OVERLAY_SESSIONS_ACTIVE: &str = "overlay_sessions_active";
+    pub const OVERLAY_INFLIGHT_FRAMES: &str = "overlay_inflight_frames";
+    pub const OVERLAY_FRAMES_TOTAL: &str = "overlay_frames_total";
+    pub const OVERLAY_BYTES_TOTAL: &str = "overlay_bytes_total";
 }
 
 /// Registers help text for every metric. Call once after installing the
@@ -185,6 +188,19 @@ pub fn describe_all() {
     describe_gauge!(
         OVERLAY_SESSIONS_ACTIVE,
         "Overlay sessions past TLS and HELLO"
+    );
+    describe_gauge!(
+        OVERLAY_INFLIGHT_FRAMES,
+        "Overlay frames sent and not yet acknowledged, over all sessions"
+    );
+    describe_counter!(
+        OVERLAY_FRAMES_TOTAL,
+        "OAP/1 frames on overlay sessions by direction (in, out) and kind"
+    );
+    describe_counter!(
+        OVERLAY_BYTES_TOTAL,
+        Unit::Bytes,
+        "OAP/1 frame bytes on overlay sessions by direction (in, out)"
     );
     describe_counter!(
         ADMIN_AUTH_FAILURES_TOTAL,

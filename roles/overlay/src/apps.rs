@@ -82,20 +82,28 @@ impl Seen {
     }
 }
 
-/// A per-peer token bucket for incoming gossip.
+/// A per-peer token bucket (incoming gossip; requests under
+/// `peer.max_rps`).
 #[derive(Debug)]
 pub struct Budget {
     tokens: f64,
+    rate: f64,
+    burst: f64,
     at: std::time::Instant,
 }
 
 impl Budget {
-    const RATE: f64 = 100.0;
-    const BURST: f64 = 200.0;
-
+    /// Gossip: 100 messages per second, bursting to 200.
     pub fn new() -> Self {
+        Self::with(100.0, 200.0)
+    }
+
+    /// `rate` per second, starting full at `burst`.
+    pub fn with(rate: f64, burst: f64) -> Self {
         Budget {
-            tokens: Self::BURST,
+            tokens: burst,
+            rate,
+            burst,
             at: std::time::Instant::now(),
         }
     }
@@ -104,7 +112,7 @@ impl Budget {
         let now = std::time::Instant::now();
         let dt = now.duration_since(self.at).as_secs_f64();
         self.at = now;
-        self.tokens = (self.tokens + dt * Self::RATE).min(Self::BURST);
+        self.tokens = (self.tokens + dt * self.rate).min(self.burst);
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
             true

@@ -22,9 +22,49 @@ pub struct OverlayConfig {
     pub max_conns: u32,
     #[serde(with = "humantime_serde")]
     pub handshake_timeout: Duration,
+    /// A frame that has begun arriving must be complete within this.
+    #[serde(with = "humantime_serde")]
+    pub read_timeout: Duration,
+    /// Each frame must be written within this (a peer that stops reading
+    /// is cut off).
+    #[serde(with = "humantime_serde")]
+    pub write_timeout: Duration,
+    /// A session that receives nothing for this long is closed. Live
+    /// sessions ping every quarter of it, so only dead peers hit it.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Unacknowledged frames sent, summed over all sessions, above which
+    /// the role reports unready.
+    pub inflight_critical: u64,
+    /// Limits each session applies to its peer.
+    pub peer: PeerLimits,
     /// Static peers: every listed key may connect; those with an `addr`
     /// are dialed and kept connected.
     pub peers: Vec<PeerConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerLimits {
+    /// Frames this node has sent to one peer and not had acknowledged
+    /// (a one-frame request counts until its answer), over all streams.
+    pub inflight_frames: u32,
+    /// The window this node grants the peer per stream (HELLO
+    /// `ack_window`); it sends within the window the peer granted.
+    pub send_window_frames: u32,
+    /// Requests (blob fetch, registry sync, ping) a peer may start per
+    /// second, bursting to the same number; more get a stream ERROR 429.
+    pub max_rps: u32,
+}
+
+impl Default for PeerLimits {
+    fn default() -> Self {
+        Self {
+            inflight_frames: 32,
+            send_window_frames: 16,
+            max_rps: 200,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -57,6 +97,11 @@ impl Default for OverlayConfig {
             pq_mode: PqMode::Classical,
             max_conns: 1024,
             handshake_timeout: Duration::from_secs(3),
+            read_timeout: Duration::from_secs(5),
+            write_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(60),
+            inflight_critical: 8192,
+            peer: PeerLimits::default(),
             peers: Vec::new(),
         }
     }
@@ -74,8 +119,27 @@ impl OverlayConfig {
         if self.max_conns == 0 {
             errs.push("overlay.max_conns must be at least 1".into());
         }
-        if self.handshake_timeout.is_zero() {
-            errs.push("overlay.handshake_timeout must be above zero".into());
+        for (name, d) in [
+            ("handshake_timeout", self.handshake_timeout),
+            ("read_timeout", self.read_timeout),
+            ("write_timeout", self.write_timeout),
+            ("idle_timeout", self.idle_timeout),
+        ] {
+            if d.is_zero() {
+                errs.push(format!("overlay.{name} must be above zero"));
+            }
+        }
+        if self.inflight_critical == 0 {
+            errs.push("overlay.inflight_critical must be at least 1".into());
+        }
+        if self.peer.inflight_frames == 0 {
+            errs.push("overlay.peer.inflight_frames must be at least 1".into());
+        }
+        if !(1..=1024).contains(&self.peer.send_window_frames) {
+            errs.push("overlay.peer.send_window_frames must be between 1 and 1024".into());
+        }
+        if self.peer.max_rps == 0 {
+            errs.push("overlay.peer.max_rps must be at least 1".into());
         }
         for (i, p) in self.peers.iter().enumerate() {
             if crate::identity::parse_key_hex(&p.public_key).is_none() {

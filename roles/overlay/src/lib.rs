@@ -11,6 +11,7 @@ pub mod config;
 pub mod identity;
 pub mod net;
 pub mod quic;
+pub mod session;
 pub mod tls;
 
 use std::sync::Arc;
@@ -18,6 +19,11 @@ use std::sync::Arc;
 pub use config::{OverlayConfig, PeerConfig, PqMode, Transport};
 
 use ron_kernel::{Live, RoleContext, RoleResult};
+
+/// How often readiness is re-evaluated, and how long a bus overflow holds
+/// it down.
+const READY_TICK: std::time::Duration = std::time::Duration::from_millis(250);
+const OVERFLOW_HOLD: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub async fn run(ctx: RoleContext, cfg: Live<OverlayConfig>) -> RoleResult {
     let c = cfg.load();
@@ -48,12 +54,10 @@ pub async fn run(ctx: RoleContext, cfg: Live<OverlayConfig>) -> RoleResult {
         pins,
         acceptor,
         connector,
-        c.handshake_timeout,
-        c.max_conns as usize,
+        net::Limits::from_config(&c),
         ctx.shutdown.clone(),
         kex_preference,
         ctx.handles.clone(),
-        64 << 20,
     ));
     ctx.handles.publish("overlay", overlay.clone());
     // Omnigate fetches what it lacks through this, without knowing the
@@ -132,8 +136,35 @@ pub async fn run(ctx: RoleContext, cfg: Live<OverlayConfig>) -> RoleResult {
             }
         });
     }
-    ctx.ready.set_ready();
-    ctx.shutdown.cancelled().await;
+    // Readiness: unready while unacknowledged frames over all sessions
+    // exceed `overlay.inflight_critical`, and for a while after the bus
+    // overflowed.
+    let critical = c.inflight_critical;
+    let mut tick = tokio::time::interval(READY_TICK);
+    let mut seen_overflow = ctx.bus.overflow_dropped();
+    let mut overflow_until: Option<tokio::time::Instant> = None;
+    loop {
+        tokio::select! {
+            _ = ctx.shutdown.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        let now = tokio::time::Instant::now();
+        let dropped = ctx.bus.overflow_dropped();
+        if dropped > seen_overflow {
+            seen_overflow = dropped;
+            overflow_until = Some(now + OVERFLOW_HOLD);
+        }
+        let inflight = overlay.inflight_frames();
+        if inflight > critical {
+            ctx.ready.set_unready(format!(
+                "{inflight} overlay frames unacknowledged, above overlay.inflight_critical {critical}"
+            ));
+        } else if overflow_until.is_some_and(|t| t > now) {
+            ctx.ready.set_unready("the bus overflowed");
+        } else {
+            ctx.ready.set_ready();
+        }
+    }
     while tasks.join_next().await.is_some() {}
     Ok(())
 }

@@ -13,7 +13,8 @@ use ron_kernel::metrics::names;
 use rustls::pki_types::CertificateDer;
 
 use crate::identity::cert_public_key;
-use crate::net::{handshake, keep_dialing, run_session, Overlay};
+use crate::net::{handshake, keep_dialing, Overlay};
+use crate::session::run_session;
 
 #[derive(Debug, thiserror::Error)]
 #[error("QUIC setup: {0}")]

@@ -1,0 +1,784 @@
+//! One OAP/1 session over any byte stream (TLS/TCP or a QUIC stream).
+//!
+//! A session task reads and decodes frames, feeds them to the `crates/oap`
+//! Session (state, windows, rejects) and acts on the events; a writer task
+//! owns the write half, so a peer that is slow to read never stops this
+//! side from reading (and both sides of a bulk transfer never wait on each
+//! other's writes). What is queued for the writer is bounded by the
+//! protocol: data frames by the credit the peer granted and
+//! `peer.inflight_frames`, ACKs and answers by what the peer sent.
+//!
+//! Timeouts: no HELLO within `handshake_timeout`, a frame that started
+//! arriving and is not complete within `read_timeout`, a frame not written
+//! within `write_timeout`, nothing received for `idle_timeout` — each
+//! closes the session and is counted in `rejected_total{reason}`. Each
+//! side pings (app protocol 4) every quarter of `idle_timeout`, so a live
+//! peer is never idle; the answer's round trip is the session's `rtt_ms`.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use metrics::Counter;
+use ron_kernel::metrics::names;
+use ron_oap::{
+    Decoded, Decoder, DecoderConfig, Encoder, Event, Flags, FrameKind, FrameSpec, OutFrame, Reject,
+    Session, SessionConfig, HEADER_LEN,
+};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+
+use crate::identity::hex;
+use crate::net::{handshake, local_get, Command, Overlay, SessionInfo, PROTO_BLOB};
+
+/// App protocol 4: ping. A one-frame REQ answered by a one-frame RESP.
+pub const PROTO_PING: u16 = 4;
+const BLOB_FRAME: usize = 64 * 1024;
+/// Unanswered pings remembered per session.
+const PINGS: usize = 8;
+
+const KINDS: [FrameKind; 6] = [
+    FrameKind::Hello,
+    FrameKind::Ack,
+    FrameKind::Start,
+    FrameKind::Data,
+    FrameKind::End,
+    FrameKind::Error,
+];
+
+fn kind_index(k: FrameKind) -> usize {
+    match k {
+        FrameKind::Hello => 0,
+        FrameKind::Ack => 1,
+        FrameKind::Start => 2,
+        FrameKind::Data => 3,
+        FrameKind::End => 4,
+        FrameKind::Error => 5,
+    }
+}
+
+/// The kind of frame `spec` encodes to (the rules of OAP-1 §3).
+fn spec_kind(spec: &FrameSpec) -> FrameKind {
+    if spec.code >= 400 {
+        FrameKind::Error
+    } else if spec.app_proto_id == 0 && spec.code == 0 {
+        FrameKind::Hello
+    } else if spec.app_proto_id == 0 {
+        FrameKind::Ack
+    } else if spec.flags.contains(Flags::START) {
+        FrameKind::Start
+    } else if spec.flags.contains(Flags::END) {
+        FrameKind::End
+    } else {
+        FrameKind::Data
+    }
+}
+
+/// `overlay_frames_total{dir,kind}` and `overlay_bytes_total{dir}` for one
+/// direction, looked up once per session.
+struct Wire {
+    frames: [Counter; 6],
+    bytes: Counter,
+}
+
+impl Wire {
+    fn new(dir: &'static str) -> Self {
+        Wire {
+            frames: KINDS.map(|k| {
+                metrics::counter!(names::OVERLAY_FRAMES_TOTAL, "dir" => dir, "kind" => k.label())
+            }),
+            bytes: metrics::counter!(names::OVERLAY_BYTES_TOTAL, "dir" => dir),
+        }
+    }
+}
+
+fn closed(reason: &'static str) {
+    metrics::counter!(names::REJECTED_TOTAL, "reason" => reason).increment(1);
+}
+
+/// Owns the write half: writes queued frames in order, flushing when the
+/// queue is empty; returns (and the session ends) when a frame cannot be
+/// written within `write_timeout`. When the session drops its sender, the
+/// queue is drained (a final ERROR frame goes out) and the stream shut down.
+async fn write_loop<W: AsyncWrite + Unpin>(
+    mut wr: W,
+    mut rx: UnboundedReceiver<(OutFrame, FrameKind)>,
+    timeout: std::time::Duration,
+    info: Arc<SessionInfo>,
+) -> Result<(), String> {
+    let wire = Wire::new("out");
+    let timed_out = || {
+        closed("write_timeout");
+        "write timed out: the peer stopped reading".to_owned()
+    };
+    while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        while let Some((f, kind)) = next.take() {
+            let n = f.len() as u64;
+            tokio::time::timeout(timeout, write_parts(&mut wr, &f))
+                .await
+                .map_err(|_| timed_out())?
+                .map_err(|e| e.to_string())?;
+            wire.frames[kind_index(kind)].increment(1);
+            wire.bytes.increment(n);
+            info.frames_out.fetch_add(1, Relaxed);
+            info.bytes_out.fetch_add(n, Relaxed);
+            next = rx.try_recv().ok();
+        }
+        tokio::time::timeout(timeout, wr.flush())
+            .await
+            .map_err(|_| timed_out())?
+            .map_err(|e| e.to_string())?;
+    }
+    let _ = tokio::time::timeout(timeout, wr.shutdown()).await;
+    Ok(())
+}
+
+async fn write_parts<W: AsyncWrite + Unpin>(w: &mut W, f: &OutFrame) -> std::io::Result<()> {
+    w.write_all(f.header_bytes()).await?;
+    if !f.cap().is_empty() {
+        w.write_all(f.cap()).await?;
+    }
+    if !f.payload().is_empty() {
+        w.write_all(f.payload()).await?;
+    }
+    Ok(())
+}
+
+struct SessionGauge;
+
+impl SessionGauge {
+    fn up() -> Self {
+        metrics::gauge!(names::OVERLAY_SESSIONS_ACTIVE).increment(1.0);
+        SessionGauge
+    }
+}
+
+impl Drop for SessionGauge {
+    fn drop(&mut self) {
+        metrics::gauge!(names::OVERLAY_SESSIONS_ACTIVE).decrement(1.0);
+    }
+}
+
+/// A fetch this side asked for.
+struct Pending {
+    address: ron_kernel::ContentAddress,
+    hasher: blake3::Hasher,
+    parts: Vec<Bytes>,
+    size: usize,
+    reply: tokio::sync::oneshot::Sender<Result<Vec<Bytes>, String>>,
+}
+
+/// A response this side is sending: its frames' payloads, one frame per
+/// credit of the peer's window.
+pub(crate) struct Outgoing {
+    proto: u16,
+    frames: VecDeque<Bytes>,
+    started: bool,
+}
+
+impl Outgoing {
+    /// An object cut into 64 KiB frames (slices, not copies).
+    fn blob(data: Bytes) -> Self {
+        let mut frames = VecDeque::new();
+        let mut off = 0;
+        while off < data.len() {
+            let end = (off + BLOB_FRAME).min(data.len());
+            frames.push_back(data.slice(off..end));
+            off = end;
+        }
+        if frames.is_empty() {
+            frames.push_back(Bytes::new());
+        }
+        Outgoing {
+            proto: PROTO_BLOB,
+            frames,
+            started: false,
+        }
+    }
+}
+
+/// The sending side of a session: the OAP/1 state and the writer's queue.
+struct Conn {
+    out: UnboundedSender<(OutFrame, FrameKind)>,
+    enc: Encoder,
+    session: Session,
+    /// `peer.inflight_frames`.
+    inflight_cap: u64,
+}
+
+impl Conn {
+    fn queue(&mut self, f: OutFrame, kind: FrameKind) -> Result<(), String> {
+        self.out
+            .send((f, kind))
+            .map_err(|_| "the writer stopped".to_owned())
+    }
+
+    /// Queues a stream frame the session agrees to (credit, state).
+    fn send(&mut self, spec: FrameSpec, payload: Bytes) -> Result<(), String> {
+        self.session.on_send(&spec).map_err(|e| e.to_string())?;
+        let f = self
+            .enc
+            .encode(&spec, &[], payload)
+            .map_err(|e| e.to_string())?;
+        self.queue(f, spec_kind(&spec))
+    }
+
+    /// Ends stream `corr` of `proto` with an ERROR frame.
+    fn error(&mut self, proto: u16, corr: u64, code: u16, reason: &str, message: &str) {
+        let body = serde_json::json!({"reason": reason, "message": message}).to_string();
+        let _ = self.send(
+            FrameSpec::error(proto, corr, code, Flags::RESP),
+            Bytes::from(body),
+        );
+    }
+
+    /// Queues the ERROR frame for a reject; the caller then ends the
+    /// session (the writer sends it before closing).
+    fn reject(&mut self, r: &Reject) {
+        let body = serde_json::json!({"reason": r.reason.label(), "message": r.detail}).to_string();
+        let spec = FrameSpec::error(
+            0,
+            r.corr_id.unwrap_or(0),
+            r.reason.error_code(),
+            Flags::RESP,
+        );
+        if let Ok(f) = self.enc.encode(&spec, &[], Bytes::from(body)) {
+            let _ = self.queue(f, FrameKind::Error);
+        }
+        closed(r.reason.label());
+    }
+
+    /// Queues every ACK the session has ready.
+    fn acks(&mut self) -> Result<(), String> {
+        while let Some(a) = self.session.poll_ack() {
+            let f = self.enc.encode_ack(a.corr_id, a.ack_up_to, a.window);
+            self.queue(f, FrameKind::Ack)?;
+        }
+        Ok(())
+    }
+
+    /// Queues as many frames of each outgoing response as the peer's
+    /// windows and `peer.inflight_frames` allow.
+    fn pump(&mut self, out: &mut BTreeMap<u64, Outgoing>) -> Result<(), String> {
+        let mut done = Vec::new();
+        for (&corr, o) in out.iter_mut() {
+            while self.session.credit(corr) > 0
+                && self.session.inflight_frames() < self.inflight_cap
+            {
+                let Some(piece) = o.frames.pop_front() else {
+                    done.push(corr);
+                    break;
+                };
+                let last = o.frames.is_empty();
+                let p = o.proto;
+                let spec = match (o.started, last) {
+                    (false, false) => FrameSpec::start(p, corr, Flags::RESP),
+                    (false, true) => FrameSpec::start(p, corr, Flags::RESP).with_flags(Flags::END),
+                    (true, false) => FrameSpec::data(p, corr, Flags::RESP),
+                    (true, true) => FrameSpec::end(p, corr, Flags::RESP),
+                };
+                self.send(spec, piece)?;
+                o.started = true;
+                if last {
+                    done.push(corr);
+                    break;
+                }
+            }
+        }
+        for c in done {
+            out.remove(&c);
+        }
+        Ok(())
+    }
+}
+
+type Served = (u64, u16, Result<Option<Outgoing>, String>);
+
+pub(crate) async fn run_session<S>(
+    overlay: Arc<Overlay>,
+    stream: S,
+    addr: SocketAddr,
+    key: [u8; 32],
+    kex: String,
+    direction: &'static str,
+    transport: &'static str,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let peer_id = hex(&key);
+    let limits = overlay.limits;
+    let info = Arc::new(SessionInfo::new(
+        peer_id.clone(),
+        addr.to_string(),
+        transport,
+        direction,
+        kex.clone(),
+        humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+    ));
+    let (mut rd, wr) = tokio::io::split(stream);
+    let (out_tx, out_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut writer = tokio::spawn(write_loop(wr, out_rx, limits.write_timeout, info.clone()));
+    let mut writer_result: Option<Result<(), String>> = None;
+    let mut conn = Conn {
+        out: out_tx,
+        enc: Encoder::default(),
+        session: Session::new(SessionConfig {
+            local_window: limits.peer.send_window_frames,
+            ..SessionConfig::default()
+        }),
+        inflight_cap: u64::from(limits.peer.inflight_frames),
+    };
+    let dec = Decoder::new(DecoderConfig::default());
+    let wire_in = Wire::new("in");
+    let hello = conn.session.local_hello(&overlay.identity.node_id());
+    if let Ok(f) = conn.enc.encode(
+        &FrameSpec::hello(Flags::REQ),
+        &[],
+        Bytes::from(hello.to_json()),
+    ) {
+        let _ = conn.queue(f, FrameKind::Hello);
+    }
+    let conn_id = overlay.next_conn_id();
+    let (cmd_tx, mut cmd_rx) = tokio::sync::mpsc::channel::<Command>(64);
+    let (served_tx, mut served_rx) = tokio::sync::mpsc::channel::<Served>(64);
+    let mut syncs: BTreeMap<u64, Vec<Bytes>> = BTreeMap::new();
+    let mut gossip_budget = crate::apps::Budget::new();
+    let rps = f64::from(limits.peer.max_rps);
+    let mut requests = crate::apps::Budget::with(rps, rps);
+    // Streams this side opens: odd ids from the dialer, even from the
+    // acceptor, so the two never collide.
+    let mut next_corr: u64 = if direction == "out" { 1 } else { 2 };
+    let mut pending: BTreeMap<u64, Pending> = BTreeMap::new();
+    let mut outgoing: BTreeMap<u64, Outgoing> = BTreeMap::new();
+    let mut pings: BTreeMap<u64, Instant> = BTreeMap::new();
+    let mut buf = BytesMut::new();
+    let mut up: Option<SessionGauge> = None;
+    let inflight_gauge = metrics::gauge!(names::OVERLAY_INFLIGHT_FRAMES);
+    let mut reported_inflight = 0u64;
+    // Timers: one sleep, moved earlier when a nearer deadline appears and
+    // re-armed from the real deadlines whenever it fires.
+    let started = Instant::now();
+    let ping_every = limits.idle_timeout / 4;
+    let mut last_rx = started;
+    let mut partial_since: Option<Instant> = None;
+    let mut next_ping = started + limits.handshake_timeout;
+    let wake = |last_rx: Instant, partial: Option<Instant>, next_ping: Instant| {
+        let mut w = (last_rx + limits.idle_timeout).min(next_ping);
+        if let Some(p) = partial {
+            w = w.min(p + limits.read_timeout);
+        }
+        w
+    };
+    let timer = tokio::time::sleep_until(next_ping.into());
+    tokio::pin!(timer);
+    let result: Result<(), String> = 'session: loop {
+        // Decode everything buffered before waiting again.
+        let mut decoded_any = false;
+        let need = loop {
+            let frame = match dec.decode(&mut buf) {
+                Err(r) => {
+                    conn.reject(&r);
+                    break 'session Err(format!("rejected: {}", r.reason.label()));
+                }
+                Ok(Decoded::NeedMore(n)) => break n,
+                Ok(Decoded::Frame(f)) => f,
+            };
+            decoded_any = true;
+            let n = (HEADER_LEN + frame.cap.len() + frame.payload.len()) as u64;
+            wire_in.frames[kind_index(frame.kind())].increment(1);
+            wire_in.bytes.increment(n);
+            info.frames_in.fetch_add(1, Relaxed);
+            info.bytes_in.fetch_add(n, Relaxed);
+            let event = match conn.session.on_frame(frame) {
+                Err(r) => {
+                    conn.reject(&r);
+                    break 'session Err(format!("rejected: {}", r.reason.label()));
+                }
+                Ok(e) => e,
+            };
+            // Requests a peer starts are rate-limited (`peer.max_rps`).
+            if let Event::Start {
+                corr_id,
+                app_proto_id,
+                flags,
+                ..
+            } = &event
+            {
+                if flags.contains(Flags::REQ) && !requests.take() {
+                    closed("peer_rps");
+                    conn.error(
+                        *app_proto_id,
+                        *corr_id,
+                        429,
+                        "peer_rps",
+                        "more requests than overlay.peer.max_rps",
+                    );
+                    continue;
+                }
+            }
+            match event {
+                Event::Hello(h) => {
+                    if h.node_id != peer_id {
+                        let r = Reject::new(
+                            ron_oap::reject::RejectReason::BadHello,
+                            "HELLO node_id is not the key the peer authenticated with",
+                        );
+                        conn.reject(&r);
+                        break 'session Err("HELLO node_id mismatch".into());
+                    }
+                    if direction == "out" {
+                        handshake("ok", &kex);
+                    }
+                    up = Some(SessionGauge::up());
+                    overlay.session_up(conn_id, info.clone(), cmd_tx.clone());
+                    // Ping at once (the first rtt), then every quarter of
+                    // the idle timeout.
+                    next_ping = Instant::now();
+                    // Tell the new peer our registry head: whoever is
+                    // behind asks for the rest.
+                    if let Some(payload) = crate::apps::head_announcement(&overlay) {
+                        let _ = cmd_tx.try_send(Command::Gossip { payload });
+                    }
+                    tracing::info!(peer = %peer_id, %addr, transport, direction, kex = %kex, "overlay session up");
+                }
+                Event::Start {
+                    corr_id,
+                    app_proto_id: PROTO_PING,
+                    flags,
+                    payload,
+                    ..
+                } => {
+                    if flags.contains(Flags::REQ) {
+                        let spec = FrameSpec::start(PROTO_PING, corr_id, Flags::RESP)
+                            .with_flags(Flags::END);
+                        if let Err(e) = conn.send(spec, payload) {
+                            break 'session Err(e);
+                        }
+                    } else if let Some(sent) = pings.remove(&corr_id) {
+                        let us = sent.elapsed().as_micros().clamp(1, u128::from(u64::MAX));
+                        info.rtt_us.store(us as u64, Relaxed);
+                    }
+                }
+                Event::Start {
+                    corr_id,
+                    app_proto_id: PROTO_BLOB,
+                    flags,
+                    payload,
+                    ..
+                } if flags.contains(Flags::REQ) => {
+                    // A peer asks for an object: look it up off the task.
+                    let address = std::str::from_utf8(&payload)
+                        .ok()
+                        .and_then(|s| ron_kernel::ContentAddress::parse(s).ok());
+                    let (ov, tx) = (overlay.clone(), served_tx.clone());
+                    tokio::task::spawn_blocking(move || {
+                        let r = match address {
+                            Some(a) => local_get(&ov, &a).map(|o| o.map(Outgoing::blob)),
+                            None => Err("not a content address".into()),
+                        };
+                        let _ = tx.blocking_send((corr_id, PROTO_BLOB, r));
+                    });
+                }
+                Event::Start {
+                    corr_id,
+                    app_proto_id: crate::apps::PROTO_SYNC,
+                    flags,
+                    payload,
+                    ..
+                } if flags.contains(Flags::REQ) => {
+                    let since = serde_json::from_slice::<serde_json::Value>(&payload)
+                        .ok()
+                        .and_then(|v| v["since"].as_u64())
+                        .unwrap_or(0);
+                    let (ov, tx) = (overlay.clone(), served_tx.clone());
+                    tokio::task::spawn_blocking(move || {
+                        let r = crate::apps::sync_frames(&ov, since).map(|o| {
+                            o.map(|frames| Outgoing {
+                                proto: crate::apps::PROTO_SYNC,
+                                frames,
+                                started: false,
+                            })
+                        });
+                        let _ = tx.blocking_send((corr_id, crate::apps::PROTO_SYNC, r));
+                    });
+                }
+                Event::Start {
+                    app_proto_id: crate::apps::PROTO_GOSSIP,
+                    payload,
+                    ..
+                } => {
+                    if !gossip_budget.take() {
+                        closed("gossip_burst");
+                        continue;
+                    }
+                    if let Some(since) = crate::apps::on_gossip(&overlay, conn_id, &payload) {
+                        let _ = cmd_tx.try_send(Command::Sync { since });
+                    }
+                }
+                Event::Start {
+                    corr_id,
+                    app_proto_id,
+                    flags,
+                    ..
+                } if flags.contains(Flags::REQ) => {
+                    conn.error(
+                        app_proto_id,
+                        corr_id,
+                        501,
+                        "unknown_app_proto",
+                        "this node does not speak that app protocol",
+                    );
+                }
+                Event::Start {
+                    corr_id,
+                    payload,
+                    end,
+                    ..
+                }
+                | Event::Data {
+                    corr_id,
+                    payload,
+                    end,
+                } => {
+                    if let Some(parts) = syncs.get_mut(&corr_id) {
+                        parts.push(payload);
+                        if end {
+                            let parts = syncs.remove(&corr_id).unwrap_or_default();
+                            let ov = overlay.clone();
+                            let from = peer_id.clone();
+                            tokio::task::spawn_blocking(move || {
+                                match crate::apps::apply_sync(&ov, &parts) {
+                                    Ok(n) => {
+                                        tracing::info!(peer = %from, applied = n, "registry synced from peer")
+                                    }
+                                    Err(e) => {
+                                        tracing::warn!(peer = %from, error = %e, "registry sync refused")
+                                    }
+                                }
+                            });
+                        }
+                        continue;
+                    }
+                    let Some(p) = pending.get_mut(&corr_id) else {
+                        continue;
+                    };
+                    p.hasher.update(&payload);
+                    p.size += payload.len();
+                    p.parts.push(payload);
+                    if p.size > limits.fetch_max_bytes {
+                        if let Some(p) = pending.remove(&corr_id) {
+                            let _ = p
+                                .reply
+                                .send(Err("object larger than the overlay fetch limit".into()));
+                        }
+                        continue;
+                    }
+                    if end {
+                        let Some(p) = pending.remove(&corr_id) else {
+                            continue;
+                        };
+                        if p.hasher.finalize().as_bytes() != p.address.as_bytes() {
+                            // Wrong bytes: never stored, never served; the
+                            // peer is disconnected and counted.
+                            closed("blob_mismatch");
+                            let _ = p.reply.send(Err(
+                                "the peer sent bytes that do not match the address".into(),
+                            ));
+                            break 'session Err(format!(
+                                "{} sent corrupt bytes for {}",
+                                peer_id, p.address
+                            ));
+                        }
+                        // The frames' payloads as they arrived: no copy.
+                        let _ = p.reply.send(Ok(p.parts));
+                    }
+                }
+                Event::StreamError {
+                    corr_id, payload, ..
+                } => {
+                    if let Some(p) = pending.remove(&corr_id) {
+                        let _ = p
+                            .reply
+                            .send(Err(String::from_utf8_lossy(&payload).into_owned()));
+                    }
+                    syncs.remove(&corr_id);
+                    pings.remove(&corr_id);
+                    outgoing.remove(&corr_id);
+                }
+                Event::ConnectionError { code, payload } => {
+                    break 'session Err(format!(
+                        "peer closed with error {code}: {}",
+                        String::from_utf8_lossy(&payload)
+                    ));
+                }
+                Event::Credit { .. } | Event::Stale { .. } => {}
+            }
+        };
+        if buf.is_empty() {
+            partial_since = None;
+        } else if decoded_any || partial_since.is_none() {
+            // A new frame has begun arriving.
+            partial_since = Some(Instant::now());
+        }
+        if let Err(e) = conn.acks() {
+            break Err(e);
+        }
+        if let Err(e) = conn.pump(&mut outgoing) {
+            break Err(e);
+        }
+        let inflight = conn.session.inflight_frames();
+        if inflight != reported_inflight {
+            overlay.add_inflight(reported_inflight, inflight);
+            inflight_gauge.increment(inflight as f64 - reported_inflight as f64);
+            info.inflight.store(inflight, Relaxed);
+            reported_inflight = inflight;
+        }
+        let w = wake(last_rx, partial_since, next_ping);
+        if w < timer.deadline().into_std() {
+            timer.as_mut().reset(w.into());
+        }
+        // Room for the rest of the frame being read (whole, so decoding
+        // slices it without a copy), at least 8 KiB.
+        let want = need.max(8 * 1024);
+        if buf.capacity() - buf.len() < want {
+            buf.reserve(want);
+        }
+        tokio::select! {
+            _ = overlay.shutdown.cancelled() => break Ok(()),
+            r = &mut writer => {
+                writer_result = Some(r.unwrap_or_else(|e| Err(e.to_string())));
+                break Err("writer ended".into());
+            }
+            r = rd.read_buf(&mut buf) => match r {
+                Ok(0) => {
+                    if !buf.is_empty() {
+                        closed("truncated");
+                    }
+                    break Ok(());
+                }
+                Ok(_) => last_rx = Instant::now(),
+                Err(e) => break Err(e.to_string()),
+            },
+            _ = &mut timer => {
+                let now = Instant::now();
+                if up.is_none() && now >= started + limits.handshake_timeout {
+                    closed("hello_timeout");
+                    break Err("no HELLO within overlay.handshake_timeout".into());
+                }
+                if now >= last_rx + limits.idle_timeout {
+                    closed("idle_timeout");
+                    break Err("nothing received within overlay.idle_timeout".into());
+                }
+                if partial_since.is_some_and(|t| now >= t + limits.read_timeout) {
+                    closed("read_timeout");
+                    break Err("a frame did not complete within overlay.read_timeout".into());
+                }
+                if up.is_some() && now >= next_ping {
+                    let corr = next_corr;
+                    next_corr += 2;
+                    let spec = FrameSpec::start(PROTO_PING, corr, Flags::REQ).with_flags(Flags::END);
+                    if let Err(e) = conn.send(spec, Bytes::new()) {
+                        break Err(e);
+                    }
+                    if pings.len() >= PINGS {
+                        if let Some((old, _)) = pings.pop_first() {
+                            conn.session.abandon(old);
+                        }
+                    }
+                    pings.insert(corr, now);
+                    next_ping = now + ping_every;
+                    if buf.is_empty() {
+                        // Quiet: give the read buffer back.
+                        buf = BytesMut::new();
+                    }
+                }
+                timer.as_mut().reset(wake(last_rx, partial_since, next_ping).into());
+            }
+            Some(cmd) = cmd_rx.recv(), if up.is_some() => match cmd {
+                Command::Fetch { address, reply } => {
+                    let corr = next_corr;
+                    next_corr += 2;
+                    let spec = FrameSpec::start(PROTO_BLOB, corr, Flags::REQ).with_flags(Flags::END);
+                    match conn.send(spec, Bytes::from(address.to_string())) {
+                        Ok(()) => {
+                            pending.insert(corr, Pending {
+                                address,
+                                hasher: blake3::Hasher::new(),
+                                parts: Vec::new(),
+                                size: 0,
+                                reply,
+                            });
+                        }
+                        Err(e) => {
+                            let _ = reply.send(Err(e.clone()));
+                            break Err(e);
+                        }
+                    }
+                }
+                Command::Gossip { payload } => {
+                    let corr = next_corr;
+                    next_corr += 2;
+                    let spec = FrameSpec::start(crate::apps::PROTO_GOSSIP, corr, Flags::EVENT)
+                        .with_flags(Flags::END);
+                    if let Err(e) = conn.send(spec, payload) {
+                        break Err(e);
+                    }
+                }
+                Command::Sync { since } => {
+                    if !syncs.is_empty() {
+                        continue; // one sync at a time per peer
+                    }
+                    let corr = next_corr;
+                    next_corr += 2;
+                    let spec = FrameSpec::start(crate::apps::PROTO_SYNC, corr, Flags::REQ)
+                        .with_flags(Flags::END);
+                    let body = Bytes::from(serde_json::json!({"since": since}).to_string());
+                    if let Err(e) = conn.send(spec, body) {
+                        break Err(e);
+                    }
+                    syncs.insert(corr, Vec::new());
+                }
+            },
+            Some((corr, proto, found)) = served_rx.recv() => match found {
+                Ok(Some(o)) => {
+                    outgoing.insert(corr, o);
+                }
+                Ok(None) => conn.error(proto, corr, 404, "not_found", "not found"),
+                Err(e) => conn.error(proto, corr, 404, "not_found", &e),
+            },
+        }
+    };
+    overlay.session_down(conn_id);
+    overlay.add_inflight(reported_inflight, 0);
+    inflight_gauge.decrement(reported_inflight as f64);
+    for (_, p) in pending {
+        let _ = p.reply.send(Err("session ended".into()));
+    }
+    if up.is_none() && direction == "out" {
+        handshake("refused", &kex);
+    }
+    drop(up);
+    // The writer sends what is queued (a final ERROR frame) and closes.
+    drop(conn);
+    let result = match writer_result {
+        Some(Err(e)) => Err(e),
+        Some(Ok(())) => result,
+        None => {
+            if tokio::time::timeout(limits.write_timeout, &mut writer)
+                .await
+                .is_err()
+            {
+                writer.abort();
+            }
+            result
+        }
+    };
+    match result {
+        Ok(()) => tracing::info!(peer = %peer_id, %addr, "overlay session closed"),
+        Err(e) => tracing::info!(peer = %peer_id, %addr, error = %e, "overlay session ended"),
+    }
+}
