@@ -452,18 +452,31 @@ fn a_peer_sending_corrupt_blob_bytes_is_disconnected_and_nothing_is_served() {
     b.wait_ready();
 }
 
-/// One committed version on `registry` signed by the key with `seed`
-/// (a 1-of-1 signer set with id `s0`).
+/// One committed version holding a region on `registry`, signed by the
+/// key with `seed` (a 1-of-1 signer set with id `s0`).
 fn commit_region(
     registry: std::net::SocketAddr,
     seed: [u8; 32],
     region: &str,
 ) -> serde_json::Value {
+    commit_items(
+        registry,
+        seed,
+        serde_json::json!([{"region": {"id": region, "name": region, "parent": null}}]),
+    )
+}
+
+/// One committed version with `items`, signed as in `commit_region`.
+fn commit_items(
+    registry: std::net::SocketAddr,
+    seed: [u8; 32],
+    items: serde_json::Value,
+) -> serde_json::Value {
     let head = common::request(registry, "GET", "/registry/head", &[], b"").json();
     let payload = serde_json::json!({"payload": {
         "version": head["version"].as_u64().unwrap() + 1,
         "prev_b3": head["payload_b3"],
-        "items": [{"region": {"id": region, "name": region, "parent": null}}],
+        "items": items,
         "created_at": "2026-11-25T10:00:00Z",
     }});
     let r = common::request(
@@ -498,27 +511,31 @@ fn commit_region(
     r.json()
 }
 
-#[test]
-fn registry_commits_on_a_reach_b_through_gossip_and_sync() {
-    let signer = [21u8; 32];
+/// A node running the registry (1-of-1 signer set `s0` with the key from
+/// `signer`) and the overlay with node key `seed`, plus `peers` tables.
+fn registry_node(signer: [u8; 32], seed: u8, peers: String) -> common::Node {
     let signer_pub = ron_overlay::identity::hex(
         ed25519_dalek::SigningKey::from_bytes(&signer)
             .verifying_key()
             .as_bytes(),
     );
-    let registry_node = |seed: u8, peers: String| {
-        let b = NodeBuilder::new().arg("--roles").arg("registry,overlay");
-        let data = b.dir().join("data");
-        std::fs::create_dir_all(&data).unwrap();
-        std::fs::write(data.join("node.key"), format!("{:02x}", seed).repeat(32)).unwrap();
-        let node = b
-            .config_extra(&format!(
-                "[[registry.signers]]\nid = \"s0\"\npublic_key = \"{signer_pub}\"\n{peers}"
-            ))
-            .start();
-        node.wait_ready();
-        node
-    };
+    let b = NodeBuilder::new().arg("--roles").arg("registry,overlay");
+    let data = b.dir().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("node.key"), format!("{:02x}", seed).repeat(32)).unwrap();
+    let node = b
+        .config_extra(&format!(
+            "[[registry.signers]]\nid = \"s0\"\npublic_key = \"{signer_pub}\"\n{peers}"
+        ))
+        .start();
+    node.wait_ready();
+    node
+}
+
+#[test]
+fn registry_commits_on_a_reach_b_through_gossip_and_sync() {
+    let signer = [21u8; 32];
+    let registry_node = |seed: u8, peers: String| registry_node(signer, seed, peers);
     let a = registry_node(
         22,
         format!("[[overlay.peers]]\npublic_key = \"{}\"\n", id_of(23)),
@@ -556,6 +573,50 @@ fn registry_commits_on_a_reach_b_through_gossip_and_sync() {
     let art_b = common::request(rb, "GET", "/registry/2", &[], b"").json();
     assert_eq!(art_a["payload_b3"], art_b["payload_b3"]);
     assert_eq!(art_a["approvals"], art_b["approvals"]);
+}
+
+/// A node descriptor committed to A's registry makes A pin that node's
+/// key and dial its `oap://` address; before it, A neither knows nor
+/// dials B.
+#[test]
+fn a_node_descriptor_in_the_registry_pins_and_dials_that_peer() {
+    let signer = [31u8; 32];
+    let a = registry_node(signer, 32, String::new());
+    let a_id = id_of(32);
+    // B accepts A's key but has no address for it: only A can dial.
+    let (b, b_id) = overlay_node(33, &[(a_id.clone(), None)]);
+    assert!(a.get("admin", "/api/v1/peers").json()["peers"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+    commit_items(
+        a.addr("registry"),
+        signer,
+        serde_json::json!([{"node": {
+            "id": "node-b",
+            "public_key": b_id,
+            "addrs": ["https://b.example", format!("oap://{}", b.addr("overlay"))],
+            "roles": ["overlay"],
+            "region": null,
+        }}]),
+    );
+    let dialed = common::poll(Duration::from_secs(60), || {
+        let p = a.get("admin", "/api/v1/peers").json();
+        p["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["peer_id"] == b_id.as_str())
+            .cloned()
+    });
+    let session = dialed.unwrap_or_else(|| panic!("A never dialed B:\n{}", a.log_dump()));
+    assert_eq!(session["direction"], "out", "{session}");
+    assert_eq!(session["transport"], "tcp", "{session}");
+    let seen_by_b = common::poll(Duration::from_secs(30), || {
+        let p = b.get("admin", "/api/v1/peers").json();
+        (p["peers"][0]["peer_id"] == a_id.as_str()).then_some(())
+    });
+    assert!(seen_by_b.is_some(), "{}", b.log_dump());
 }
 
 fn fd_count(pid: u32) -> usize {

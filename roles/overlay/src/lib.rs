@@ -2,14 +2,16 @@
 //!
 //! `identity.rs` — the node key and its certificate; `tls.rs` — pinned-key
 //! TLS configs; `net.rs` — TCP listener, dialer and the session task;
-//! `quic.rs` — the same over QUIC on the UDP port of the same number. Peers are
-//! the static `overlay.peers` list for now: each listed key may connect,
-//! and those with an address are dialed and kept connected.
+//! `quic.rs` — the same over QUIC on the UDP port of the same number;
+//! `peers.rs` — the registry's `node` descriptors as pins and dial targets.
+//! A key from the static `overlay.peers` list or from the registry may
+//! connect; peers with an address are dialed and kept connected.
 
 pub mod apps;
 pub mod config;
 pub mod identity;
 pub mod net;
+pub mod peers;
 pub mod quic;
 pub mod session;
 pub mod tls;
@@ -39,7 +41,8 @@ pub async fn run(ctx: RoleContext, cfg: Live<OverlayConfig>) -> RoleResult {
         .iter()
         .filter_map(|p| identity::parse_key_hex(&p.public_key).map(|k| (k, p.addr, p.transport)))
         .collect();
-    let pins = Arc::new(tls::Pins::new(keys.iter().map(|(k, _, _)| *k)));
+    let static_keys: Vec<[u8; 32]> = keys.iter().map(|(k, _, _)| *k).collect();
+    let pins = Arc::new(tls::Pins::new(static_keys.iter().copied()));
     let server_tls = tls::server_config(&identity, pins.clone(), c.pq_mode)?;
     let client_tls = tls::client_config(&identity, pins.clone(), c.pq_mode)?;
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_tls.clone()));
@@ -91,23 +94,27 @@ pub async fn run(ctx: RoleContext, cfg: Live<OverlayConfig>) -> RoleResult {
         quic_endpoint.get_or_insert(endpoint);
     }
     let quic_client = quic::client_config(client_tls)?;
+    let dialer = Dialer {
+        overlay: overlay.clone(),
+        quic: quic_endpoint.map(|ep| (ep, quic_client)),
+    };
+    let static_dialed: std::collections::BTreeSet<[u8; 32]> = keys
+        .iter()
+        .filter(|(_, addr, _)| addr.is_some())
+        .map(|(k, _, _)| *k)
+        .collect();
     for (key, addr, transport) in keys {
-        match (addr, transport, &quic_endpoint) {
-            (Some(addr), Transport::Tcp, _) => {
-                tasks.spawn(net::dial(overlay.clone(), addr, key));
-            }
-            (Some(addr), Transport::Quic, Some(ep)) => {
-                tasks.spawn(quic::dial(
-                    overlay.clone(),
-                    ep.clone(),
-                    quic_client.clone(),
-                    addr,
-                    key,
-                ));
-            }
-            _ => {}
+        if let Some(addr) = addr {
+            dialer.spawn(&mut tasks, ctx.shutdown.clone(), key, (addr, transport));
         }
     }
+    // Registry-fed peers: pinned next to the static ones, and dialed when
+    // their descriptor has an `oap://` address; re-read when the head moves.
+    let mut directory = peers::Directory::new(overlay.identity.public_key());
+    let mut registry_dials: std::collections::BTreeMap<
+        [u8; 32],
+        (peers::DialTarget, tokio_util::sync::CancellationToken),
+    > = std::collections::BTreeMap::new();
     // Bus → gossip: a local registry commit is news for the peers.
     {
         let ov = overlay.clone();
@@ -148,6 +155,34 @@ pub async fn run(ctx: RoleContext, cfg: Live<OverlayConfig>) -> RoleResult {
             _ = ctx.shutdown.cancelled() => break,
             _ = tick.tick() => {}
         }
+        if let Some(changed) = refresh_directory(&overlay, &mut directory).await {
+            if changed {
+                let all = static_keys.iter().copied().chain(directory.keys());
+                overlay.pins.set(all);
+                let targets = directory.dial_targets();
+                registry_dials.retain(|key, (target, stop)| {
+                    let keep = targets.get(key) == Some(target);
+                    if !keep {
+                        stop.cancel();
+                    }
+                    keep
+                });
+                for (key, target) in targets {
+                    if static_dialed.contains(&key) || registry_dials.contains_key(&key) {
+                        continue;
+                    }
+                    let stop = ctx.shutdown.child_token();
+                    dialer.spawn(&mut tasks, stop.clone(), key, target);
+                    registry_dials.insert(key, (target, stop));
+                }
+                tracing::info!(
+                    registry_version = directory.folded(),
+                    registry_peers = directory.keys().len(),
+                    dialed = registry_dials.len(),
+                    "overlay peers from the registry"
+                );
+            }
+        }
         let now = tokio::time::Instant::now();
         let dropped = ctx.bus.overflow_dropped();
         if dropped > seen_overflow {
@@ -167,4 +202,76 @@ pub async fn run(ctx: RoleContext, cfg: Live<OverlayConfig>) -> RoleResult {
     }
     while tasks.join_next().await.is_some() {}
     Ok(())
+}
+
+/// Starts the dialer of one peer on the right transport.
+struct Dialer {
+    overlay: Arc<net::Overlay>,
+    /// The QUIC endpoint and client config, when a listener gave one.
+    quic: Option<(quinn::Endpoint, quinn::ClientConfig)>,
+}
+
+impl Dialer {
+    fn spawn(
+        &self,
+        tasks: &mut tokio::task::JoinSet<()>,
+        stop: tokio_util::sync::CancellationToken,
+        key: [u8; 32],
+        (addr, transport): peers::DialTarget,
+    ) {
+        match (transport, &self.quic) {
+            (Transport::Tcp, _) => {
+                tasks.spawn(net::dial(self.overlay.clone(), stop, addr, key));
+            }
+            (Transport::Quic, Some((ep, client))) => {
+                tasks.spawn(quic::dial(
+                    self.overlay.clone(),
+                    stop,
+                    ep.clone(),
+                    client.clone(),
+                    addr,
+                    key,
+                ));
+            }
+            (Transport::Quic, _) => {
+                tracing::warn!(%addr, "overlay: no QUIC endpoint here to dial this peer with");
+            }
+        }
+    }
+}
+
+/// Folds new registry versions into `directory`: `Some(changed)` when the
+/// registry runs here and its head moved, `None` otherwise.
+async fn refresh_directory(
+    overlay: &Arc<net::Overlay>,
+    directory: &mut peers::Directory,
+) -> Option<bool> {
+    #[cfg(feature = "registry")]
+    {
+        let registry = overlay.handles.get::<ron_registry::Registry>()?;
+        if registry.snapshot().head.version == directory.folded() {
+            return None;
+        }
+        let mut d = std::mem::take(directory);
+        // Reading artifacts touches redb: on the blocking pool.
+        let (d, result) = tokio::task::spawn_blocking(move || {
+            let r = d.refresh(&registry);
+            (d, r)
+        })
+        .await
+        .ok()?;
+        *directory = d;
+        match result {
+            Ok(changed) => Some(changed),
+            Err(e) => {
+                tracing::warn!(error = %e, "overlay: reading node descriptors from the registry failed");
+                None
+            }
+        }
+    }
+    #[cfg(not(feature = "registry"))]
+    {
+        let _ = (overlay, directory);
+        None
+    }
 }

@@ -301,11 +301,14 @@ pub async fn listen(overlay: Arc<Overlay>, listener: TcpListener) {
     }
 }
 
-/// Keeps a session to a peer up until shutdown: whenever none is up,
-/// `connect` runs one (returning when it ends), with backoff between
-/// failed attempts. Shared by the TCP and QUIC dialers.
+/// Keeps a session to a peer up until `stop` (a child of the node's
+/// shutdown, or the registry withdrawing the address): whenever none is
+/// up, `connect` runs one (returning when it ends), with backoff between
+/// failed attempts. A session already up runs to its end. Shared by the
+/// TCP and QUIC dialers.
 pub(crate) async fn keep_dialing<F, Fut>(
     overlay: Arc<Overlay>,
+    stop: CancellationToken,
     addr: SocketAddr,
     key: [u8; 32],
     connect: F,
@@ -316,7 +319,7 @@ pub(crate) async fn keep_dialing<F, Fut>(
     let peer_id = hex(&key);
     let mut backoff = Duration::from_millis(100);
     loop {
-        if overlay.shutdown.is_cancelled() {
+        if stop.is_cancelled() {
             return;
         }
         if !overlay.connected(&peer_id) {
@@ -326,17 +329,18 @@ pub(crate) async fn keep_dialing<F, Fut>(
             }
         }
         tokio::select! {
-            _ = overlay.shutdown.cancelled() => return,
+            _ = stop.cancelled() => return,
             _ = tokio::time::sleep(backoff) => {}
         }
         backoff = (backoff * 2).min(Duration::from_secs(30));
     }
 }
 
-/// Keeps a TLS/TCP session to `addr` (whose key must be `key`) up.
-pub async fn dial(overlay: Arc<Overlay>, addr: SocketAddr, key: [u8; 32]) {
+/// Keeps a TLS/TCP session to `addr` (whose key must be `key`) up until
+/// `stop`.
+pub async fn dial(overlay: Arc<Overlay>, stop: CancellationToken, addr: SocketAddr, key: [u8; 32]) {
     let ov = overlay.clone();
-    keep_dialing(overlay, addr, key, || connect(&ov, addr, key)).await
+    keep_dialing(overlay, stop, addr, key, || connect(&ov, addr, key)).await
 }
 
 async fn connect(overlay: &Arc<Overlay>, addr: SocketAddr, key: [u8; 32]) -> Result<(), String> {

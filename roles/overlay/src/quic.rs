@@ -126,16 +126,18 @@ pub async fn listen(overlay: Arc<Overlay>, endpoint: quinn::Endpoint) {
     endpoint.close(0u32.into(), b"shutdown");
 }
 
-/// Keeps a QUIC session to `addr` (whose key must be `key`) up.
+/// Keeps a QUIC session to `addr` (whose key must be `key`) up until
+/// `stop`.
 pub async fn dial(
     overlay: Arc<Overlay>,
+    stop: tokio_util::sync::CancellationToken,
     endpoint: quinn::Endpoint,
     client: quinn::ClientConfig,
     addr: SocketAddr,
     key: [u8; 32],
 ) {
     let ov = overlay.clone();
-    keep_dialing(overlay, addr, key, || {
+    keep_dialing(overlay, stop, addr, key, || {
         connect(&ov, &endpoint, client.clone(), addr, key)
     })
     .await
