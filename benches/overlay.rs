@@ -3,24 +3,31 @@
 //! - handshake latency (TCP connect + pinned TLS 1.3 with client
 //!   certificates) p50/p99 over 300 handshakes: hybrid X25519MLKEM768 next
 //!   to classical X25519;
-//! - bulk transfer of 256 MiB over one TLS stream: OAP/1 DATA frames of
-//!   64 KiB (encoded with the pooled encoder, decoded zero-copy on the
-//!   receiver) next to the same bytes written raw.
+//! - node→node bulk transfer of 1 GiB of blobs (16 objects of 64 MiB, four
+//!   fetches at a time): two in-process overlays, the real session code on
+//!   both ends (HELLO, credit windows and ACKs, 64 KiB DATA frames, the
+//!   holder reading and verifying from its store, the asker hashing every
+//!   frame against the address), over TLS/TCP next to a plain rustls stream
+//!   copying the same number of bytes, and over QUIC next to a plain quinn
+//!   stream;
+//! - idle session cost: this process's resident memory before and after
+//!   1,000 idle overlay sessions (TLS + HELLO + pings, both ends in this
+//!   process, so the figure is per pair of ends), next to 1,000 idle plain
+//!   tokio-rustls connections (both ends, each side parked in a read).
 //!
-//! Not yet measured here (see the overlay issue): QUIC next to raw quinn,
-//! credit/ACK round trips, and memory per idle session.
-//!
-//! Run: `cargo bench --bench overlay`.
+//! Run: `cargo bench --bench overlay --all-features`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use ron_oap::{Decoded, Decoder, Encoder, Flags, FrameSpec};
+use ron_kernel::ContentAddress;
 use ron_overlay::identity::Identity;
+use ron_overlay::net::{Limits, Overlay};
 use ron_overlay::tls::{client_config, peer_name, server_config, Pins};
-use ron_overlay::PqMode;
+use ron_overlay::{OverlayConfig, PqMode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
 
 struct Pair {
     acceptor: tokio_rustls::TlsAcceptor,
@@ -76,10 +83,144 @@ async fn handshakes(mode: PqMode, n: usize) -> Vec<Duration> {
     out
 }
 
-const BULK: usize = 256 << 20;
-const FRAME: usize = 64 * 1024;
+const BULK: usize = 1 << 30;
+const OBJECT: usize = 64 << 20;
+const CHUNK: usize = 64 * 1024;
+/// Fetches in flight at once.
+const PARALLEL: usize = 4;
 
-async fn bulk(oap: bool) -> Duration {
+/// A node's overlay on loopback with an in-memory store, pinning `peer`.
+fn overlay(
+    seed: u8,
+    peer: u8,
+    store: ron_storage::ObjectStore,
+    stop: &CancellationToken,
+) -> (Arc<Overlay>, rustls::ServerConfig, rustls::ClientConfig) {
+    let id = Identity::from_seed([seed; 32]).expect("id");
+    let peer_key = Identity::from_seed([peer; 32]).expect("id").public_key();
+    let pins = Arc::new(Pins::new([peer_key]));
+    let server = server_config(&id, pins.clone(), PqMode::Classical).expect("server");
+    let client = client_config(&id, pins.clone(), PqMode::Classical).expect("client");
+    let handles = ron_kernel::Handles::default();
+    let bus = ron_kernel::Bus::new(1024);
+    handles.publish(
+        "storage",
+        Arc::new(ron_storage::http::StorageApi {
+            store,
+            settings: ron_kernel::Live::new(ron_kernel::NodeSettings {
+                data_dir: std::env::temp_dir(),
+                amnesia: true,
+                read_only: false,
+                drain_deadline: Duration::from_secs(1),
+                header_read_timeout: Duration::from_secs(5),
+                body_read_timeout: Duration::from_secs(5),
+                max_body_bytes: 1 << 30,
+                write_tokens: Vec::new(),
+            }),
+            bus,
+        }),
+    );
+    let mut limits = Limits::from_config(&OverlayConfig::default());
+    limits.fetch_max_bytes = OBJECT;
+    if let Ok(w) = std::env::var("BENCH_WINDOW") {
+        let w: u32 = w.parse().expect("window");
+        limits.peer.send_window_frames = w;
+        limits.peer.inflight_frames = 2 * w;
+    }
+    let ov = Arc::new(Overlay::new(
+        id,
+        pins,
+        tokio_rustls::TlsAcceptor::from(Arc::new(server.clone())),
+        tokio_rustls::TlsConnector::from(Arc::new(client.clone())),
+        limits,
+        stop.clone(),
+        "X25519",
+        handles,
+    ));
+    (ov, server, client)
+}
+
+/// 1 GiB of blobs fetched from a holder to an asker over `transport`.
+async fn node_to_node(quic: bool) -> Duration {
+    let stop = CancellationToken::new();
+    let store = ron_storage::ObjectStore::in_memory(None).expect("store");
+    let mut addrs = Vec::new();
+    for i in 0..BULK / OBJECT {
+        let mut data = vec![0u8; OBJECT];
+        for (j, b) in data.iter_mut().enumerate() {
+            *b = (i * 31 + j * 7) as u8;
+        }
+        let (meta, _) = store.put(&data).expect("put");
+        addrs.push(meta.address);
+    }
+    let (holder, holder_tls, _) = overlay(1, 2, store, &stop);
+    let (asker, _, asker_tls) = overlay(
+        2,
+        1,
+        ron_storage::ObjectStore::in_memory(None).expect("store"),
+        &stop,
+    );
+    let holder_key = holder.identity.public_key();
+    if quic {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
+        let ep = ron_overlay::quic::endpoint(udp, holder_tls).expect("endpoint");
+        let at = ep.local_addr().expect("addr");
+        tokio::spawn(ron_overlay::quic::listen(holder.clone(), ep));
+        let client_ep = ron_overlay::quic::endpoint(
+            std::net::UdpSocket::bind("127.0.0.1:0").expect("udp"),
+            server_config(&asker.identity, asker.pins.clone(), PqMode::Classical).expect("tls"),
+        )
+        .expect("endpoint");
+        let client = ron_overlay::quic::client_config(asker_tls).expect("client");
+        tokio::spawn(ron_overlay::quic::dial(
+            asker.clone(),
+            stop.clone(),
+            client_ep,
+            client,
+            at,
+            holder_key,
+        ));
+    } else {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let at = l.local_addr().expect("addr");
+        tokio::spawn(ron_overlay::net::listen(holder.clone(), l));
+        tokio::spawn(ron_overlay::net::dial(
+            asker.clone(),
+            stop.clone(),
+            at,
+            holder_key,
+        ));
+    }
+    let holder_id = holder.identity.node_id();
+    while !asker.connected(&holder_id) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let t = Instant::now();
+    let mut got = 0usize;
+    for batch in addrs.chunks(PARALLEL) {
+        let fetches: Vec<_> = batch
+            .iter()
+            .map(|a: &ContentAddress| {
+                let ov = asker.clone();
+                let a = *a;
+                tokio::spawn(async move { ov.fetch(a).await })
+            })
+            .collect();
+        for f in fetches {
+            let parts = f.await.expect("join").expect("fetch");
+            got += parts.iter().map(Bytes::len).sum::<usize>();
+        }
+    }
+    let took = t.elapsed();
+    assert_eq!(got, BULK);
+    stop.cancel();
+    took
+}
+
+/// The same number of bytes over one plain rustls stream.
+async fn raw_tls() -> Duration {
     let p = pair(PqMode::Classical);
     let l = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -88,49 +229,91 @@ async fn bulk(oap: bool) -> Duration {
     let acceptor = p.acceptor.clone();
     let server = tokio::spawn(async move {
         let (s, _) = l.accept().await.expect("accept");
+        let _ = s.set_nodelay(true);
         let mut tls = acceptor.accept(s).await.expect("tls");
-        let mut buf = BytesMut::with_capacity(4 * FRAME);
-        let dec = Decoder::default();
-        let mut got = 0usize;
-        while got < BULK {
-            if tls.read_buf(&mut buf).await.expect("read") == 0 {
-                break;
-            }
-            if oap {
-                while let Ok(Decoded::Frame(f)) = dec.decode(&mut buf) {
-                    got += f.payload.len();
-                }
-            } else {
-                got += buf.len();
-                buf.clear();
-            }
-        }
-        got
-    });
-    let s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let mut tls = p.connector.connect(peer_name(), s).await.expect("tls");
-    let data = Bytes::from(vec![7u8; FRAME]);
-    let mut enc = Encoder::default();
-    let t = Instant::now();
-    for i in 0..BULK / FRAME {
-        if oap {
-            let spec = FrameSpec::data(2, 1, Flags::RESP);
-            let spec = if i == 0 {
-                FrameSpec::start(2, 1, Flags::RESP)
-            } else {
-                spec
-            };
-            let f = enc.encode(&spec, &[], data.clone()).expect("encode");
-            tls.write_all(f.header_bytes()).await.expect("write");
-            tls.write_all(f.payload()).await.expect("write");
-        } else {
+        let data = Bytes::from(vec![7u8; CHUNK]);
+        for _ in 0..BULK / CHUNK {
             tls.write_all(&data).await.expect("write");
         }
+        tls.flush().await.expect("flush");
+        tls.shutdown().await.expect("shutdown");
+    });
+    let s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let _ = s.set_nodelay(true);
+    let mut tls = p.connector.connect(peer_name(), s).await.expect("tls");
+    let t = Instant::now();
+    let mut buf = BytesMut::with_capacity(4 * CHUNK);
+    let mut got = 0usize;
+    while got < BULK {
+        let n = tls.read_buf(&mut buf).await.expect("read");
+        if n == 0 {
+            break;
+        }
+        got += n;
+        buf.clear();
     }
-    tls.flush().await.expect("flush");
-    let got = server.await.expect("server");
+    let took = t.elapsed();
     assert_eq!(got, BULK);
-    t.elapsed()
+    server.await.expect("server");
+    took
+}
+
+/// The same number of bytes over one plain quinn stream, with the
+/// overlay's endpoint settings.
+async fn raw_quic() -> Duration {
+    let a = Identity::from_seed([1; 32]).expect("id");
+    let b = Identity::from_seed([2; 32]).expect("id");
+    let server_tls = server_config(&a, Arc::new(Pins::new([b.public_key()])), PqMode::Classical)
+        .expect("server");
+    let client_tls = client_config(&b, Arc::new(Pins::new([a.public_key()])), PqMode::Classical)
+        .expect("client");
+    let ep = ron_overlay::quic::endpoint(
+        std::net::UdpSocket::bind("127.0.0.1:0").expect("udp"),
+        server_tls.clone(),
+    )
+    .expect("endpoint");
+    let at = ep.local_addr().expect("addr");
+    let server = tokio::spawn(async move {
+        let conn = ep.accept().await.expect("incoming").await.expect("conn");
+        let (mut send, _recv) = conn.accept_bi().await.expect("stream");
+        let data = Bytes::from(vec![7u8; CHUNK]);
+        for _ in 0..BULK / CHUNK {
+            send.write_all(&data).await.expect("write");
+        }
+        send.finish().expect("finish");
+        let _ = send.stopped().await;
+        ep.wait_idle().await;
+    });
+    let client_ep = ron_overlay::quic::endpoint(
+        std::net::UdpSocket::bind("127.0.0.1:0").expect("udp"),
+        server_tls,
+    )
+    .expect("endpoint");
+    let client = ron_overlay::quic::client_config(client_tls).expect("client");
+    let conn = client_ep
+        .connect_with(client, at, "ron-node")
+        .expect("connect")
+        .await
+        .expect("conn");
+    let (mut send, mut recv) = conn.open_bi().await.expect("stream");
+    // The stream exists for the peer once something is sent on it.
+    send.write_all(b"go").await.expect("write");
+    let t = Instant::now();
+    let mut buf = BytesMut::with_capacity(4 * CHUNK);
+    let mut got = 0usize;
+    while got < BULK {
+        let n = recv.read_buf(&mut buf).await.expect("read");
+        if n == 0 {
+            break;
+        }
+        got += n;
+        buf.clear();
+    }
+    let took = t.elapsed();
+    assert_eq!(got, BULK);
+    conn.close(0u32.into(), b"done");
+    let _ = server.await;
+    took
 }
 
 fn main() {
@@ -139,7 +322,31 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
+    // `BENCH_ONLY=tls|quic` runs one node→node pair (for profiling).
+    let only = std::env::var("BENCH_ONLY").ok();
     rt.block_on(async {
+        if only.as_deref() == Some("idle") {
+            let plain = idle_tls().await;
+            let oap = idle_sessions().await;
+            println!("idle: OAP/1 {:.1} KiB, plain TLS {:.1} KiB per pair", oap / 1024.0, plain / 1024.0);
+            return;
+        }
+        if let Some(which) = only {
+            let quic = which == "quic";
+            let d = node_to_node(quic).await;
+            println!("{which}: {:.0} MiB/s", 1024.0 / d.as_secs_f64());
+            return;
+        }
+        // Idle costs first, on a fresh heap: after the bulk runs freed
+        // memory would be reused and not show in the resident size.
+        let plain = idle_tls().await;
+        let oap = idle_sessions().await;
+        println!(
+            "overlay/idle 1,000 sessions (both ends): OAP/1 session {:.1} KiB | plain TLS connection {:.1} KiB | ratio {:.2}x",
+            oap / 1024.0,
+            plain / 1024.0,
+            oap / plain
+        );
         let mut classical = handshakes(PqMode::Classical, 300).await;
         let mut hybrid = handshakes(PqMode::Hybrid, 300).await;
         let (c50, c99) = (pct(&mut classical, 50), pct(&mut classical, 99));
@@ -149,14 +356,133 @@ fn main() {
             h50.as_secs_f64() / c50.as_secs_f64(),
             h99.as_secs_f64() / c99.as_secs_f64()
         );
-        let raw = bulk(false).await;
-        let oap = bulk(true).await;
+        // Each pair alternates three times; the medians are compared (a
+        // shared 2-core machine is noisy from one second to the next).
         let mbs = |d: Duration| (BULK as f64 / (1 << 20) as f64) / d.as_secs_f64();
-        println!(
-            "overlay/bulk 256 MiB over TLS: OAP/1 frames {:.0} MiB/s | raw rustls {:.0} MiB/s | ratio {:.2}x",
-            mbs(oap),
-            mbs(raw),
-            mbs(oap) / mbs(raw)
-        );
+        for (quic, name, peer) in [(false, "TLS/TCP", "raw rustls"), (true, "QUIC", "raw quinn")] {
+            let (mut raw, mut oap) = (Vec::new(), Vec::new());
+            for _ in 0..3 {
+                raw.push(if quic { raw_quic().await } else { raw_tls().await });
+                oap.push(node_to_node(quic).await);
+            }
+            let (raw, oap) = (pct(&mut raw, 50), pct(&mut oap, 50));
+            println!(
+                "overlay/node→node 1 GiB over {name} (median of 3): OAP/1 blob fetch {:.0} MiB/s | {peer} {:.0} MiB/s | ratio {:.2}x",
+                mbs(oap),
+                mbs(raw),
+                mbs(oap) / mbs(raw)
+            );
+        }
     });
+}
+
+const IDLE: usize = 1000;
+
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+/// Resident bytes per idle overlay session (both ends).
+async fn idle_sessions() -> f64 {
+    let stop = CancellationToken::new();
+    let (holder, _, _) = overlay(
+        1,
+        2,
+        ron_storage::ObjectStore::in_memory(None).expect("store"),
+        &stop,
+    );
+    let (asker, _, _) = overlay(
+        2,
+        1,
+        ron_storage::ObjectStore::in_memory(None).expect("store"),
+        &stop,
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let at = l.local_addr().expect("addr");
+    tokio::spawn(ron_overlay::net::listen(holder.clone(), l));
+    let key = holder.identity.public_key();
+    let before = rss_bytes();
+    for _ in 0..IDLE {
+        let tcp = tokio::net::TcpStream::connect(at).await.expect("connect");
+        let tls = asker
+            .connector
+            .connect(peer_name(), tcp)
+            .await
+            .expect("tls");
+        tokio::spawn(ron_overlay::session::run_session(
+            asker.clone(),
+            tls,
+            at,
+            key,
+            "X25519".into(),
+            "out",
+            "tcp",
+        ));
+    }
+    while holder.peers().len() < IDLE || asker.peers().len() < IDLE {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let per = (rss_bytes().saturating_sub(before)) as f64 / IDLE as f64;
+    stop.cancel();
+    // Torn down before the next measurement starts.
+    while !holder.peers().is_empty() || !asker.peers().is_empty() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    per
+}
+
+/// Resident bytes per idle plain TLS connection (both ends).
+async fn idle_tls() -> f64 {
+    let p = pair(PqMode::Classical);
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let acceptor = p.acceptor.clone();
+    let stop = CancellationToken::new();
+    let s2 = stop.clone();
+    let (up_tx, mut up_rx) = tokio::sync::mpsc::channel::<()>(IDLE);
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let (acc, stop, up) = (acceptor.clone(), s2.clone(), up_tx.clone());
+            tokio::spawn(async move {
+                let Ok(mut tls) = acc.accept(s).await else {
+                    return;
+                };
+                let _ = up.send(()).await;
+                let mut b = [0u8; 1];
+                tokio::select! {
+                    _ = stop.cancelled() => {}
+                    _ = tls.read(&mut b) => {}
+                }
+            });
+        }
+    });
+    let before = rss_bytes();
+    for _ in 0..IDLE {
+        let s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let mut tls = p.connector.connect(peer_name(), s).await.expect("tls");
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut b = [0u8; 1];
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                _ = tls.read(&mut b) => {}
+            }
+        });
+    }
+    for _ in 0..IDLE {
+        up_rx.recv().await.expect("server side up");
+    }
+    let per = (rss_bytes().saturating_sub(before)) as f64 / IDLE as f64;
+    stop.cancel();
+    per
 }

@@ -400,24 +400,59 @@ pub enum Command {
     Sync { since: u64 },
 }
 
+/// Why this node does not serve a request; sent as the stream's ERROR.
+#[derive(Debug)]
+pub(crate) struct Refusal {
+    pub status: u16,
+    pub reason: &'static str,
+    pub detail: String,
+}
+
+impl Refusal {
+    pub(crate) fn new(status: u16, reason: &'static str, detail: impl Into<String>) -> Self {
+        Refusal {
+            status,
+            reason,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// An object from the local store as its verified 64 KiB chunks (the
+/// store's chunk size is the blob frame size: each piece is one frame, and
+/// nothing is concatenated). `None` when it is not here; refused when it is
+/// larger than `max` (the asker would drop it anyway).
 pub(crate) fn local_get(
     overlay: &Overlay,
     address: &ron_kernel::ContentAddress,
-) -> Result<Option<Bytes>, String> {
+    max: usize,
+) -> Result<Option<Vec<Bytes>>, Refusal> {
     #[cfg(feature = "storage")]
     {
         let Some(api) = overlay.handles.get::<ron_storage::http::StorageApi>() else {
             return Ok(None);
         };
-        match api.store.get(address) {
-            Ok(b) => Ok(Some(b)),
-            Err(ron_storage::StoreError::NotFound) => Ok(None),
-            Err(e) => Err(e.to_string()),
+        let store_error = |e: ron_storage::StoreError| Refusal::new(500, "store", e.to_string());
+        let (meta, reader) = match api.store.read(address, None) {
+            Ok(r) => r,
+            Err(ron_storage::StoreError::NotFound) => return Ok(None),
+            Err(e) => return Err(store_error(e)),
+        };
+        if meta.size > max as u64 {
+            return Err(Refusal::new(
+                413,
+                "too_large",
+                format!("{} bytes, above the overlay fetch limit {max}", meta.size),
+            ));
         }
+        let pieces = reader
+            .collect::<Result<Vec<Bytes>, _>>()
+            .map_err(store_error)?;
+        Ok(Some(pieces))
     }
     #[cfg(not(feature = "storage"))]
     {
-        let _ = (overlay, address);
+        let _ = (overlay, address, max);
         Ok(None)
     }
 }

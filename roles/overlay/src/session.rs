@@ -32,7 +32,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
 use crate::identity::hex;
-use crate::net::{handshake, local_get, Command, Overlay, SessionInfo, PROTO_BLOB};
+use crate::net::{handshake, local_get, Command, Overlay, Refusal, SessionInfo, PROTO_BLOB};
 
 /// App protocol 4: ping. A one-frame REQ answered by a one-frame RESP.
 pub const PROTO_PING: u16 = 4;
@@ -181,14 +181,17 @@ pub(crate) struct Outgoing {
 }
 
 impl Outgoing {
-    /// An object cut into 64 KiB frames (slices, not copies).
-    fn blob(data: Bytes) -> Self {
-        let mut frames = VecDeque::new();
-        let mut off = 0;
-        while off < data.len() {
-            let end = (off + BLOB_FRAME).min(data.len());
-            frames.push_back(data.slice(off..end));
-            off = end;
+    /// An object as its stored pieces, each cut to at most 64 KiB frames
+    /// (slices, not copies; the store's pieces are already that size).
+    fn blob(pieces: Vec<Bytes>) -> Self {
+        let mut frames = VecDeque::with_capacity(pieces.len());
+        for data in pieces {
+            let mut off = 0;
+            while off < data.len() {
+                let end = (off + BLOB_FRAME).min(data.len());
+                frames.push_back(data.slice(off..end));
+                off = end;
+            }
         }
         if frames.is_empty() {
             frames.push_back(Bytes::new());
@@ -296,9 +299,9 @@ impl Conn {
     }
 }
 
-type Served = (u64, u16, Result<Option<Outgoing>, String>);
+type Served = (u64, u16, Result<Option<Outgoing>, Refusal>);
 
-pub(crate) async fn run_session<S>(
+pub async fn run_session<S>(
     overlay: Arc<Overlay>,
     stream: S,
     addr: SocketAddr,
@@ -325,7 +328,10 @@ pub(crate) async fn run_session<S>(
     let mut writer_result: Option<Result<(), String>> = None;
     let mut conn = Conn {
         out: out_tx,
-        enc: Encoder::default(),
+        // Overlay frames carry no capabilities: one arena (the smallest the
+        // pool makes) instead of the default four, which an idle session
+        // would hold for nothing.
+        enc: Encoder::new(ron_oap::FramePool::new(1, 0), ron_oap::MAX_FRAME_BYTES),
         session: Session::new(SessionConfig {
             local_window: limits.peer.send_window_frames,
             ..SessionConfig::default()
@@ -475,10 +481,11 @@ pub(crate) async fn run_session<S>(
                         .ok()
                         .and_then(|s| ron_kernel::ContentAddress::parse(s).ok());
                     let (ov, tx) = (overlay.clone(), served_tx.clone());
+                    let max = limits.fetch_max_bytes;
                     tokio::task::spawn_blocking(move || {
                         let r = match address {
-                            Some(a) => local_get(&ov, &a).map(|o| o.map(Outgoing::blob)),
-                            None => Err("not a content address".into()),
+                            Some(a) => local_get(&ov, &a, max).map(|o| o.map(Outgoing::blob)),
+                            None => Err(Refusal::new(400, "bad_request", "not a content address")),
                         };
                         let _ = tx.blocking_send((corr_id, PROTO_BLOB, r));
                     });
@@ -496,13 +503,15 @@ pub(crate) async fn run_session<S>(
                         .unwrap_or(0);
                     let (ov, tx) = (overlay.clone(), served_tx.clone());
                     tokio::task::spawn_blocking(move || {
-                        let r = crate::apps::sync_frames(&ov, since).map(|o| {
-                            o.map(|frames| Outgoing {
-                                proto: crate::apps::PROTO_SYNC,
-                                frames,
-                                started: false,
+                        let r = crate::apps::sync_frames(&ov, since)
+                            .map(|o| {
+                                o.map(|frames| Outgoing {
+                                    proto: crate::apps::PROTO_SYNC,
+                                    frames,
+                                    started: false,
+                                })
                             })
-                        });
+                            .map_err(|e| Refusal::new(500, "registry", e));
                         let _ = tx.blocking_send((corr_id, crate::apps::PROTO_SYNC, r));
                     });
                 }
@@ -642,7 +651,9 @@ pub(crate) async fn run_session<S>(
             timer.as_mut().reset(w.into());
         }
         // Room for the rest of the frame being read (whole, so decoding
-        // slices it without a copy), at least 8 KiB.
+        // slices it without a copy), at least 8 KiB. (Larger buffers, for
+        // several frames per read, measured slower: the allocator maps and
+        // unmaps them.)
         let want = need.max(8 * 1024);
         if buf.capacity() - buf.len() < want {
             buf.reserve(want);
@@ -748,7 +759,7 @@ pub(crate) async fn run_session<S>(
                     outgoing.insert(corr, o);
                 }
                 Ok(None) => conn.error(proto, corr, 404, "not_found", "not found"),
-                Err(e) => conn.error(proto, corr, 404, "not_found", &e),
+                Err(r) => conn.error(proto, corr, r.status, r.reason, &r.detail),
             },
         }
     };
