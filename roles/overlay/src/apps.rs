@@ -6,7 +6,10 @@
 //! once. A node forwards news it has not seen to at most `FANOUT` other
 //! peers while `hops` lasts; each peer has a burst budget, and messages
 //! past it are dropped and counted. The bus is bridged: a local
-//! `RegistryCommitted` becomes a `registry.head` message.
+//! `RegistryCommitted` becomes a `registry.head` message, and a local
+//! `ObjectStored` an `object.stored` message naming this node: peers keep
+//! those as hints and ask the announcing node first when they fetch that
+//! address.
 //!
 //! Registry sync: a node that hears of a head newer than its own asks that
 //! peer for the versions after its head; each arriving artifact goes
@@ -32,6 +35,9 @@ pub const SYNC_BATCH: u64 = 1000;
 const SEEN: usize = 4096;
 
 pub const TOPIC_REGISTRY_HEAD: &str = "registry.head";
+pub const TOPIC_OBJECT_STORED: &str = "object.stored";
+/// Addresses remembered with the node that announced them.
+const HINTS: usize = 4096;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Gossip {
@@ -79,6 +85,35 @@ impl Seen {
             }
         }
         true
+    }
+}
+
+/// Which node announced which address (`object.stored`), the most recent
+/// `HINTS` of them.
+#[derive(Debug, Default)]
+pub struct Hints {
+    inner: Mutex<(std::collections::HashMap<String, String>, VecDeque<String>)>,
+}
+
+impl Hints {
+    pub fn insert(&self, address: &str, node_id: &str) {
+        // Plain map updates only; a panic cannot leave them half-done.
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let (map, order) = &mut *g;
+        if map.insert(address.to_owned(), node_id.to_owned()).is_none() {
+            order.push_back(address.to_owned());
+            if order.len() > HINTS {
+                if let Some(old) = order.pop_front() {
+                    map.remove(&old);
+                }
+            }
+        }
+    }
+
+    /// The node that last announced `address`.
+    pub fn get(&self, address: &str) -> Option<String> {
+        let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        g.0.get(address).cloned()
     }
 }
 
@@ -204,6 +239,15 @@ pub fn head_announcement(overlay: &Overlay) -> Option<Bytes> {
 pub fn on_gossip(overlay: &Overlay, from: u64, payload: &[u8]) -> Option<u64> {
     let msg: Gossip = serde_json::from_slice(payload).ok()?;
     let mut sync = None;
+    if msg.topic == TOPIC_OBJECT_STORED {
+        if let (Some(address), Some(node)) =
+            (msg.body["address"].as_str(), msg.body["node"].as_str())
+        {
+            if node != overlay.identity.node_id() {
+                overlay.hints.insert(address, node);
+            }
+        }
+    }
     if msg.topic == TOPIC_REGISTRY_HEAD {
         // Checked before de-duplication: a head we heard of but could not
         // fetch yet is still worth asking for.
@@ -279,5 +323,23 @@ pub fn apply_sync(overlay: &Overlay, parts: &[Bytes]) -> Result<usize, String> {
     {
         let _ = (overlay, parts);
         Ok(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hints_keep_the_latest_announcer_and_forget_the_oldest() {
+        let h = Hints::default();
+        h.insert("b3:a", "n1");
+        h.insert("b3:a", "n2");
+        assert_eq!(h.get("b3:a").as_deref(), Some("n2"));
+        for i in 0..HINTS {
+            h.insert(&format!("b3:{i}"), "n3");
+        }
+        assert_eq!(h.get("b3:a"), None);
+        assert_eq!(h.get(&format!("b3:{}", HINTS - 1)).as_deref(), Some("n3"));
     }
 }

@@ -115,11 +115,13 @@ pub async fn run(ctx: RoleContext, cfg: Live<OverlayConfig>) -> RoleResult {
         [u8; 32],
         (peers::DialTarget, tokio_util::sync::CancellationToken),
     > = std::collections::BTreeMap::new();
-    // Bus → gossip: a local registry commit is news for the peers.
+    // Bus → gossip: a local registry commit and a stored object are news
+    // for the peers.
     {
         let ov = overlay.clone();
         let mut bus = ctx.bus.subscribe();
         let stop = ctx.shutdown.clone();
+        let mut announce = apps::Budget::with(50.0, 100.0);
         tasks.spawn(async move {
             loop {
                 let msg = tokio::select! {
@@ -128,6 +130,21 @@ pub async fn run(ctx: RoleContext, cfg: Live<OverlayConfig>) -> RoleResult {
                 };
                 match msg {
                     None => return,
+                    Some(ron_kernel::BusMessage::Event(ron_kernel::KernelEvent::ObjectStored {
+                        address,
+                        size,
+                    })) => {
+                        // Hints are best effort: past the budget (which
+                        // keeps a bulk upload under the peers' gossip
+                        // budgets) announcements are skipped.
+                        if announce.take() {
+                            apps::publish(
+                                &ov,
+                                apps::TOPIC_OBJECT_STORED,
+                                serde_json::json!({"address": address, "size": size, "node": ov.identity.node_id()}),
+                            );
+                        }
+                    }
                     Some(ron_kernel::BusMessage::Event(
                         ron_kernel::KernelEvent::RegistryCommitted {
                             version,

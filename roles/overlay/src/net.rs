@@ -148,6 +148,8 @@ pub struct Overlay {
     pub handles: ron_kernel::Handles,
     /// Gossip ids already handled.
     pub seen: crate::apps::Seen,
+    /// Which peer announced which object (`object.stored` gossip).
+    pub hints: crate::apps::Hints,
     /// Frames sent and not yet acknowledged, over all sessions.
     inflight: AtomicU64,
     pub shutdown: CancellationToken,
@@ -181,6 +183,7 @@ impl Overlay {
             links: Mutex::new(BTreeMap::new()),
             handles,
             seen: crate::apps::Seen::default(),
+            hints: crate::apps::Hints::default(),
             inflight: AtomicU64::new(0),
             shutdown,
             kex_preference,
@@ -479,13 +482,17 @@ pub fn local_put(overlay: &Overlay, parts: &[Bytes]) -> Result<(), String> {
 }
 
 impl Overlay {
-    /// Fetches `address` from connected peers, one after the other, until
-    /// one delivers bytes that hash to it.
+    /// Fetches `address` from connected peers, one after the other (the one
+    /// that announced it first), until one delivers bytes that hash to it.
     /// The verified object comes back as the payloads of the frames that
     /// carried it, in order.
     pub async fn fetch(&self, address: ron_kernel::ContentAddress) -> Result<Vec<Bytes>, String> {
-        let links: Vec<(String, tokio::sync::mpsc::Sender<Command>)> =
+        let mut links: Vec<(String, tokio::sync::mpsc::Sender<Command>)> =
             self.links().values().cloned().collect();
+        // The peer that announced this object (if any) is asked first.
+        if let Some(holder) = self.hints.get(&address.to_string()) {
+            links.sort_by_key(|(peer, _)| *peer != holder);
+        }
         if links.is_empty() {
             return Err("no peer is connected".into());
         }
@@ -496,7 +503,10 @@ impl Overlay {
                 continue;
             }
             match rx.await {
-                Ok(Ok(b)) => return Ok(b),
+                Ok(Ok(b)) => {
+                    tracing::info!(%address, %peer, bytes = b.iter().map(Bytes::len).sum::<usize>(), "overlay fetched an object");
+                    return Ok(b);
+                }
                 Ok(Err(e)) => last = format!("{peer}: {e}"),
                 Err(_) => last = format!("{peer}: session ended"),
             }
