@@ -10,6 +10,8 @@ bench:
 	cargo bench --bench bus
 	cargo bench --bench cold_start
 	cargo bench --bench stores
+	cargo bench --bench registry
+	cargo bench --bench overlay
 	cargo bench -p ron-oap --bench codec
 
 # OAP/1 decoder fuzzing; needs `cargo install cargo-fuzz`. FUZZ_SECS=600 default.

@@ -15,7 +15,7 @@
 //!   process, so the figure is per pair of ends), next to 1,000 idle plain
 //!   tokio-rustls connections (both ends, each side parked in a read).
 //!
-//! Run: `cargo bench --bench overlay --all-features`.
+//! Run: `cargo bench --bench overlay` (or `make bench`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
