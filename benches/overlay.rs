@@ -219,6 +219,22 @@ async fn node_to_node(quic: bool) -> Duration {
     took
 }
 
+/// Reads until `BULK` bytes or the end: how many came, and how long it took.
+async fn drain<R: tokio::io::AsyncRead + Unpin>(r: &mut R) -> (usize, Duration) {
+    let t = Instant::now();
+    let mut buf = BytesMut::with_capacity(4 * CHUNK);
+    let mut got = 0usize;
+    while got < BULK {
+        let n = r.read_buf(&mut buf).await.expect("read");
+        if n == 0 {
+            break;
+        }
+        got += n;
+        buf.clear();
+    }
+    (got, t.elapsed())
+}
+
 /// The same number of bytes over one plain rustls stream.
 async fn raw_tls() -> Duration {
     let p = pair(PqMode::Classical);
@@ -241,18 +257,7 @@ async fn raw_tls() -> Duration {
     let s = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let _ = s.set_nodelay(true);
     let mut tls = p.connector.connect(peer_name(), s).await.expect("tls");
-    let t = Instant::now();
-    let mut buf = BytesMut::with_capacity(4 * CHUNK);
-    let mut got = 0usize;
-    while got < BULK {
-        let n = tls.read_buf(&mut buf).await.expect("read");
-        if n == 0 {
-            break;
-        }
-        got += n;
-        buf.clear();
-    }
-    let took = t.elapsed();
+    let (got, took) = drain(&mut tls).await;
     assert_eq!(got, BULK);
     server.await.expect("server");
     took
@@ -298,18 +303,7 @@ async fn raw_quic() -> Duration {
     let (mut send, mut recv) = conn.open_bi().await.expect("stream");
     // The stream exists for the peer once something is sent on it.
     send.write_all(b"go").await.expect("write");
-    let t = Instant::now();
-    let mut buf = BytesMut::with_capacity(4 * CHUNK);
-    let mut got = 0usize;
-    while got < BULK {
-        let n = recv.read_buf(&mut buf).await.expect("read");
-        if n == 0 {
-            break;
-        }
-        got += n;
-        buf.clear();
-    }
-    let took = t.elapsed();
+    let (got, took) = drain(&mut recv).await;
     assert_eq!(got, BULK);
     conn.close(0u32.into(), b"done");
     let _ = server.await;

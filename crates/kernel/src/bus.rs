@@ -142,6 +142,17 @@ impl Bus {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// A readiness input: true while an overflow happened within the last
+    /// `hold`, as of the calls to `OverflowWatch::check`.
+    pub fn overflow_watch(&self, hold: std::time::Duration) -> OverflowWatch {
+        OverflowWatch {
+            bus: self.clone(),
+            seen: self.overflow_dropped(),
+            hold,
+            until: None,
+        }
+    }
+
     pub fn subscribe(&self) -> BusReceiver {
         BusReceiver {
             rx: self.tx.subscribe(),
@@ -183,6 +194,30 @@ impl BusReceiver {
             }
             Err(_) => None,
         }
+    }
+}
+
+/// Whether the bus overflowed recently (roles report unready for a while
+/// after an overflow).
+#[derive(Debug)]
+pub struct OverflowWatch {
+    bus: Bus,
+    seen: u64,
+    hold: std::time::Duration,
+    until: Option<std::time::Instant>,
+}
+
+impl OverflowWatch {
+    /// True when an overflow happened since the last call or within
+    /// `hold` before now.
+    pub fn check(&mut self) -> bool {
+        let now = std::time::Instant::now();
+        let dropped = self.bus.overflow_dropped();
+        if dropped > self.seen {
+            self.seen = dropped;
+            self.until = Some(now + self.hold);
+        }
+        self.until.is_some_and(|t| t > now)
     }
 }
 
@@ -234,6 +269,18 @@ mod tests {
         assert_eq!(bus.capacity(), 1);
         assert_eq!(bus.publish(KernelEvent::Shutdown), 0);
         assert_eq!(bus.overflow_dropped(), 1);
+    }
+
+    #[test]
+    fn an_overflow_watch_holds_after_a_drop_and_then_clears() {
+        let bus = Bus::new(1);
+        let mut held = bus.overflow_watch(std::time::Duration::from_secs(3600));
+        let mut brief = bus.overflow_watch(std::time::Duration::ZERO);
+        assert!(!held.check());
+        bus.publish(KernelEvent::Shutdown); // no subscriber: dropped
+        assert!(held.check());
+        assert!(held.check(), "still within the hold");
+        assert!(!brief.check(), "a zero hold is over at once");
     }
 
     #[test]

@@ -25,7 +25,7 @@ pub mod request;
 pub mod secret;
 
 pub use address::{AddressError, ContentAddress};
-pub use bus::{Bus, BusMessage, BusReceiver, KernelEvent};
+pub use bus::{Bus, BusMessage, BusReceiver, KernelEvent, OverflowWatch};
 pub use context::{Live, NodeSettings, RoleContext, RoleListeners, RoleResult};
 pub use handles::Handles;
 pub use http::{BoxError, Routed};

@@ -61,6 +61,24 @@ pub mod names {
 
 /// Registers help text for every metric. Call once after installing the
 /// recorder.
+/// Adds one to a gauge while it lives (a session, a stream client).
+#[derive(Debug)]
+pub struct GaugeGuard(metrics::Gauge);
+
+impl GaugeGuard {
+    pub fn up(name: &'static str) -> Self {
+        let g = metrics::gauge!(name);
+        g.increment(1.0);
+        GaugeGuard(g)
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
+}
+
 pub fn describe_all() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
     use names::*;

@@ -23,6 +23,11 @@ pub struct FrameSpec {
 }
 
 impl FrameSpec {
+    /// What the frame this spec encodes is.
+    pub fn kind(&self) -> crate::FrameKind {
+        crate::FrameKind::of(self.app_proto_id, self.code, self.flags)
+    }
+
     /// First frame of a stream; `dir` is one of REQ, RESP, EVENT.
     pub fn start(app_proto_id: u16, corr_id: u64, dir: Flags) -> Self {
         Self {

@@ -126,6 +126,24 @@ pub enum FrameKind {
 }
 
 impl FrameKind {
+    /// What a frame with these header fields is (§3).
+    #[inline]
+    pub fn of(app_proto_id: u16, code: u16, flags: Flags) -> Self {
+        if app_proto_id == CONTROL_PROTO && code == CODE_HELLO {
+            FrameKind::Hello
+        } else if app_proto_id == CONTROL_PROTO && code == CODE_ACK {
+            FrameKind::Ack
+        } else if code >= CODE_ERROR_MIN {
+            FrameKind::Error
+        } else if flags.contains(Flags::START) {
+            FrameKind::Start
+        } else if flags.contains(Flags::END) {
+            FrameKind::End
+        } else {
+            FrameKind::Data
+        }
+    }
+
     /// The `kind` label of `oap_frames_total`.
     pub const fn label(self) -> &'static str {
         match self {
@@ -199,19 +217,7 @@ impl Header {
 
     #[inline]
     pub fn kind(&self) -> FrameKind {
-        if self.app_proto_id == CONTROL_PROTO && self.code == CODE_HELLO {
-            FrameKind::Hello
-        } else if self.app_proto_id == CONTROL_PROTO && self.code == CODE_ACK {
-            FrameKind::Ack
-        } else if self.code >= CODE_ERROR_MIN {
-            FrameKind::Error
-        } else if self.flags.contains(Flags::START) {
-            FrameKind::Start
-        } else if self.flags.contains(Flags::END) {
-            FrameKind::End
-        } else {
-            FrameKind::Data
-        }
+        FrameKind::of(self.app_proto_id, self.code, self.flags)
     }
 
     /// Bytes after the header and capability.

@@ -679,8 +679,7 @@ pub async fn run(ctx: RoleContext, cfg: Live<OmnigateConfig>) -> RoleResult {
     let mut tick = tokio::time::interval(READY_TICK);
     let mut over_ticks = 0u32;
     let mut n = 0u32;
-    let mut seen_overflow = ctx.bus.overflow_dropped();
-    let mut overflow_until: Option<tokio::time::Instant> = None;
+    let mut overflow_watch = ctx.bus.overflow_watch(OVERFLOW_HOLD);
     loop {
         tokio::select! {
             _ = ctx.shutdown.cancelled() => break,
@@ -699,12 +698,7 @@ pub async fn run(ctx: RoleContext, cfg: Live<OmnigateConfig>) -> RoleResult {
         } else {
             over_ticks = 0;
         }
-        let dropped = ctx.bus.overflow_dropped();
-        if dropped > seen_overflow {
-            seen_overflow = dropped;
-            overflow_until = Some(tokio::time::Instant::now() + OVERFLOW_HOLD);
-        }
-        let overflow = overflow_until.is_some_and(|t| t > tokio::time::Instant::now());
+        let overflow = overflow_watch.check();
         match gate.unready_reason(over_ticks >= 2, overflow) {
             None => ctx.ready.set_ready(),
             Some(why) => ctx.ready.set_unready(why),

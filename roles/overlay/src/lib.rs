@@ -165,8 +165,7 @@ pub async fn run(ctx: RoleContext, cfg: Live<OverlayConfig>) -> RoleResult {
     // overflowed.
     let critical = c.inflight_critical;
     let mut tick = tokio::time::interval(READY_TICK);
-    let mut seen_overflow = ctx.bus.overflow_dropped();
-    let mut overflow_until: Option<tokio::time::Instant> = None;
+    let mut overflow = ctx.bus.overflow_watch(OVERFLOW_HOLD);
     loop {
         tokio::select! {
             _ = ctx.shutdown.cancelled() => break,
@@ -200,18 +199,13 @@ pub async fn run(ctx: RoleContext, cfg: Live<OverlayConfig>) -> RoleResult {
                 );
             }
         }
-        let now = tokio::time::Instant::now();
-        let dropped = ctx.bus.overflow_dropped();
-        if dropped > seen_overflow {
-            seen_overflow = dropped;
-            overflow_until = Some(now + OVERFLOW_HOLD);
-        }
         let inflight = overlay.inflight_frames();
+        let overflowed = overflow.check();
         if inflight > critical {
             ctx.ready.set_unready(format!(
                 "{inflight} overlay frames unacknowledged, above overlay.inflight_critical {critical}"
             ));
-        } else if overflow_until.is_some_and(|t| t > now) {
+        } else if overflowed {
             ctx.ready.set_unready("the bus overflowed");
         } else {
             ctx.ready.set_ready();

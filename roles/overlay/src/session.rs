@@ -60,23 +60,6 @@ fn kind_index(k: FrameKind) -> usize {
     }
 }
 
-/// The kind of frame `spec` encodes to (the rules of OAP-1 §3).
-fn spec_kind(spec: &FrameSpec) -> FrameKind {
-    if spec.code >= 400 {
-        FrameKind::Error
-    } else if spec.app_proto_id == 0 && spec.code == 0 {
-        FrameKind::Hello
-    } else if spec.app_proto_id == 0 {
-        FrameKind::Ack
-    } else if spec.flags.contains(Flags::START) {
-        FrameKind::Start
-    } else if spec.flags.contains(Flags::END) {
-        FrameKind::End
-    } else {
-        FrameKind::Data
-    }
-}
-
 /// `overlay_frames_total{dir,kind}` and `overlay_bytes_total{dir}` for one
 /// direction, looked up once per session.
 struct Wire {
@@ -148,21 +131,6 @@ async fn write_parts<W: AsyncWrite + Unpin>(w: &mut W, f: &OutFrame) -> std::io:
     Ok(())
 }
 
-struct SessionGauge;
-
-impl SessionGauge {
-    fn up() -> Self {
-        metrics::gauge!(names::OVERLAY_SESSIONS_ACTIVE).increment(1.0);
-        SessionGauge
-    }
-}
-
-impl Drop for SessionGauge {
-    fn drop(&mut self) {
-        metrics::gauge!(names::OVERLAY_SESSIONS_ACTIVE).decrement(1.0);
-    }
-}
-
 /// A fetch this side asked for.
 struct Pending {
     address: ron_kernel::ContentAddress,
@@ -227,7 +195,7 @@ impl Conn {
             .enc
             .encode(&spec, &[], payload)
             .map_err(|e| e.to_string())?;
-        self.queue(f, spec_kind(&spec))
+        self.queue(f, spec.kind())
     }
 
     /// Ends stream `corr` of `proto` with an ERROR frame.
@@ -362,7 +330,7 @@ pub async fn run_session<S>(
     let mut outgoing: BTreeMap<u64, Outgoing> = BTreeMap::new();
     let mut pings: BTreeMap<u64, Instant> = BTreeMap::new();
     let mut buf = BytesMut::new();
-    let mut up: Option<SessionGauge> = None;
+    let mut up: Option<ron_kernel::metrics::GaugeGuard> = None;
     let inflight_gauge = metrics::gauge!(names::OVERLAY_INFLIGHT_FRAMES);
     let mut reported_inflight = 0u64;
     // Timers: one sleep, moved earlier when a nearer deadline appears and
@@ -439,7 +407,9 @@ pub async fn run_session<S>(
                     if direction == "out" {
                         handshake("ok", &kex);
                     }
-                    up = Some(SessionGauge::up());
+                    up = Some(ron_kernel::metrics::GaugeGuard::up(
+                        names::OVERLAY_SESSIONS_ACTIVE,
+                    ));
                     overlay.session_up(conn_id, info.clone(), cmd_tx.clone());
                     // Ping at once (the first rtt), then every quarter of
                     // the idle timeout.

@@ -76,21 +76,6 @@ pub async fn open(
     resp
 }
 
-struct ClientGauge;
-
-impl ClientGauge {
-    fn new() -> Self {
-        metrics::gauge!(names::REGISTRY_STREAM_CLIENTS).increment(1.0);
-        ClientGauge
-    }
-}
-
-impl Drop for ClientGauge {
-    fn drop(&mut self) {
-        metrics::gauge!(names::REGISTRY_STREAM_CLIENTS).decrement(1.0);
-    }
-}
-
 /// Sends versions `last+1..=to` from redb; returns the last one sent, or
 /// `None` when the client is gone or the store failed.
 async fn replay(reg: &Arc<Registry>, tx: &BodySender, mut last: u64, to: u64) -> Option<u64> {
@@ -124,7 +109,7 @@ async fn feed(
     since: u64,
     head: u64,
 ) {
-    let _gauge = ClientGauge::new();
+    let _gauge = ron_kernel::metrics::GaugeGuard::up(names::REGISTRY_STREAM_CLIENTS);
     // A comment first, so the client sees the stream is open at once.
     if tx
         .send(Bytes::from_static(b": registry stream\n\n"))
