@@ -205,12 +205,27 @@ async fn node_to_node(quic: bool) -> Duration {
             .map(|a: &ContentAddress| {
                 let ov = asker.clone();
                 let a = *a;
-                tokio::spawn(async move { ov.fetch(a).await })
+                // Each payload is consumed as it arrives (counted and
+                // dropped, as the raw peers' reader does), and the fetch
+                // returns once the object's bytes are verified.
+                tokio::spawn(async move {
+                    ov.fetch_with(a, || {
+                        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
+                        let count = tokio::spawn(async move {
+                            let mut n = 0usize;
+                            while let Some(p) = rx.recv().await {
+                                n += p.len();
+                            }
+                            Ok(n)
+                        });
+                        (tx, count)
+                    })
+                    .await
+                })
             })
             .collect();
         for f in fetches {
-            let parts = f.await.expect("join").expect("fetch");
-            got += parts.iter().map(Bytes::len).sum::<usize>();
+            got += f.await.expect("join").expect("fetch");
         }
     }
     let took = t.elapsed();
@@ -316,7 +331,8 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    // `BENCH_ONLY=tls|quic` runs one node→node pair (for profiling).
+    // `BENCH_ONLY=tls|quic` runs one node→node transfer, `raw-tls|raw-quic`
+    // its peer (for profiling).
     let only = std::env::var("BENCH_ONLY").ok();
     rt.block_on(async {
         if only.as_deref() == Some("idle") {
@@ -326,8 +342,11 @@ fn main() {
             return;
         }
         if let Some(which) = only {
-            let quic = which == "quic";
-            let d = node_to_node(quic).await;
+            let d = match which.as_str() {
+                "raw-tls" => raw_tls().await,
+                "raw-quic" => raw_quic().await,
+                w => node_to_node(w == "quic").await,
+            };
             println!("{which}: {:.0} MiB/s", 1024.0 / d.as_secs_f64());
             return;
         }

@@ -64,19 +64,14 @@ pub async fn run(ctx: RoleContext, cfg: Live<OverlayConfig>) -> RoleResult {
     ));
     ctx.handles.publish("overlay", overlay.clone());
     // Omnigate fetches what it lacks through this, without knowing the
-    // overlay's types: verified bytes are stored locally before it returns.
+    // overlay's types: verified bytes are stored locally before it returns
+    // (written as they arrive, committed once verified).
     let fetcher = overlay.clone();
     ctx.handles.publish(
         "overlay",
         Arc::new(ron_kernel::handles::PeerFetch(Arc::new(move |address| {
             let ov = fetcher.clone();
-            Box::pin(async move {
-                let data = ov.fetch(address).await?;
-                let store = ov.clone();
-                tokio::task::spawn_blocking(move || net::local_put(&store, &data))
-                    .await
-                    .map_err(|e| e.to_string())?
-            })
+            Box::pin(async move { ov.fetch_into_store(address).await })
         }))),
     );
     let mut tasks = tokio::task::JoinSet::new();

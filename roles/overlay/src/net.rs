@@ -392,10 +392,13 @@ pub const PROTO_BLOB: u16 = 2;
 /// Work other tasks hand a session.
 #[derive(Debug)]
 pub enum Command {
-    /// Fetch an object by address; the reply carries its verified bytes.
+    /// Fetch an object by address. The frames' payloads go to `sink` as
+    /// they arrive (not yet verified); `reply` says, after the last one,
+    /// whether they hash to the address. The sink closes either way.
     Fetch {
         address: ron_kernel::ContentAddress,
-        reply: tokio::sync::oneshot::Sender<Result<Vec<Bytes>, String>>,
+        sink: tokio::sync::mpsc::UnboundedSender<Bytes>,
+        reply: tokio::sync::oneshot::Sender<Result<(), String>>,
     },
     /// Send a gossip message (an encoded `apps::Gossip`).
     Gossip { payload: Bytes },
@@ -421,15 +424,21 @@ impl Refusal {
     }
 }
 
-/// An object from the local store as its verified 64 KiB chunks (the
-/// store's chunk size is the blob frame size: each piece is one frame, and
-/// nothing is concatenated). `None` when it is not here; refused when it is
-/// larger than `max` (the asker would drop it anyway).
+/// An object in the local store, read lazily: its verified pieces, in
+/// order, as the stream's window asks for them.
+pub(crate) type Pieces = Box<dyn Iterator<Item = Result<Bytes, Refusal>> + Send>;
+
+/// An object from the local store: its size and a reader of its verified
+/// 64 KiB chunks (the store's chunk size is the blob frame size: each piece
+/// is one frame, and nothing is concatenated). Nothing is read yet: the
+/// session reads ahead of the peer's window, a few pieces at a time, so a
+/// served object never sits in memory whole. `None` when it is not here;
+/// refused when it is larger than `max` (the asker would drop it anyway).
 pub(crate) fn local_get(
     overlay: &Overlay,
     address: &ron_kernel::ContentAddress,
     max: usize,
-) -> Result<Option<Vec<Bytes>>, Refusal> {
+) -> Result<Option<(u64, Pieces)>, Refusal> {
     #[cfg(feature = "storage")]
     {
         let Some(api) = overlay.handles.get::<ron_storage::http::StorageApi>() else {
@@ -448,10 +457,10 @@ pub(crate) fn local_get(
                 format!("{} bytes, above the overlay fetch limit {max}", meta.size),
             ));
         }
-        let pieces = reader
-            .collect::<Result<Vec<Bytes>, _>>()
-            .map_err(store_error)?;
-        Ok(Some(pieces))
+        Ok(Some((
+            meta.size,
+            Box::new(reader.map(move |r| r.map_err(store_error))),
+        )))
     }
     #[cfg(not(feature = "storage"))]
     {
@@ -460,33 +469,43 @@ pub(crate) fn local_get(
     }
 }
 
-/// Stores fetched, verified bytes (the frames' payloads, in order) locally.
-pub fn local_put(overlay: &Overlay, parts: &[Bytes]) -> Result<(), String> {
-    #[cfg(feature = "storage")]
-    {
-        let api = overlay
-            .handles
-            .get::<ron_storage::http::StorageApi>()
-            .ok_or("storage is not running in this node")?;
-        let mut w = api.store.writer();
-        for part in parts {
-            w.write(part).map_err(|e| e.to_string())?;
+/// Stores the bytes of one fetch attempt as they arrive, in a blocking
+/// task; `Ok(Some(writer))` when the sink closed with everything written.
+/// The writer is only finished (the object committed) once the session
+/// has said the bytes match the address: a dropped writer commits nothing.
+#[cfg(feature = "storage")]
+fn store_as_it_arrives(
+    store: ron_storage::ObjectStore,
+    mut pieces: tokio::sync::mpsc::UnboundedReceiver<Bytes>,
+) -> tokio::task::JoinHandle<Result<ron_storage::ObjectWriter, String>> {
+    tokio::task::spawn_blocking(move || {
+        let mut w = store.writer();
+        while let Some(piece) = pieces.blocking_recv() {
+            w.write(&piece).map_err(|e| e.to_string())?;
         }
-        w.finish().map(|_| ()).map_err(|e| e.to_string())
-    }
-    #[cfg(not(feature = "storage"))]
-    {
-        let _ = (overlay, parts);
-        Err("storage is not compiled into this node".into())
-    }
+        Ok(w)
+    })
 }
 
 impl Overlay {
     /// Fetches `address` from connected peers, one after the other (the one
     /// that announced it first), until one delivers bytes that hash to it.
-    /// The verified object comes back as the payloads of the frames that
-    /// carried it, in order.
-    pub async fn fetch(&self, address: ron_kernel::ContentAddress) -> Result<Vec<Bytes>, String> {
+    /// For each attempt `attempt` makes a consumer of the frames' payloads
+    /// (in order, as they arrive, not yet verified) and returns the
+    /// channel to feed it; its result is returned once the peer's bytes
+    /// are verified. A consumer whose attempt fails sees its channel close
+    /// and its result is dropped: it must not have made anything visible.
+    pub async fn fetch_with<T, F>(
+        &self,
+        address: ron_kernel::ContentAddress,
+        mut attempt: F,
+    ) -> Result<T, String>
+    where
+        F: FnMut() -> (
+            tokio::sync::mpsc::UnboundedSender<Bytes>,
+            tokio::task::JoinHandle<Result<T, String>>,
+        ),
+    {
         let mut links: Vec<(String, tokio::sync::mpsc::Sender<Command>)> =
             self.links().values().cloned().collect();
         // The peer that announced this object (if any) is asked first.
@@ -498,20 +517,87 @@ impl Overlay {
         }
         let mut last = String::new();
         for (peer, tx) in links {
-            let (reply, rx) = tokio::sync::oneshot::channel();
-            if tx.send(Command::Fetch { address, reply }).await.is_err() {
+            let (reply, verdict) = tokio::sync::oneshot::channel();
+            let (sink, consumer) = attempt();
+            let fetch = Command::Fetch {
+                address,
+                sink,
+                reply,
+            };
+            if tx.send(fetch).await.is_err() {
+                consumer.abort();
                 continue;
             }
-            match rx.await {
-                Ok(Ok(b)) => {
-                    tracing::info!(%address, %peer, bytes = b.iter().map(Bytes::len).sum::<usize>(), "overlay fetched an object");
-                    return Ok(b);
+            match verdict.await {
+                Ok(Ok(())) => {
+                    let out = consumer.await.map_err(|e| e.to_string())??;
+                    tracing::info!(%address, %peer, "overlay fetched an object");
+                    return Ok(out);
                 }
                 Ok(Err(e)) => last = format!("{peer}: {e}"),
                 Err(_) => last = format!("{peer}: session ended"),
             }
+            // The sink is closed: the consumer ends; what it made is dropped.
+            let _ = consumer.await;
         }
         Err(last)
+    }
+
+    /// Fetches `address` from peers into memory: the verified object as
+    /// the payloads of the frames that carried it, in order.
+    pub async fn fetch(&self, address: ron_kernel::ContentAddress) -> Result<Vec<Bytes>, String> {
+        self.fetch_with(address, || {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
+            let collect = tokio::spawn(async move {
+                let mut parts = Vec::new();
+                while let Some(p) = rx.recv().await {
+                    parts.push(p);
+                }
+                Ok(parts)
+            });
+            (tx, collect)
+        })
+        .await
+    }
+
+    /// Fetches `address` from peers straight into the local store: pieces
+    /// are written as they arrive (nothing holds the whole object), and
+    /// the object is committed only after its bytes are verified.
+    pub async fn fetch_into_store(
+        &self,
+        address: ron_kernel::ContentAddress,
+    ) -> Result<(), String> {
+        #[cfg(feature = "storage")]
+        {
+            let api = self
+                .handles
+                .get::<ron_storage::http::StorageApi>()
+                .ok_or("storage is not running in this node")?;
+            let writer = self
+                .fetch_with(address, || {
+                    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                    (tx, store_as_it_arrives(api.store.clone(), rx))
+                })
+                .await?;
+            let stored = tokio::task::spawn_blocking(move || writer.finish())
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+            if stored.0.address != address {
+                // The session verified these very bytes; a store that
+                // disagrees is broken, and says so.
+                return Err(format!(
+                    "the store computed {} for bytes verified as {address}",
+                    stored.0.address
+                ));
+            }
+            Ok(())
+        }
+        #[cfg(not(feature = "storage"))]
+        {
+            let _ = address;
+            Err("storage is not compiled into this node".into())
+        }
     }
 
     /// Each live session's connection id and command channel.

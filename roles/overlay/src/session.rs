@@ -32,7 +32,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
 use crate::identity::hex;
-use crate::net::{handshake, local_get, Command, Overlay, Refusal, SessionInfo, PROTO_BLOB};
+use crate::net::{
+    handshake, local_get, Command, Overlay, Pieces, Refusal, SessionInfo, PROTO_BLOB,
+};
 
 /// App protocol 4: ping. A one-frame REQ answered by a one-frame RESP.
 pub const PROTO_PING: u16 = 4;
@@ -135,40 +137,105 @@ async fn write_parts<W: AsyncWrite + Unpin>(w: &mut W, f: &OutFrame) -> std::io:
 struct Pending {
     address: ron_kernel::ContentAddress,
     hasher: blake3::Hasher,
-    parts: Vec<Bytes>,
+    /// Where the payloads go as they arrive.
+    sink: tokio::sync::mpsc::UnboundedSender<Bytes>,
     size: usize,
-    reply: tokio::sync::oneshot::Sender<Result<Vec<Bytes>, String>>,
+    reply: tokio::sync::oneshot::Sender<Result<(), String>>,
 }
 
 /// A response this side is sending: its frames' payloads, one frame per
-/// credit of the peer's window.
+/// credit of the peer's window. A blob's frames are read from the store
+/// ahead of the window, `READ_AHEAD` pieces at a time.
 pub(crate) struct Outgoing {
     proto: u16,
     frames: VecDeque<Bytes>,
     started: bool,
+    /// Where the rest comes from: `None` while a read-ahead is running (or
+    /// when everything is already in `frames`).
+    source: Option<Pieces>,
+    /// Bytes the source still owes.
+    left: u64,
+}
+
+/// Store pieces read per read-ahead (a new one starts when no more than
+/// this many frames are queued: at most two batches per stream in memory).
+const READ_AHEAD: usize = 8;
+
+/// What a read-ahead brings back: the pieces, the source to read on from,
+/// and how many bytes it still owes; or why the store could not read.
+type Refill = (u64, Result<(Vec<Bytes>, Pieces, u64), Refusal>);
+
+/// Reads up to `READ_AHEAD` pieces of a blob (blocking: the store).
+fn read_ahead(src: &mut Pieces, left: &mut u64) -> Result<Vec<Bytes>, Refusal> {
+    let mut pieces = Vec::with_capacity(READ_AHEAD);
+    while pieces.len() < READ_AHEAD && *left > 0 {
+        match src.next() {
+            Some(Ok(b)) if !b.is_empty() && b.len() as u64 <= *left => {
+                *left -= b.len() as u64;
+                pieces.push(b);
+            }
+            Some(Ok(_)) | None => {
+                return Err(Refusal::new(
+                    500,
+                    "store",
+                    "the stored object does not have its recorded size",
+                ))
+            }
+            Some(Err(r)) => return Err(r),
+        }
+    }
+    Ok(pieces)
 }
 
 impl Outgoing {
-    /// An object as its stored pieces, each cut to at most 64 KiB frames
-    /// (slices, not copies; the store's pieces are already that size).
-    fn blob(pieces: Vec<Bytes>) -> Self {
-        let mut frames = VecDeque::with_capacity(pieces.len());
-        for data in pieces {
-            let mut off = 0;
-            while off < data.len() {
-                let end = (off + BLOB_FRAME).min(data.len());
-                frames.push_back(data.slice(off..end));
-                off = end;
-            }
-        }
+    /// A response whose frames are all known (an empty one is one empty
+    /// frame: every request is answered).
+    fn whole(proto: u16, mut frames: VecDeque<Bytes>) -> Self {
         if frames.is_empty() {
             frames.push_back(Bytes::new());
         }
         Outgoing {
-            proto: PROTO_BLOB,
+            proto,
             frames,
             started: false,
+            source: None,
+            left: 0,
         }
+    }
+
+    /// An object of `size` bytes from the store, with its first pieces
+    /// read (blocking).
+    fn blob(size: u64, mut source: Pieces) -> Result<Self, Refusal> {
+        let mut left = size;
+        let first = read_ahead(&mut source, &mut left)?;
+        if first.is_empty() {
+            return Ok(Outgoing::whole(PROTO_BLOB, VecDeque::new()));
+        }
+        let mut o = Outgoing {
+            proto: PROTO_BLOB,
+            frames: VecDeque::with_capacity(2 * READ_AHEAD),
+            started: false,
+            source: None,
+            left,
+        };
+        o.refilled(first, source, left);
+        Ok(o)
+    }
+
+    /// Queues pieces a read-ahead brought, each cut to at most 64 KiB
+    /// frames (slices, not copies; the store's pieces are already that
+    /// size).
+    fn refilled(&mut self, pieces: Vec<Bytes>, source: Pieces, left: u64) {
+        for data in pieces {
+            let mut off = 0;
+            while off < data.len() {
+                let end = (off + BLOB_FRAME).min(data.len());
+                self.frames.push_back(data.slice(off..end));
+                off = end;
+            }
+        }
+        self.left = left;
+        self.source = (left > 0).then_some(source);
     }
 }
 
@@ -233,18 +300,23 @@ impl Conn {
     }
 
     /// Queues as many frames of each outgoing response as the peer's
-    /// windows and `peer.inflight_frames` allow.
-    fn pump(&mut self, out: &mut BTreeMap<u64, Outgoing>) -> Result<(), String> {
+    /// windows and `peer.inflight_frames` allow, and starts a read-ahead
+    /// (on `refills`) for each blob running low on read frames.
+    fn pump(
+        &mut self,
+        out: &mut BTreeMap<u64, Outgoing>,
+        refills: &tokio::sync::mpsc::Sender<Refill>,
+    ) -> Result<(), String> {
         let mut done = Vec::new();
         for (&corr, o) in out.iter_mut() {
             while self.session.credit(corr) > 0
                 && self.session.inflight_frames() < self.inflight_cap
             {
+                // Nothing queued yet still to come: wait for the read-ahead.
                 let Some(piece) = o.frames.pop_front() else {
-                    done.push(corr);
                     break;
                 };
-                let last = o.frames.is_empty();
+                let last = o.frames.is_empty() && o.left == 0;
                 let p = o.proto;
                 let spec = match (o.started, last) {
                     (false, false) => FrameSpec::start(p, corr, Flags::RESP),
@@ -257,6 +329,16 @@ impl Conn {
                 if last {
                     done.push(corr);
                     break;
+                }
+            }
+            if o.frames.len() <= READ_AHEAD {
+                if let Some(mut src) = o.source.take() {
+                    let (tx, mut left) = (refills.clone(), o.left);
+                    tokio::task::spawn_blocking(move || {
+                        let r = read_ahead(&mut src, &mut left).map(|p| (p, src, left));
+                        // The session may have ended: the reader is dropped.
+                        let _ = tx.blocking_send((corr, r));
+                    });
                 }
             }
         }
@@ -319,6 +401,8 @@ pub async fn run_session<S>(
     let conn_id = overlay.next_conn_id();
     let (cmd_tx, mut cmd_rx) = tokio::sync::mpsc::channel::<Command>(64);
     let (served_tx, mut served_rx) = tokio::sync::mpsc::channel::<Served>(64);
+    // One read-ahead at most per outgoing blob.
+    let (refill_tx, mut refill_rx) = tokio::sync::mpsc::channel::<Refill>(64);
     let mut syncs: BTreeMap<u64, Vec<Bytes>> = BTreeMap::new();
     let mut gossip_budget = crate::apps::Budget::new();
     let rps = f64::from(limits.peer.max_rps);
@@ -454,7 +538,11 @@ pub async fn run_session<S>(
                     let max = limits.fetch_max_bytes;
                     tokio::task::spawn_blocking(move || {
                         let r = match address {
-                            Some(a) => local_get(&ov, &a, max).map(|o| o.map(Outgoing::blob)),
+                            Some(a) => local_get(&ov, &a, max).and_then(|found| {
+                                found
+                                    .map(|(size, src)| Outgoing::blob(size, src))
+                                    .transpose()
+                            }),
                             None => Err(Refusal::new(400, "bad_request", "not a content address")),
                         };
                         let _ = tx.blocking_send((corr_id, PROTO_BLOB, r));
@@ -475,11 +563,7 @@ pub async fn run_session<S>(
                     tokio::task::spawn_blocking(move || {
                         let r = crate::apps::sync_frames(&ov, since)
                             .map(|o| {
-                                o.map(|frames| Outgoing {
-                                    proto: crate::apps::PROTO_SYNC,
-                                    frames,
-                                    started: false,
-                                })
+                                o.map(|frames| Outgoing::whole(crate::apps::PROTO_SYNC, frames))
                             })
                             .map_err(|e| Refusal::new(500, "registry", e));
                         let _ = tx.blocking_send((corr_id, crate::apps::PROTO_SYNC, r));
@@ -547,7 +631,8 @@ pub async fn run_session<S>(
                     };
                     p.hasher.update(&payload);
                     p.size += payload.len();
-                    p.parts.push(payload);
+                    // A consumer that went away just misses the rest.
+                    let _ = p.sink.send(payload);
                     if p.size > limits.fetch_max_bytes {
                         if let Some(p) = pending.remove(&corr_id) {
                             let _ = p
@@ -572,8 +657,9 @@ pub async fn run_session<S>(
                                 peer_id, p.address
                             ));
                         }
-                        // The frames' payloads as they arrived: no copy.
-                        let _ = p.reply.send(Ok(p.parts));
+                        // The consumer has every payload (no copy); it may
+                        // now make them visible.
+                        let _ = p.reply.send(Ok(()));
                     }
                 }
                 Event::StreamError {
@@ -606,7 +692,7 @@ pub async fn run_session<S>(
         if let Err(e) = conn.acks() {
             break Err(e);
         }
-        if let Err(e) = conn.pump(&mut outgoing) {
+        if let Err(e) = conn.pump(&mut outgoing, &refill_tx) {
             break Err(e);
         }
         let inflight = conn.session.inflight_frames();
@@ -680,7 +766,7 @@ pub async fn run_session<S>(
                 timer.as_mut().reset(wake(last_rx, partial_since, next_ping).into());
             }
             Some(cmd) = cmd_rx.recv(), if up.is_some() => match cmd {
-                Command::Fetch { address, reply } => {
+                Command::Fetch { address, sink, reply } => {
                     let corr = next_corr;
                     next_corr += 2;
                     let spec = FrameSpec::start(PROTO_BLOB, corr, Flags::REQ).with_flags(Flags::END);
@@ -689,7 +775,7 @@ pub async fn run_session<S>(
                             pending.insert(corr, Pending {
                                 address,
                                 hasher: blake3::Hasher::new(),
-                                parts: Vec::new(),
+                                sink,
                                 size: 0,
                                 reply,
                             });
@@ -722,6 +808,19 @@ pub async fn run_session<S>(
                         break Err(e);
                     }
                     syncs.insert(corr, Vec::new());
+                }
+            },
+            Some((corr, read)) = refill_rx.recv() => match read {
+                Ok((pieces, src, left)) => {
+                    // Gone when the peer ended the stream meanwhile.
+                    if let Some(o) = outgoing.get_mut(&corr) {
+                        o.refilled(pieces, src, left);
+                    }
+                }
+                Err(r) => {
+                    if outgoing.remove(&corr).is_some() {
+                        conn.error(PROTO_BLOB, corr, r.status, r.reason, &r.detail);
+                    }
                 }
             },
             Some((corr, proto, found)) = served_rx.recv() => match found {
@@ -761,5 +860,64 @@ pub async fn run_session<S>(
     match result {
         Ok(()) => tracing::info!(peer = %peer_id, %addr, "overlay session closed"),
         Err(e) => tracing::info!(peer = %peer_id, %addr, error = %e, "overlay session ended"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pieces(n: usize, fail_at: Option<usize>) -> Pieces {
+        Box::new((0..n).map(move |i| {
+            if Some(i) == fail_at {
+                Err(Refusal::new(500, "store", "chunk failed its hash"))
+            } else {
+                Ok(Bytes::from(vec![i as u8; BLOB_FRAME]))
+            }
+        }))
+    }
+
+    #[test]
+    fn a_blob_is_read_a_batch_at_a_time_not_whole() {
+        let size = 20 * BLOB_FRAME as u64;
+        let o = Outgoing::blob(size, pieces(20, None)).expect("blob");
+        assert_eq!(o.frames.len(), READ_AHEAD);
+        assert_eq!(o.left, size - (READ_AHEAD * BLOB_FRAME) as u64);
+        assert!(o.source.is_some(), "the rest is still to be read");
+
+        let mut src = o.source.expect("source");
+        let mut left = o.left;
+        let mut batches = 1;
+        while left > 0 {
+            let got = read_ahead(&mut src, &mut left).expect("read");
+            assert!(!got.is_empty() && got.len() <= READ_AHEAD);
+            batches += 1;
+        }
+        assert_eq!(batches, 3);
+    }
+
+    #[test]
+    fn a_store_error_or_a_short_object_is_a_500_never_a_short_answer() {
+        let mut src = pieces(20, Some(10));
+        let mut left = 20 * BLOB_FRAME as u64;
+        read_ahead(&mut src, &mut left).expect("the first batch is fine");
+        let e = read_ahead(&mut src, &mut left)
+            .err()
+            .expect("the failed chunk");
+        assert_eq!((e.status, e.reason), (500, "store"));
+
+        // The store yields fewer bytes than the object's recorded size.
+        let e = Outgoing::blob(5 * BLOB_FRAME as u64, pieces(3, None))
+            .err()
+            .expect("short");
+        assert_eq!(e.status, 500);
+    }
+
+    #[test]
+    fn an_empty_answer_is_one_empty_frame() {
+        let o = Outgoing::blob(0, pieces(0, None)).expect("blob");
+        assert_eq!(o.frames.len(), 1);
+        assert!(o.frames[0].is_empty() && o.left == 0 && o.source.is_none());
+        assert_eq!(Outgoing::whole(PROTO_BLOB, VecDeque::new()).frames.len(), 1);
     }
 }
