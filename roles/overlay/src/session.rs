@@ -161,10 +161,6 @@ pub(crate) struct Outgoing {
 /// this many frames are queued: at most two batches per stream in memory).
 const READ_AHEAD: usize = 8;
 
-/// What a read-ahead brings back: the pieces, the source to read on from,
-/// and how many bytes it still owes; or why the store could not read.
-type Refill = (u64, Result<(Vec<Bytes>, Pieces, u64), Refusal>);
-
 /// Reads up to `READ_AHEAD` pieces of a blob (blocking: the store).
 fn read_ahead(src: &mut Pieces, left: &mut u64) -> Result<Vec<Bytes>, Refusal> {
     let mut pieces = Vec::with_capacity(READ_AHEAD);
@@ -305,7 +301,7 @@ impl Conn {
     fn pump(
         &mut self,
         out: &mut BTreeMap<u64, Outgoing>,
-        refills: &tokio::sync::mpsc::Sender<Refill>,
+        refills: &tokio::sync::mpsc::Sender<Served>,
     ) -> Result<(), String> {
         let mut done = Vec::new();
         for (&corr, o) in out.iter_mut() {
@@ -337,7 +333,7 @@ impl Conn {
                     tokio::task::spawn_blocking(move || {
                         let r = read_ahead(&mut src, &mut left).map(|p| (p, src, left));
                         // The session may have ended: the reader is dropped.
-                        let _ = tx.blocking_send((corr, r));
+                        let _ = tx.blocking_send(Served::More(corr, r));
                     });
                 }
             }
@@ -349,7 +345,16 @@ impl Conn {
     }
 }
 
-type Served = (u64, u16, Result<Option<Outgoing>, Refusal>);
+/// What the blocking pool hands back to a session (one channel, so an idle
+/// session holds one).
+enum Served {
+    /// The answer to request `corr` of `proto`: what to send, `None` when
+    /// it is not here, or why it is refused.
+    Answer(u64, u16, Result<Option<Outgoing>, Refusal>),
+    /// A read-ahead of blob stream `corr`: the pieces, the source to read on
+    /// from and how many bytes it still owes; or why the store failed.
+    More(u64, Result<(Vec<Bytes>, Pieces, u64), Refusal>),
+}
 
 pub async fn run_session<S>(
     overlay: Arc<Overlay>,
@@ -401,8 +406,6 @@ pub async fn run_session<S>(
     let conn_id = overlay.next_conn_id();
     let (cmd_tx, mut cmd_rx) = tokio::sync::mpsc::channel::<Command>(64);
     let (served_tx, mut served_rx) = tokio::sync::mpsc::channel::<Served>(64);
-    // One read-ahead at most per outgoing blob.
-    let (refill_tx, mut refill_rx) = tokio::sync::mpsc::channel::<Refill>(64);
     let mut syncs: BTreeMap<u64, Vec<Bytes>> = BTreeMap::new();
     let mut gossip_budget = crate::apps::Budget::new();
     let rps = f64::from(limits.peer.max_rps);
@@ -545,7 +548,7 @@ pub async fn run_session<S>(
                             }),
                             None => Err(Refusal::new(400, "bad_request", "not a content address")),
                         };
-                        let _ = tx.blocking_send((corr_id, PROTO_BLOB, r));
+                        let _ = tx.blocking_send(Served::Answer(corr_id, PROTO_BLOB, r));
                     });
                 }
                 Event::Start {
@@ -566,7 +569,8 @@ pub async fn run_session<S>(
                                 o.map(|frames| Outgoing::whole(crate::apps::PROTO_SYNC, frames))
                             })
                             .map_err(|e| Refusal::new(500, "registry", e));
-                        let _ = tx.blocking_send((corr_id, crate::apps::PROTO_SYNC, r));
+                        let _ =
+                            tx.blocking_send(Served::Answer(corr_id, crate::apps::PROTO_SYNC, r));
                     });
                 }
                 Event::Start {
@@ -692,7 +696,7 @@ pub async fn run_session<S>(
         if let Err(e) = conn.acks() {
             break Err(e);
         }
-        if let Err(e) = conn.pump(&mut outgoing, &refill_tx) {
+        if let Err(e) = conn.pump(&mut outgoing, &served_tx) {
             break Err(e);
         }
         let inflight = conn.session.inflight_frames();
@@ -810,25 +814,27 @@ pub async fn run_session<S>(
                     syncs.insert(corr, Vec::new());
                 }
             },
-            Some((corr, read)) = refill_rx.recv() => match read {
-                Ok((pieces, src, left)) => {
+            Some(served) = served_rx.recv() => match served {
+                Served::Answer(corr, _, Ok(Some(o))) => {
+                    outgoing.insert(corr, o);
+                }
+                Served::Answer(corr, proto, Ok(None)) => {
+                    conn.error(proto, corr, 404, "not_found", "not found")
+                }
+                Served::Answer(corr, proto, Err(r)) => {
+                    conn.error(proto, corr, r.status, r.reason, &r.detail)
+                }
+                Served::More(corr, Ok((pieces, src, left))) => {
                     // Gone when the peer ended the stream meanwhile.
                     if let Some(o) = outgoing.get_mut(&corr) {
                         o.refilled(pieces, src, left);
                     }
                 }
-                Err(r) => {
+                Served::More(corr, Err(r)) => {
                     if outgoing.remove(&corr).is_some() {
                         conn.error(PROTO_BLOB, corr, r.status, r.reason, &r.detail);
                     }
                 }
-            },
-            Some((corr, proto, found)) = served_rx.recv() => match found {
-                Ok(Some(o)) => {
-                    outgoing.insert(corr, o);
-                }
-                Ok(None) => conn.error(proto, corr, 404, "not_found", "not found"),
-                Err(r) => conn.error(proto, corr, r.status, r.reason, &r.detail),
             },
         }
     };
