@@ -113,6 +113,13 @@ pub async fn run(src: ConfigSource, cfg: NodeConfig, log: LogHandle) -> Result<i
 
     let role_names = roles::select(&cfg.roles)?;
     let (specs, live_sections) = roles::build(&role_names, &cfg);
+    // Every role is on the board (starting, not ready) before the health
+    // plane serves: a /readyz between binding and starting the roles must
+    // not find an empty board and answer ready.
+    let role_ready: Vec<_> = specs
+        .iter()
+        .map(|s| readiness.register_role(s.name))
+        .collect();
 
     // Bind everything before anything starts, so a port conflict fails fast
     // and a restarted role keeps its port.
@@ -210,11 +217,15 @@ pub async fn run(src: ConfigSource, cfg: NodeConfig, log: LogHandle) -> Result<i
 
     let node_roles: Arc<[&'static str]> = specs.iter().map(|s| s.name).collect();
     let mut contexts = Vec::new();
-    for (spec, ls) in specs.into_iter().zip(role_listeners.iter().cloned()) {
+    for ((spec, ls), ready) in specs
+        .into_iter()
+        .zip(role_listeners.iter().cloned())
+        .zip(role_ready)
+    {
         let ctx = RoleContext {
             name: spec.name,
             bus: bus.clone(),
-            ready: readiness.register_role(spec.name),
+            ready,
             shutdown: shutdown.child_token(),
             listeners: ls,
             settings: settings.clone(),
