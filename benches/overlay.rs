@@ -326,6 +326,8 @@ async fn raw_quic() -> Duration {
 }
 
 fn main() {
+    // As the node does at start.
+    ron_kernel::alloc::tune();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -126,6 +126,7 @@ fn split_roles(s: &Option<String>) -> Option<Vec<String>> {
 
 /// Entry point of both binaries.
 pub fn main(profile: Profile) -> ExitCode {
+    ron_kernel::alloc::tune();
     let args: Vec<String> = std::env::args().collect();
     let bin = args
         .first()

@@ -1,6 +1,7 @@
 //! `ron-kernel`: what every macronode role shares.
 //!
 //! - [`address`]: [`ContentAddress`], `b3:<hex>`.
+//! - [`alloc`]: allocator settings applied at start.
 //! - [`bus`]: the broadcast bus of [`KernelEvent`]s.
 //! - [`context`]: [`RoleContext`], what the host hands a role.
 //! - [`handles`]: typed handles roles publish for each other.
@@ -12,6 +13,7 @@
 //! This crate never depends on a role crate.
 
 pub mod address;
+pub mod alloc;
 pub mod bus;
 pub mod context;
 pub mod handles;
