@@ -205,18 +205,19 @@ async fn node_to_node(quic: bool) -> Duration {
             .map(|a: &ContentAddress| {
                 let ov = asker.clone();
                 let a = *a;
-                // Each payload is consumed as it arrives (counted and
-                // dropped, as the raw peers' reader does), and the fetch
-                // returns once the object's bytes are verified.
+                // Each payload is consumed as it arrives (hashed, counted
+                // and dropped; the raw peers' reader only drops), and the
+                // fetch returns once the object's address is checked.
                 tokio::spawn(async move {
                     ov.fetch_with(a, || {
                         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
                         let count = tokio::spawn(async move {
-                            let mut n = 0usize;
+                            let (mut n, mut hasher) = (0usize, blake3::Hasher::new());
                             while let Some(p) = rx.recv().await {
+                                hasher.update(&p);
                                 n += p.len();
                             }
-                            Ok(n)
+                            Ok((n, ContentAddress::from_bytes(*hasher.finalize().as_bytes())))
                         });
                         (tx, count)
                     })

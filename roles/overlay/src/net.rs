@@ -393,13 +393,17 @@ pub const PROTO_BLOB: u16 = 2;
 #[derive(Debug)]
 pub enum Command {
     /// Fetch an object by address. The frames' payloads go to `sink` as
-    /// they arrive (not yet verified); `reply` says, after the last one,
-    /// whether they hash to the address. The sink closes either way.
+    /// they arrive; `reply` says whether the peer sent the whole answer
+    /// (the sink closes either way). The bytes are verified by whoever
+    /// consumes them (see `Overlay::fetch_with`).
     Fetch {
         address: ron_kernel::ContentAddress,
         sink: tokio::sync::mpsc::UnboundedSender<Bytes>,
         reply: tokio::sync::oneshot::Sender<Result<(), String>>,
     },
+    /// The peer's answer to a fetch did not hash to the address: end the
+    /// session, counted as `blob_mismatch`.
+    Corrupt { detail: String },
     /// Send a gossip message (an encoded `apps::Gossip`).
     Gossip { payload: Bytes },
     /// Ask the peer for registry versions after `since`.
@@ -470,31 +474,54 @@ pub(crate) fn local_get(
 }
 
 /// Stores the bytes of one fetch attempt as they arrive, in a blocking
-/// task; `Ok(Some(writer))` when the sink closed with everything written.
-/// The writer is only finished (the object committed) once the session
-/// has said the bytes match the address: a dropped writer commits nothing.
+/// task; when the sink closes, the writer (nothing committed yet) and the
+/// address of what was written. The writer hashes what it stores anyway,
+/// so this is the fetch's verification too, at no extra cost.
 #[cfg(feature = "storage")]
 fn store_as_it_arrives(
     store: ron_storage::ObjectStore,
     mut pieces: tokio::sync::mpsc::UnboundedReceiver<Bytes>,
-) -> tokio::task::JoinHandle<Result<ron_storage::ObjectWriter, String>> {
+) -> tokio::task::JoinHandle<Result<(ron_storage::ObjectWriter, ron_kernel::ContentAddress), String>>
+{
     tokio::task::spawn_blocking(move || {
         let mut w = store.writer();
         while let Some(piece) = pieces.blocking_recv() {
             w.write(&piece).map_err(|e| e.to_string())?;
         }
-        Ok(w)
+        let got = w.address();
+        Ok((w, got))
+    })
+}
+
+/// A consumer that keeps a fetch's payloads in memory and hashes them.
+fn collect_and_hash(
+    mut pieces: tokio::sync::mpsc::UnboundedReceiver<Bytes>,
+) -> tokio::task::JoinHandle<Result<(Vec<Bytes>, ron_kernel::ContentAddress), String>> {
+    tokio::spawn(async move {
+        let mut parts = Vec::new();
+        let mut hasher = blake3::Hasher::new();
+        while let Some(p) = pieces.recv().await {
+            hasher.update(&p);
+            parts.push(p);
+        }
+        let got = ron_kernel::ContentAddress::from_bytes(*hasher.finalize().as_bytes());
+        Ok((parts, got))
     })
 }
 
 impl Overlay {
     /// Fetches `address` from connected peers, one after the other (the one
     /// that announced it first), until one delivers bytes that hash to it.
-    /// For each attempt `attempt` makes a consumer of the frames' payloads
-    /// (in order, as they arrive, not yet verified) and returns the
-    /// channel to feed it; its result is returned once the peer's bytes
-    /// are verified. A consumer whose attempt fails sees its channel close
-    /// and its result is dropped: it must not have made anything visible.
+    ///
+    /// For each attempt `attempt` starts a consumer of the frames' payloads
+    /// (in order, as they arrive, not yet verified) and returns the channel
+    /// that feeds it. When the channel closes the consumer returns what it
+    /// made and the BLAKE3 address of the bytes it consumed (consumers hash
+    /// as they go, off the session's task, and a store writer hashes
+    /// anyway). Its result is returned only when that address is the one
+    /// asked for; a peer whose bytes hash to anything else is disconnected
+    /// (`rejected_total{reason="blob_mismatch"}`) and the consumer's result
+    /// is dropped, so it must not have made anything visible.
     pub async fn fetch_with<T, F>(
         &self,
         address: ron_kernel::ContentAddress,
@@ -503,7 +530,7 @@ impl Overlay {
     where
         F: FnMut() -> (
             tokio::sync::mpsc::UnboundedSender<Bytes>,
-            tokio::task::JoinHandle<Result<T, String>>,
+            tokio::task::JoinHandle<Result<(T, ron_kernel::ContentAddress), String>>,
         ),
     {
         let mut links: Vec<(String, tokio::sync::mpsc::Sender<Command>)> =
@@ -517,7 +544,7 @@ impl Overlay {
         }
         let mut last = String::new();
         for (peer, tx) in links {
-            let (reply, verdict) = tokio::sync::oneshot::channel();
+            let (reply, complete) = tokio::sync::oneshot::channel();
             let (sink, consumer) = attempt();
             let fetch = Command::Fetch {
                 address,
@@ -525,20 +552,31 @@ impl Overlay {
                 reply,
             };
             if tx.send(fetch).await.is_err() {
-                consumer.abort();
+                // The command (and the sink in it) is dropped: the
+                // consumer ends.
+                let _ = consumer.await;
                 continue;
             }
-            match verdict.await {
+            let complete = complete.await;
+            // The session has dropped the sink: the consumer ends.
+            let consumed = consumer.await.map_err(|e| e.to_string())?;
+            match complete {
                 Ok(Ok(())) => {
-                    let out = consumer.await.map_err(|e| e.to_string())??;
-                    tracing::info!(%address, %peer, "overlay fetched an object");
-                    return Ok(out);
+                    // A consumer that failed (a full disk) is this node's
+                    // problem, not the peer's: no other peer is asked.
+                    let (out, got) = consumed?;
+                    if got == address {
+                        tracing::info!(%address, %peer, "overlay fetched an object");
+                        return Ok(out);
+                    }
+                    let detail =
+                        format!("{peer} sent corrupt bytes for {address} (they hash to {got})");
+                    let _ = tx.send(Command::Corrupt { detail }).await;
+                    last = format!("{peer}: the peer sent bytes that do not match the address");
                 }
                 Ok(Err(e)) => last = format!("{peer}: {e}"),
                 Err(_) => last = format!("{peer}: session ended"),
             }
-            // The sink is closed: the consumer ends; what it made is dropped.
-            let _ = consumer.await;
         }
         Err(last)
     }
@@ -547,22 +585,15 @@ impl Overlay {
     /// the payloads of the frames that carried it, in order.
     pub async fn fetch(&self, address: ron_kernel::ContentAddress) -> Result<Vec<Bytes>, String> {
         self.fetch_with(address, || {
-            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
-            let collect = tokio::spawn(async move {
-                let mut parts = Vec::new();
-                while let Some(p) = rx.recv().await {
-                    parts.push(p);
-                }
-                Ok(parts)
-            });
-            (tx, collect)
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            (tx, collect_and_hash(rx))
         })
         .await
     }
 
     /// Fetches `address` from peers straight into the local store: pieces
     /// are written as they arrive (nothing holds the whole object), and
-    /// the object is committed only after its bytes are verified.
+    /// the object is committed only once the bytes are verified.
     pub async fn fetch_into_store(
         &self,
         address: ron_kernel::ContentAddress,
@@ -579,19 +610,11 @@ impl Overlay {
                     (tx, store_as_it_arrives(api.store.clone(), rx))
                 })
                 .await?;
-            let stored = tokio::task::spawn_blocking(move || writer.finish())
+            tokio::task::spawn_blocking(move || writer.finish())
                 .await
                 .map_err(|e| e.to_string())?
-                .map_err(|e| e.to_string())?;
-            if stored.0.address != address {
-                // The session verified these very bytes; a store that
-                // disagrees is broken, and says so.
-                return Err(format!(
-                    "the store computed {} for bytes verified as {address}",
-                    stored.0.address
-                ));
-            }
-            Ok(())
+                .map(|_| ())
+                .map_err(|e| e.to_string())
         }
         #[cfg(not(feature = "storage"))]
         {

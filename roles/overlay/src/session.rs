@@ -135,8 +135,6 @@ async fn write_parts<W: AsyncWrite + Unpin>(w: &mut W, f: &OutFrame) -> std::io:
 
 /// A fetch this side asked for.
 struct Pending {
-    address: ron_kernel::ContentAddress,
-    hasher: blake3::Hasher,
     /// Where the payloads go as they arrive.
     sink: tokio::sync::mpsc::UnboundedSender<Bytes>,
     size: usize,
@@ -633,7 +631,6 @@ pub async fn run_session<S>(
                     let Some(p) = pending.get_mut(&corr_id) else {
                         continue;
                     };
-                    p.hasher.update(&payload);
                     p.size += payload.len();
                     // A consumer that went away just misses the rest.
                     let _ = p.sink.send(payload);
@@ -646,24 +643,11 @@ pub async fn run_session<S>(
                         continue;
                     }
                     if end {
-                        let Some(p) = pending.remove(&corr_id) else {
-                            continue;
-                        };
-                        if p.hasher.finalize().as_bytes() != p.address.as_bytes() {
-                            // Wrong bytes: never stored, never served; the
-                            // peer is disconnected and counted.
-                            closed("blob_mismatch");
-                            let _ = p.reply.send(Err(
-                                "the peer sent bytes that do not match the address".into(),
-                            ));
-                            break 'session Err(format!(
-                                "{} sent corrupt bytes for {}",
-                                peer_id, p.address
-                            ));
+                        // The whole answer is with the consumer (no copy),
+                        // which verifies it; the sink closes here.
+                        if let Some(p) = pending.remove(&corr_id) {
+                            let _ = p.reply.send(Ok(()));
                         }
-                        // The consumer has every payload (no copy); it may
-                        // now make them visible.
-                        let _ = p.reply.send(Ok(()));
                     }
                 }
                 Event::StreamError {
@@ -777,8 +761,6 @@ pub async fn run_session<S>(
                     match conn.send(spec, Bytes::from(address.to_string())) {
                         Ok(()) => {
                             pending.insert(corr, Pending {
-                                address,
-                                hasher: blake3::Hasher::new(),
                                 sink,
                                 size: 0,
                                 reply,
@@ -789,6 +771,12 @@ pub async fn run_session<S>(
                             break Err(e);
                         }
                     }
+                }
+                Command::Corrupt { detail } => {
+                    // Wrong bytes: never stored, never served; the peer is
+                    // disconnected and counted.
+                    closed("blob_mismatch");
+                    break Err(detail);
                 }
                 Command::Gossip { payload } => {
                     let corr = next_corr;

@@ -818,6 +818,13 @@ impl ObjectWriter {
         Ok(())
     }
 
+    /// The address of the bytes written so far: the object's address once
+    /// every byte is in. Nothing is committed; a caller that expected
+    /// another address drops the writer instead of finishing it.
+    pub fn address(&self) -> ContentAddress {
+        ContentAddress::from_bytes(*self.hasher.clone().finalize().as_bytes())
+    }
+
     /// Commits the object durably. Returns its metadata and whether it is
     /// new (`false`: the same content was already stored).
     pub fn finish(mut self) -> Result<(ObjectMeta, bool), StoreError> {

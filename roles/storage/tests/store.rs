@@ -53,7 +53,11 @@ fn streamed_writes_in_odd_pieces_give_the_same_object() {
     for piece in data.chunks(7919) {
         w.write(piece).unwrap();
     }
+    // The address is known before anything is committed.
+    let before = w.address();
+    assert!(store.head(&before).unwrap().is_none());
     let (meta, _) = w.finish().unwrap();
+    assert_eq!(meta.address, before);
     assert_eq!(meta.address.as_bytes(), blake3::hash(&data).as_bytes());
     assert_eq!(&store.get(&meta.address).unwrap()[..], &data[..]);
 }
