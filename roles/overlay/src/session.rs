@@ -1,16 +1,17 @@
 //! One OAP/1 session over any byte stream (TLS/TCP or a QUIC stream).
 //!
-//! A session task reads and decodes frames, feeds them to the `crates/oap`
-//! Session (state, windows, rejects) and acts on the events; a writer task
-//! owns the write half, so a peer that is slow to read never stops this
-//! side from reading (and both sides of a bulk transfer never wait on each
-//! other's writes). What is queued for the writer is bounded by the
-//! protocol: data frames by the credit the peer granted and
+//! A session task owns the stream: it reads and decodes frames, feeds them
+//! to the `crates/oap` Session (state, windows, rejects), acts on the
+//! events, and writes queued frames — one future polls both directions, so
+//! a peer that is slow to read never stops this side from reading, and no
+//! lock sits between the halves of the stream. What is queued is bounded
+//! by the protocol: data frames by the credit the peer granted and
 //! `peer.inflight_frames`, ACKs and answers by what the peer sent.
 //!
 //! Timeouts: no HELLO within `handshake_timeout`, a frame that started
-//! arriving and is not complete within `read_timeout`, a frame not written
-//! within `write_timeout`, nothing received for `idle_timeout` — each
+//! arriving and is not complete within `read_timeout`, queued frames the
+//! peer takes no byte of within `write_timeout`, nothing received for
+//! `idle_timeout` — each
 //! closes the session and is counted in `rejected_total{reason}`. Each
 //! side pings (app protocol 4) every quarter of `idle_timeout`, so a live
 //! peer is never idle; the answer's round trip is the session's `rtt_ms`.
@@ -28,8 +29,7 @@ use ron_oap::{
     Decoded, Decoder, DecoderConfig, Encoder, Event, Flags, FrameKind, FrameSpec, OutFrame, Reject,
     Session, SessionConfig, HEADER_LEN,
 };
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use crate::identity::hex;
 use crate::net::{
@@ -84,53 +84,99 @@ fn closed(reason: &'static str) {
     metrics::counter!(names::REJECTED_TOTAL, "reason" => reason).increment(1);
 }
 
-/// Owns the write half: writes queued frames in order, flushing when the
-/// queue is empty; returns (and the session ends) when a frame cannot be
-/// written within `write_timeout`. When the session drops its sender, the
-/// queue is drained (a final ERROR frame goes out) and the stream shut down.
-async fn write_loop<W: AsyncWrite + Unpin>(
-    mut wr: W,
-    mut rx: UnboundedReceiver<(OutFrame, FrameKind)>,
-    timeout: std::time::Duration,
+/// Frames waiting for the wire, written by the session task itself: the
+/// stream is not split, because tokio's split puts a blocking mutex
+/// between the halves and both directions of a TLS stream need the one
+/// rustls connection — a read waited for a 64 KiB write to be sealed and
+/// sent, and the other way round.
+struct Outbox {
+    frames: VecDeque<(OutFrame, FrameKind)>,
+    /// Bytes of the front frame already written.
+    written: usize,
+    /// Written since the last flush.
+    dirty: bool,
+    /// Since when frames have waited without the peer taking any bytes
+    /// (`None` while nothing waits): `write_timeout` runs from here.
+    waiting_since: Option<Instant>,
+    wire: Wire,
     info: Arc<SessionInfo>,
-) -> Result<(), String> {
-    let wire = Wire::new("out");
-    let timed_out = || {
-        closed("write_timeout");
-        "write timed out: the peer stopped reading".to_owned()
-    };
-    while let Some(first) = rx.recv().await {
-        let mut next = Some(first);
-        while let Some((f, kind)) = next.take() {
-            let n = f.len() as u64;
-            tokio::time::timeout(timeout, write_parts(&mut wr, &f))
-                .await
-                .map_err(|_| timed_out())?
-                .map_err(|e| e.to_string())?;
-            wire.frames[kind_index(kind)].increment(1);
-            wire.bytes.increment(n);
-            info.frames_out.fetch_add(1, Relaxed);
-            info.bytes_out.fetch_add(n, Relaxed);
-            next = rx.try_recv().ok();
-        }
-        tokio::time::timeout(timeout, wr.flush())
-            .await
-            .map_err(|_| timed_out())?
-            .map_err(|e| e.to_string())?;
-    }
-    let _ = tokio::time::timeout(timeout, wr.shutdown()).await;
-    Ok(())
 }
 
-async fn write_parts<W: AsyncWrite + Unpin>(w: &mut W, f: &OutFrame) -> std::io::Result<()> {
-    w.write_all(f.header_bytes()).await?;
-    if !f.cap().is_empty() {
-        w.write_all(f.cap()).await?;
+impl Outbox {
+    fn new(info: Arc<SessionInfo>) -> Self {
+        Outbox {
+            frames: VecDeque::new(),
+            written: 0,
+            dirty: false,
+            waiting_since: None,
+            wire: Wire::new("out"),
+            info,
+        }
     }
-    if !f.payload().is_empty() {
-        w.write_all(f.payload()).await?;
+
+    fn push(&mut self, f: OutFrame, kind: FrameKind) {
+        if self.frames.is_empty() {
+            self.waiting_since = Some(Instant::now());
+        }
+        self.frames.push_back((f, kind));
     }
-    Ok(())
+
+    /// Writes queued frames in order until the stream would block; flushes
+    /// once everything is written. `Ready(Ok)` when nothing is left.
+    fn poll_write<W: AsyncWrite + Unpin>(
+        &mut self,
+        w: &mut W,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::task::Poll;
+        while let Some((f, kind)) = self.frames.front() {
+            let total = f.len();
+            let (h, c, p) = (f.header_bytes(), f.cap(), f.payload());
+            let mut at = self.written;
+            let mut part: &[u8] = &[];
+            for x in [h, c, p] {
+                if at < x.len() {
+                    part = &x[at..];
+                    break;
+                }
+                at -= x.len();
+            }
+            match std::pin::Pin::new(&mut *w).poll_write(cx, part) {
+                Poll::Ready(Ok(0)) if !part.is_empty() => {
+                    return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()))
+                }
+                Poll::Ready(Ok(n)) => {
+                    self.written += n;
+                    self.dirty = true;
+                    self.waiting_since = Some(Instant::now());
+                    if self.written >= total {
+                        let n = total as u64;
+                        self.wire.frames[kind_index(*kind)].increment(1);
+                        self.wire.bytes.increment(n);
+                        self.info.frames_out.fetch_add(1, Relaxed);
+                        self.info.bytes_out.fetch_add(n, Relaxed);
+                        self.frames.pop_front();
+                        self.written = 0;
+                    }
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        if self.dirty {
+            std::task::ready!(std::pin::Pin::new(&mut *w).poll_flush(cx))?;
+            self.dirty = false;
+        }
+        self.waiting_since = None;
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// What the stream did: read some bytes (0: the peer closed), or failed
+/// to take queued frames.
+enum Io {
+    Read(std::io::Result<usize>),
+    WriteFailed(std::io::Error),
 }
 
 /// A fetch this side asked for.
@@ -233,9 +279,10 @@ impl Outgoing {
     }
 }
 
-/// The sending side of a session: the OAP/1 state and the writer's queue.
+/// The sending side of a session: the OAP/1 state and the frames queued
+/// for the wire.
 struct Conn {
-    out: UnboundedSender<(OutFrame, FrameKind)>,
+    out: Outbox,
     enc: Encoder,
     session: Session,
     /// `peer.inflight_frames`.
@@ -244,9 +291,8 @@ struct Conn {
 
 impl Conn {
     fn queue(&mut self, f: OutFrame, kind: FrameKind) -> Result<(), String> {
-        self.out
-            .send((f, kind))
-            .map_err(|_| "the writer stopped".to_owned())
+        self.out.push(f, kind);
+        Ok(())
     }
 
     /// Queues a stream frame the session agrees to (credit, state).
@@ -375,12 +421,9 @@ pub async fn run_session<S>(
         kex.clone(),
         humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
     ));
-    let (mut rd, wr) = tokio::io::split(stream);
-    let (out_tx, out_rx) = tokio::sync::mpsc::unbounded_channel();
-    let mut writer = tokio::spawn(write_loop(wr, out_rx, limits.write_timeout, info.clone()));
-    let mut writer_result: Option<Result<(), String>> = None;
+    let mut stream = stream;
     let mut conn = Conn {
-        out: out_tx,
+        out: Outbox::new(info.clone()),
         // Overlay frames carry no capabilities: one arena (the smallest the
         // pool makes) instead of the default four, which an idle session
         // would hold for nothing.
@@ -425,10 +468,16 @@ pub async fn run_session<S>(
     let mut last_rx = started;
     let mut partial_since: Option<Instant> = None;
     let mut next_ping = started + limits.handshake_timeout;
-    let wake = |last_rx: Instant, partial: Option<Instant>, next_ping: Instant| {
+    let wake = |last_rx: Instant,
+                partial: Option<Instant>,
+                next_ping: Instant,
+                writing: Option<Instant>| {
         let mut w = (last_rx + limits.idle_timeout).min(next_ping);
         if let Some(p) = partial {
             w = w.min(p + limits.read_timeout);
+        }
+        if let Some(t) = writing {
+            w = w.min(t + limits.write_timeout);
         }
         w
     };
@@ -690,7 +739,7 @@ pub async fn run_session<S>(
             info.inflight.store(inflight, Relaxed);
             reported_inflight = inflight;
         }
-        let w = wake(last_rx, partial_since, next_ping);
+        let w = wake(last_rx, partial_since, next_ping, conn.out.waiting_since);
         if w < timer.deadline().into_std() {
             timer.as_mut().reset(w.into());
         }
@@ -702,21 +751,28 @@ pub async fn run_session<S>(
         if buf.capacity() - buf.len() < want {
             buf.reserve(want);
         }
+        // One future drives both directions of the stream: queued frames
+        // go out as far as the peer takes them, and whatever arrives is
+        // read (a peer slow to read never stops this side from reading).
+        let io = std::future::poll_fn(|cx| {
+            if let std::task::Poll::Ready(Err(e)) = conn.out.poll_write(&mut stream, cx) {
+                return std::task::Poll::Ready(Io::WriteFailed(e));
+            }
+            tokio_util::io::poll_read_buf(std::pin::Pin::new(&mut stream), cx, &mut buf)
+                .map(Io::Read)
+        });
         tokio::select! {
             _ = overlay.shutdown.cancelled() => break Ok(()),
-            r = &mut writer => {
-                writer_result = Some(r.unwrap_or_else(|e| Err(e.to_string())));
-                break Err("writer ended".into());
-            }
-            r = rd.read_buf(&mut buf) => match r {
-                Ok(0) => {
+            r = io => match r {
+                Io::Read(Ok(0)) => {
                     if !buf.is_empty() {
                         closed("truncated");
                     }
                     break Ok(());
                 }
-                Ok(_) => last_rx = Instant::now(),
-                Err(e) => break Err(e.to_string()),
+                Io::Read(Ok(_)) => last_rx = Instant::now(),
+                Io::Read(Err(e)) => break Err(e.to_string()),
+                Io::WriteFailed(e) => break Err(e.to_string()),
             },
             _ = &mut timer => {
                 let now = Instant::now();
@@ -731,6 +787,10 @@ pub async fn run_session<S>(
                 if partial_since.is_some_and(|t| now >= t + limits.read_timeout) {
                     closed("read_timeout");
                     break Err("a frame did not complete within overlay.read_timeout".into());
+                }
+                if conn.out.waiting_since.is_some_and(|t| now >= t + limits.write_timeout) {
+                    closed("write_timeout");
+                    break Err("write timed out: the peer stopped reading".into());
                 }
                 if up.is_some() && now >= next_ping {
                     let corr = next_corr;
@@ -751,7 +811,7 @@ pub async fn run_session<S>(
                         buf = BytesMut::new();
                     }
                 }
-                timer.as_mut().reset(wake(last_rx, partial_since, next_ping).into());
+                timer.as_mut().reset(wake(last_rx, partial_since, next_ping, conn.out.waiting_since).into());
             }
             Some(cmd) = cmd_rx.recv(), if up.is_some() => match cmd {
                 Command::Fetch { address, sink, reply } => {
@@ -836,21 +896,19 @@ pub async fn run_session<S>(
         handshake("refused", &kex);
     }
     drop(up);
-    // The writer sends what is queued (a final ERROR frame) and closes.
-    drop(conn);
-    let result = match writer_result {
-        Some(Err(e)) => Err(e),
-        Some(Ok(())) => result,
-        None => {
-            if tokio::time::timeout(limits.write_timeout, &mut writer)
-                .await
-                .is_err()
-            {
-                writer.abort();
-            }
-            result
-        }
-    };
+    // What is queued (a final ERROR frame) goes out, then the stream is
+    // closed; a peer that takes nothing gets `write_timeout` for both.
+    let mut out = conn.out;
+    let stalled = out
+        .waiting_since
+        .is_some_and(|t| Instant::now() >= t + limits.write_timeout);
+    if !stalled {
+        let _ = tokio::time::timeout(limits.write_timeout, async {
+            std::future::poll_fn(|cx| out.poll_write(&mut stream, cx)).await?;
+            stream.shutdown().await
+        })
+        .await;
+    }
     match result {
         Ok(()) => tracing::info!(peer = %peer_id, %addr, "overlay session closed"),
         Err(e) => tracing::info!(peer = %peer_id, %addr, error = %e, "overlay session ended"),
