@@ -246,30 +246,44 @@ impl Gate {
         };
         let write = is_write(req.method());
 
-        // 1. In-flight cap; writes are shed first.
+        // 1. In-flight cap; writes are shed first: a write takes a slot only
+        // while no more than 90 % of the cap is in use (checked and taken in
+        // one step, so concurrent writes near the line are all shed alike and
+        // a shed write never holds a slot, not even for a moment).
         let cap = cfg.inflight_max as usize;
-        let Some(inflight) = self.inflight.try_acquire(cap) else {
-            return Routed::new(
+        let busy = || {
+            Routed::new(
                 route,
                 reject(
                     "busy",
                     Problem::unavailable("busy", format!("{cap} requests already in flight"), 1),
                 ),
-            );
+            )
         };
-        if write && self.inflight.in_use() * 10 > cap * 9 {
-            return Routed::new(
-                route,
-                reject(
-                    "shed_write",
-                    Problem::unavailable(
-                        "busy",
-                        "the gateway is near its in-flight cap and sheds writes first",
-                        1,
-                    ),
-                ),
-            );
-        }
+        let inflight = if write {
+            match self.inflight.try_acquire(cap * 9 / 10) {
+                Some(p) => p,
+                None if self.inflight.in_use() >= cap => return busy(),
+                None => {
+                    return Routed::new(
+                        route,
+                        reject(
+                            "shed_write",
+                            Problem::unavailable(
+                                "busy",
+                                "the gateway is near its in-flight cap and sheds writes first",
+                                1,
+                            ),
+                        ),
+                    )
+                }
+            }
+        } else {
+            match self.inflight.try_acquire(cap) {
+                Some(p) => p,
+                None => return busy(),
+            }
+        };
 
         // 2. Quotas.
         if let Err(over) = self.quotas.check(&cfg.quota, peer.ip()) {
