@@ -398,29 +398,27 @@ impl Tarpit {
                     b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\nheld",
                 );
             }
-            listener.set_nonblocking(true).unwrap();
-            let mut held = Vec::new();
-            // Hold until released; the gateway's reachability probe only
-            // connects, so it sees the downstream as up.
-            loop {
-                match listener.accept() {
-                    Ok((s, _)) => held.push(s),
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        match released.recv_timeout(Duration::from_millis(5)) {
-                            Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
-                            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-                        }
-                    }
-                    Err(_) => return,
+            // Connections are accepted as fast as they arrive (a blocking
+            // accept: a burst of 512 must not overflow the listen backlog
+            // and leave connects to time out) and held until released.
+            let held = std::sync::Arc::new(std::sync::Mutex::new(Some(Vec::new())));
+            let holding = held.clone();
+            std::thread::spawn(move || {
+                let _ = released.recv();
+                let streams = holding.lock().unwrap().take().unwrap_or_default();
+                for s in streams {
+                    std::thread::spawn(move || answer(s));
                 }
-            }
-            for s in held {
-                s.set_nonblocking(false).unwrap();
-                std::thread::spawn(move || answer(s));
-            }
-            listener.set_nonblocking(false).unwrap();
+            });
             for s in listener.incoming().flatten() {
-                std::thread::spawn(move || answer(s));
+                let mut h = held.lock().unwrap();
+                match h.as_mut() {
+                    Some(streams) => streams.push(s),
+                    None => {
+                        drop(h);
+                        std::thread::spawn(move || answer(s));
+                    }
+                }
             }
         });
         Tarpit { addr, release }
@@ -445,7 +443,7 @@ fn six_hundred_slow_reads_against_a_cap_of_512() {
             "[omnigate]\naddr = \"127.0.0.1:0\"\nstorage_semaphore = 1024",
         )
         .config_extra(&format!(
-            "[omnigate.downstream]\nstorage = \"http://{}\"\nrequest_timeout = \"120s\"\n",
+            "[omnigate.downstream]\nstorage = \"http://{}\"\nrequest_timeout = \"120s\"\nconnect_timeout = \"30s\"\n",
             tarpit.addr
         ))
         .start();
