@@ -493,22 +493,6 @@ fn store_as_it_arrives(
     })
 }
 
-/// A consumer that keeps a fetch's payloads in memory and hashes them.
-fn collect_and_hash(
-    mut pieces: tokio::sync::mpsc::UnboundedReceiver<Bytes>,
-) -> tokio::task::JoinHandle<Result<(Vec<Bytes>, ron_kernel::ContentAddress), String>> {
-    tokio::spawn(async move {
-        let mut parts = Vec::new();
-        let mut hasher = blake3::Hasher::new();
-        while let Some(p) = pieces.recv().await {
-            hasher.update(&p);
-            parts.push(p);
-        }
-        let got = ron_kernel::ContentAddress::from_bytes(*hasher.finalize().as_bytes());
-        Ok((parts, got))
-    })
-}
-
 impl Overlay {
     /// Fetches `address` from connected peers, one after the other (the one
     /// that announced it first), until one delivers bytes that hash to it.
@@ -579,16 +563,6 @@ impl Overlay {
             }
         }
         Err(last)
-    }
-
-    /// Fetches `address` from peers into memory: the verified object as
-    /// the payloads of the frames that carried it, in order.
-    pub async fn fetch(&self, address: ron_kernel::ContentAddress) -> Result<Vec<Bytes>, String> {
-        self.fetch_with(address, || {
-            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-            (tx, collect_and_hash(rx))
-        })
-        .await
     }
 
     /// Fetches `address` from peers straight into the local store: pieces
