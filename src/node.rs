@@ -114,12 +114,8 @@ pub async fn run(src: ConfigSource, cfg: NodeConfig, log: LogHandle) -> Result<i
     let role_names = roles::select(&cfg.roles)?;
     let (specs, live_sections) = roles::build(&role_names, &cfg);
     // Every role is on the board (starting, not ready) before the health
-    // plane serves: a /readyz between binding and starting the roles must
-    // not find an empty board and answer ready.
-    let role_ready: Vec<_> = specs
-        .iter()
-        .map(|s| readiness.register_role(s.name))
-        .collect();
+    // plane serves; the board itself stays unready until this is done.
+    let role_ready = readiness.register_roles(&specs.iter().map(|s| s.name).collect::<Vec<_>>());
 
     // Bind everything before anything starts, so a port conflict fails fast
     // and a restarted role keeps its port.

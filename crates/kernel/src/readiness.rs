@@ -40,6 +40,9 @@ struct State {
     /// listener name → bound address (None until bound)
     listeners: BTreeMap<String, Option<SocketAddr>>,
     roles: BTreeMap<String, RoleStatus>,
+    /// The host has put every role it runs on the board: until then an
+    /// empty role map would read as "every role ready".
+    roles_registered: bool,
 }
 
 /// The node-wide readiness board. Cheap to clone.
@@ -116,21 +119,31 @@ impl Readiness {
             .collect()
     }
 
-    /// Registers a role as starting (not ready) and returns its handle.
-    pub fn register_role(&self, name: &str) -> RoleReadiness {
-        self.lock().roles.insert(
-            name.to_owned(),
-            RoleStatus {
-                state: RoleState::Starting,
-                ready: false,
-                reason: Some("starting".into()),
-                restarts: 0,
-            },
-        );
-        RoleReadiness {
-            board: self.clone(),
-            name: name.to_owned(),
+    /// Registers every role the node runs as starting (not ready), in one
+    /// step, and returns their handles in order. The board is not ready
+    /// before this, so a `/readyz` served before the roles start cannot
+    /// find an empty role map and say ready.
+    pub fn register_roles(&self, names: &[&str]) -> Vec<RoleReadiness> {
+        let mut s = self.lock();
+        for name in names {
+            s.roles.insert(
+                (*name).to_owned(),
+                RoleStatus {
+                    state: RoleState::Starting,
+                    ready: false,
+                    reason: Some("starting".into()),
+                    restarts: 0,
+                },
+            );
         }
+        s.roles_registered = true;
+        names
+            .iter()
+            .map(|name| RoleReadiness {
+                board: self.clone(),
+                name: (*name).to_owned(),
+            })
+            .collect()
     }
 
     pub fn role_status(&self, name: &str) -> Option<RoleStatus> {
@@ -165,6 +178,9 @@ impl Readiness {
         }
         if !s.bus_subscribed {
             missing.push("bus".to_owned());
+        }
+        if !s.roles_registered {
+            missing.push("roles".to_owned());
         }
         for (name, addr) in &s.listeners {
             if addr.is_none() {
@@ -253,10 +269,18 @@ mod tests {
     }
 
     #[test]
+    fn a_board_without_its_roles_is_not_ready() {
+        let r = base();
+        assert_eq!(r.report().missing, vec!["roles"]);
+        r.register_roles(&[]);
+        assert!(r.is_ready(), "a node that runs no role is ready");
+    }
+
+    #[test]
     fn ready_only_when_every_gate_is_met() {
         let r = base();
         r.expect_listener("metrics");
-        let role = r.register_role("storage");
+        let role = r.register_roles(&["storage"]).remove(0);
         let rep = r.report();
         assert!(!rep.ready);
         assert_eq!(rep.missing, vec!["listener:metrics", "role:storage"]);
@@ -275,6 +299,7 @@ mod tests {
     #[test]
     fn shutdown_and_drain_make_the_node_unready() {
         let r = base();
+        r.register_roles(&[]);
         assert!(r.is_ready());
         r.set_draining(true);
         assert_eq!(r.report().missing, vec!["draining"]);
