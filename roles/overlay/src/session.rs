@@ -292,11 +292,6 @@ struct Conn {
 }
 
 impl Conn {
-    fn queue(&mut self, f: OutFrame, kind: FrameKind) -> Result<(), String> {
-        self.out.push(f, kind);
-        Ok(())
-    }
-
     /// Queues a stream frame the session agrees to (credit, state).
     fn send(&mut self, spec: FrameSpec, payload: Bytes) -> Result<(), String> {
         self.session.on_send(&spec).map_err(|e| e.to_string())?;
@@ -304,7 +299,8 @@ impl Conn {
             .enc
             .encode(&spec, &[], payload)
             .map_err(|e| e.to_string())?;
-        self.queue(f, spec.kind())
+        self.out.push(f, spec.kind());
+        Ok(())
     }
 
     /// Ends stream `corr` of `proto` with an ERROR frame.
@@ -327,18 +323,17 @@ impl Conn {
             Flags::RESP,
         );
         if let Ok(f) = self.enc.encode(&spec, &[], Bytes::from(body)) {
-            let _ = self.queue(f, FrameKind::Error);
+            self.out.push(f, FrameKind::Error);
         }
         closed(r.reason.label());
     }
 
     /// Queues every ACK the session has ready.
-    fn acks(&mut self) -> Result<(), String> {
+    fn acks(&mut self) {
         while let Some(a) = self.session.poll_ack() {
             let f = self.enc.encode_ack(a.corr_id, a.ack_up_to, a.window);
-            self.queue(f, FrameKind::Ack)?;
+            self.out.push(f, FrameKind::Ack);
         }
-        Ok(())
     }
 
     /// Queues as many frames of each outgoing response as the peer's
@@ -444,7 +439,7 @@ pub async fn run_session<S>(
         &[],
         Bytes::from(hello.to_json()),
     ) {
-        let _ = conn.queue(f, FrameKind::Hello);
+        conn.out.push(f, FrameKind::Hello);
     }
     let conn_id = overlay.next_conn_id();
     let (cmd_tx, mut cmd_rx) = tokio::sync::mpsc::channel::<Command>(64);
@@ -728,9 +723,7 @@ pub async fn run_session<S>(
             // A new frame has begun arriving.
             partial_since = Some(Instant::now());
         }
-        if let Err(e) = conn.acks() {
-            break Err(e);
-        }
+        conn.acks();
         if let Err(e) = conn.pump(&mut outgoing, &served_tx) {
             break Err(e);
         }
