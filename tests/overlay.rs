@@ -312,13 +312,19 @@ fn an_object_on_a_is_fetched_through_bs_gateway_verified_and_kept() {
     let a = full_node(
         10,
         "",
-        &format!("[[overlay.peers]]\npublic_key = \"{}\"\n", id_of(11)),
+        &format!(
+            "[[overlay.peers]]\npublic_key = \"{}\"\n[limits]\nmax_body_bytes = 4194304\n",
+            id_of(11)
+        ),
     );
+    // B grants a window of 1024 frames per stream: it acknowledges on its
+    // own only after 512, far past A's cap of 32 unacknowledged frames, so
+    // the transfer moves only because A asks for ACKs at its cap.
     let b = full_node(
         11,
         "fetch_from_peers = true",
         &format!(
-            "[[overlay.peers]]\npublic_key = \"{}\"\naddr = \"{}\"\n",
+            "[[overlay.peers]]\npublic_key = \"{}\"\naddr = \"{}\"\n[overlay.peer]\nsend_window_frames = 1024\n[limits]\nmax_body_bytes = 4194304\n",
             id_of(10),
             a.addr("overlay")
         ),
@@ -328,7 +334,8 @@ fn an_object_on_a_is_fetched_through_bs_gateway_verified_and_kept() {
     });
     assert!(up.is_some(), "{}", b.log_dump());
 
-    let data = common::body_of(300 * 1024 + 5, 42);
+    // 49 frames of up to 64 KiB.
+    let data = common::body_of((3 << 20) + 5, 42);
     let r = common::request(a.addr("omnigate"), "PUT", "/v1/o", &[], &data);
     assert_eq!(r.status, 201, "{}", r.body);
     let address = r.json()["address"].as_str().unwrap().to_owned();
@@ -940,6 +947,15 @@ fn a_peer_that_does_not_ack_holds_at_most_inflight_frames_and_flips_readiness() 
         got
     });
     assert_eq!(blob(&got), 8, "frames sent without an ACK");
+    // The frame that filled the cap, and only that one, asks for an ACK
+    // (the harness grants 16 per stream: at 8 it would ACK on its own, but
+    // a peer granting more never would).
+    let asks: Vec<u64> = got
+        .iter()
+        .filter(|f| f.header.app_proto_id == 2 && f.header.flags.contains(Flags::ACK_REQ))
+        .map(|f| f.header.corr_id)
+        .collect();
+    assert_eq!(asks.len(), 1, "one ACK_REQ per cap");
     let unready = common::poll(Duration::from_secs(30), || {
         let r = a.get("metrics", "/readyz");
         (r.status == 503).then_some(r.body)

@@ -355,12 +355,19 @@ impl Conn {
                 };
                 let last = o.frames.is_empty() && o.left == 0;
                 let p = o.proto;
-                let spec = match (o.started, last) {
+                let mut spec = match (o.started, last) {
                     (false, false) => FrameSpec::start(p, corr, Flags::RESP),
                     (false, true) => FrameSpec::start(p, corr, Flags::RESP).with_flags(Flags::END),
                     (true, false) => FrameSpec::data(p, corr, Flags::RESP),
                     (true, true) => FrameSpec::end(p, corr, Flags::RESP),
                 };
+                // The frame that fills `peer.inflight_frames` asks for an
+                // ACK: the peer acknowledges on its own only at half its
+                // window, which a peer granting more than twice our cap
+                // per stream never reaches — both sides would wait.
+                if !last && self.session.inflight_frames() + 1 >= self.inflight_cap {
+                    spec = spec.with_flags(Flags::ACK_REQ);
+                }
                 self.send(spec, piece)?;
                 o.started = true;
                 if last {
