@@ -396,6 +396,9 @@ fn a_peer_sending_corrupt_blob_bytes_is_disconnected_and_nothing_is_served() {
         .unwrap();
     let liar_addr = listener.local_addr().unwrap();
     let liar_id = liar.node_id();
+    // An address the liar never answers for (it only stalls).
+    let stall = format!("b3:{}", blake3::hash(b"never answered").to_hex());
+    let stall_req = stall.clone();
     // The liar: HELLO, then every blob request gets the wrong bytes.
     rt.spawn(async move {
         loop {
@@ -411,7 +414,10 @@ fn a_peer_sending_corrupt_blob_bytes_is_disconnected_and_nothing_is_served() {
             let mut buf = BytesMut::new();
             while tls.read_buf(&mut buf).await.is_ok_and(|n| n > 0) {
                 while let Ok(Decoded::Frame(frame)) = dec.decode(&mut buf) {
-                    if frame.header.app_proto_id == 2 {
+                    if frame.header.app_proto_id == 2
+                        && frame.header.code == 0
+                        && frame.payload != stall_req.as_bytes()
+                    {
                         let spec = FrameSpec::start(2, frame.header.corr_id, Flags::RESP)
                             .with_flags(Flags::END);
                         let f = enc
@@ -436,6 +442,24 @@ fn a_peer_sending_corrupt_blob_bytes_is_disconnected_and_nothing_is_served() {
         v["message"] == "overlay session up"
     });
     assert!(up.is_some(), "{}", b.log_dump());
+
+    // A peer that never answers: after `overlay.read_timeout` (5 s) the
+    // fetch is given up and counted, the gateway answers the local 404,
+    // and the session stays up.
+    let r = common::request(
+        b.addr("omnigate"),
+        "GET",
+        &format!("/v1/o/{stall}"),
+        &[],
+        b"",
+    );
+    assert_eq!(r.status, 404, "{}", r.body);
+    assert!(
+        metric_at_least(&b, "rejected_total{reason=\"fetch_stalled\"}", 1.0),
+        "{}",
+        b.get("metrics", "/metrics").body
+    );
+
     let address = format!("b3:{}", blake3::hash(b"the real content").to_hex());
     let r = common::request(
         b.addr("omnigate"),

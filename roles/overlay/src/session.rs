@@ -185,6 +185,9 @@ struct Pending {
     sink: tokio::sync::mpsc::UnboundedSender<Bytes>,
     size: usize,
     reply: tokio::sync::oneshot::Sender<Result<(), String>>,
+    /// When it was asked for or last brought a frame: an answer that
+    /// makes no progress for `read_timeout` is given up.
+    progress: Instant,
 }
 
 /// A response this side is sending: its frames' payloads, one frame per
@@ -308,6 +311,16 @@ impl Conn {
         let body = serde_json::json!({"reason": reason, "message": message}).to_string();
         let _ = self.send(
             FrameSpec::error(proto, corr, code, Flags::RESP),
+            Bytes::from(body),
+        );
+    }
+
+    /// Gives up on the answer to our request `corr`: an ERROR frame tells
+    /// the peer to stop sending it.
+    fn cancel(&mut self, proto: u16, corr: u64, message: &str) {
+        let body = serde_json::json!({"reason": "fetch_stalled", "message": message}).to_string();
+        let _ = self.send(
+            FrameSpec::error(proto, corr, 408, Flags::REQ),
             Bytes::from(body),
         );
     }
@@ -475,10 +488,11 @@ pub async fn run_session<S>(
     let wake = |last_rx: Instant,
                 partial: Option<Instant>,
                 next_ping: Instant,
-                writing: Option<Instant>| {
+                writing: Option<Instant>,
+                fetching: Option<Instant>| {
         let mut w = (last_rx + limits.idle_timeout).min(next_ping);
-        if let Some(p) = partial {
-            w = w.min(p + limits.read_timeout);
+        for t in [partial, fetching].into_iter().flatten() {
+            w = w.min(t + limits.read_timeout);
         }
         if let Some(t) = writing {
             w = w.min(t + limits.write_timeout);
@@ -685,6 +699,7 @@ pub async fn run_session<S>(
                         continue;
                     };
                     p.size += payload.len();
+                    p.progress = Instant::now();
                     // A consumer that went away just misses the rest.
                     let _ = p.sink.send(payload);
                     if p.size > limits.fetch_max_bytes {
@@ -741,7 +756,14 @@ pub async fn run_session<S>(
             info.inflight.store(inflight, Relaxed);
             reported_inflight = inflight;
         }
-        let w = wake(last_rx, partial_since, next_ping, conn.out.waiting_since);
+        let fetching = pending.values().map(|p| p.progress).min();
+        let w = wake(
+            last_rx,
+            partial_since,
+            next_ping,
+            conn.out.waiting_since,
+            fetching,
+        );
         if w < timer.deadline().into_std() {
             timer.as_mut().reset(w.into());
         }
@@ -794,6 +816,21 @@ pub async fn run_session<S>(
                     closed("write_timeout");
                     break Err("write timed out: the peer stopped reading".into());
                 }
+                // Answers that stopped coming: the fetch fails (the asker
+                // tries its next peer) and the peer is told to stop.
+                let stalled: Vec<u64> = pending
+                    .iter()
+                    .filter(|(_, p)| now >= p.progress + limits.read_timeout)
+                    .map(|(c, _)| *c)
+                    .collect();
+                for corr in stalled {
+                    if let Some(p) = pending.remove(&corr) {
+                        closed("fetch_stalled");
+                        let msg = "the peer sent nothing for this fetch within overlay.read_timeout";
+                        conn.cancel(PROTO_BLOB, corr, msg);
+                        let _ = p.reply.send(Err(msg.into()));
+                    }
+                }
                 if up.is_some() && now >= next_ping {
                     let corr = next_corr;
                     next_corr += 2;
@@ -813,7 +850,8 @@ pub async fn run_session<S>(
                         buf = BytesMut::new();
                     }
                 }
-                timer.as_mut().reset(wake(last_rx, partial_since, next_ping, conn.out.waiting_since).into());
+                let fetching = pending.values().map(|p| p.progress).min();
+                timer.as_mut().reset(wake(last_rx, partial_since, next_ping, conn.out.waiting_since, fetching).into());
             }
             Some(cmd) = cmd_rx.recv(), if up.is_some() => match cmd {
                 Command::Fetch { address, sink, reply } => {
@@ -826,6 +864,7 @@ pub async fn run_session<S>(
                                 sink,
                                 size: 0,
                                 reply,
+                                progress: Instant::now(),
                             });
                         }
                         Err(e) => {
