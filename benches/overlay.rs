@@ -8,14 +8,19 @@
 //!   both ends (HELLO, credit windows and ACKs, 64 KiB DATA frames, the
 //!   holder reading and verifying from its store, the asker hashing every
 //!   frame against the address), over TLS/TCP next to a plain rustls stream
-//!   copying the same number of bytes, and over QUIC next to a plain quinn
-//!   stream;
+//!   copying the same bytes from RAM, and over QUIC next to a plain quinn
+//!   stream; each raw peer also runs once more with the BLAKE3 work blob
+//!   fetch must do (the sender hashes each 64 KiB chunk, the receiver each
+//!   object), which shows what the session itself costs;
 //! - idle session cost: this process's resident memory before and after
 //!   1,000 idle overlay sessions (TLS + HELLO + pings, both ends in this
 //!   process, so the figure is per pair of ends), next to 1,000 idle plain
 //!   tokio-rustls connections (both ends, each side parked in a read).
 //!
-//! Run: `cargo bench --bench overlay` (or `make bench`).
+//! Run: `cargo bench --bench overlay` (or `make bench`). For profiling one
+//! side alone: `BENCH_ONLY=tls|quic|raw-tls|raw-quic|raw-tls-verify|
+//! raw-quic-verify|idle` on the built bench binary (it then also prints the
+//! CPUs busy and page faults of the transfer).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -140,17 +145,27 @@ fn overlay(
     (ov, server, client)
 }
 
+/// The 1 GiB of blobs every transfer moves: 16 objects of 64 MiB.
+fn blobs() -> Vec<Bytes> {
+    (0..BULK / OBJECT)
+        .map(|i| {
+            let mut data = vec![0u8; OBJECT];
+            for (j, b) in data.iter_mut().enumerate() {
+                *b = (i * 31 + j * 7) as u8;
+            }
+            Bytes::from(data)
+        })
+        .collect()
+}
+
 /// 1 GiB of blobs fetched from a holder to an asker over `transport`.
-async fn node_to_node(quic: bool) -> Duration {
+async fn node_to_node(quic: bool, blobs: &[Bytes]) -> Duration {
     let stop = CancellationToken::new();
+    // Without a read cache: every chunk is read from redb and verified.
     let store = ron_storage::ObjectStore::in_memory(None).expect("store");
     let mut addrs = Vec::new();
-    for i in 0..BULK / OBJECT {
-        let mut data = vec![0u8; OBJECT];
-        for (j, b) in data.iter_mut().enumerate() {
-            *b = (i * 31 + j * 7) as u8;
-        }
-        let (meta, _) = store.put(&data).expect("put");
+    for data in blobs {
+        let (meta, _) = store.put(data).expect("put");
         addrs.push(meta.address);
     }
     let (holder, holder_tls, _) = overlay(1, 2, store, &stop);
@@ -198,6 +213,7 @@ async fn node_to_node(quic: bool) -> Duration {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let t = Instant::now();
+    let c = Cpu::now();
     let mut got = 0usize;
     for batch in addrs.chunks(PARALLEL) {
         let fetches: Vec<_> = batch
@@ -230,20 +246,79 @@ async fn node_to_node(quic: bool) -> Duration {
         }
     }
     let took = t.elapsed();
+    c.report("oap", took);
     assert_eq!(got, BULK);
     stop.cancel();
     took
 }
 
-/// Reads until `BULK` bytes or the end: how many came, and how long it took.
-async fn drain<R: tokio::io::AsyncRead + Unpin>(r: &mut R) -> (usize, Duration) {
+/// CPU time and minor page faults of this process, from /proc/self/stat
+/// (printed for `BENCH_ONLY` runs: what a transfer cost besides its time).
+struct Cpu {
+    ticks: u64,
+    faults: u64,
+}
+
+impl Cpu {
+    fn now() -> Self {
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+        // Fields after the command name (which ends with ')').
+        let f: Vec<u64> = stat
+            .rsplit_once(')')
+            .map(|(_, r)| r)
+            .unwrap_or("")
+            .split_whitespace()
+            .map(|v| v.parse().unwrap_or(0))
+            .collect();
+        let at = |i: usize| f.get(i).copied().unwrap_or(0);
+        // minflt is field 10, utime 14, stime 15 (1-based, counting pid
+        // and comm): indices 7, 11 and 12 here.
+        Cpu {
+            ticks: at(11) + at(12),
+            faults: at(7),
+        }
+    }
+
+    fn report(&self, what: &str, took: Duration) {
+        if std::env::var_os("BENCH_ONLY").is_none() {
+            return;
+        }
+        let now = Cpu::now();
+        let secs = (now.ticks - self.ticks) as f64 / 100.0;
+        println!(
+            "{what}: {:.2} CPUs busy, {} minor faults",
+            secs / took.as_secs_f64(),
+            now.faults - self.faults
+        );
+    }
+}
+
+/// Reads until `BULK` bytes or the end: how many came, and how long it
+/// took. With `verify`, every object's bytes are hashed as they come (what
+/// the asker must do), else they are only dropped.
+async fn drain<R: tokio::io::AsyncRead + Unpin>(r: &mut R, verify: bool) -> (usize, Duration) {
     let t = Instant::now();
     let mut buf = BytesMut::with_capacity(4 * CHUNK);
     let mut got = 0usize;
+    let mut hasher = blake3::Hasher::new();
     while got < BULK {
         let n = r.read_buf(&mut buf).await.expect("read");
         if n == 0 {
             break;
+        }
+        if verify {
+            // Objects end on 64 MiB boundaries.
+            let mut at = 0;
+            while at < n {
+                let room = OBJECT - (got + at) % OBJECT;
+                let take = room.min(n - at);
+                hasher.update(&buf[at..at + take]);
+                at += take;
+                if take == room {
+                    std::hint::black_box(hasher.finalize());
+                    hasher.reset();
+                }
+            }
         }
         got += n;
         buf.clear();
@@ -251,20 +326,39 @@ async fn drain<R: tokio::io::AsyncRead + Unpin>(r: &mut R) -> (usize, Duration) 
     (got, t.elapsed())
 }
 
-/// The same number of bytes over one plain rustls stream.
-async fn raw_tls() -> Duration {
+/// What a raw sender writes: the blobs' bytes in 64 KiB pieces, each
+/// hashed first with `verify` (what the holder's store does on read).
+fn pieces(blobs: &[Bytes], verify: bool) -> impl Iterator<Item = Bytes> + '_ {
+    blobs
+        .iter()
+        .flat_map(|b| {
+            (0..b.len())
+                .step_by(CHUNK)
+                .map(move |at| b.slice(at..at + CHUNK))
+        })
+        .inspect(move |p| {
+            if verify {
+                std::hint::black_box(blake3::hash(p));
+            }
+        })
+}
+
+/// The same bytes over one plain rustls stream: `verify` adds the BLAKE3
+/// passes OAP/1 blob fetch must make (the holder's per-chunk check and the
+/// asker's per-object hash), and nothing else.
+async fn raw_tls(blobs: &[Bytes], verify: bool) -> Duration {
     let p = pair(PqMode::Classical);
     let l = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let addr = l.local_addr().expect("addr");
     let acceptor = p.acceptor.clone();
+    let blobs = blobs.to_vec();
     let server = tokio::spawn(async move {
         let (s, _) = l.accept().await.expect("accept");
         let _ = s.set_nodelay(true);
         let mut tls = acceptor.accept(s).await.expect("tls");
-        let data = Bytes::from(vec![7u8; CHUNK]);
-        for _ in 0..BULK / CHUNK {
+        for data in pieces(&blobs, verify) {
             tls.write_all(&data).await.expect("write");
         }
         tls.flush().await.expect("flush");
@@ -273,15 +367,17 @@ async fn raw_tls() -> Duration {
     let s = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let _ = s.set_nodelay(true);
     let mut tls = p.connector.connect(peer_name(), s).await.expect("tls");
-    let (got, took) = drain(&mut tls).await;
+    let c = Cpu::now();
+    let (got, took) = drain(&mut tls, verify).await;
+    c.report("raw", took);
     assert_eq!(got, BULK);
     server.await.expect("server");
     took
 }
 
-/// The same number of bytes over one plain quinn stream, with the
-/// overlay's endpoint settings.
-async fn raw_quic() -> Duration {
+/// The same bytes over one plain quinn stream, with the overlay's endpoint
+/// settings (`verify` as for `raw_tls`).
+async fn raw_quic(blobs: &[Bytes], verify: bool) -> Duration {
     let a = Identity::from_seed([1; 32]).expect("id");
     let b = Identity::from_seed([2; 32]).expect("id");
     let server_tls = server_config(&a, Arc::new(Pins::new([b.public_key()])), PqMode::Classical)
@@ -294,11 +390,11 @@ async fn raw_quic() -> Duration {
     )
     .expect("endpoint");
     let at = ep.local_addr().expect("addr");
+    let blobs = blobs.to_vec();
     let server = tokio::spawn(async move {
         let conn = ep.accept().await.expect("incoming").await.expect("conn");
         let (mut send, _recv) = conn.accept_bi().await.expect("stream");
-        let data = Bytes::from(vec![7u8; CHUNK]);
-        for _ in 0..BULK / CHUNK {
+        for data in pieces(&blobs, verify) {
             send.write_all(&data).await.expect("write");
         }
         send.finish().expect("finish");
@@ -319,7 +415,7 @@ async fn raw_quic() -> Duration {
     let (mut send, mut recv) = conn.open_bi().await.expect("stream");
     // The stream exists for the peer once something is sent on it.
     send.write_all(b"go").await.expect("write");
-    let (got, took) = drain(&mut recv).await;
+    let (got, took) = drain(&mut recv, verify).await;
     assert_eq!(got, BULK);
     conn.close(0u32.into(), b"done");
     let _ = server.await;
@@ -344,11 +440,14 @@ fn main() {
             println!("idle: OAP/1 {:.1} KiB, plain TLS {:.1} KiB per pair", oap / 1024.0, plain / 1024.0);
             return;
         }
+        let blobs = blobs();
         if let Some(which) = only {
             let d = match which.as_str() {
-                "raw-tls" => raw_tls().await,
-                "raw-quic" => raw_quic().await,
-                w => node_to_node(w == "quic").await,
+                "raw-tls" => raw_tls(&blobs, false).await,
+                "raw-quic" => raw_quic(&blobs, false).await,
+                "raw-tls-verify" => raw_tls(&blobs, true).await,
+                "raw-quic-verify" => raw_quic(&blobs, true).await,
+                w => node_to_node(w == "quic", &blobs).await,
             };
             println!("{which}: {:.0} MiB/s", 1024.0 / d.as_secs_f64());
             return;
@@ -376,17 +475,25 @@ fn main() {
         // shared 2-core machine is noisy from one second to the next).
         let mbs = |d: Duration| (BULK as f64 / (1 << 20) as f64) / d.as_secs_f64();
         for (quic, name, peer) in [(false, "TLS/TCP", "raw rustls"), (true, "QUIC", "raw quinn")] {
-            let (mut raw, mut oap) = (Vec::new(), Vec::new());
+            let (mut raw, mut checked, mut oap) = (Vec::new(), Vec::new(), Vec::new());
             for _ in 0..3 {
-                raw.push(if quic { raw_quic().await } else { raw_tls().await });
-                oap.push(node_to_node(quic).await);
+                for (verify, into) in [(false, &mut raw), (true, &mut checked)] {
+                    into.push(if quic {
+                        raw_quic(&blobs, verify).await
+                    } else {
+                        raw_tls(&blobs, verify).await
+                    });
+                }
+                oap.push(node_to_node(quic, &blobs).await);
             }
-            let (raw, oap) = (pct(&mut raw, 50), pct(&mut oap, 50));
+            let (raw, checked, oap) = (pct(&mut raw, 50), pct(&mut checked, 50), pct(&mut oap, 50));
             println!(
-                "overlay/node→node 1 GiB over {name} (median of 3): OAP/1 blob fetch {:.0} MiB/s | {peer} {:.0} MiB/s | ratio {:.2}x",
+                "overlay/node→node 1 GiB over {name} (median of 3): OAP/1 blob fetch {:.0} MiB/s | {peer} {:.0} MiB/s, ratio {:.2}x | {peer} + the same BLAKE3 checks {:.0} MiB/s, ratio {:.2}x",
                 mbs(oap),
                 mbs(raw),
-                mbs(oap) / mbs(raw)
+                mbs(oap) / mbs(raw),
+                mbs(checked),
+                mbs(oap) / mbs(checked)
             );
         }
     });
