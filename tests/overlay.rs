@@ -608,7 +608,8 @@ fn registry_commits_on_a_reach_b_through_gossip_and_sync() {
 
 /// A node descriptor committed to A's registry makes A pin that node's
 /// key and dial its `oap://` address; before it, A neither knows nor
-/// dials B.
+/// dials B. A later descriptor with another key unpins B's and ends the
+/// session.
 #[test]
 fn a_node_descriptor_in_the_registry_pins_and_dials_that_peer() {
     let signer = [31u8; 32];
@@ -648,6 +649,30 @@ fn a_node_descriptor_in_the_registry_pins_and_dials_that_peer() {
         (p["peers"][0]["peer_id"] == a_id.as_str()).then_some(())
     });
     assert!(seen_by_b.is_some(), "{}", b.log_dump());
+
+    // node-b's descriptor now names another key: A unpins B's and ends
+    // the live session (it would otherwise run on until B left).
+    commit_items(
+        a.addr("registry"),
+        signer,
+        serde_json::json!([{"node": {
+            "id": "node-b",
+            "public_key": id_of(34),
+            "addrs": [format!("oap://{}", b.addr("overlay"))],
+            "roles": ["overlay"],
+            "region": null,
+        }}]),
+    );
+    let dropped = common::poll(Duration::from_secs(60), || {
+        let p = a.get("admin", "/api/v1/peers").json();
+        let gone = !p["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["peer_id"] == b_id.as_str());
+        (gone && metric_at_least(&a, "rejected_total{reason=\"unpinned\"}", 1.0)).then_some(())
+    });
+    assert!(dropped.is_some(), "{}", a.log_dump());
 }
 
 fn fd_count(pid: u32) -> usize {

@@ -170,6 +170,7 @@ pub async fn run(ctx: RoleContext, cfg: Live<OverlayConfig>) -> RoleResult {
             if changed {
                 let all = static_keys.iter().copied().chain(directory.keys());
                 overlay.pins.set(all);
+                let dropped = overlay.drop_unpinned();
                 let targets = directory.dial_targets();
                 registry_dials.retain(|key, (target, stop)| {
                     let keep = targets.get(key) == Some(target);
@@ -190,6 +191,7 @@ pub async fn run(ctx: RoleContext, cfg: Live<OverlayConfig>) -> RoleResult {
                     registry_version = directory.folded(),
                     registry_peers = directory.keys().len(),
                     dialed = registry_dials.len(),
+                    sessions_dropped = dropped,
                     "overlay peers from the registry"
                 );
             }

@@ -143,7 +143,7 @@ pub struct Overlay {
     sessions: Mutex<BTreeMap<u64, Arc<SessionInfo>>>,
     next_id: AtomicU64,
     /// Command channels of live sessions, by connection id.
-    links: Mutex<BTreeMap<u64, (String, tokio::sync::mpsc::Sender<Command>)>>,
+    links: Mutex<BTreeMap<u64, Link>>,
     /// Where fetched objects go and served ones come from.
     pub handles: ron_kernel::Handles,
     /// Gossip ids already handled.
@@ -215,15 +215,49 @@ impl Overlay {
     }
 
     /// A session finished HELLO: listed, and reachable for commands.
+    /// Registers a session that finished its HELLO. `unpinned` is
+    /// cancelled when the peer's key stops being pinned — at once if that
+    /// happened since its handshake (the pins are set before
+    /// `drop_unpinned` looks at the links, and read here after the link is
+    /// in: one of the two sees the other).
     pub(crate) fn session_up(
         &self,
         conn_id: u64,
         info: Arc<SessionInfo>,
         commands: tokio::sync::mpsc::Sender<Command>,
+        unpinned: CancellationToken,
     ) {
         let peer_id = info.peer_id.clone();
         self.sessions().insert(conn_id, info);
-        self.links().insert(conn_id, (peer_id, commands));
+        self.links().insert(
+            conn_id,
+            Link {
+                peer_id: peer_id.clone(),
+                commands,
+                unpinned: unpinned.clone(),
+            },
+        );
+        if !self.pinned(&peer_id) {
+            unpinned.cancel();
+        }
+    }
+
+    fn pinned(&self, peer_id: &str) -> bool {
+        crate::identity::parse_key_hex(peer_id).is_some_and(|k| self.pins.contains(&k))
+    }
+
+    /// Ends every session whose peer's key is no longer pinned (a registry
+    /// change replaced or removed its descriptor); returns how many.
+    pub fn drop_unpinned(&self) -> usize {
+        let links = self.links();
+        let mut n = 0;
+        for l in links.values() {
+            if !self.pinned(&l.peer_id) {
+                l.unpinned.cancel();
+                n += 1;
+            }
+        }
+        n
     }
 
     pub(crate) fn session_down(&self, conn_id: u64) {
@@ -391,6 +425,14 @@ pub const PROTO_BLOB: u16 = 2;
 
 /// Work other tasks hand a session.
 #[derive(Debug)]
+/// A live session as the overlay reaches it.
+struct Link {
+    peer_id: String,
+    commands: tokio::sync::mpsc::Sender<Command>,
+    /// Cancelled to end the session: the peer's key is no longer pinned.
+    unpinned: CancellationToken,
+}
+
 pub enum Command {
     /// Fetch an object by address. The frames' payloads go to `sink` as
     /// they arrive; `reply` says whether the peer sent the whole answer
@@ -517,8 +559,11 @@ impl Overlay {
             tokio::task::JoinHandle<Result<(T, ron_kernel::ContentAddress), String>>,
         ),
     {
-        let mut links: Vec<(String, tokio::sync::mpsc::Sender<Command>)> =
-            self.links().values().cloned().collect();
+        let mut links: Vec<(String, tokio::sync::mpsc::Sender<Command>)> = self
+            .links()
+            .values()
+            .map(|l| (l.peer_id.clone(), l.commands.clone()))
+            .collect();
         // The peer that announced this object (if any) is asked first.
         if let Some(holder) = self.hints.get(&address.to_string()) {
             links.sort_by_key(|(peer, _)| *peer != holder);
@@ -601,14 +646,11 @@ impl Overlay {
     pub fn link_senders(&self) -> Vec<(u64, tokio::sync::mpsc::Sender<Command>)> {
         self.links()
             .iter()
-            .map(|(id, (_, tx))| (*id, tx.clone()))
+            .map(|(id, l)| (*id, l.commands.clone()))
             .collect()
     }
 
-    fn links(
-        &self,
-    ) -> std::sync::MutexGuard<'_, BTreeMap<u64, (String, tokio::sync::mpsc::Sender<Command>)>>
-    {
+    fn links(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Link>> {
         // Plain map updates only; a panic cannot leave it half-done.
         self.links.lock().unwrap_or_else(|p| p.into_inner())
     }

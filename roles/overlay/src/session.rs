@@ -462,6 +462,7 @@ pub async fn run_session<S>(
         conn.out.push(f, FrameKind::Hello);
     }
     let conn_id = overlay.next_conn_id();
+    let unpinned = tokio_util::sync::CancellationToken::new();
     let (cmd_tx, mut cmd_rx) = tokio::sync::mpsc::channel::<Command>(64);
     let (served_tx, mut served_rx) = tokio::sync::mpsc::channel::<Served>(64);
     let mut syncs: BTreeMap<u64, Vec<Bytes>> = BTreeMap::new();
@@ -562,7 +563,7 @@ pub async fn run_session<S>(
                     up = Some(ron_kernel::metrics::GaugeGuard::up(
                         names::OVERLAY_SESSIONS_ACTIVE,
                     ));
-                    overlay.session_up(conn_id, info.clone(), cmd_tx.clone());
+                    overlay.session_up(conn_id, info.clone(), cmd_tx.clone(), unpinned.clone());
                     // Ping at once (the first rtt), then every quarter of
                     // the idle timeout.
                     next_ping = Instant::now();
@@ -787,6 +788,10 @@ pub async fn run_session<S>(
         });
         tokio::select! {
             _ = overlay.shutdown.cancelled() => break Ok(()),
+            _ = unpinned.cancelled() => {
+                closed("unpinned");
+                break Err("the peer's key is no longer pinned".into());
+            }
             r = io => match r {
                 Io::Read(Ok(0)) => {
                     if !buf.is_empty() {
