@@ -415,7 +415,9 @@ async fn raw_quic(blobs: &[Bytes], verify: bool) -> Duration {
     let (mut send, mut recv) = conn.open_bi().await.expect("stream");
     // The stream exists for the peer once something is sent on it.
     send.write_all(b"go").await.expect("write");
+    let c = Cpu::now();
     let (got, took) = drain(&mut recv, verify).await;
+    c.report("raw", took);
     assert_eq!(got, BULK);
     conn.close(0u32.into(), b"done");
     let _ = server.await;

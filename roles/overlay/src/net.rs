@@ -322,6 +322,8 @@ pub async fn listen(overlay: Arc<Overlay>, listener: TcpListener) {
                     }
                     Ok(Ok(t)) => t,
                 };
+            let mut tls = tls;
+            tls.get_mut().1.set_buffer_limit(Some(TLS_BUFFER_LIMIT));
             let (_, conn) = tls.get_ref();
             let kex = kex_name(conn);
             let Some(key) = conn
@@ -375,6 +377,12 @@ pub(crate) async fn keep_dialing<F, Fut>(
 
 /// Keeps a TLS/TCP session to `addr` (whose key must be `key`) up until
 /// `stop`.
+/// rustls's limit on the plaintext it takes ahead of the socket (64 KiB by
+/// default): a session's vectored write of up to four frames fits, so it
+/// is sealed in full records instead of being cut after 64 KiB, which left
+/// a frame's last 38 bytes as a record and a write of their own.
+pub const TLS_BUFFER_LIMIT: usize = 512 * 1024;
+
 pub async fn dial(overlay: Arc<Overlay>, stop: CancellationToken, addr: SocketAddr, key: [u8; 32]) {
     let ov = overlay.clone();
     keep_dialing(overlay, stop, addr, key, || connect(&ov, addr, key)).await
@@ -402,6 +410,8 @@ async fn connect(overlay: &Arc<Overlay>, addr: SocketAddr, key: [u8; 32]) -> Res
         }
         Ok(Ok(t)) => t,
     };
+    let mut tls = tls;
+    tls.get_mut().1.set_buffer_limit(Some(TLS_BUFFER_LIMIT));
     let (_, conn) = tls.get_ref();
     let kex = kex_name(conn);
     let got = conn
