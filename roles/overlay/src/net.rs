@@ -538,7 +538,12 @@ fn store_as_it_arrives(
     tokio::task::spawn_blocking(move || {
         let mut w = store.writer();
         while let Some(piece) = pieces.blocking_recv() {
-            w.write(&piece).map_err(|e| e.to_string())?;
+            if let Err(e) = w.write(&piece) {
+                // This node's own failure (a full disk): no other peer is
+                // asked, and the gateway answers 404, so say it here.
+                tracing::warn!(error = %e, "storing an object fetched from a peer failed");
+                return Err(e.to_string());
+            }
         }
         let got = w.address();
         Ok((w, got))
@@ -643,7 +648,10 @@ impl Overlay {
                 .await
                 .map_err(|e| e.to_string())?
                 .map(|_| ())
-                .map_err(|e| e.to_string())
+                .map_err(|e| {
+                    tracing::warn!(%address, error = %e, "storing an object fetched from a peer failed");
+                    e.to_string()
+                })
         }
         #[cfg(not(feature = "storage"))]
         {
