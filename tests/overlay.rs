@@ -63,9 +63,14 @@ fn harness_connector(
     ))
 }
 
-/// An encoded HELLO frame from `node_id`.
+/// An encoded HELLO frame from `node_id`, granting a window of 16.
 fn hello_wire(node_id: &str) -> Vec<u8> {
-    let h = ron_oap::Hello::new(node_id, 1 << 20, 16);
+    hello_granting(node_id, 16)
+}
+
+/// An encoded HELLO frame from `node_id` granting `window` per stream.
+fn hello_granting(node_id: &str, window: u32) -> Vec<u8> {
+    let h = ron_oap::Hello::new(node_id, 1 << 20, window);
     ron_oap::Encoder::default()
         .encode(
             &ron_oap::FrameSpec::hello(ron_oap::Flags::REQ),
@@ -842,8 +847,19 @@ impl Raw {
         node_id: &str,
         addr: std::net::SocketAddr,
     ) -> Raw {
-        let key = ron_overlay::identity::parse_key_hex(node_id).unwrap();
         let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        Raw::over(evil, node_id, tcp, 16).await
+    }
+
+    /// As `connect`, over a TCP connection the caller made, granting
+    /// `window` frames per stream.
+    async fn over(
+        evil: &ron_overlay::identity::Identity,
+        node_id: &str,
+        tcp: tokio::net::TcpStream,
+        window: u32,
+    ) -> Raw {
+        let key = ron_overlay::identity::parse_key_hex(node_id).unwrap();
         let tls = harness_connector(evil, key)
             .connect(ron_overlay::tls::peer_name(), tcp)
             .await
@@ -855,7 +871,7 @@ impl Raw {
             enc: ron_oap::Encoder::default(),
             answer_pings: false,
         };
-        raw.write(&hello_wire(&evil.node_id())).await;
+        raw.write(&hello_granting(&evil.node_id(), window)).await;
         raw
     }
 
@@ -1033,6 +1049,58 @@ fn a_peer_that_does_not_ack_holds_at_most_inflight_frames_and_flips_readiness() 
         .then_some(())
     });
     assert!(ready.is_some(), "{}", a.log_dump());
+}
+
+/// A peer that asks for data and then reads nothing: once the node's
+/// socket buffers are full its queued frames wait, and the session is cut
+/// at `write_timeout` (the only timeout that can fire: the peer sent whole
+/// frames, and `idle_timeout` is a minute).
+#[test]
+fn a_peer_that_stops_reading_is_cut_at_the_write_timeout() {
+    use ron_oap::{Flags, FrameSpec};
+
+    let evil = ron_overlay::identity::Identity::from_seed([54; 32]).unwrap();
+    // 16 MiB in flight allowed: far more than loopback socket buffers
+    // (up to 4 MiB each way) and rustls's 512 KiB take.
+    let a = overlay_limits_node(
+        55,
+        &evil.node_id(),
+        "write_timeout = \"1s\"\n",
+        "[overlay.peer]\ninflight_frames = 256\n[limits]\nmax_body_bytes = 16777216\n",
+    );
+    let data = common::body_of(16 << 20, 9);
+    let r = common::request(a.addr("omnigate"), "PUT", "/v1/o", &[], &data);
+    assert_eq!(r.status, 201, "{}", r.body);
+    let address = r.json()["address"].as_str().unwrap().to_owned();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _raw = rt.block_on(async {
+        // A small receive buffer, and a window of 256 frames: the node
+        // queues the whole 16 MiB object and can hand the socket only a
+        // part of it.
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.set_recv_buffer_size(4096).unwrap();
+        let tcp = sock.connect(a.addr("overlay")).await.unwrap();
+        let mut raw = Raw::over(&evil, &id_of(55), tcp, 256).await;
+        raw.send(
+            FrameSpec::start(2, 1, Flags::REQ).with_flags(Flags::END),
+            address.as_bytes(),
+        )
+        .await;
+        raw // kept open, never read
+    });
+    let cut = common::poll(Duration::from_secs(60), || {
+        metric_at_least(&a, "rejected_total{reason=\"write_timeout\"}", 1.0).then_some(())
+    });
+    assert!(cut.is_some(), "{}", a.log_dump());
+    let gone = common::poll(Duration::from_secs(30), || {
+        let p = a.get("admin", "/api/v1/peers").json();
+        p["peers"].as_array().unwrap().is_empty().then_some(())
+    });
+    assert!(gone.is_some(), "{}", a.log_dump());
+    a.wait_ready();
 }
 
 #[test]
