@@ -20,7 +20,8 @@
 //! Run: `cargo bench --bench overlay` (or `make bench`). For profiling one
 //! side alone: `BENCH_ONLY=tls|quic|raw-tls|raw-quic|raw-tls-verify|
 //! raw-quic-verify|idle` on the built bench binary (it then also prints the
-//! CPUs busy and page faults of the transfer).
+//! CPUs busy and page faults of the transfer); `tls-store|quic-store` fetch
+//! into the asker's store as omnigate's peer fetch does.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -158,8 +159,10 @@ fn blobs() -> Vec<Bytes> {
         .collect()
 }
 
-/// 1 GiB of blobs fetched from a holder to an asker over `transport`.
-async fn node_to_node(quic: bool, blobs: &[Bytes]) -> Duration {
+/// 1 GiB of blobs fetched from a holder to an asker over `transport`;
+/// with `into_store`, into the asker's store as omnigate's peer fetch does
+/// (`fetch_into_store`), else only hashed and counted.
+async fn node_to_node(quic: bool, blobs: &[Bytes], into_store: bool) -> Duration {
     let stop = CancellationToken::new();
     // Without a read cache: every chunk is read from redb and verified.
     let store = ron_storage::ObjectStore::in_memory(None).expect("store");
@@ -225,6 +228,9 @@ async fn node_to_node(quic: bool, blobs: &[Bytes]) -> Duration {
                 // and dropped; the raw peers' reader only drops), and the
                 // fetch returns once the object's address is checked.
                 tokio::spawn(async move {
+                    if into_store {
+                        return ov.fetch_into_store(a).await.map(|()| OBJECT);
+                    }
                     ov.fetch_with(a, || {
                         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
                         let count = tokio::spawn(async move {
@@ -449,7 +455,7 @@ fn main() {
                 "raw-quic" => raw_quic(&blobs, false).await,
                 "raw-tls-verify" => raw_tls(&blobs, true).await,
                 "raw-quic-verify" => raw_quic(&blobs, true).await,
-                w => node_to_node(w == "quic", &blobs).await,
+                w => node_to_node(w.starts_with("quic"), &blobs, w.ends_with("-store")).await,
             };
             println!("{which}: {:.0} MiB/s", 1024.0 / d.as_secs_f64());
             return;
@@ -486,7 +492,7 @@ fn main() {
                         raw_tls(&blobs, verify).await
                     });
                 }
-                oap.push(node_to_node(quic, &blobs).await);
+                oap.push(node_to_node(quic, &blobs, false).await);
             }
             let (raw, checked, oap) = (pct(&mut raw, 50), pct(&mut checked, 50), pct(&mut oap, 50));
             println!(
