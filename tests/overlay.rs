@@ -81,6 +81,13 @@ fn hello_granting(node_id: &str, window: u32) -> Vec<u8> {
         .to_vec()
 }
 
+/// Stores `data` through `node`'s gateway; its address.
+fn put_object(node: &common::Node, data: &[u8]) -> String {
+    let r = common::request(node.addr("omnigate"), "PUT", "/v1/o", &[], data);
+    assert_eq!(r.status, 201, "{}", r.body);
+    r.json()["address"].as_str().unwrap().to_owned()
+}
+
 fn id_of(seed: u8) -> String {
     ron_overlay::identity::Identity::from_seed([seed; 32])
         .unwrap()
@@ -341,9 +348,7 @@ fn an_object_on_a_is_fetched_through_bs_gateway_verified_and_kept() {
 
     // 49 frames of up to 64 KiB.
     let data = common::body_of((3 << 20) + 5, 42);
-    let r = common::request(a.addr("omnigate"), "PUT", "/v1/o", &[], &data);
-    assert_eq!(r.status, 201, "{}", r.body);
-    let address = r.json()["address"].as_str().unwrap().to_owned();
+    let address = put_object(&a, &data);
     let path = format!("/v1/o/{address}");
 
     let (status, _, body) = common::request_bytes(b.addr("omnigate"), "GET", &path, &[], b"");
@@ -700,9 +705,7 @@ fn killing_a_peer_mid_transfer_leaves_no_session_or_fd_behind() {
         ),
     );
     let data = common::body_of(24 << 20, 9);
-    let r = common::request(a.addr("omnigate"), "PUT", "/v1/o", &[], &data);
-    assert_eq!(r.status, 201, "{}", r.body);
-    let address = r.json()["address"].as_str().unwrap().to_owned();
+    let address = put_object(&a, &data);
     // Settle: nothing of the upload is still open.
     let mut last = None;
     let baseline = common::poll(Duration::from_secs(30), || {
@@ -774,9 +777,7 @@ fn an_ack_past_what_was_sent_is_rejected_as_ack_regress() {
     // Larger than one window (16 × 64 KiB): the node's send half is still
     // open, waiting for credit, when the bogus ACK arrives.
     let data = common::body_of(2 << 20, 3);
-    let r = common::request(a.addr("omnigate"), "PUT", "/v1/o", &[], &data);
-    assert_eq!(r.status, 201, "{}", r.body);
-    let address = r.json()["address"].as_str().unwrap().to_owned();
+    let address = put_object(&a, &data);
     let a_key = ron_overlay::identity::parse_key_hex(&id_of(41)).unwrap();
     let connector = harness_connector(&evil, a_key);
     let addr = a.addr("overlay");
@@ -969,9 +970,7 @@ fn a_peer_that_does_not_ack_holds_at_most_inflight_frames_and_flips_readiness() 
         "[overlay.peer]\ninflight_frames = 8\n[limits]\nmax_body_bytes = 4194304\n",
     );
     let data = common::body_of(2 << 20, 5); // 32 frames of 64 KiB
-    let r = common::request(a.addr("omnigate"), "PUT", "/v1/o", &[], &data);
-    assert_eq!(r.status, 201, "{}", r.body);
-    let address = r.json()["address"].as_str().unwrap().to_owned();
+    let address = put_object(&a, &data);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -1069,9 +1068,7 @@ fn a_peer_that_stops_reading_is_cut_at_the_write_timeout() {
         "[overlay.peer]\ninflight_frames = 256\n[limits]\nmax_body_bytes = 16777216\n",
     );
     let data = common::body_of(16 << 20, 9);
-    let r = common::request(a.addr("omnigate"), "PUT", "/v1/o", &[], &data);
-    assert_eq!(r.status, 201, "{}", r.body);
-    let address = r.json()["address"].as_str().unwrap().to_owned();
+    let address = put_object(&a, &data);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -215,9 +215,8 @@ impl Overlay {
     }
 
     /// A session finished HELLO: listed, and reachable for commands.
-    /// Registers a session that finished its HELLO. `unpinned` is
-    /// cancelled when the peer's key stops being pinned — at once if that
-    /// happened since its handshake (the pins are set before
+    /// `unpinned` is cancelled when the peer's key stops being pinned — at
+    /// once if that happened since its handshake (the pins are set before
     /// `drop_unpinned` looks at the links, and read here after the link is
     /// in: one of the two sees the other).
     pub(crate) fn session_up(
@@ -375,14 +374,14 @@ pub(crate) async fn keep_dialing<F, Fut>(
     }
 }
 
-/// Keeps a TLS/TCP session to `addr` (whose key must be `key`) up until
-/// `stop`.
 /// rustls's limit on the plaintext it takes ahead of the socket (64 KiB by
 /// default): a session's vectored write of up to four frames fits, so it
 /// is sealed in full records instead of being cut after 64 KiB, which left
 /// a frame's last 38 bytes as a record and a write of their own.
 pub const TLS_BUFFER_LIMIT: usize = 512 * 1024;
 
+/// Keeps a TLS/TCP session to `addr` (whose key must be `key`) up until
+/// `stop`.
 pub async fn dial(overlay: Arc<Overlay>, stop: CancellationToken, addr: SocketAddr, key: [u8; 32]) {
     let ov = overlay.clone();
     keep_dialing(overlay, stop, addr, key, || connect(&ov, addr, key)).await
@@ -433,8 +432,6 @@ async fn connect(overlay: &Arc<Overlay>, addr: SocketAddr, key: [u8; 32]) -> Res
 /// App protocol 2: blob fetch.
 pub const PROTO_BLOB: u16 = 2;
 
-/// Work other tasks hand a session.
-#[derive(Debug)]
 /// A live session as the overlay reaches it.
 struct Link {
     peer_id: String,
@@ -443,6 +440,8 @@ struct Link {
     unpinned: CancellationToken,
 }
 
+/// Work other tasks hand a session.
+#[derive(Debug)]
 pub enum Command {
     /// Fetch an object by address. The frames' payloads go to `sink` as
     /// they arrive; `reply` says whether the peer sent the whole answer
