@@ -19,7 +19,7 @@ use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use redb::{Database, Durability, TableDefinition};
 use ron_registry::log::{Options, Registry};
 use ron_registry::model::{
-    encode_hex, hash_bytes, signing_message, Approval, DescriptorSet, Item, Node, SignerEntry,
+    encode_hex, hash_bytes, signing_message, Approval, DescriptorSet, Item, Node, Payload, SignerEntry,
     SignerSet,
 };
 
@@ -72,12 +72,15 @@ fn nodes(version: u64, n: usize, key: &SigningKey) -> Vec<Item> {
 fn commit_one(reg: &Registry, keys: &[SigningKey], m: usize, items: Vec<Item>) -> Duration {
     let head = reg.snapshot().head.clone();
     let p = reg
-        .propose(DescriptorSet {
-            version: head.version + 1,
-            prev_b3: head.payload_b3,
-            items,
-            created_at: "2026-11-25T10:00:00Z".into(),
-        })
+        .propose(
+            Payload::from_set(DescriptorSet {
+                version: head.version + 1,
+                prev_b3: head.payload_b3,
+                items,
+                created_at: "2026-11-25T10:00:00Z".into(),
+            })
+            .expect("payload"),
+        )
         .expect("propose");
     let h = hash_bytes(&p.payload_b3).expect("hash");
     for (i, k) in keys.iter().enumerate().take(m) {

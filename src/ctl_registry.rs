@@ -12,7 +12,7 @@ use argh::FromArgs;
 use bytes::Bytes;
 use http::{Method, StatusCode};
 use http_body_util::BodyExt;
-use ron_registry::model::{decode_hex, hash_bytes, payload_b3, sign_approval, DescriptorSet};
+use ron_registry::model::{decode_hex, hash_bytes, sign_approval, Payload};
 
 use crate::ctl::{file_err, Api, CtlError};
 
@@ -212,9 +212,11 @@ async fn approve(reg: &Api, a: Approve) -> Result<(), CtlError> {
     let path = format!("/registry/proposals/{}", a.id);
     let r = reg.call(Method::GET, &path, Bytes::new()).await?;
     let p = reg.expect(&path, r, &[StatusCode::OK])?;
-    let payload: DescriptorSet = serde_json::from_value(p["payload"].clone())
+    // Hash the payload as the node serves it (the proposer's own text),
+    // never a re-serialisation of what it parses to.
+    let payload = Payload::from_json(&p["payload"].to_string())
         .map_err(|e| CtlError::Usage(format!("the proposal's payload: {e}")))?;
-    let ours = payload_b3(&payload).map_err(|e| CtlError::Usage(e.to_string()))?;
+    let ours = payload.b3().map_err(|e| CtlError::Usage(e.to_string()))?;
     if p["payload_b3"] != ours.as_str() {
         return Err(CtlError::Mismatch {
             expected: ours,

@@ -717,3 +717,64 @@ fn the_stream_says_compacted_when_history_is_out_of_reach() {
     let mut st = open_stream(r, "Last-Event-ID: 2\r\n");
     assert_eq!(read_events(&mut st, 5), vec![3, 4, 5]);
 }
+
+/// A third-party proposer hashes its own document — RFC 8785 by another
+/// implementation than the node's, then BLAKE3 — and signs that digest
+/// without asking the node for it. Optional fields it omits stay omitted:
+/// the node neither adds `"parent": null` nor re-orders what it serves.
+#[test]
+fn the_hash_a_proposer_signs_is_of_the_json_it_sent() {
+    let s = Signers::new(1, 9);
+    let node = registry_node(&s, 1).start();
+    node.wait_ready();
+    let r = node.addr("registry");
+    let independent_b3 = |doc: &str| {
+        let v: Value = serde_json::from_str(doc).unwrap();
+        format!("b3:{}", blake3::hash(&serde_jcs::to_vec(&v).unwrap()).to_hex())
+    };
+    let zero = format!("b3:{}", "0".repeat(64));
+    let key = s.public(0);
+    // Version 1 omits every optional field (region.parent, node.region),
+    // compact, with keys in no canonical order.
+    let v1 = format!(
+        r#"{{"version":1,"prev_b3":"{zero}","items":[{{"region":{{"name":"Europe","id":"eu"}}}},{{"node":{{"id":"n1","public_key":"{key}","addrs":["oap://127.0.0.1:1"],"roles":["overlay"]}}}}],"created_at":"2026-11-25T10:00:00Z"}}"#
+    );
+    let v1_b3 = independent_b3(&v1);
+    // Version 2 has them, written with whitespace and an escaped character.
+    let v2 = format!(
+        "{{ \"created_at\": \"2026-11-25T11:00:00Z\", \"version\": 2, \"prev_b3\": \"{v1_b3}\",\n  \"items\": [ {{\"region\": {{\"id\": \"eu-west\", \"name\": \"Europe \\u0057est\", \"parent\": \"eu\"}}}},\n {{\"node\": {{\"id\": \"n2\", \"public_key\": \"{key}\", \"addrs\": [], \"roles\": [], \"region\": \"eu-west\"}}}} ] }}"
+    );
+    for (version, doc) in [(1u64, &v1), (2, &v2)] {
+        let ours = independent_b3(doc);
+        let body = format!(r#"{{"payload":{doc}}}"#);
+        let resp = request(r, "POST", "/registry/proposals", &[], body.as_bytes());
+        assert_eq!(resp.status, 202, "{}", resp.body);
+        let p = resp.json();
+        assert_eq!(p["payload_b3"], ours.as_str(), "version {version}");
+        let id = p["proposal_id"].as_str().unwrap();
+        // The approval signs our own digest, not the node's answer.
+        let resp = approve(r, id, "s0", &s.sig(0, version, &ours));
+        assert_eq!(resp.status, 200, "version {version}: {}", resp.body);
+        let resp = commit(r, id);
+        assert_eq!(resp.status, 201, "version {version}: {}", resp.body);
+        assert_eq!(resp.json()["payload_b3"], ours.as_str());
+        // Served back as sent: the proposal and the artifact carry the
+        // same value, and the stored text is the submitted one less the
+        // whitespace between tokens.
+        let sent: Value = serde_json::from_str(doc).unwrap();
+        let resp = request(r, "GET", &format!("/registry/proposals/{id}"), &[], b"");
+        assert_eq!(resp.json()["payload"], sent);
+        let resp = request(r, "GET", &format!("/registry/{version}"), &[], b"");
+        assert_eq!(resp.status, 200);
+        assert_eq!(resp.json()["payload"], sent, "version {version}");
+        let compact = serde_json::to_string(&sent).unwrap();
+        if version == 1 {
+            assert!(resp.body.contains(doc.as_str()), "{}", resp.body);
+            assert!(!resp.body.contains("null"), "{}", resp.body);
+        } else {
+            assert!(resp.body.contains(r#""name":"Europe \u0057est""#), "{}", resp.body);
+            assert!(!resp.body.contains(&compact), "re-serialised: {}", resp.body);
+        }
+    }
+    assert_eq!(head(r)["payload_b3"], independent_b3(&v2).as_str());
+}

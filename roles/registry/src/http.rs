@@ -29,7 +29,7 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::log::{Registry, RegistryError};
-use crate::model::{Approval, DescriptorSet};
+use crate::model::{Approval, Payload};
 
 pub struct RegistryApi {
     pub reg: Arc<Registry>,
@@ -108,7 +108,7 @@ fn json_bytes(status: StatusCode, body: Bytes) -> Response<Body> {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ProposeBody {
-    payload: DescriptorSet,
+    payload: Payload,
 }
 
 /// Reads a JSON write body (capability, read-only and size checked).

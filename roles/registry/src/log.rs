@@ -30,8 +30,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use crate::model::{
-    self, encode_hex, hash_bytes, parse_signature, payload_b3, signing_message, Approval, Artifact,
-    DescriptorSet, Head, ModelError, SignerSet,
+    self, encode_hex, hash_bytes, parse_signature, signing_message, Approval, Artifact,
+    DescriptorSet, Head, ModelError, Payload, SignerSet,
 };
 
 const ARTIFACTS: TableDefinition<u64, &[u8]> = TableDefinition::new("artifacts");
@@ -95,7 +95,7 @@ fn db_err(e: impl std::fmt::Display) -> RegistryError {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Proposal {
     pub id: String,
-    pub payload: DescriptorSet,
+    pub payload: Payload,
     pub payload_b3: String,
     pub approvals: Vec<Approval>,
     pub created_at: String,
@@ -358,11 +358,11 @@ impl Registry {
     }
 
     /// Records a proposal for the next version.
-    pub fn propose(&self, payload: DescriptorSet) -> Result<Proposal, RegistryError> {
+    pub fn propose(&self, payload: Payload) -> Result<Proposal, RegistryError> {
         self.refuse_if_follower()?;
         payload.validate()?;
         Self::check_chain(&self.snapshot().head, &payload)?;
-        let payload_b3 = payload_b3(&payload)?;
+        let payload_b3 = payload.b3()?;
         let mut raw = [0u8; 16];
         getrandom::fill(&mut raw).map_err(|e| RegistryError::Db(format!("random id: {e}")))?;
         let now = SystemTime::now();
@@ -480,7 +480,7 @@ impl Registry {
             ));
         }
         artifact.payload.validate()?;
-        let computed = payload_b3(&artifact.payload)?;
+        let computed = artifact.payload.b3()?;
         if computed != artifact.payload_b3 {
             return Err(RegistryError::Invalid(format!(
                 "payload_b3 {} does not match the payload ({computed})",

@@ -1,10 +1,14 @@
 //! The registry's data model (DESIGN §8), its canonical hash and the
 //! approval signature.
 //!
-//! - A `DescriptorSet` (the payload) is hashed as BLAKE3 over its RFC 8785
-//!   (JCS) canonical JSON; that hash, `payload_b3`, is what signers approve
-//!   and what the next version's `prev_b3` names, so each version commits
-//!   to the whole history before it.
+//! - A payload (a `DescriptorSet`) is hashed as BLAKE3 over the RFC 8785
+//!   (JCS) canonical JSON of the value *as the proposer sent it*; that hash,
+//!   `payload_b3`, is what signers approve and what the next version's
+//!   `prev_b3` names, so each version commits to the whole history before
+//!   it. The node never re-serialises a payload from its parsed form (that
+//!   would add `"parent": null` for an omitted optional field and change
+//!   the hash under the signer's feet): `Payload` keeps the submitted text
+//!   and the parsed set side by side.
 //! - An approval is an ed25519 signature, checked with `verify_strict`,
 //!   over `"ron:registry:v1\n" ‖ version (u64 BE) ‖ payload_b3 (32 bytes)`:
 //!   it cannot be replayed for another version or another payload.
@@ -105,7 +109,7 @@ pub struct Approval {
 pub struct Artifact {
     pub version: u64,
     pub prev_b3: String,
-    pub payload: DescriptorSet,
+    pub payload: Payload,
     pub payload_b3: String,
     pub approvals: Vec<Approval>,
     pub committed_at: String,
@@ -154,11 +158,111 @@ fn invalid(s: impl Into<String>) -> ModelError {
     ModelError::Invalid(s.into())
 }
 
-/// BLAKE3 of the JCS canonical JSON of `payload`, as `b3:<hex>`.
-pub fn payload_b3(payload: &DescriptorSet) -> Result<String, ModelError> {
-    let canonical = serde_json_canonicalizer::to_vec(payload)
+/// A payload as its proposer sent it: the JSON text (whitespace between
+/// tokens dropped, nothing else changed: same members, same order, same
+/// spelling of every string and number) and the `DescriptorSet` it parses
+/// to. It serialises as that text, so every artifact carrying it is served
+/// with the payload byte for byte as submitted in compact form, and one
+/// version is the same bytes on every node.
+#[derive(Debug, Clone)]
+pub struct Payload {
+    json: std::sync::Arc<str>,
+    set: DescriptorSet,
+}
+
+impl Payload {
+    /// Parses a payload strictly (unknown or duplicate fields refused) and
+    /// keeps its text. `validate` is the caller's next step.
+    pub fn from_json(text: &str) -> Result<Self, ModelError> {
+        let set: DescriptorSet =
+            serde_json::from_str(text).map_err(|e| invalid(format!("payload: {e}")))?;
+        Ok(Payload {
+            json: compact_json(text).into(),
+            set,
+        })
+    }
+
+    /// A payload built in code, serialised once (tools and tests; a node
+    /// only ever takes payloads as JSON).
+    pub fn from_set(set: DescriptorSet) -> Result<Self, ModelError> {
+        let json = serde_json::to_string(&set).map_err(|e| invalid(format!("payload: {e}")))?;
+        Ok(Payload {
+            json: json.into(),
+            set,
+        })
+    }
+
+    /// The submitted text, compact.
+    pub fn json(&self) -> &str {
+        &self.json
+    }
+
+    /// BLAKE3 of the JCS canonical form of the submitted value, as
+    /// `b3:<hex>`.
+    pub fn b3(&self) -> Result<String, ModelError> {
+        payload_b3_of_json(&self.json)
+    }
+}
+
+impl std::ops::Deref for Payload {
+    type Target = DescriptorSet;
+    fn deref(&self) -> &DescriptorSet {
+        &self.set
+    }
+}
+
+impl PartialEq for Payload {
+    fn eq(&self, other: &Self) -> bool {
+        self.json == other.json
+    }
+}
+
+impl Serialize for Payload {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let raw = serde_json::value::RawValue::from_string(self.json.to_string())
+            .map_err(serde::ser::Error::custom)?;
+        raw.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Payload {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = Box::<serde_json::value::RawValue>::deserialize(d)?;
+        Payload::from_json(raw.get()).map_err(serde::de::Error::custom)
+    }
+}
+
+/// BLAKE3 of the JCS canonical form of a JSON text, as `b3:<hex>`: the
+/// `payload_b3` of a payload written that way.
+pub fn payload_b3_of_json(text: &str) -> Result<String, ModelError> {
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| ModelError::Canonical(e.to_string()))?;
+    let canonical = serde_json_canonicalizer::to_vec(&value)
         .map_err(|e| ModelError::Canonical(e.to_string()))?;
     Ok(format!("b3:{}", blake3::hash(&canonical).to_hex()))
+}
+
+/// `text` (valid JSON) without the whitespace between its tokens, so a
+/// payload fits one line of an SSE event or a backup.
+fn compact_json(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for c in text.chars() {
+        if in_string {
+            out.push(c);
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+        } else if !matches!(c, ' ' | '\t' | '\n' | '\r') {
+            in_string = c == '"';
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// The 32 raw bytes of a `b3:<hex>` hash.
@@ -459,12 +563,14 @@ mod tests {
 
     #[test]
     fn the_hash_is_of_the_canonical_form_whatever_the_key_order() {
-        let a = payload_b3(&payload()).unwrap();
-        let v: serde_json::Value = serde_json::to_value(payload()).unwrap();
-        // Same content, keys in another order: same hash.
-        let reordered = r#"{"items":[{"region":{"parent":null,"name":"Europe","id":"eu"}}],"created_at":"2026-11-25T10:00:00Z","prev_b3":"b3:0000000000000000000000000000000000000000000000000000000000000000","version":1}"#;
-        let p: DescriptorSet = serde_json::from_str(reordered).unwrap();
-        assert_eq!(payload_b3(&p).unwrap(), a);
+        let json = r#"{"version":1,"prev_b3":"b3:0000000000000000000000000000000000000000000000000000000000000000","created_at":"2026-11-25T10:00:00Z","items":[{"region":{"id":"eu","name":"Europe","parent":null}}]}"#;
+        let a = Payload::from_json(json).unwrap().b3().unwrap();
+        // Same content, keys in another order, whitespace: same hash.
+        let reordered = r#"{ "items": [{"region": {"parent": null, "name": "Europe", "id": "eu"}}],
+            "created_at": "2026-11-25T10:00:00Z",
+            "prev_b3": "b3:0000000000000000000000000000000000000000000000000000000000000000", "version": 1 }"#;
+        assert_eq!(Payload::from_json(reordered).unwrap().b3().unwrap(), a);
+        let v: serde_json::Value = serde_json::from_str(json).unwrap();
         assert_eq!(
             a,
             format!(
@@ -475,10 +581,39 @@ mod tests {
     }
 
     #[test]
+    fn an_omitted_optional_field_stays_omitted_in_text_and_hash() {
+        let with_null = r#"{"version":1,"prev_b3":"b3:0000000000000000000000000000000000000000000000000000000000000000","created_at":"2026-11-25T10:00:00Z","items":[{"region":{"id":"eu","name":"Europe","parent":null}}]}"#;
+        let omitted = with_null.replace(r#","parent":null"#, "");
+        let p = Payload::from_json(&omitted).unwrap();
+        assert_eq!(p.items, payload().items, "parsed the same");
+        assert_eq!(p.json(), omitted, "kept as sent");
+        assert_ne!(p.b3().unwrap(), Payload::from_json(with_null).unwrap().b3().unwrap());
+        // Through an artifact and back, the text is unchanged.
+        let a = Artifact {
+            version: 1,
+            prev_b3: zero_hash(),
+            payload: p.clone(),
+            payload_b3: p.b3().unwrap(),
+            approvals: vec![],
+            committed_at: "2026-11-25T10:00:01Z".into(),
+        };
+        let served = serde_json::to_string(&a).unwrap();
+        assert!(served.contains(&omitted), "{served}");
+        let back: Artifact = serde_json::from_str(&served).unwrap();
+        assert_eq!(back.payload.json(), omitted);
+    }
+
+    #[test]
+    fn compaction_drops_whitespace_between_tokens_only() {
+        let text = "{ \"a\" :\t[1 ,\r\n2],\"b\": \"x  \\\" y\" }";
+        assert_eq!(compact_json(text), r#"{"a":[1,2],"b":"x  \" y"}"#);
+    }
+
+    #[test]
     fn approvals_count_once_per_member_and_bind_version_and_payload() {
         let (keys, set) = set(5, 3);
         let p = payload();
-        let h = hash_bytes(&payload_b3(&p).unwrap()).unwrap();
+        let h = hash_bytes(&Payload::from_set(p).unwrap().b3().unwrap()).unwrap();
         let sign = |i: usize, version: u64, h: &[u8; 32]| Approval {
             signer_id: format!("s{i}"),
             sig: encode_hex(&keys[i].sign(&signing_message(version, h)).to_bytes()),

@@ -190,7 +190,7 @@ mod tests {
     use super::*;
     use crate::log::Options;
     use crate::model::{
-        encode_hex, hash_bytes, sign_approval, Approval, DescriptorSet, Item, Region, SignerEntry,
+        encode_hex, hash_bytes, sign_approval, Approval, DescriptorSet, Item, Payload, Region, SignerEntry,
         SignerSet,
     };
     use std::time::Duration;
@@ -241,16 +241,19 @@ mod tests {
             for i in 0..40u64 {
                 let head = r.snapshot().head.clone();
                 let p = r
-                    .propose(DescriptorSet {
-                        version: head.version + 1,
-                        prev_b3: head.payload_b3,
-                        items: vec![Item::Region(Region {
-                            id: format!("r{i}"),
-                            name: "r".into(),
-                            parent: None,
-                        })],
-                        created_at: "2026-11-25T10:00:00Z".into(),
-                    })
+                    .propose(
+                        Payload::from_set(DescriptorSet {
+                            version: head.version + 1,
+                            prev_b3: head.payload_b3,
+                            items: vec![Item::Region(Region {
+                                id: format!("r{i}"),
+                                name: "r".into(),
+                                parent: None,
+                            })],
+                            created_at: "2026-11-25T10:00:00Z".into(),
+                        })
+                        .unwrap(),
+                    )
                     .unwrap();
                 let h = hash_bytes(&p.payload_b3).unwrap();
                 r.approve(

@@ -7,7 +7,7 @@ use ed25519_dalek::{Signer, SigningKey};
 use proptest::prelude::*;
 use ron_registry::log::{Options, Registry, RegistryError};
 use ron_registry::model::{
-    encode_hex, hash_bytes, signing_message, Approval, DescriptorSet, Item, Region, SignerEntry,
+    encode_hex, hash_bytes, signing_message, Approval, DescriptorSet, Item, Payload, Region, SignerEntry,
     SignerSet,
 };
 
@@ -76,14 +76,15 @@ fn opts(genesis: SignerSet) -> Options {
     }
 }
 
-fn payload(reg: &Registry, items: Vec<Item>) -> DescriptorSet {
+fn payload(reg: &Registry, items: Vec<Item>) -> Payload {
     let head = reg.snapshot().head.clone();
-    DescriptorSet {
+    Payload::from_set(DescriptorSet {
         version: head.version + 1,
         prev_b3: head.payload_b3,
         items,
         created_at: "2026-11-25T10:00:00Z".into(),
-    }
+    })
+    .unwrap()
 }
 
 fn region(id: &str) -> Item {
