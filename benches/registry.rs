@@ -19,8 +19,8 @@ use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use redb::{Database, Durability, TableDefinition};
 use ron_registry::log::{Options, Registry};
 use ron_registry::model::{
-    encode_hex, hash_bytes, signing_message, Approval, DescriptorSet, Item, Node, Payload, SignerEntry,
-    SignerSet,
+    encode_hex, hash_bytes, signing_message, Approval, DescriptorSet, Item, Node, Payload,
+    SignerEntry, SignerSet,
 };
 
 fn keys(n: usize) -> Vec<SigningKey> {

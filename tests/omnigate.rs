@@ -644,3 +644,86 @@ fn http2_clients_are_served_on_one_connection() {
         }
     });
 }
+
+/// RFC 9110's MUSTs as a third-party client sees them through the gateway
+/// and the node's own planes: `Allow` on every 405, `If-Range` that does not
+/// match means the whole object with 200, HEAD ignores `Range`, and a 415
+/// for a content coding names the codings taken in `Accept-Encoding`.
+#[test]
+fn range_validators_head_allow_and_accept_encoding_follow_rfc_9110() {
+    let node = gateway("");
+    let g = node.addr("omnigate");
+    let data = body_of(100 * 1024, 3);
+    let r = request(g, "PUT", "/v1/o", &[], &data);
+    assert_eq!(r.status, 201, "{}", r.body);
+    let address = r.json()["address"].as_str().unwrap().to_owned();
+    let path = format!("/v1/o/{address}");
+    let etag = format!("\"{address}\"");
+    let len = data.len().to_string();
+
+    // If-Range with the object's ETag: the range is served.
+    let r = request_bytes(
+        g,
+        "GET",
+        &path,
+        &[("Range", "bytes=10-19"), ("If-Range", &etag)],
+        b"",
+    );
+    assert_eq!(r.0, 206);
+    assert_eq!(r.2, &data[10..20]);
+    // Any other validator — another tag, a weak tag, an HTTP-date — and the
+    // Range is ignored: 200 with the whole body, no Content-Range.
+    let other = format!("\"b3:{}\"", "0".repeat(64));
+    let weak = format!("W/{etag}");
+    for validator in [
+        other.as_str(),
+        weak.as_str(),
+        "Wed, 21 Oct 2015 07:28:00 GMT",
+    ] {
+        let r = request_bytes(
+            g,
+            "GET",
+            &path,
+            &[("Range", "bytes=10-19"), ("If-Range", validator)],
+            b"",
+        );
+        assert_eq!(r.0, 200, "If-Range: {validator}");
+        assert_eq!(r.2, data, "If-Range: {validator}");
+        assert_eq!(common::header(&r.1, "content-range"), None);
+    }
+    // HEAD ignores Range: 200 and the full length.
+    let r = request_bytes(g, "HEAD", &path, &[("Range", "bytes=10-19")], b"");
+    assert_eq!(r.0, 200);
+    assert_eq!(common::header(&r.1, "content-length"), Some(len.as_str()));
+    assert_eq!(common::header(&r.1, "content-range"), None);
+    let r = request_bytes(g, "HEAD", &path, &[("Range", "bytes=999999999-")], b"");
+    assert_eq!(r.0, 200, "an unsatisfiable Range on HEAD is ignored too");
+
+    // Every 405 names the route's methods in Allow.
+    let metrics = node.addr("metrics");
+    let admin = node.addr("admin");
+    for (addr, method, p, allow) in [
+        (g, "POST", "/v1/o", "PUT"),
+        (g, "POST", path.as_str(), "GET, HEAD, PUT, DELETE"),
+        (g, "DELETE", "/v1/view/site", "GET, HEAD"),
+        (g, "PUT", "/v1/topics/news/messages", "GET, POST"),
+        (g, "GET", "/v1/topics/news/receive", "POST"),
+        (g, "PATCH", "/v1/names/site", "GET, HEAD, PUT, DELETE"),
+        (g, "GET", "/v1/uploads", "POST"),
+        (g, "POST", "/v1/uploads/00000000000000aa", "GET, DELETE"),
+        (g, "GET", "/v1/uploads/00000000000000aa/complete", "POST"),
+        (g, "GET", "/v1/uploads/00000000000000aa/0", "PUT"),
+        (metrics, "POST", "/readyz", "GET, HEAD"),
+        (admin, "POST", "/api/v1/status", "GET"),
+        (admin, "GET", "/api/v1/reload", "POST"),
+    ] {
+        let r = request(addr, method, p, &[], b"");
+        assert_eq!(r.status, 405, "{method} {p}: {}", r.body);
+        assert_eq!(r.header("allow"), Some(allow), "{method} {p}");
+    }
+
+    // A content coding the gateway does not take: 415 with the ones it does.
+    let r = request(g, "PUT", "/v1/o", &[("Content-Encoding", "br")], b"abc");
+    assert_eq!(r.status, 415, "{}", r.body);
+    assert_eq!(r.header("accept-encoding"), Some("gzip, zstd"));
+}

@@ -730,7 +730,10 @@ fn the_hash_a_proposer_signs_is_of_the_json_it_sent() {
     let r = node.addr("registry");
     let independent_b3 = |doc: &str| {
         let v: Value = serde_json::from_str(doc).unwrap();
-        format!("b3:{}", blake3::hash(&serde_jcs::to_vec(&v).unwrap()).to_hex())
+        format!(
+            "b3:{}",
+            blake3::hash(&serde_jcs::to_vec(&v).unwrap()).to_hex()
+        )
     };
     let zero = format!("b3:{}", "0".repeat(64));
     let key = s.public(0);
@@ -772,9 +775,29 @@ fn the_hash_a_proposer_signs_is_of_the_json_it_sent() {
             assert!(resp.body.contains(doc.as_str()), "{}", resp.body);
             assert!(!resp.body.contains("null"), "{}", resp.body);
         } else {
-            assert!(resp.body.contains(r#""name":"Europe \u0057est""#), "{}", resp.body);
-            assert!(!resp.body.contains(&compact), "re-serialised: {}", resp.body);
+            assert!(
+                resp.body.contains(r#""name":"Europe \u0057est""#),
+                "{}",
+                resp.body
+            );
+            assert!(
+                !resp.body.contains(&compact),
+                "re-serialised: {}",
+                resp.body
+            );
         }
     }
     assert_eq!(head(r)["payload_b3"], independent_b3(&v2).as_str());
+    // Every 405 names the route's methods in Allow (RFC 9110 §15.5.6).
+    for (method, p, allow) in [
+        ("DELETE", "/registry/head", "GET, HEAD"),
+        ("POST", "/registry/1", "GET, HEAD"),
+        ("POST", "/registry/signers", "GET"),
+        ("GET", "/registry/proposals", "POST"),
+        ("GET", "/registry/proposals/x/commit", "POST"),
+    ] {
+        let resp = request(r, method, p, &[], b"");
+        assert_eq!(resp.status, 405, "{method} {p}: {}", resp.body);
+        assert_eq!(resp.header("allow"), Some(allow), "{method} {p}");
+    }
 }

@@ -271,3 +271,28 @@ fn a_resumable_upload_survives_kill_9_between_parts() {
         400
     );
 }
+
+/// Storage's own listener takes bodies only as they are: its 415 says so in
+/// `Accept-Encoding`; HEAD and a mismatched `If-Range` ignore `Range`.
+#[test]
+fn own_listener_415_names_identity_and_range_is_for_get_only() {
+    let node = storage_node();
+    let s = node.addr("storage");
+    let data = body_of(70_000, 4);
+    let path = format!("/v1/o/{}", b3(&data));
+    let r = request(s, "PUT", "/v1/o", &[("Content-Encoding", "gzip")], &data);
+    assert_eq!(r.status, 415, "{}", r.body);
+    assert_eq!(r.header("accept-encoding"), Some("identity"));
+    assert_eq!(request(s, "PUT", "/v1/o", &[], &data).status, 201);
+    let r = common::request_bytes(s, "HEAD", &path, &[("Range", "bytes=0-9")], b"");
+    assert_eq!(r.0, 200);
+    assert_eq!(common::header(&r.1, "content-length"), Some("70000"));
+    let r = common::request_bytes(
+        s,
+        "GET",
+        &path,
+        &[("Range", "bytes=0-9"), ("If-Range", "\"b3:x\"")],
+        b"",
+    );
+    assert_eq!((r.0, r.2.len()), (200, data.len()));
+}

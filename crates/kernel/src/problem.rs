@@ -4,7 +4,7 @@
 //! Invariant: errors are rendered into this shape in one place; handlers
 //! build a `Problem` and never format error bodies themselves.
 
-use http::{header, HeaderValue, Response, StatusCode};
+use http::{header, HeaderName, HeaderValue, Response, StatusCode};
 use serde::Serialize;
 
 use crate::http::{full, Body};
@@ -17,6 +17,9 @@ pub struct Problem {
     pub detail: String,
     pub corr_id: Option<String>,
     pub retry_after_secs: Option<u64>,
+    /// Headers the status calls for (RFC 9110): `Allow` on a 405,
+    /// `Accept-Encoding` on a 415 for a content coding.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 /// The JSON shape on the wire.
@@ -42,6 +45,7 @@ impl Problem {
             detail: detail.into(),
             corr_id: None,
             retry_after_secs: None,
+            headers: Vec::new(),
         }
     }
 
@@ -49,12 +53,32 @@ impl Problem {
         Self::new(StatusCode::NOT_FOUND, "not_found", detail)
     }
 
-    pub fn method_not_allowed(allowed: &str) -> Self {
+    /// 405 with the `Allow` header RFC 9110 §15.5.6 requires; `allowed` is
+    /// the route's methods, e.g. `"GET, HEAD"`.
+    pub fn method_not_allowed(allowed: &'static str) -> Self {
         Self::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
             format!("allowed methods: {allowed}"),
         )
+        .with_header(header::ALLOW, HeaderValue::from_static(allowed))
+    }
+
+    /// 415 for a request body's content coding, with the `Accept-Encoding`
+    /// the route would take (RFC 9110 §15.5.16); `"identity"` when it takes
+    /// none.
+    pub fn unsupported_encoding(detail: impl Into<String>, accepted: &'static str) -> Self {
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "content_encoding",
+            detail,
+        )
+        .with_header(header::ACCEPT_ENCODING, HeaderValue::from_static(accepted))
+    }
+
+    pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.headers.push((name, value));
+        self
     }
 
     pub fn bad_request(reason: &'static str, detail: impl Into<String>) -> Self {
@@ -112,6 +136,9 @@ impl Problem {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
+        for (name, value) in &self.headers {
+            resp.headers_mut().insert(name.clone(), value.clone());
+        }
         resp.extensions_mut().insert(self);
         resp
     }
@@ -132,5 +159,14 @@ mod tests {
             resp.headers()[header::CONTENT_TYPE],
             "application/problem+json"
         );
+    }
+
+    #[test]
+    fn a_405_names_its_methods_in_allow_and_a_415_its_codings() {
+        let resp = Problem::method_not_allowed("GET, HEAD").into_response();
+        assert_eq!(resp.headers()[header::ALLOW], "GET, HEAD");
+        let resp = Problem::unsupported_encoding("no", "gzip, zstd").into_response();
+        assert_eq!(resp.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        assert_eq!(resp.headers()[header::ACCEPT_ENCODING], "gzip, zstd");
     }
 }

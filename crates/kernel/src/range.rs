@@ -3,6 +3,8 @@
 
 use std::ops::Range;
 
+use http::{header, HeaderMap, Method};
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RangeRequest {
     /// No usable Range header: serve the whole object (200).
@@ -11,6 +13,24 @@ pub enum RangeRequest {
     Partial(Range<u64>),
     /// A well-formed range that starts past the end: 416.
     Unsatisfiable,
+}
+
+/// The `Range` value a request's range handling should see: none for any
+/// method but GET (RFC 9110 §14.2: a HEAD answers 200 with the full length),
+/// and none when an `If-Range` validator is not the object's strong `etag`
+/// (§13.1.5: then the whole object is sent with 200). An HTTP-date
+/// validator never matches, since objects carry no Last-Modified, and a weak
+/// tag never matches strongly.
+pub fn effective_range<'a>(method: &Method, headers: &'a HeaderMap, etag: &str) -> Option<&'a str> {
+    if method != Method::GET {
+        return None;
+    }
+    let range = headers.get(header::RANGE)?.to_str().ok()?;
+    match headers.get(header::IF_RANGE) {
+        None => Some(range),
+        Some(v) if v.as_bytes() == etag.as_bytes() => Some(range),
+        Some(_) => None,
+    }
 }
 
 /// Interprets a `Range` header value. Malformed values and multiple ranges
@@ -56,6 +76,30 @@ pub fn parse_range(header: Option<&str>, size: u64) -> RangeRequest {
 mod tests {
     use super::*;
     use RangeRequest::*;
+
+    #[test]
+    fn range_counts_only_on_get_and_only_when_if_range_matches() {
+        let tag = "\"b3:00\"";
+        let with = |pairs: &[(header::HeaderName, &str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.insert(k.clone(), v.parse().unwrap());
+            }
+            h
+        };
+        let r = with(&[(header::RANGE, "bytes=0-1")]);
+        assert_eq!(effective_range(&Method::GET, &r, tag), Some("bytes=0-1"));
+        assert_eq!(effective_range(&Method::HEAD, &r, tag), None);
+        let matching = with(&[(header::RANGE, "bytes=0-1"), (header::IF_RANGE, tag)]);
+        assert_eq!(
+            effective_range(&Method::GET, &matching, tag),
+            Some("bytes=0-1")
+        );
+        for validator in ["\"b3:01\"", "W/\"b3:00\"", "Wed, 21 Oct 2015 07:28:00 GMT"] {
+            let h = with(&[(header::RANGE, "bytes=0-1"), (header::IF_RANGE, validator)]);
+            assert_eq!(effective_range(&Method::GET, &h, tag), None, "{validator}");
+        }
+    }
 
     #[test]
     fn single_ranges() {

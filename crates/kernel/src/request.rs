@@ -128,10 +128,9 @@ pub async fn stream_body(
 pub fn body_refusal(req: &Request<ReqBody>, cap: u64) -> Option<Problem> {
     if let Some(enc) = req.headers().get(header::CONTENT_ENCODING) {
         if !enc.as_bytes().eq_ignore_ascii_case(b"identity") {
-            return Some(Problem::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "content_encoding",
+            return Some(Problem::unsupported_encoding(
                 "this route takes bodies as they are (no Content-Encoding)",
+                "identity",
             ));
         }
     }

@@ -38,10 +38,9 @@ pub fn requested(headers: &HeaderMap) -> Result<Option<Encoding>, Problem> {
         return Ok(None);
     };
     let unsupported = |what: &str| {
-        Problem::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "content_encoding",
+        Problem::unsupported_encoding(
             format!("{what}; send gzip, zstd or an unencoded body"),
+            "gzip, zstd",
         )
     };
     if values.next().is_some() {

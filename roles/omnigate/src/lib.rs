@@ -316,7 +316,10 @@ impl Gate {
             }
             Target::View => {
                 if !matches!(*req.method(), Method::GET | Method::HEAD) {
-                    return Routed::new(route, Problem::method_not_allowed("GET").into_response());
+                    return Routed::new(
+                        route,
+                        Problem::method_not_allowed("GET, HEAD").into_response(),
+                    );
                 }
                 let name = req.uri().path()["/v1/view/".len()..].to_owned();
                 let Routed { route, response } = view::view(self.clone(), name).await;
@@ -402,7 +405,10 @@ impl Gate {
             Routed::new(route, self.not_reachable(svc).into_response())
         };
         count_downstream_refusal(&response);
-        let first_byte = ranged.then_some(start);
+        // A Range the object's handler ignored (If-Range mismatch) is a
+        // full read, not a range start.
+        let first_byte =
+            (ranged && response.status() == StatusCode::PARTIAL_CONTENT).then_some(start);
         Routed::new(route, guarded(response, inflight, Some(permit), first_byte))
     }
 

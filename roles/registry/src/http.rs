@@ -238,7 +238,11 @@ pub async fn handle(api: Arc<RegistryApi>, req: Request<ReqBody>, peer: SocketAd
                 Err(p) => fail(R_COMMIT, p),
             }
         }
-        (_, ["head" | "signers" | "stream" | "backup"]) | (_, ["proposals", _]) => {
+        (_, ["head"]) => fail(R_HEAD, Problem::method_not_allowed("GET, HEAD")),
+        (_, [v]) if v.bytes().all(|b| b.is_ascii_digit()) => {
+            fail(R_VERSION, Problem::method_not_allowed("GET, HEAD"))
+        }
+        (_, ["signers" | "stream" | "backup"]) | (_, ["proposals", _]) => {
             fail("/registry/{read}", Problem::method_not_allowed("GET"))
         }
         (_, ["proposals"]) | (_, ["proposals", _, "approvals" | "commit"]) => fail(

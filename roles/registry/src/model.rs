@@ -587,7 +587,10 @@ mod tests {
         let p = Payload::from_json(&omitted).unwrap();
         assert_eq!(p.items, payload().items, "parsed the same");
         assert_eq!(p.json(), omitted, "kept as sent");
-        assert_ne!(p.b3().unwrap(), Payload::from_json(with_null).unwrap().b3().unwrap());
+        assert_ne!(
+            p.b3().unwrap(),
+            Payload::from_json(with_null).unwrap().b3().unwrap()
+        );
         // Through an artifact and back, the text is unchanged.
         let a = Artifact {
             version: 1,

@@ -190,8 +190,8 @@ mod tests {
     use super::*;
     use crate::log::Options;
     use crate::model::{
-        encode_hex, hash_bytes, sign_approval, Approval, DescriptorSet, Item, Payload, Region, SignerEntry,
-        SignerSet,
+        encode_hex, hash_bytes, sign_approval, Approval, DescriptorSet, Item, Payload, Region,
+        SignerEntry, SignerSet,
     };
     use std::time::Duration;
 

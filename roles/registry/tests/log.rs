@@ -7,8 +7,8 @@ use ed25519_dalek::{Signer, SigningKey};
 use proptest::prelude::*;
 use ron_registry::log::{Options, Registry, RegistryError};
 use ron_registry::model::{
-    encode_hex, hash_bytes, signing_message, Approval, DescriptorSet, Item, Payload, Region, SignerEntry,
-    SignerSet,
+    encode_hex, hash_bytes, signing_message, Approval, DescriptorSet, Item, Payload, Region,
+    SignerEntry, SignerSet,
 };
 
 fn keys(n: usize, salt: u8) -> Vec<SigningKey> {

@@ -24,7 +24,7 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use ron_kernel::http::ReqBody;
 use ron_kernel::http::{empty, full, json, pieces, Body, ChannelBody, Routed};
-use ron_kernel::range::{parse_range, RangeRequest};
+use ron_kernel::range::{effective_range, parse_range, RangeRequest};
 use ron_kernel::request::{body_refusal, stream_body, write_refusal};
 use ron_kernel::{Bus, ContentAddress, KernelEvent, Live, NodeSettings, Problem};
 use tokio::sync::mpsc;
@@ -320,9 +320,12 @@ async fn uploads(
                 Err(e) => problem(route, Problem::internal(format!("upload task: {e}"))),
             }
         }
+        (_, 1, _) => problem(route, Problem::method_not_allowed("GET, DELETE")),
+        (_, 2, Some("complete")) => problem(route, Problem::method_not_allowed("POST")),
+        (_, 2, _) => problem(route, Problem::method_not_allowed("PUT")),
         _ => problem(
-            route,
-            Problem::method_not_allowed("see docs/API.md for the upload routes"),
+            "/{unknown}",
+            Problem::not_found(format!("no upload route {path}")),
         ),
     }
 }
@@ -412,11 +415,7 @@ fn plan_from_cache(
 async fn get(api: Arc<StorageApi>, req: Request<ReqBody>, address: ContentAddress) -> Routed {
     let tag = etag(&address);
     let not_modified = if_none_match(&req, &tag);
-    let range_header = req
-        .headers()
-        .get(header::RANGE)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let range_header = effective_range(req.method(), req.headers(), &tag).map(str::to_owned);
     let head_only = req.method() == Method::HEAD;
     let store = api.store.clone();
     let cached = plan_from_cache(
