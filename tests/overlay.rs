@@ -257,6 +257,60 @@ fn a_malicious_peer_gets_the_right_reject_and_the_node_stays_ready() {
     }
 }
 
+/// OAP-1 §4 as an independent peer sees it: the node that accepts the
+/// connection sends its HELLO with RESP (the dialer's is the REQ), and a
+/// `node_id` written `ed25519:<hex>` names the same key as bare hex — the
+/// session comes up either way. A `node_id` naming another key than the
+/// one the peer authenticated with is `bad_hello`.
+#[test]
+fn the_acceptors_hello_is_resp_and_an_ed25519_prefixed_node_id_is_the_same_key() {
+    use ron_oap::{Flags, FrameKind};
+
+    let evil = ron_overlay::identity::Identity::from_seed([0x61; 32]).unwrap();
+    let evil_id = evil.node_id();
+    let (a, a_id) = overlay_node(0x51, &[(evil_id.clone(), None)]);
+    let addr = a.addr("overlay");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        for (corr, hello_id) in [(5u64, format!("ed25519:{evil_id}")), (7, evil_id.clone())] {
+            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let mut raw = Raw::over_with(&evil, &a_id, tcp, hello_wire(&hello_id)).await;
+            raw.answer_pings = true;
+            let first = raw.next().await.expect("the node's HELLO");
+            assert_eq!(first.kind(), FrameKind::Hello);
+            assert!(
+                first.header.flags.contains(Flags::RESP)
+                    && !first.header.flags.contains(Flags::REQ),
+                "the acceptor's HELLO flags: {:?}",
+                first.header.flags
+            );
+            let theirs = ron_oap::Hello::parse(&first.payload).unwrap();
+            assert_eq!(
+                theirs.node_key(),
+                ron_overlay::identity::parse_key_hex(&a_id),
+                "{hello_id}"
+            );
+            // The session is up: the node answers a ping.
+            raw.frames_before_ping_answer(corr).await;
+        }
+        let other = format!("ed25519:{}", "22".repeat(32));
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut raw = Raw::over_with(&evil, &a_id, tcp, hello_wire(&other)).await;
+        let mut last = None;
+        while let Some(f) = raw.next().await {
+            last = Some(f);
+        }
+        let last = last.expect("an ERROR frame before the close");
+        assert!(last.header.code >= 400, "{:?}", last.header);
+        let body: serde_json::Value = serde_json::from_slice(&last.payload).unwrap();
+        assert_eq!(body["reason"], "bad_hello", "{body}");
+    });
+    a.wait_ready();
+}
+
 #[test]
 fn two_nodes_connect_over_quic() {
     let (a, a_id) = overlay_node(6, &[(id_of(7), None)]);
@@ -860,6 +914,16 @@ impl Raw {
         tcp: tokio::net::TcpStream,
         window: u32,
     ) -> Raw {
+        Raw::over_with(evil, node_id, tcp, hello_granting(&evil.node_id(), window)).await
+    }
+
+    /// As `over`, sending `hello` (an encoded HELLO frame) first.
+    async fn over_with(
+        evil: &ron_overlay::identity::Identity,
+        node_id: &str,
+        tcp: tokio::net::TcpStream,
+        hello: Vec<u8>,
+    ) -> Raw {
         let key = ron_overlay::identity::parse_key_hex(node_id).unwrap();
         let tls = harness_connector(evil, key)
             .connect(ron_overlay::tls::peer_name(), tcp)
@@ -872,7 +936,7 @@ impl Raw {
             enc: ron_oap::Encoder::default(),
             answer_pings: false,
         };
-        raw.write(&hello_granting(&evil.node_id(), window)).await;
+        raw.write(&hello).await;
         raw
     }
 

@@ -70,6 +70,11 @@ fn expect_frames(bytes: &[u8]) -> Value {
                     "corr_id": h.corr_id,
                     "cap_hex": hex::encode(&f.cap),
                 });
+                if f.kind() == ron_oap::FrameKind::Hello {
+                    // What a host that pins keys reads from node_id.
+                    let key = Hello::parse(&f.payload).ok().and_then(|h| h.node_key());
+                    o["node_key"] = json!(key.map(hex::encode));
+                }
                 if big {
                     o["payload_len"] = json!(f.payload.len());
                     o["payload_fill"] = json!(format!("{:02x}", f.payload[0]));
@@ -569,5 +574,35 @@ fn main() {
             recv(ack(5, 2, 4)),
         ],
         json!({"ok": true, "open_streams": 0}),
+    );
+
+    // ---- node_id spellings (OAP-1 §4): the same key, bare or prefixed
+    let key_hex = "3b6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da29";
+    o.valid(
+        "hello-resp-node-id-prefixed",
+        "HELLO from the responder (RESP|START|END) whose node_id is ed25519:<hex>: node_key is the 32-byte key",
+        wire(
+            &FrameSpec::hello(Flags::RESP),
+            b"",
+            &Hello::new(format!("ed25519:{key_hex}"), MAX_FRAME_BYTES as u32, 16).to_json(),
+        ),
+    );
+    o.valid(
+        "hello-req-node-id-bare",
+        "HELLO from the initiator whose node_id is the same key as bare hex: the same node_key",
+        wire(
+            &FrameSpec::hello(Flags::REQ),
+            b"",
+            &Hello::new(key_hex, MAX_FRAME_BYTES as u32, 16).to_json(),
+        ),
+    );
+    o.valid(
+        "hello-node-id-not-a-key",
+        "HELLO whose node_id is no key (uppercase hex): valid OAP/1, node_key null, refused by a host that pins keys",
+        wire(
+            &FrameSpec::hello(Flags::RESP),
+            b"",
+            &Hello::new(format!("ed25519:{}", key_hex.to_uppercase()), MAX_FRAME_BYTES as u32, 16).to_json(),
+        ),
     );
 }

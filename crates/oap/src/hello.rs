@@ -25,7 +25,35 @@ pub struct Hello {
     pub node_id: String,
 }
 
+/// The prefix a `node_id` may carry to say which kind of key it names.
+pub const ED25519_PREFIX: &str = "ed25519:";
+
 impl Hello {
+    /// The ed25519 public key this HELLO's `node_id` names, if it names one:
+    /// 64 lowercase hex digits, bare or after `ed25519:` — two spellings of
+    /// the same key (OAP-1 §4). `None` for any other `node_id`, which OAP/1
+    /// itself leaves opaque and a host that authenticates peers by key
+    /// refuses.
+    pub fn node_key(&self) -> Option<[u8; 32]> {
+        let hex = self
+            .node_id
+            .strip_prefix(ED25519_PREFIX)
+            .unwrap_or(&self.node_id);
+        if hex.len() != 64 {
+            return None;
+        }
+        let nibble = |c: u8| match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            _ => None,
+        };
+        let mut key = [0u8; 32];
+        for (k, pair) in key.iter_mut().zip(hex.as_bytes().chunks_exact(2)) {
+            *k = nibble(pair[0])? << 4 | nibble(pair[1])?;
+        }
+        Some(key)
+    }
+
     pub fn new(node_id: impl Into<String>, max_frame: u32, ack_window: u32) -> Self {
         Self {
             versions: vec![VERSION],
@@ -74,5 +102,32 @@ impl Hello {
             ));
         }
         Ok(h)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_key_reads_bare_and_prefixed_hex_as_one_key() {
+        let hex = "11".repeat(32);
+        let bare = Hello::new(hex.clone(), 1 << 20, 16);
+        let prefixed = Hello::new(format!("ed25519:{hex}"), 1 << 20, 16);
+        assert_eq!(bare.node_key(), Some([0x11; 32]));
+        assert_eq!(prefixed.node_key(), bare.node_key());
+        for other in [
+            "node-a".to_owned(),
+            "11".repeat(31),
+            "AA".repeat(32),
+            format!("x25519:{hex}"),
+            format!("ed25519:ed25519:{hex}"),
+        ] {
+            assert_eq!(
+                Hello::new(other.clone(), 1 << 20, 16).node_key(),
+                None,
+                "{other}"
+            );
+        }
     }
 }

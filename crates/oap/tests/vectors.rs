@@ -64,6 +64,10 @@ fn decode_chunked(chunks: &[&[u8]]) -> Result<Vec<Frame>, Reject> {
     Ok(out)
 }
 
+fn json_opt(s: Option<String>) -> Value {
+    s.map_or(Value::Null, Value::String)
+}
+
 fn check_frames(name: &str, frames: &[Frame], expect: &Value) {
     let want = expect["frames"].as_array().expect("frames");
     assert_eq!(frames.len(), want.len(), "{name}: frame count");
@@ -91,6 +95,13 @@ fn check_frames(name: &str, frames: &[Frame], expect: &Value) {
         );
         assert_eq!(h.corr_id, w["corr_id"].as_u64().unwrap(), "{name}: corr_id");
         assert_eq!(hex::encode(&f.cap), w["cap_hex"], "{name}: cap");
+        if let Some(want) = w.get("node_key") {
+            let got = ron_oap::Hello::parse(&f.payload)
+                .ok()
+                .and_then(|h| h.node_key())
+                .map(hex::encode);
+            assert_eq!(json_opt(got), *want, "{name}: node_key");
+        }
         if let Some(p) = w.get("payload_hex") {
             assert_eq!(hex::encode(&f.payload), *p, "{name}: payload");
         } else {

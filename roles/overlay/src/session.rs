@@ -480,8 +480,15 @@ pub async fn run_session<S>(
     let dec = Decoder::new(DecoderConfig::default());
     let wire_in = Wire::new("in");
     let hello = conn.session.local_hello(&overlay.identity.node_id());
+    // OAP-1 §4: the dialer's HELLO is the request, the acceptor's the
+    // response (both are sent at once, neither waits for the other).
+    let hello_flags = if direction == "out" {
+        Flags::REQ
+    } else {
+        Flags::RESP
+    };
     if let Ok(f) = conn.enc.encode(
-        &FrameSpec::hello(Flags::REQ),
+        &FrameSpec::hello(hello_flags),
         &[],
         Bytes::from(hello.to_json()),
     ) {
@@ -575,7 +582,8 @@ pub async fn run_session<S>(
             }
             match event {
                 Event::Hello(h) => {
-                    if h.node_id != peer_id {
+                    // `ed25519:<hex>` and bare hex name the same key.
+                    if h.node_key() != Some(key) {
                         let r = Reject::new(
                             ron_oap::reject::RejectReason::BadHello,
                             "HELLO node_id is not the key the peer authenticated with",
