@@ -291,19 +291,6 @@ impl NodeConfig {
                 format!("{:?}", self.omnigate.downstream),
             ));
         }
-        #[cfg(feature = "overlay")]
-        {
-            v.push(("overlay.addr", self.overlay.addr.to_string()));
-            v.push(("overlay.pq_mode", format!("{:?}", self.overlay.pq_mode)));
-        }
-        #[cfg(feature = "registry")]
-        v.push(("registry.addr", self.registry.addr.to_string()));
-        #[cfg(feature = "storage")]
-        v.push(("storage.addr", self.storage.addr.to_string()));
-        #[cfg(feature = "index")]
-        v.push(("index.addr", self.index.addr.to_string()));
-        #[cfg(feature = "mailbox")]
-        v.push(("mailbox.addr", self.mailbox.addr.to_string()));
         #[cfg(feature = "test-roles")]
         v.push(("testrole.addr", self.testrole.addr.to_string()));
         v
@@ -312,14 +299,46 @@ impl NodeConfig {
     /// Builds the config a reload puts in force: every hot knob from `new`,
     /// every start-only key kept from `self`. Returns it with the list of
     /// start-only keys that differ (they need a restart).
-    pub fn reloaded(&self, mut new: NodeConfig) -> (NodeConfig, Vec<&'static str>) {
-        let changed: Vec<&'static str> = self
+    ///
+    /// The overlay, registry, storage, index and mailbox read their whole
+    /// section once when they start (listeners, limits, peers, the genesis
+    /// signer set, cache sizes), so each of those sections is kept whole and
+    /// every key of it that changed is reported — a key added to one of them
+    /// later is start-only until its role reads it live.
+    pub fn reloaded(&self, mut new: NodeConfig) -> (NodeConfig, Vec<String>) {
+        #[allow(unused_mut)] // with no such role compiled in, nothing is added
+        let mut changed: Vec<String> = self
             .cold_keys()
             .into_iter()
             .zip(new.cold_keys())
             .filter(|(a, b)| a.1 != b.1)
-            .map(|(a, _)| a.0)
+            .map(|(a, _)| a.0.to_owned())
             .collect();
+        #[cfg(feature = "overlay")]
+        {
+            changed.extend(changed_keys("overlay", &self.overlay, &new.overlay));
+            new.overlay = self.overlay.clone();
+        }
+        #[cfg(feature = "registry")]
+        {
+            changed.extend(changed_keys("registry", &self.registry, &new.registry));
+            new.registry = self.registry.clone();
+        }
+        #[cfg(feature = "storage")]
+        {
+            changed.extend(changed_keys("storage", &self.storage, &new.storage));
+            new.storage = self.storage.clone();
+        }
+        #[cfg(feature = "index")]
+        {
+            changed.extend(changed_keys("index", &self.index, &new.index));
+            new.index = self.index.clone();
+        }
+        #[cfg(feature = "mailbox")]
+        {
+            changed.extend(changed_keys("mailbox", &self.mailbox, &new.mailbox));
+            new.mailbox = self.mailbox.clone();
+        }
         new.data_dir = self.data_dir.clone();
         new.amnesia = self.amnesia;
         new.roles = self.roles.clone();
@@ -333,27 +352,6 @@ impl NodeConfig {
             new.omnigate.tls = self.omnigate.tls.clone();
             new.omnigate.downstream = self.omnigate.downstream.clone();
         }
-        #[cfg(feature = "overlay")]
-        {
-            new.overlay.addr = self.overlay.addr;
-            new.overlay.pq_mode = self.overlay.pq_mode;
-        }
-        #[cfg(feature = "registry")]
-        {
-            new.registry.addr = self.registry.addr;
-        }
-        #[cfg(feature = "storage")]
-        {
-            new.storage.addr = self.storage.addr;
-        }
-        #[cfg(feature = "index")]
-        {
-            new.index.addr = self.index.addr;
-        }
-        #[cfg(feature = "mailbox")]
-        {
-            new.mailbox.addr = self.mailbox.addr;
-        }
         #[cfg(feature = "test-roles")]
         {
             new.testrole.addr = self.testrole.addr;
@@ -364,6 +362,24 @@ impl NodeConfig {
     /// The effective config as TOML, secrets redacted.
     pub fn to_redacted_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+}
+
+/// The keys of `section` (one level down, e.g. `registry.quorum_m`, or
+/// `overlay.peer` for any of its sub-keys) whose values differ.
+#[allow(dead_code)] // used only by role sections compiled in
+fn changed_keys<T: Serialize>(section: &str, old: &T, new: &T) -> Vec<String> {
+    use serde_json::Value;
+    match (serde_json::to_value(old), serde_json::to_value(new)) {
+        (Ok(Value::Object(a)), Ok(Value::Object(b))) => {
+            let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+            keys.into_iter()
+                .filter(|k| a.get(*k) != b.get(*k))
+                .map(|k| format!("{section}.{k}"))
+                .collect()
+        }
+        (Ok(a), Ok(b)) if a == b => Vec::new(),
+        _ => vec![section.to_owned()],
     }
 }
 

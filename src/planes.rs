@@ -34,7 +34,7 @@ pub enum AdminCommand {
 pub struct ReloadOutcome {
     pub version: u64,
     /// Start-only keys that changed and were not applied.
-    pub needs_restart: Vec<&'static str>,
+    pub needs_restart: Vec<String>,
     /// Roles let out of quarantine.
     pub released: Vec<String>,
 }

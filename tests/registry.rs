@@ -801,3 +801,49 @@ fn the_hash_a_proposer_signs_is_of_the_json_it_sent() {
         assert_eq!(resp.header("allow"), Some(allow), "{method} {p}");
     }
 }
+
+/// A reload that changes a start-only registry key says so: the running
+/// signer set keeps its m, `needs_restart` names the key, and the admin
+/// plane shows the value in force; a hot key in the same file applies.
+#[test]
+fn a_reload_that_changes_quorum_m_reports_it_as_needing_a_restart() {
+    let s = Signers::new(3, 4);
+    let builder = registry_node(&s, 1);
+    let path = builder.config_path();
+    let node = builder.start();
+    node.wait_ready();
+    let r = node.addr("registry");
+    let admin = node.addr("admin");
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains("quorum_m = 1\n"), "{text}");
+    let changed = text.replace("quorum_m = 1\n", "quorum_m = 2\nproposal_ttl = \"1h\"\n")
+        + "\n[limits]\nmax_body_bytes = 2097152\n";
+    std::fs::write(&path, changed).unwrap();
+
+    let resp = request(admin, "POST", "/api/v1/reload", &[], b"");
+    assert_eq!(resp.status, 200, "{}", resp.body);
+    let needs: Vec<String> = resp.json()["needs_restart"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        needs,
+        ["registry.proposal_ttl", "registry.quorum_m"],
+        "{}",
+        resp.body
+    );
+    assert_eq!(
+        request(r, "GET", "/registry/signers", &[], b"").json()["m"],
+        1
+    );
+    let cfg = request(admin, "GET", "/api/v1/config", &[], b"").json();
+    assert_eq!(cfg["registry"]["quorum_m"], 1, "the running value");
+    assert_eq!(
+        cfg["limits"]["max_body_bytes"], 2097152,
+        "a hot key applies"
+    );
+    // One approval still commits: the running quorum is 1.
+    commit_with(r, &s, &[0], "eu");
+}
