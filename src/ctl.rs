@@ -22,7 +22,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use ron_kernel::ContentAddress;
 
 #[derive(FromArgs, Debug)]
-/// Operator client: put and get objects.
+/// Operator client (the runbooks' ronctl): store and fetch verified objects, set and read names, and propose, approve, commit and watch registry changes.
 #[argh(subcommand, name = "ctl")]
 pub struct CtlCmd {
     /// base URL of the node's object API (default http://127.0.0.1:9444)

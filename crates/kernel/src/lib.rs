@@ -19,7 +19,6 @@ pub mod context;
 pub mod handles;
 pub mod http;
 pub mod metrics;
-pub mod pending;
 pub mod problem;
 pub mod range;
 pub mod readiness;
