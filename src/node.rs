@@ -62,6 +62,17 @@ fn settings_from(cfg: &NodeConfig) -> NodeSettings {
     }
 }
 
+/// The Prometheus recorder: every histogram with explicit buckets (never a
+/// summary, so `_bucket` series exist and aggregate across replicas).
+fn recorder() -> Result<PrometheusBuilder, metrics_exporter_prometheus::BuildError> {
+    use metrics_exporter_prometheus::Matcher;
+    let mut b = PrometheusBuilder::new().set_buckets(ron_kernel::metrics::REQUEST_BUCKETS)?;
+    for (name, buckets) in ron_kernel::metrics::histogram_buckets() {
+        b = b.set_buckets_for_metric(Matcher::Full(name.to_owned()), buckets)?;
+    }
+    Ok(b)
+}
+
 fn bind(name: &str, addr: SocketAddr) -> Result<std::net::TcpListener, NodeError> {
     std::net::TcpListener::bind(addr).map_err(|source| NodeError::Bind {
         name: name.to_owned(),
@@ -72,10 +83,13 @@ fn bind(name: &str, addr: SocketAddr) -> Result<std::net::TcpListener, NodeError
 
 pub async fn run(src: ConfigSource, cfg: NodeConfig, log: LogHandle) -> Result<i32, NodeError> {
     let started = Instant::now();
-    let prometheus = PrometheusBuilder::new()
-        .install_recorder()
+    let prometheus = recorder()
+        .and_then(PrometheusBuilder::install_recorder)
         .map_err(|e| NodeError::Metrics(e.to_string()))?;
     ron_kernel::metrics::describe_all();
+    let process = Arc::new(metrics_process::Collector::default());
+    process.describe();
+    process.collect();
     {
         let h = prometheus.clone();
         tokio::spawn(async move {
@@ -113,6 +127,11 @@ pub async fn run(src: ConfigSource, cfg: NodeConfig, log: LogHandle) -> Result<i
 
     let role_names = roles::select(&cfg.roles)?;
     let (specs, live_sections) = roles::build(&role_names, &cfg);
+    // Every documented series exists from the first scrape.
+    ron_kernel::metrics::init_host_series(&role_names);
+    for spec in &specs {
+        (spec.init_series)();
+    }
     // Every role is on the board (starting, not ready) before the health
     // plane serves; the board itself stays unready until this is done.
     let role_ready = readiness.register_roles(&specs.iter().map(|s| s.name).collect::<Vec<_>>());
@@ -158,6 +177,7 @@ pub async fn run(src: ConfigSource, cfg: NodeConfig, log: LogHandle) -> Result<i
         readiness: readiness.clone(),
         bus: bus.clone(),
         prometheus,
+        process,
         config: config.clone(),
         config_version: config_version.clone(),
         config_file: src.file.as_ref().map(|p| p.display().to_string()),

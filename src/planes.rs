@@ -50,6 +50,8 @@ pub struct PlaneState {
     pub readiness: Readiness,
     pub bus: Bus,
     pub prometheus: PrometheusHandle,
+    /// process_* metrics, read at each scrape.
+    pub process: Arc<metrics_process::Collector>,
     pub config: Live<NodeConfig>,
     pub config_version: Arc<std::sync::atomic::AtomicU64>,
     pub config_file: Option<String>,
@@ -91,6 +93,7 @@ pub async fn health(st: PlaneState, req: Request<ReqBody>) -> Routed {
             metrics::gauge!(names::NODE_UPTIME_SECONDS).set(st.uptime_secs());
             metrics::gauge!(names::NODE_READY).set(if st.readiness.is_ready() { 1.0 } else { 0.0 });
             metrics::gauge!(names::BUS_SUBSCRIBERS).set(st.bus.subscriber_count() as f64);
+            st.process.collect();
             let mut resp = Response::new(full(st.prometheus.render()));
             resp.headers_mut().insert(
                 header::CONTENT_TYPE,

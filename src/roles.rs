@@ -106,6 +106,8 @@ pub struct RoleSpec {
     /// Listeners the host binds before the first start: (name, address).
     pub listeners: Vec<(&'static str, SocketAddr)>,
     pub start: Arc<StartFn>,
+    /// Creates the role's metric series at their zero values.
+    pub init_series: fn(),
 }
 
 /// Per-role live config cells, so reload can swap each role's section.
@@ -168,6 +170,7 @@ fn spec<C, F, Fut>(
     listeners: Vec<(&'static str, SocketAddr)>,
     live: ron_kernel::Live<C>,
     run: F,
+    init_series: fn(),
 ) -> RoleSpec
 where
     C: Send + Sync + 'static,
@@ -178,6 +181,7 @@ where
         name,
         listeners,
         start: Arc::new(move |ctx| Box::pin(run(ctx, live.clone()))),
+        init_series,
     }
 }
 
@@ -218,14 +222,20 @@ pub fn build(names: &[&'static str], cfg: &NodeConfig) -> (Vec<RoleSpec>, LiveSe
                     cfg.storage.serve_remote,
                     fronted,
                 );
-                specs.push(spec("storage", ls, l, ron_storage::run));
+                specs.push(spec(
+                    "storage",
+                    ls,
+                    l,
+                    ron_storage::run,
+                    ron_storage::init_series,
+                ));
             }
             #[cfg(feature = "index")]
             "index" => {
                 let l = ron_kernel::Live::new(cfg.index.clone());
                 live.index = Some(l.clone());
                 let ls = own_api("index", cfg.index.addr, cfg.index.serve_remote, fronted);
-                specs.push(spec("index", ls, l, ron_index::run));
+                specs.push(spec("index", ls, l, ron_index::run, ron_index::init_series));
             }
             #[cfg(feature = "mailbox")]
             "mailbox" => {
@@ -237,7 +247,13 @@ pub fn build(names: &[&'static str], cfg: &NodeConfig) -> (Vec<RoleSpec>, LiveSe
                     cfg.mailbox.serve_remote,
                     fronted,
                 );
-                specs.push(spec("mailbox", ls, l, ron_mailbox::run));
+                specs.push(spec(
+                    "mailbox",
+                    ls,
+                    l,
+                    ron_mailbox::run,
+                    ron_mailbox::init_series,
+                ));
             }
             #[cfg(feature = "registry")]
             "registry" => {
@@ -248,6 +264,7 @@ pub fn build(names: &[&'static str], cfg: &NodeConfig) -> (Vec<RoleSpec>, LiveSe
                     vec![("registry", cfg.registry.addr)],
                     l,
                     ron_registry::run,
+                    ron_registry::init_series,
                 ));
             }
             #[cfg(feature = "overlay")]
@@ -259,6 +276,7 @@ pub fn build(names: &[&'static str], cfg: &NodeConfig) -> (Vec<RoleSpec>, LiveSe
                     vec![("overlay", cfg.overlay.addr)],
                     l,
                     ron_overlay::run,
+                    ron_overlay::init_series,
                 ));
             }
             #[cfg(feature = "omnigate")]
@@ -270,6 +288,7 @@ pub fn build(names: &[&'static str], cfg: &NodeConfig) -> (Vec<RoleSpec>, LiveSe
                     vec![("omnigate", cfg.omnigate.addr)],
                     l,
                     ron_omnigate::run,
+                    ron_omnigate::init_series,
                 ));
             }
             #[cfg(feature = "test-roles")]
@@ -281,6 +300,7 @@ pub fn build(names: &[&'static str], cfg: &NodeConfig) -> (Vec<RoleSpec>, LiveSe
                     vec![("testrole", cfg.testrole.addr)],
                     l,
                     crate::testrole::run,
+                    || {},
                 ));
             }
             other => {

@@ -108,6 +108,8 @@ fn a_gzip_bomb_is_refused_without_inflating_it() {
     let r = request(g, "PUT", "/v1/o", &[("Content-Encoding", "gzip")], &bomb);
     assert_eq!(r.status, 413, "{}", r.body);
     assert!(r.body.contains("decompress"), "{}", r.body);
+    // Counted once, where the inflater refused it.
+    wait_rejected(&node, "decompress", 1, Duration::from_secs(10));
     let grown = rss_kib(node.pid()).saturating_sub(rss_before);
     assert!(grown < 32 * 1024, "RSS grew by {grown} KiB");
 
@@ -223,7 +225,10 @@ fn over_the_inflight_cap_writes_are_shed_and_held_requests_complete() {
         let done = answered(&s);
         s.set_nonblocking(false).unwrap();
         if done {
-            statuses.push(read_status(s));
+            let (status, text) = read_response(s);
+            // The body names the same reason as the metric and the docs.
+            assert!(text.contains(r#""reason":"shed_write""#), "{text}");
+            statuses.push(status);
         } else {
             open.push(s);
         }
@@ -239,15 +244,21 @@ fn over_the_inflight_cap_writes_are_shed_and_held_requests_complete() {
         [201, 201, 201, 201, 201, 201, 201, 201, 201, 503, 503, 503]
     );
 
-    fn read_status(mut s: TcpStream) -> u16 {
+    fn read_status(s: TcpStream) -> u16 {
+        read_response(s).0
+    }
+
+    fn read_response(mut s: TcpStream) -> (u16, String) {
         s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
         let mut out = Vec::new();
         let _ = s.read_to_end(&mut out);
-        let text = String::from_utf8_lossy(&out);
-        text.split(' ')
+        let text = String::from_utf8_lossy(&out).into_owned();
+        let status = text
+            .split(' ')
             .nth(1)
             .and_then(|c| c.parse().ok())
-            .unwrap_or(0)
+            .unwrap_or(0);
+        (status, text)
     }
 }
 

@@ -33,10 +33,10 @@ pub mod names {
     // Storage
     pub const STORAGE_INTEGRITY_ERRORS_TOTAL: &str = "storage_integrity_errors_total";
     pub const STORAGE_BYTES_STORED: &str = "storage_bytes_stored";
-    pub const STORAGE_CHUNKS_TOTAL: &str = "storage_chunks_total";
+    pub const STORAGE_CHUNKS: &str = "storage_chunks";
     pub const STORAGE_DEDUP_RATIO: &str = "storage_dedup_ratio";
     // Index
-    pub const INDEX_NAMES_TOTAL: &str = "index_names_total";
+    pub const INDEX_NAMES: &str = "index_names";
     // Mailbox
     pub const MAILBOX_DEPTH: &str = "mailbox_depth";
     pub const MAILBOX_REDELIVERIES_TOTAL: &str = "mailbox_redeliveries_total";
@@ -57,10 +57,93 @@ pub mod names {
     pub const OVERLAY_INFLIGHT_FRAMES: &str = "overlay_inflight_frames";
     pub const OVERLAY_FRAMES_TOTAL: &str = "overlay_frames_total";
     pub const OVERLAY_BYTES_TOTAL: &str = "overlay_bytes_total";
+    // OAP/1 (the crates/oap health hook, recorded by the overlay)
+    pub const OAP_READ_FRAME_SECONDS: &str = "oap_read_frame_seconds";
+    pub const OAP_FRAMES_TOTAL: &str = "oap_frames_total";
+    pub const OAP_REJECTS_TOTAL: &str = "oap_rejects_total";
+    pub const OAP_ACK_WINDOW: &str = "oap_ack_window";
+    pub const OAP_INFLIGHT_FRAMES: &str = "oap_inflight_frames";
 }
 
-/// Registers help text for every metric. Call once after installing the
-/// recorder.
+/// Bucket upper bounds, in seconds, of request-scale latencies (HTTP
+/// requests, hydration, range starts, downstream calls): from half a
+/// millisecond to ten seconds, with the runbooks' thresholds (0.05, 0.1,
+/// 0.15, 0.25, 0.75 s) on bucket boundaries so `histogram_quantile` is
+/// exact where the alerts compare.
+pub const REQUEST_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.5, 0.75, 1.0,
+    2.5, 5.0, 10.0,
+];
+
+/// Registry commits: an fsync and signature checks, milliseconds to
+/// seconds; 0.75 s (the commit alert) and 1.2 s (its escalation) are
+/// boundaries.
+pub const COMMIT_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 0.75, 1.0, 1.2, 2.5, 5.0, 10.0,
+];
+
+/// Reading one OAP/1 frame: microseconds for a small frame in memory, up to
+/// tens of milliseconds for a 1 MiB frame off a slow peer; 0.02 s (the
+/// decode alert) is a boundary.
+pub const FRAME_BUCKETS: &[f64] = &[
+    0.000005, 0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
+    0.02, 0.05, 0.1, 0.25, 1.0,
+];
+
+/// Every latency histogram and its buckets. The host's recorder renders
+/// each as a Prometheus histogram (`_bucket`, `_sum`, `_count`); any other
+/// histogram gets `REQUEST_BUCKETS`, so none is ever a summary.
+pub fn histogram_buckets() -> [(&'static str, &'static [f64]); 6] {
+    use names::*;
+    [
+        (REQUEST_LATENCY_SECONDS, REQUEST_BUCKETS),
+        (OMNIGATE_HYDRATION_LATENCY_SECONDS, REQUEST_BUCKETS),
+        (OMNIGATE_RANGE_START_LATENCY_SECONDS, REQUEST_BUCKETS),
+        (DOWNSTREAM_LATENCY_SECONDS, REQUEST_BUCKETS),
+        (COMMIT_LATENCY_SECONDS, COMMIT_BUCKETS),
+        (OAP_READ_FRAME_SECONDS, FRAME_BUCKETS),
+    ]
+}
+
+/// Creates a counter series at 0 for each value of `label`, so it exists
+/// from the first scrape (a rate over a series that appears only with its
+/// first event misses that event, and "should be 0" is uncheckable).
+pub fn zero_counters(name: &'static str, label: &'static str, values: &[&'static str]) {
+    for v in values {
+        metrics::counter!(name, label => *v).increment(0);
+    }
+}
+
+/// Creates a series for each value of `label` of a histogram, empty until
+/// its first sample.
+pub fn zero_histograms(name: &'static str, label: &'static str, values: &[&'static str]) {
+    for v in values {
+        let _ = metrics::histogram!(name, label => *v);
+    }
+}
+
+/// The host's own series, and those every role shares, at 0: call once
+/// when the recorder is installed, with the roles this node runs.
+pub fn init_host_series(roles: &[&'static str]) {
+    use names::*;
+    metrics::counter!(BUS_LAGGED_TOTAL).increment(0);
+    metrics::counter!(BUS_OVERFLOW_DROPPED_TOTAL).increment(0);
+    metrics::counter!(ADMIN_AUTH_FAILURES_TOTAL).increment(0);
+    zero_counters(CONFIG_RELOADS_TOTAL, "result", &["ok", "error"]);
+    // The serving layer's own refusals, on every listener.
+    zero_counters(
+        REJECTED_TOTAL,
+        "reason",
+        &["header_timeout", "tls_handshake"],
+    );
+    zero_counters(SERVICE_RESTARTS_TOTAL, "service", roles);
+    for r in roles {
+        metrics::gauge!(SERVICE_QUARANTINED, "service" => *r).set(0.0);
+    }
+    metrics::gauge!(INFLIGHT_REQUESTS).set(0.0);
+    zero_histograms(REQUEST_LATENCY_SECONDS, "route", &["/readyz", "/metrics"]);
+}
+
 /// Adds one to a gauge while it lives (a session, a stream client).
 #[derive(Debug)]
 pub struct GaugeGuard(metrics::Gauge);
@@ -149,12 +232,12 @@ pub fn describe_all() {
         Unit::Bytes,
         "Bytes of distinct chunks kept"
     );
-    describe_gauge!(STORAGE_CHUNKS_TOTAL, "Distinct chunks kept");
+    describe_gauge!(STORAGE_CHUNKS, "Distinct chunks kept");
     describe_gauge!(
         STORAGE_DEDUP_RATIO,
         "Logical object bytes divided by stored chunk bytes (1.0 = no sharing)"
     );
-    describe_gauge!(INDEX_NAMES_TOTAL, "Names with a current record");
+    describe_gauge!(INDEX_NAMES, "Names with a current record");
     describe_gauge!(
         MAILBOX_DEPTH,
         "Messages waiting (sent, not acknowledged, not dead), by topic"
@@ -202,6 +285,24 @@ pub fn describe_all() {
     describe_counter!(
         HANDSHAKE_TOTAL,
         "Overlay TLS handshakes by result (ok, refused, timeout) and key exchange group"
+    );
+    describe_histogram!(
+        OAP_READ_FRAME_SECONDS,
+        Unit::Seconds,
+        "Time from the first byte of an OAP/1 frame arriving to the whole frame decoded"
+    );
+    describe_counter!(OAP_FRAMES_TOTAL, "OAP/1 frames decoded, by kind");
+    describe_counter!(
+        OAP_REJECTS_TOTAL,
+        "OAP/1 frames or sessions rejected, by reason"
+    );
+    describe_gauge!(
+        OAP_ACK_WINDOW,
+        "Smallest send window a peer granted on a live overlay session (frames)"
+    );
+    describe_gauge!(
+        OAP_INFLIGHT_FRAMES,
+        "OAP/1 frames sent and not yet acknowledged, over all overlay sessions"
     );
     describe_gauge!(
         OVERLAY_SESSIONS_ACTIVE,

@@ -29,6 +29,10 @@ pub struct RoleStatus {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     pub restarts: u64,
+    /// Named readiness inputs the role reports (the overlay's
+    /// `oap_parser_ready`, …); empty for most roles.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub inputs: BTreeMap<String, bool>,
 }
 
 #[derive(Debug, Default)]
@@ -64,6 +68,8 @@ pub struct RoleReport {
     pub ready: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub inputs: BTreeMap<String, bool>,
 }
 
 impl Readiness {
@@ -133,6 +139,7 @@ impl Readiness {
                     ready: false,
                     reason: Some("starting".into()),
                     restarts: 0,
+                    inputs: BTreeMap::new(),
                 },
             );
         }
@@ -197,6 +204,7 @@ impl Readiness {
                 RoleReport {
                     ready: st.ready,
                     reason: st.reason.clone(),
+                    inputs: st.inputs.clone(),
                 },
             );
         }
@@ -245,6 +253,16 @@ impl RoleReadiness {
             s.state = state;
             s.ready = false;
             s.reason = Some(reason);
+        });
+    }
+
+    /// Records the role's named readiness inputs (shown in `/readyz`); the
+    /// role still decides its readiness with `set_ready`/`set_unready`.
+    pub fn set_inputs(&self, inputs: &[(&str, bool)]) {
+        self.board.update_role(&self.name, |s| {
+            for (k, v) in inputs {
+                s.inputs.insert((*k).to_owned(), *v);
+            }
         });
     }
 

@@ -70,6 +70,14 @@ impl RejectRate {
         self.slot(now_secs).2 += 1;
     }
 
+    /// Adds `frames` and `rejects` at once (a host that counts with
+    /// atomics and folds the counts in on a tick).
+    pub fn record(&mut self, now_secs: u64, frames: u64, rejects: u64) {
+        let s = self.slot(now_secs);
+        s.1 += frames;
+        s.2 += rejects;
+    }
+
     /// (frames, rejects) over the last five minutes.
     pub fn totals(&self, now_secs: u64) -> (u64, u64) {
         let minute = now_secs / BUCKET_SECS;

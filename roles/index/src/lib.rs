@@ -27,6 +27,11 @@ pub fn open_index(ctx: &RoleContext) -> Result<NameIndex, IndexError> {
     }
 }
 
+/// The role's series at zero.
+pub fn init_series() {
+    metrics::gauge!(names::INDEX_NAMES).set(0.0);
+}
+
 pub async fn run(ctx: RoleContext, _cfg: Live<IndexConfig>) -> RoleResult {
     let opener = ctx.clone();
     let index = tokio::task::spawn_blocking(move || open_index(&opener)).await??;
@@ -43,7 +48,7 @@ pub async fn run(ctx: RoleContext, _cfg: Live<IndexConfig>) -> RoleResult {
         "index store is not writable",
         move || {
             if let Ok(n) = index.count() {
-                metrics::gauge!(names::INDEX_NAMES_TOTAL).set(n as f64);
+                metrics::gauge!(names::INDEX_NAMES).set(n as f64);
             }
             index.writable()
         },

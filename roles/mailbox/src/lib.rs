@@ -14,6 +14,7 @@ use std::time::Duration;
 pub use config::MailboxConfig;
 pub use store::{Mailbox, MailboxError, Message};
 
+use ron_kernel::metrics::names;
 use ron_kernel::{Live, RoleContext, RoleResult};
 
 /// Opens the mailbox as the node settings say (file or RAM), on the system
@@ -26,6 +27,12 @@ pub fn open_mailbox(ctx: &RoleContext) -> Result<Mailbox, MailboxError> {
     } else {
         Mailbox::open(&s.data_dir.join("mailbox.redb"), clock)
     }
+}
+
+/// The role's series at zero.
+pub fn init_series() {
+    metrics::counter!(names::MAILBOX_REDELIVERIES_TOTAL).increment(0);
+    metrics::counter!(names::MAILBOX_DEAD_LETTERS_TOTAL).increment(0);
 }
 
 pub async fn run(ctx: RoleContext, _cfg: Live<MailboxConfig>) -> RoleResult {

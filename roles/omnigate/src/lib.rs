@@ -270,7 +270,7 @@ impl Gate {
                         reject(
                             "shed_write",
                             Problem::unavailable(
-                                "busy",
+                                "shed_write",
                                 "the gateway is near its in-flight cap and sheds writes first",
                                 1,
                             ),
@@ -603,8 +603,9 @@ const REQUIRED: [Service; 2] = [Service::Storage, Service::Index];
 fn count_downstream_refusal(resp: &http::Response<Body>) {
     let reason = match resp.extensions().get::<Problem>() {
         Some(p) => match p.reason {
+            // `decompress` is counted where the inflater refuses, once.
             r @ ("body_cap" | "unauthorized" | "forbidden" | "read_only" | "body_timeout"
-            | "decompress" | "content_encoding") => r,
+            | "content_encoding") => r,
             _ => return,
         },
         None => match resp.status() {
@@ -677,6 +678,42 @@ impl hyper::body::Body for Guarded {
 const READY_TICK: Duration = Duration::from_millis(250);
 const PROBE_EVERY: u32 = 4;
 const OVERFLOW_HOLD: Duration = Duration::from_secs(5);
+
+/// Every reason the gateway counts in `rejected_total`.
+pub const REJECT_REASONS: &[&str] = &[
+    "busy",
+    "shed_write",
+    "quota",
+    "downstream_busy",
+    "body_cap",
+    "content_encoding",
+    "decompress",
+    "unauthorized",
+    "forbidden",
+    "read_only",
+    "body_timeout",
+];
+
+/// The gateway's series at zero (see `ron_kernel::metrics::zero_counters`).
+pub fn init_series() {
+    use ron_kernel::metrics::{zero_counters, zero_histograms};
+    let services = ["storage", "index", "mailbox"];
+    zero_counters(names::REJECTED_TOTAL, "reason", REJECT_REASONS);
+    zero_counters(names::DOWNSTREAM_CONNECT_ERRORS_TOTAL, "service", &services);
+    zero_histograms(names::DOWNSTREAM_LATENCY_SECONDS, "service", &services);
+    zero_counters(
+        names::OMNIGATE_HEDGED_READS_TOTAL,
+        "outcome",
+        &["hedge_won", "primary_won", "budget_exhausted"],
+    );
+    let _ = metrics::histogram!(names::OMNIGATE_HYDRATION_LATENCY_SECONDS);
+    let _ = metrics::histogram!(names::OMNIGATE_RANGE_START_LATENCY_SECONDS);
+    zero_histograms(
+        names::REQUEST_LATENCY_SECONDS,
+        "route",
+        &["/v1/o/{address}", "/v1/o", "/v1/names/{name}", view::ROUTE],
+    );
+}
 
 pub async fn run(ctx: RoleContext, cfg: Live<OmnigateConfig>) -> RoleResult {
     let gate = Arc::new(Gate::new(ctx.clone(), cfg.clone())?);

@@ -173,6 +173,13 @@ impl Remote {
             .await,
             Ok(Ok(_))
         );
+        if !ok {
+            // A failed reachability probe is a failed connect too: the
+            // counter moves while the downstream is down even when no
+            // request is sent to it.
+            metrics::counter!(names::DOWNSTREAM_CONNECT_ERRORS_TOTAL, "service" => self.service)
+                .increment(1);
+        }
         self.reachable.store(ok, Ordering::Release);
         self.probed.store(true, Ordering::Release);
         ok

@@ -11,6 +11,7 @@ pub mod apps;
 pub mod config;
 pub mod identity;
 pub mod net;
+pub mod oap_health;
 pub mod peers;
 pub mod quic;
 pub mod session;
@@ -26,6 +27,32 @@ use ron_kernel::{Live, RoleContext, RoleResult};
 /// it down.
 const READY_TICK: std::time::Duration = std::time::Duration::from_millis(250);
 const OVERFLOW_HOLD: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The role's series at zero: handshakes by result and key exchange,
+/// every reason a session or connection is refused for, the gauges.
+pub fn init_series() {
+    use ron_kernel::metrics::{names, zero_counters};
+    for kex in ["X25519", "X25519MLKEM768", "none"] {
+        for result in ["ok", "refused", "timeout"] {
+            metrics::counter!(names::HANDSHAKE_TOTAL, "result" => result, "kex" => kex)
+                .increment(0);
+        }
+    }
+    let oap: Vec<&'static str> = ron_oap::RejectReason::ALL
+        .iter()
+        .map(|r| r.label())
+        .collect();
+    zero_counters(names::REJECTED_TOTAL, "reason", &oap);
+    zero_counters(names::REJECTED_TOTAL, "reason", session::CLOSE_REASONS);
+    zero_counters(names::REJECTED_TOTAL, "reason", &["max_conns"]);
+    metrics::gauge!(names::OVERLAY_SESSIONS_ACTIVE).set(0.0);
+    for state in ["all", "high"] {
+        metrics::gauge!(names::OVERLAY_INFLIGHT_FRAMES, "state" => state).set(0.0);
+    }
+    for dir in ["in", "out"] {
+        metrics::counter!(names::OVERLAY_BYTES_TOTAL, "dir" => dir).increment(0);
+    }
+}
 
 pub async fn run(ctx: RoleContext, cfg: Live<OverlayConfig>) -> RoleResult {
     let c = cfg.load();
@@ -159,6 +186,13 @@ pub async fn run(ctx: RoleContext, cfg: Live<OverlayConfig>) -> RoleResult {
     // exceed `overlay.inflight_critical`, and for a while after the bus
     // overflowed.
     let critical = c.inflight_critical;
+    let inputs = oap_health::Inputs::new(overlay.oap.clone());
+    let listening = ctx.listeners.names().next().is_some();
+    let started = std::time::Instant::now();
+    // `overlay_inflight_frames{state="high"}`: the frames in flight while
+    // over the critical mark (the backpressure guard engaged), else 0.
+    let inflight_high =
+        metrics::gauge!(ron_kernel::metrics::names::OVERLAY_INFLIGHT_FRAMES, "state" => "high");
     let mut tick = tokio::time::interval(READY_TICK);
     let mut overflow = ctx.bus.overflow_watch(OVERFLOW_HOLD);
     loop {
@@ -198,9 +232,33 @@ pub async fn run(ctx: RoleContext, cfg: Live<OverlayConfig>) -> RoleResult {
         }
         let inflight = overlay.inflight_frames();
         let overflowed = overflow.check();
-        if inflight > critical {
+        let judged = inputs.judge(
+            started.elapsed().as_secs(),
+            listening,
+            overlay.windows_granted(),
+            inflight,
+            critical,
+        );
+        ctx.ready.set_inputs(&judged.pairs());
+        inflight_high.set(if inflight > critical {
+            inflight as f64
+        } else {
+            0.0
+        });
+        let failed: Vec<&str> = judged
+            .pairs()
+            .iter()
+            .filter(|(_, ok)| !ok)
+            .map(|(name, _)| *name)
+            .collect();
+        if !judged.backpressure_ok {
             ctx.ready.set_unready(format!(
-                "{inflight} overlay frames unacknowledged, above overlay.inflight_critical {critical}"
+                "{inflight} overlay frames unacknowledged, above overlay.inflight_critical {critical} (oap_backpressure_ok false)"
+            ));
+        } else if !failed.is_empty() {
+            ctx.ready.set_unready(format!(
+                "OAP/1 readiness inputs false: {}",
+                failed.join(", ")
             ));
         } else if overflowed {
             ctx.ready.set_unready("the bus overflowed");

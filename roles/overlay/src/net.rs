@@ -39,6 +39,8 @@ pub struct PeerSession {
     pub frames_out: u64,
     pub bytes_out: u64,
     pub inflight_frames: u64,
+    /// The per-stream window the peer granted in its HELLO.
+    pub ack_window: u64,
 }
 
 /// A live session's fixed facts and running counters (updated by its task
@@ -57,6 +59,8 @@ pub struct SessionInfo {
     pub(crate) frames_out: AtomicU64,
     pub(crate) bytes_out: AtomicU64,
     pub(crate) inflight: AtomicU64,
+    /// The window the peer's HELLO granted (0 until it arrives).
+    pub(crate) ack_window: AtomicU64,
 }
 
 impl SessionInfo {
@@ -81,6 +85,7 @@ impl SessionInfo {
             frames_out: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
             inflight: AtomicU64::new(0),
+            ack_window: AtomicU64::new(0),
         }
     }
 
@@ -99,6 +104,7 @@ impl SessionInfo {
             frames_out: self.frames_out.load(Relaxed),
             bytes_out: self.bytes_out.load(Relaxed),
             inflight_frames: self.inflight.load(Relaxed),
+            ack_window: self.ack_window.load(Relaxed),
         }
     }
 }
@@ -156,6 +162,8 @@ pub struct Overlay {
     /// The key exchange this node offers first (QUIC sessions are labelled
     /// with it; quinn does not report the negotiated group).
     pub kex_preference: &'static str,
+    /// The OAP/1 health hook every session records through.
+    pub oap: crate::oap_health::OapHook,
 }
 
 impl Overlay {
@@ -187,6 +195,7 @@ impl Overlay {
             inflight: AtomicU64::new(0),
             shutdown,
             kex_preference,
+            oap: crate::oap_health::OapHook::new(),
         }
     }
 
@@ -208,6 +217,13 @@ impl Overlay {
     /// Frames sent and not yet acknowledged, over all sessions.
     pub fn inflight_frames(&self) -> u64 {
         self.inflight.load(Relaxed)
+    }
+
+    /// Whether every live session's peer granted a window in its HELLO.
+    pub fn windows_granted(&self) -> bool {
+        self.sessions()
+            .values()
+            .all(|s| s.ack_window.load(Relaxed) >= 1)
     }
 
     pub(crate) fn next_conn_id(&self) -> u64 {

@@ -26,8 +26,8 @@ use bytes::{Bytes, BytesMut};
 use metrics::Counter;
 use ron_kernel::metrics::names;
 use ron_oap::{
-    Decoded, Decoder, DecoderConfig, Encoder, Event, Flags, FrameKind, FrameSpec, OutFrame, Reject,
-    Session, SessionConfig, HEADER_LEN,
+    Decoded, Decoder, DecoderConfig, Encoder, Event, Flags, FrameKind, FrameSpec, OapMetrics,
+    OutFrame, Reject, Session, SessionConfig, HEADER_LEN,
 };
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
@@ -79,6 +79,20 @@ impl Wire {
         }
     }
 }
+
+/// Every reason `closed` is called with (besides the OAP/1 reject labels).
+pub const CLOSE_REASONS: &[&str] = &[
+    "blob_mismatch",
+    "fetch_stalled",
+    "gossip_burst",
+    "hello_timeout",
+    "idle_timeout",
+    "peer_rps",
+    "read_timeout",
+    "truncated",
+    "unpinned",
+    "write_timeout",
+];
 
 fn closed(reason: &'static str) {
     metrics::counter!(names::REJECTED_TOTAL, "reason" => reason).increment(1);
@@ -315,7 +329,7 @@ impl Outgoing {
 struct Conn {
     out: Outbox,
     enc: Encoder,
-    session: Session,
+    session: Session<crate::oap_health::OapHook>,
     /// `peer.inflight_frames`.
     inflight_cap: u64,
 }
@@ -471,10 +485,13 @@ pub async fn run_session<S>(
         // pool makes) instead of the default four, which an idle session
         // would hold for nothing.
         enc: Encoder::new(ron_oap::FramePool::new(1, 0), ron_oap::MAX_FRAME_BYTES),
-        session: Session::new(SessionConfig {
-            local_window: limits.peer.send_window_frames,
-            ..SessionConfig::default()
-        }),
+        session: Session::with_metrics(
+            SessionConfig {
+                local_window: limits.peer.send_window_frames,
+                ..SessionConfig::default()
+            },
+            overlay.oap.clone(),
+        ),
         inflight_cap: u64::from(limits.peer.inflight_frames),
     };
     let dec = Decoder::new(DecoderConfig::default());
@@ -510,7 +527,7 @@ pub async fn run_session<S>(
     let mut pings: BTreeMap<u64, Instant> = BTreeMap::new();
     let mut buf = BytesMut::new();
     let mut up: Option<ron_kernel::metrics::GaugeGuard> = None;
-    let inflight_gauge = metrics::gauge!(names::OVERLAY_INFLIGHT_FRAMES);
+    let inflight_gauge = metrics::gauge!(names::OVERLAY_INFLIGHT_FRAMES, "state" => "all");
     let mut reported_inflight = 0u64;
     // Timers: one sleep, moved earlier when a nearer deadline appears and
     // re-armed from the real deadlines whenever it fires.
@@ -541,12 +558,25 @@ pub async fn run_session<S>(
         let need = loop {
             let frame = match dec.decode(&mut buf) {
                 Err(r) => {
+                    // The session counts its own rejects; the decoder's
+                    // are counted here.
+                    overlay.oap.reject(r.reason);
                     conn.reject(&r);
                     break 'session Err(format!("rejected: {}", r.reason.label()));
                 }
                 Ok(Decoded::NeedMore(n)) => break n,
                 Ok(Decoded::Frame(f)) => f,
             };
+            // From the frame's first byte (or the read that brought it
+            // whole) to decoded.
+            let began = if decoded_any {
+                last_rx
+            } else {
+                partial_since.unwrap_or(last_rx)
+            };
+            overlay
+                .oap
+                .read_frame_seconds(began.elapsed().as_secs_f64());
             decoded_any = true;
             let n = (HEADER_LEN + frame.cap.len() + frame.payload.len()) as u64;
             wire_in.frames[kind_index(frame.kind())].increment(1);
@@ -591,6 +621,7 @@ pub async fn run_session<S>(
                         conn.reject(&r);
                         break 'session Err("HELLO node_id mismatch".into());
                     }
+                    info.ack_window.store(u64::from(h.ack_window), Relaxed);
                     if direction == "out" {
                         handshake("ok", &kex);
                     }
@@ -788,6 +819,9 @@ pub async fn run_session<S>(
         if inflight != reported_inflight {
             overlay.add_inflight(reported_inflight, inflight);
             inflight_gauge.increment(inflight as f64 - reported_inflight as f64);
+            overlay
+                .oap
+                .inflight_delta(inflight as f64 - reported_inflight as f64);
             info.inflight.store(inflight, Relaxed);
             reported_inflight = inflight;
         }
@@ -969,6 +1003,7 @@ pub async fn run_session<S>(
     overlay.session_down(conn_id);
     overlay.add_inflight(reported_inflight, 0);
     inflight_gauge.decrement(reported_inflight as f64);
+    overlay.oap.inflight_delta(-(reported_inflight as f64));
     for (_, p) in pending {
         let _ = p.reply.send(Err("session ended".into()));
     }

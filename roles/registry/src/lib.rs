@@ -66,6 +66,44 @@ pub fn write_checkpoint(reg: &Registry, data_dir: &Path) -> Result<u64, Registry
     Ok(head)
 }
 
+/// The role's series at zero, so `rate()` and "should be 0" work on a
+/// fresh node.
+pub fn init_series() {
+    use ron_kernel::metrics::{zero_counters, zero_histograms};
+    let _ = metrics::histogram!(names::COMMIT_LATENCY_SECONDS);
+    metrics::counter!(names::COMMIT_CAS_FAIL_TOTAL).increment(0);
+    zero_counters(
+        names::APPROVAL_VERIFY_TOTAL,
+        "result",
+        &["valid", "invalid", "unknown_signer"],
+    );
+    metrics::counter!(names::REGISTRY_STREAM_DROPPED_TOTAL).increment(0);
+    metrics::gauge!(names::REGISTRY_STREAM_CLIENTS).set(0.0);
+    metrics::counter!(names::REGISTRY_FOLLOWER_APPLIED_TOTAL).increment(0);
+    zero_counters(
+        names::REGISTRY_FOLLOWER_REJECTED_TOTAL,
+        "reason",
+        &[
+            "malformed",
+            "chain_mismatch",
+            "quorum_not_met",
+            "invalid",
+            "store",
+            "sync",
+        ],
+    );
+    metrics::gauge!(names::REGISTRY_CHECKPOINT_AGE_SECONDS).set(0.0);
+    zero_histograms(
+        names::REQUEST_LATENCY_SECONDS,
+        "route",
+        &[
+            "/registry/head",
+            "/registry/{version}",
+            "/registry/proposals/{id}/commit",
+        ],
+    );
+}
+
 pub async fn run(ctx: RoleContext, cfg: Live<RegistryConfig>) -> RoleResult {
     let c = cfg.load();
     let settings = ctx.settings.load();

@@ -31,7 +31,7 @@ pub fn open_store(ctx: &RoleContext, cfg: &StorageConfig) -> Result<ObjectStore,
 pub fn record_stats(store: &ObjectStore) -> Result<StoreStats, StoreError> {
     let st = store.stats()?;
     metrics::gauge!(names::STORAGE_BYTES_STORED).set(st.stored_bytes as f64);
-    metrics::gauge!(names::STORAGE_CHUNKS_TOTAL).set(st.chunks as f64);
+    metrics::gauge!(names::STORAGE_CHUNKS).set(st.chunks as f64);
     let ratio = if st.stored_bytes == 0 {
         1.0
     } else {
@@ -39,6 +39,14 @@ pub fn record_stats(store: &ObjectStore) -> Result<StoreStats, StoreError> {
     };
     metrics::gauge!(names::STORAGE_DEDUP_RATIO).set(ratio);
     Ok(st)
+}
+
+/// The role's series at zero, before its first write.
+pub fn init_series() {
+    metrics::counter!(names::STORAGE_INTEGRITY_ERRORS_TOTAL).increment(0);
+    metrics::gauge!(names::STORAGE_BYTES_STORED).set(0.0);
+    metrics::gauge!(names::STORAGE_CHUNKS).set(0.0);
+    metrics::gauge!(names::STORAGE_DEDUP_RATIO).set(1.0);
 }
 
 pub async fn run(ctx: RoleContext, cfg: Live<StorageConfig>) -> RoleResult {
