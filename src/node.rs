@@ -381,6 +381,11 @@ pub async fn run(src: ConfigSource, cfg: NodeConfig, log: LogHandle) -> Result<i
     bus.publish(KernelEvent::Shutdown);
     planes_shutdown.cancel();
     while planes_tasks.join_next().await.is_some() {}
-    tracing::info!(uptime_s = started.elapsed().as_secs_f64(), "stopped");
+    // The last line of a clean stop (the runbooks watch for it).
+    tracing::info!(
+        shutdown_complete = 1,
+        uptime_s = started.elapsed().as_secs_f64(),
+        "shutdown_complete=1"
+    );
     Ok(0)
 }

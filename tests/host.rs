@@ -146,8 +146,86 @@ fn sigterm_drains_fifty_inflight_requests_then_exits_0() {
     let status = node.wait_exit(Duration::from_secs(10));
     assert_eq!(status.code(), Some(0), "{}", node.log_dump());
     assert!(node
-        .wait_for_log(Duration::from_secs(1), |v| v["message"] == "stopped")
+        .wait_for_log(Duration::from_secs(1), |v| v["message"]
+            == "shutdown_complete=1")
         .is_some());
+    // It is the last line of a clean stop.
+    let dump = node.log_dump();
+    let last = dump
+        .lines()
+        .rev()
+        .find(|l| !l.starts_with("stderr:"))
+        .unwrap_or("");
+    assert!(last.contains("shutdown_complete=1"), "last line: {last}");
+}
+
+/// The logs as an operator greps them: `RUST_LOG` wins over `log.filter`,
+/// text lines carry no ANSI colour when stdout is not a terminal, and
+/// `grep corr_id=` finds request lines in text and in JSON.
+#[test]
+fn rust_log_wins_text_has_no_colour_and_grep_corr_id_finds_requests() {
+    use std::io::{BufRead, BufReader};
+    for format in ["text", "json"] {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("node.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "{}\n[log]\nformat = \"{format}\"\nfilter = \"error\"\n",
+                common::base_config(dir.path())
+            ),
+        )
+        .unwrap();
+        let mut child = std::process::Command::new(common::MACRONODE)
+            .args(["run", "--roles", "storage", "--config"])
+            .arg(&cfg)
+            .env("RUST_LOG", "info")
+            .env_remove("RON_CONFIG")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        // `log.filter = "error"` would hide the ready line; RUST_LOG=info shows it.
+        let ready = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .find(|l| l.contains("ready=1"))
+            .expect("a ready=1 line under RUST_LOG=info");
+        let storage: std::net::SocketAddr = ready
+            .split(|c: char| c.is_whitespace() || c == '"')
+            .find_map(|w| w.strip_prefix("storage="))
+            .expect("storage address in the ready line")
+            .parse()
+            .unwrap();
+        let r = request(
+            storage,
+            "GET",
+            "/v1/o/b3:x",
+            &[("x-request-id", "probe-42")],
+            b"",
+        );
+        assert_eq!(r.status, 400);
+        let line = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .find(|l| l.contains("corr_id=probe-42"))
+            .unwrap_or_else(|| panic!("{format}: no line with corr_id=probe-42"));
+        assert!(
+            !line.contains('\u{1b}'),
+            "{format}: ANSI escape in {line:?}"
+        );
+        assert!(
+            !ready.contains('\u{1b}'),
+            "{format}: ANSI escape in {ready:?}"
+        );
+        if format == "json" {
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            assert_eq!(v["corr_id"], "probe-42");
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
 }
 
 #[test]

@@ -258,13 +258,26 @@ fn a_malicious_peer_gets_the_right_reject_and_the_node_stays_ready() {
         // decoder's rejects (bad_flags, frame_oversize) and the session's
         // (bad_hello) alike.
         assert!(
-            metric_at_least(&a, &format!("oap_rejects_total{{reason=\"{reason}\"}}"), 1.0),
+            metric_at_least(
+                &a,
+                &format!("oap_rejects_total{{reason=\"{reason}\"}}"),
+                1.0
+            ),
             "oap_rejects_total{{reason={reason}}} not counted:\n{m}"
         );
     }
-    assert!(metric_at_least(&a, "oap_frames_total{kind=\"hello\"}", 3.0), "{m}");
-    assert!(metric_at_least(&a, "oap_read_frame_seconds_count", 3.0), "{m}");
-    assert!(m.contains("oap_read_frame_seconds_bucket{le=\"0.02\"}"), "{m}");
+    assert!(
+        metric_at_least(&a, "oap_frames_total{kind=\"hello\"}", 3.0),
+        "{m}"
+    );
+    assert!(
+        metric_at_least(&a, "oap_read_frame_seconds_count", 3.0),
+        "{m}"
+    );
+    assert!(
+        m.contains("oap_read_frame_seconds_bucket{le=\"0.02\"}"),
+        "{m}"
+    );
     // /readyz shows the overlay's four readiness inputs.
     let ready = a.get("metrics", "/readyz").json();
     let inputs = &ready["roles"]["overlay"]["inputs"];

@@ -491,10 +491,27 @@ async fn handle_one(
     if !log {
         return response;
     }
-    if opts.log_requests_at_info {
+    // JSON lines carry `"corr_id":"…"` as a field; the message repeats it
+    // as `corr_id=…` so `grep corr_id=` finds request lines in either
+    // format (text already prints the field that way).
+    if JSON_LOGS.load(std::sync::atomic::Ordering::Relaxed) {
+        if opts.log_requests_at_info {
+            tracing::info!(listener = opts.name, corr_id = %corr.0, %peer, %method, %path, route, status, ms, "request corr_id={}", corr.0);
+        } else {
+            tracing::debug!(listener = opts.name, corr_id = %corr.0, %peer, %method, %path, route, status, ms, "request corr_id={}", corr.0);
+        }
+    } else if opts.log_requests_at_info {
         tracing::info!(listener = opts.name, corr_id = %corr.0, %peer, %method, %path, route, status, ms, "request");
     } else {
         tracing::debug!(listener = opts.name, corr_id = %corr.0, %peer, %method, %path, route, status, ms, "request");
     }
     response
+}
+
+/// Whether log lines are JSON (the host sets it once, at start).
+static JSON_LOGS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Tells the serving layer which log format is in force.
+pub fn set_json_logs(json: bool) {
+    JSON_LOGS.store(json, std::sync::atomic::Ordering::Relaxed);
 }

@@ -189,7 +189,10 @@ mod tests {
             hook.frame(FrameKind::Data);
         }
         let j = inputs.judge(10, true, true, 0, 10);
-        assert!(j.reject_rate_ok, "5 rejects in 10 frames is too few to judge");
+        assert!(
+            j.reject_rate_ok,
+            "5 rejects in 10 frames is too few to judge"
+        );
         for _ in 0..1000 {
             hook.frame(FrameKind::Data);
         }
