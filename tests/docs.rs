@@ -125,3 +125,29 @@ fn every_metric_name_is_documented() {
     }
     assert!(n > 10, "found only {n} metric names");
 }
+
+/// Every alert's `runbook` annotation points at a section of
+/// docs/RUNBOOK.md that exists.
+#[test]
+fn every_alert_links_to_a_runbook_section() {
+    let rules =
+        std::fs::read_to_string(root().join("packaging/prometheus/macronode.rules.yml")).unwrap();
+    let runbook = std::fs::read_to_string(root().join("docs/RUNBOOK.md")).unwrap();
+    let anchors: BTreeSet<String> = runbook
+        .lines()
+        .filter_map(|l| l.strip_prefix("### "))
+        .map(|h| h.trim().to_lowercase())
+        .collect();
+    let mut n = 0;
+    for line in rules.lines() {
+        if let Some(link) = line.trim().strip_prefix("runbook: ") {
+            let link = link.trim_matches('"');
+            let anchor = link
+                .strip_prefix("docs/RUNBOOK.md#")
+                .unwrap_or_else(|| panic!("{link} is not a docs/RUNBOOK.md section"));
+            assert!(anchors.contains(anchor), "no section for {link}");
+            n += 1;
+        }
+    }
+    assert!(n >= 20, "only {n} runbook links");
+}

@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# Verifies what packaging/ ships, with the tools operators use:
+#   - prometheus/: `promtool check rules`, and `promtool test rules` (every
+#     alert fires on a breach and stays silent below it);
+#   - grafana/: the dashboards are what generate.py makes, and every PromQL
+#     expression in them passes promtool (Grafana variables substituted);
+#   - a live node with every role: `promtool check metrics` is clean on the
+#     first scrape and again after traffic.
+# Installs what it needs (Debian's `prometheus` for promtool). Called by
+# .ci/run; run it alone with `bash packaging/check.sh`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+install_deb() { # command package
+  command -v "$1" >/dev/null 2>&1 && return 0
+  echo "packaging/check.sh: installing $2 (for $1)"
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$2" >/dev/null
+}
+install_deb promtool prometheus
+install_deb curl curl
+command -v python3 >/dev/null || { echo "packaging/check.sh: python3 is needed" >&2; exit 1; }
+
+work=$(mktemp -d)
+node_pid=""
+cleanup() {
+  [ -n "$node_pid" ] && kill "$node_pid" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+echo "== alert rules"
+promtool check rules packaging/prometheus/*.rules.yml
+promtool test rules packaging/prometheus/*.rules.test.yml
+
+echo "== dashboards"
+cp -r packaging/grafana "$work/grafana"
+python3 "$work/grafana/generate.py"
+for f in packaging/grafana/*.json; do
+  if ! cmp -s "$f" "$work/grafana/$(basename "$f")"; then
+    echo "packaging/check.sh: $f differs from what generate.py writes; run python3 packaging/grafana/generate.py" >&2
+    exit 1
+  fi
+done
+python3 - "$work/dashboards.rules.yml" packaging/grafana/*.json <<'PY'
+import json, sys
+out, files = sys.argv[1], sys.argv[2:]
+subst = {"$__rate_interval": "5m", "$__interval": "1m", "$__range": "1h", "$instance": ".*"}
+def exprs(node):
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k == "expr" and isinstance(v, str):
+                yield v
+            else:
+                yield from exprs(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from exprs(v)
+lines = ["groups:"]
+n = 0
+for f in files:
+    d = json.load(open(f))
+    assert d.get("schemaVersion", 0) >= 39, f"{f}: schemaVersion {d.get('schemaVersion')}"
+    lines += [f"  - name: {json.dumps(d['uid'])}", "    rules:"]
+    for e in exprs(d):
+        for k, v in subst.items():
+            e = e.replace(k, v)
+        assert "$" not in e, f"{f}: unsubstituted variable in {e}"
+        n += 1
+        lines += [f"      - record: dashboard:expr_{n}", f"        expr: {json.dumps(e)}"]
+open(out, "w").write("\n".join(lines) + "\n")
+print(f"{n} dashboard expressions")
+PY
+promtool check rules "$work/dashboards.rules.yml"
+
+echo "== live node metrics"
+bin="$root/target/debug/macronode"
+cargo build -q --all-features --bin macronode
+cat > "$work/node.toml" <<TOML
+data_dir = "$work/data"
+[metrics]
+addr = "127.0.0.1:0"
+[admin]
+addr = "127.0.0.1:0"
+[omnigate]
+addr = "127.0.0.1:0"
+[overlay]
+addr = "127.0.0.1:0"
+[registry]
+addr = "127.0.0.1:0"
+[storage]
+addr = "127.0.0.1:0"
+[index]
+addr = "127.0.0.1:0"
+[mailbox]
+addr = "127.0.0.1:0"
+TOML
+RON_CONFIG="" "$bin" run --config "$work/node.toml" >"$work/node.log" 2>&1 &
+node_pid=$!
+addr() { # listener name, from the ready=1 line
+  python3 -c '
+import json, sys
+for line in open(sys.argv[1]):
+    try: v = json.loads(line)
+    except ValueError: continue
+    if v.get("ready") == 1:
+        print(json.loads(v["addrs"])[sys.argv[2]]); break
+' "$work/node.log" "$1"
+}
+for _ in $(seq 1 300); do
+  grep -q '"ready":1' "$work/node.log" && break
+  kill -0 "$node_pid" 2>/dev/null || { cat "$work/node.log" >&2; exit 1; }
+  sleep 0.1
+done
+grep -q '"ready":1' "$work/node.log" || { echo "node never became ready" >&2; cat "$work/node.log" >&2; exit 1; }
+metrics=$(addr metrics)
+gate=$(addr omnigate)
+registry=$(addr registry)
+curl -sf "http://$metrics/metrics" >"$work/first.prom"
+promtool check metrics <"$work/first.prom"
+if grep -q 'quantile=' "$work/first.prom"; then
+  echo "a summary is exported; every latency metric must be a histogram" >&2
+  exit 1
+fi
+# Traffic on every role, then check again.
+head -c 200000 /dev/urandom >"$work/obj"
+a=$(curl -sf -T "$work/obj" "http://$gate/v1/o" | python3 -c 'import json,sys; print(json.load(sys.stdin)["address"])')
+curl -sf -o /dev/null -H 'Range: bytes=0-99' "http://$gate/v1/o/$a"
+curl -sf -o /dev/null -X PUT -d "{\"address\":\"$a\",\"feed\":\"news\"}" "http://$gate/v1/names/site/logo"
+curl -sf -o /dev/null -X POST -d hello "http://$gate/v1/topics/news/messages"
+curl -sf -o /dev/null "http://$gate/v1/view/site/logo"
+curl -sf -o /dev/null "http://$registry/registry/head"
+curl -s -o /dev/null "http://$gate/v1/o/b3:nope" || true
+curl -sf "http://$metrics/metrics" >"$work/after.prom"
+promtool check metrics <"$work/after.prom"
+grep -q '^omnigate_hydration_latency_seconds_bucket' "$work/after.prom"
+kill -TERM "$node_pid"
+wait "$node_pid"
+node_pid=""
+tail -n 1 "$work/node.log" | grep -q 'shutdown_complete=1'
+echo "packaging/check.sh: ok"
