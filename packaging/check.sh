@@ -77,7 +77,7 @@ PY
 promtool check rules "$work/dashboards.rules.yml"
 
 echo "== live node metrics"
-bin="$root/target/debug/macronode"
+bin="${CARGO_TARGET_DIR:-$root/target}/debug/macronode"
 cargo build -q --all-features --bin macronode
 cat > "$work/node.toml" <<TOML
 data_dir = "$work/data"
