@@ -1125,7 +1125,24 @@ fn a_peer_that_does_not_ack_holds_at_most_inflight_frames_and_flips_readiness() 
     .unwrap_or_else(|| panic!("readyz never flipped:\n{}", a.log_dump()));
     assert!(unready.contains("inflight_critical"), "{unready}");
     let m = a.get("metrics", "/metrics").body;
-    assert!(m.lines().any(|l| l == "overlay_inflight_frames 8"), "{m}");
+    assert!(
+        m.lines()
+            .any(|l| l == r#"overlay_inflight_frames{state="all"} 8"#),
+        "{m}"
+    );
+    // Over the critical mark: the backpressure guard's series and the
+    // readiness input say so too.
+    assert!(
+        m.lines()
+            .any(|l| l == r#"overlay_inflight_frames{state="high"} 8"#),
+        "{m}"
+    );
+    assert!(unready.contains("oap_backpressure_ok false"), "{unready}");
+    assert_eq!(
+        a.get("metrics", "/readyz").json()["roles"]["overlay"]["inputs"]["oap_backpressure_ok"],
+        false
+    );
+    assert!(m.lines().any(|l| l == "oap_inflight_frames 8"), "{m}");
     let peers = a.get("admin", "/api/v1/peers").json();
     assert_eq!(peers["peers"][0]["inflight_frames"], 8, "{peers}");
 
@@ -1142,7 +1159,10 @@ fn a_peer_that_does_not_ack_holds_at_most_inflight_frames_and_flips_readiness() 
     let ready = common::poll(Duration::from_secs(30), || {
         let m = a.get("metrics", "/metrics").body;
         (a.get("metrics", "/readyz").status == 200
-            && m.lines().any(|l| l == "overlay_inflight_frames 0"))
+            && m.lines()
+                .any(|l| l == r#"overlay_inflight_frames{state="all"} 0"#)
+            && m.lines()
+                .any(|l| l == r#"overlay_inflight_frames{state="high"} 0"#))
         .then_some(())
     });
     assert!(ready.is_some(), "{}", a.log_dump());
