@@ -46,12 +46,7 @@ pub async fn run(ctx: RoleContext, _cfg: Live<IndexConfig>) -> RoleResult {
     ctx.ready_while(
         Duration::from_secs(10),
         "index store is not writable",
-        move || {
-            if let Ok(n) = index.count() {
-                metrics::gauge!(names::INDEX_NAMES).set(n as f64);
-            }
-            index.writable()
-        },
+        move || index.writable(),
     )
     .await;
     if let Some(server) = server {

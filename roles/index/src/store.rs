@@ -143,6 +143,9 @@ pub struct NameRecord {
 #[derive(Clone)]
 pub struct NameIndex {
     db: Arc<Database>,
+    /// Held while `index_names` is read and set, so the last setter always
+    /// exports the newest committed count.
+    export: Arc<std::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for NameIndex {
@@ -179,7 +182,25 @@ impl NameIndex {
             txn.open_table(LAST_VERSION).map_err(db_err)?;
         }
         txn.commit().map_err(db_err)?;
-        Ok(Self { db: Arc::new(db) })
+        let index = Self {
+            db: Arc::new(db),
+            export: Arc::new(std::sync::Mutex::new(())),
+        };
+        index.export_count();
+        Ok(index)
+    }
+
+    /// Sets `index_names` to the committed count (called after every
+    /// commit that adds or removes a name, so the gauge is never behind).
+    fn export_count(&self) {
+        // The lock guards no data, so a poisoned one is still sound.
+        let _held = self
+            .export
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Ok(n) = self.count() {
+            metrics::gauge!(ron_kernel::metrics::names::INDEX_NAMES).set(n as f64);
+        }
     }
 
     pub fn get(&self, name: &str) -> Result<NameRecord, IndexError> {
@@ -259,6 +280,9 @@ impl NameIndex {
             (record, current.is_none())
         };
         txn.commit().map_err(db_err)?;
+        if result.1 {
+            self.export_count();
+        }
         Ok(result)
     }
 
@@ -285,6 +309,7 @@ impl NameIndex {
             names.remove(name).map_err(db_err)?;
         }
         txn.commit().map_err(db_err)?;
+        self.export_count();
         Ok(())
     }
 

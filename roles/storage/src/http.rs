@@ -555,5 +555,5 @@ async fn delete(
     }
 }
 
-/// How often the store's totals are exported as gauges.
-pub const STATS_INTERVAL: Duration = Duration::from_secs(10);
+/// How often the role checks that its store still takes writes.
+pub const PROBE_INTERVAL: Duration = Duration::from_secs(10);

@@ -1,6 +1,10 @@
 //! The storage role: content-addressed blobs on redb (`store.rs`) and their
 //! HTTP API (`http.rs`).
 //!
+//! The store's gauges (`storage_bytes_stored`, `storage_chunks`,
+//! `storage_dedup_ratio`) are set by the store after each commit that
+//! changes them, from a totals row kept in that same transaction.
+//!
 //! The store opens under `data_dir/storage.redb` (in RAM under amnesia) and
 //! the role is ready once it is open and writable. The HTTP API is served
 //! on the role's own listener when that is bound (omnigate not in this
@@ -27,20 +31,6 @@ pub fn open_store(ctx: &RoleContext, cfg: &StorageConfig) -> Result<ObjectStore,
     Ok(store.with_read_cache(cfg.read_cache_bytes))
 }
 
-/// Exports the store's totals as gauges.
-pub fn record_stats(store: &ObjectStore) -> Result<StoreStats, StoreError> {
-    let st = store.stats()?;
-    metrics::gauge!(names::STORAGE_BYTES_STORED).set(st.stored_bytes as f64);
-    metrics::gauge!(names::STORAGE_CHUNKS).set(st.chunks as f64);
-    let ratio = if st.stored_bytes == 0 {
-        1.0
-    } else {
-        st.logical_bytes as f64 / st.stored_bytes as f64
-    };
-    metrics::gauge!(names::STORAGE_DEDUP_RATIO).set(ratio);
-    Ok(st)
-}
-
 /// The role's series at zero, before its first write.
 pub fn init_series() {
     metrics::counter!(names::STORAGE_INTEGRITY_ERRORS_TOTAL).increment(0);
@@ -59,7 +49,6 @@ pub async fn run(ctx: RoleContext, cfg: Live<StorageConfig>) -> RoleResult {
                 "store opened but a write transaction failed".into(),
             ));
         }
-        record_stats(&store)?;
         Ok::<_, StoreError>(store)
     })
     .await??;
@@ -75,12 +64,9 @@ pub async fn run(ctx: RoleContext, cfg: Live<StorageConfig>) -> RoleResult {
         std::sync::Arc::new(move |req, peer| http::handle(api.clone(), req, peer));
     let server = ctx.serve_own_listener("storage", handler)?;
     ctx.ready_while(
-        http::STATS_INTERVAL,
+        http::PROBE_INTERVAL,
         "object store is not writable",
-        move || {
-            let _ = record_stats(&store);
-            store.writable()
-        },
+        move || store.writable(),
     )
     .await;
     if let Some(server) = server {

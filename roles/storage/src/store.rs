@@ -42,6 +42,11 @@ const UPLOADS: TableDefinition<u64, &[u8]> = TableDefinition::new("uploads");
 /// (upload id, chunk index) → chunk hash. The upload holds a reference on
 /// each chunk, so collection never takes an acknowledged part away.
 const UPLOAD_CHUNKS: TableDefinition<(u64, u64), &[u8; 32]> = TableDefinition::new("upload_chunks");
+/// The store's running totals, one row, changed in the same transaction as
+/// every chunk or object it counts: `(sequence, objects, chunks,
+/// logical_bytes, stored_bytes)`. The sequence orders exports of it.
+const TOTALS: TableDefinition<&str, (u64, u64, u64, u64, u64)> = TableDefinition::new("totals");
+const TOTALS_KEY: &str = "totals";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -145,12 +150,102 @@ pub struct StoreStats {
     pub stored_bytes: u64,
 }
 
+impl StoreStats {
+    /// Sets the storage gauges to these totals.
+    fn export(&self) {
+        metrics::gauge!(names::STORAGE_BYTES_STORED).set(self.stored_bytes as f64);
+        metrics::gauge!(names::STORAGE_CHUNKS).set(self.chunks as f64);
+        let ratio = if self.stored_bytes == 0 {
+            1.0
+        } else {
+            self.logical_bytes as f64 / self.stored_bytes as f64
+        };
+        metrics::gauge!(names::STORAGE_DEDUP_RATIO).set(ratio);
+    }
+}
+
+/// What one write transaction changes in the totals.
+#[derive(Debug, Default)]
+struct Delta {
+    objects: i64,
+    chunks: i64,
+    logical: i64,
+    stored: i64,
+}
+
+impl Delta {
+    fn chunk(&mut self, sign: i64, len: usize) {
+        self.chunks += sign;
+        self.stored += sign * len as i64;
+    }
+
+    fn object(&mut self, sign: i64, size: u64) {
+        self.objects += sign;
+        self.logical += sign * size as i64;
+    }
+
+    fn is_zero(&self) -> bool {
+        self.objects == 0 && self.chunks == 0 && self.logical == 0 && self.stored == 0
+    }
+}
+
+/// Totals after a commit, with their sequence number.
+type Totals = (u64, StoreStats);
+
+fn read_totals(
+    t: &impl ReadableTable<&'static str, (u64, u64, u64, u64, u64)>,
+) -> Result<Option<Totals>, StoreError> {
+    Ok(t.get(TOTALS_KEY).map_err(db_err)?.map(|g| {
+        let (seq, objects, chunks, logical_bytes, stored_bytes) = g.value();
+        (
+            seq,
+            StoreStats {
+                objects,
+                chunks,
+                logical_bytes,
+                stored_bytes,
+            },
+        )
+    }))
+}
+
+/// Adds `d` to the totals row inside `txn`; `None` when nothing changed.
+fn apply_delta(txn: &redb::WriteTransaction, d: &Delta) -> Result<Option<Totals>, StoreError> {
+    if d.is_zero() {
+        return Ok(None);
+    }
+    let mut t = txn.open_table(TOTALS).map_err(db_err)?;
+    // `init` writes the row before any other transaction can run.
+    let (seq, mut st) =
+        read_totals(&t)?.ok_or_else(|| StoreError::Db("the totals row is missing".into()))?;
+    st.objects = st.objects.saturating_add_signed(d.objects);
+    st.chunks = st.chunks.saturating_add_signed(d.chunks);
+    st.logical_bytes = st.logical_bytes.saturating_add_signed(d.logical);
+    st.stored_bytes = st.stored_bytes.saturating_add_signed(d.stored);
+    let seq = seq + 1;
+    t.insert(
+        TOTALS_KEY,
+        (
+            seq,
+            st.objects,
+            st.chunks,
+            st.logical_bytes,
+            st.stored_bytes,
+        ),
+    )
+    .map_err(db_err)?;
+    Ok(Some((seq, st)))
+}
+
 #[derive(Clone)]
 pub struct ObjectStore {
     db: Arc<Database>,
     writers: Arc<AtomicUsize>,
     bus: Option<Bus>,
     cache: Option<Arc<ReadCache>>,
+    /// Sequence of the totals last exported as gauges: two writers that
+    /// commit in one order and export in the other leave the newer totals.
+    exported: Arc<std::sync::Mutex<u64>>,
 }
 
 /// Verified object records and chunks kept in RAM, so a hot object is
@@ -229,18 +324,51 @@ impl ObjectStore {
             writers: Arc::new(AtomicUsize::new(0)),
             bus,
             cache: None,
+            exported: Arc::new(std::sync::Mutex::new(0)),
         };
         let txn = store.db.begin_write().map_err(db_err)?;
-        {
-            txn.open_table(CHUNKS).map_err(db_err)?;
+        let totals = {
+            let objects = txn.open_table(OBJECTS).map_err(db_err)?;
+            let chunks = txn.open_table(CHUNKS).map_err(db_err)?;
             txn.open_table(REFS).map_err(db_err)?;
-            txn.open_table(OBJECTS).map_err(db_err)?;
             txn.open_table(UPLOADS).map_err(db_err)?;
             txn.open_table(UPLOAD_CHUNKS).map_err(db_err)?;
-        }
+            let mut totals = txn.open_table(TOTALS).map_err(db_err)?;
+            match read_totals(&totals)? {
+                Some(t) => t,
+                None => {
+                    // A new store, or one written before the totals row
+                    // existed: count once, then keep counting per commit.
+                    let st = scan(&objects, &chunks)?;
+                    totals
+                        .insert(
+                            TOTALS_KEY,
+                            (0, st.objects, st.chunks, st.logical_bytes, st.stored_bytes),
+                        )
+                        .map_err(db_err)?;
+                    (0, st)
+                }
+            }
+        };
         txn.commit().map_err(db_err)?;
+        store.export(Some(totals));
         store.gc()?;
         Ok(store)
+    }
+
+    /// Exports committed totals as gauges unless newer ones already are.
+    fn export(&self, totals: Option<Totals>) {
+        let Some((seq, st)) = totals else { return };
+        // A panic while holding this lock cannot leave the sequence
+        // half-written (it is one u64), so a poisoned lock is still sound.
+        let mut last = self
+            .exported
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if seq >= *last {
+            *last = seq;
+            st.export();
+        }
     }
 
     /// Keeps up to `bytes` of verified chunks (and their objects' records)
@@ -431,26 +559,31 @@ impl ObjectStore {
     /// Returns whether it existed.
     pub fn delete(&self, address: &ContentAddress) -> Result<bool, StoreError> {
         let mut freed = Vec::new();
+        let mut delta = Delta::default();
         let mut txn = self.db.begin_write().map_err(db_err)?;
         txn.set_durability(Durability::Immediate).map_err(db_err)?;
-        let existed = {
+        {
             let mut objects = txn.open_table(OBJECTS).map_err(db_err)?;
             let meta = match objects.remove(address.as_bytes()).map_err(db_err)? {
                 Some(raw) => ObjectMeta::decode(*address, raw.value())?,
                 None => return Ok(false),
             };
+            delta.object(-1, meta.size);
             let mut refs = txn.open_table(REFS).map_err(db_err)?;
             let mut chunks = txn.open_table(CHUNKS).map_err(db_err)?;
             let quiet = self.writers.load(Ordering::SeqCst) == 0;
             for c in &meta.chunks {
                 if release_ref(&mut refs, c)? && quiet {
-                    chunks.remove(c).map_err(db_err)?;
+                    if let Some(old) = chunks.remove(c).map_err(db_err)? {
+                        delta.chunk(-1, old.value().len());
+                    }
                     freed.push(*c);
                 }
             }
-            true
-        };
+        }
+        let totals = apply_delta(&txn, &delta)?;
         txn.commit().map_err(db_err)?;
+        self.export(totals);
         if let Some(cache) = &self.cache {
             cache.epoch.fetch_add(1, Ordering::SeqCst);
             cache.meta.remove(address.as_bytes());
@@ -458,7 +591,7 @@ impl ObjectStore {
                 cache.chunks.remove(c);
             }
         }
-        Ok(existed)
+        Ok(true)
     }
 
     /// Removes chunks no object references, unless a write is in progress.
@@ -468,7 +601,8 @@ impl ObjectStore {
             return Ok(0);
         }
         let txn = self.db.begin_write().map_err(db_err)?;
-        let removed = {
+        let mut delta = Delta::default();
+        {
             let refs = txn.open_table(REFS).map_err(db_err)?;
             let mut chunks = txn.open_table(CHUNKS).map_err(db_err)?;
             let mut orphans = Vec::new();
@@ -480,35 +614,33 @@ impl ObjectStore {
                 }
             }
             for k in &orphans {
-                chunks.remove(k).map_err(db_err)?;
+                if let Some(old) = chunks.remove(k).map_err(db_err)? {
+                    delta.chunk(-1, old.value().len());
+                }
             }
-            orphans.len()
-        };
+        }
+        let totals = apply_delta(&txn, &delta)?;
         txn.commit().map_err(db_err)?;
-        Ok(removed)
+        self.export(totals);
+        Ok((-delta.chunks) as usize)
     }
 
+    /// The store's totals, as its last commit left them (one row read).
     pub fn stats(&self) -> Result<StoreStats, StoreError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let totals = txn.open_table(TOTALS).map_err(db_err)?;
+        read_totals(&totals)?
+            .map(|(_, st)| st)
+            .ok_or_else(|| StoreError::Db("the totals row is missing".into()))
+    }
+
+    /// The totals counted by reading every object record and chunk: what
+    /// `stats` must always equal (an audit; costs a pass over the store).
+    pub fn scan_stats(&self) -> Result<StoreStats, StoreError> {
         let txn = self.db.begin_read().map_err(db_err)?;
         let objects = txn.open_table(OBJECTS).map_err(db_err)?;
         let chunks = txn.open_table(CHUNKS).map_err(db_err)?;
-        let mut s = StoreStats::default();
-        for entry in objects.iter().map_err(db_err)? {
-            let (_, v) = entry.map_err(db_err)?;
-            let raw = v.value();
-            if raw.len() >= 8 {
-                let mut size = [0u8; 8];
-                size.copy_from_slice(&raw[..8]);
-                s.logical_bytes += u64::from_be_bytes(size);
-            }
-            s.objects += 1;
-        }
-        for entry in chunks.iter().map_err(db_err)? {
-            let (_, v) = entry.map_err(db_err)?;
-            s.stored_bytes += v.value().len() as u64;
-            s.chunks += 1;
-        }
-        Ok(s)
+        scan(&objects, &chunks)
     }
 
     /// Whether a write transaction can be opened and committed (readiness).
@@ -612,6 +744,7 @@ impl ObjectStore {
     /// returns: a crash afterwards loses nothing of it.
     pub fn upload_part(&self, id: u64, n: u64, data: &[u8]) -> Result<PartOutcome, StoreError> {
         let part_hash = *blake3::hash(data).as_bytes();
+        let mut delta = Delta::default();
         let mut txn = self.db.begin_write().map_err(db_err)?;
         txn.set_durability(Durability::Immediate).map_err(db_err)?;
         let outcome = {
@@ -639,6 +772,7 @@ impl ObjectStore {
                 let hash = *blake3::hash(chunk).as_bytes();
                 if chunks.get(&hash).map_err(db_err)?.is_none() {
                     chunks.insert(&hash, chunk).map_err(db_err)?;
+                    delta.chunk(1, chunk.len());
                 }
                 add_ref(&mut refs, &hash)?;
                 list.insert((id, st.chunks), &hash).map_err(db_err)?;
@@ -651,7 +785,9 @@ impl ObjectStore {
             uploads.insert(id, &st.encode()[..]).map_err(db_err)?;
             PartOutcome::Stored(st)
         };
+        let totals = apply_delta(&txn, &delta)?;
         txn.commit().map_err(db_err)?;
+        self.export(totals);
         Ok(outcome)
     }
 
@@ -698,6 +834,7 @@ impl ObjectStore {
             chunks: hashes,
         };
 
+        let mut delta = Delta::default();
         let mut txn = self.db.begin_write().map_err(db_err)?;
         txn.set_durability(Durability::Immediate).map_err(db_err)?;
         let created = {
@@ -725,16 +862,20 @@ impl ObjectStore {
                 if let Some(h) = &tail_hash {
                     if chunks.get(h).map_err(db_err)?.is_none() {
                         chunks.insert(h, &st.tail[..]).map_err(db_err)?;
+                        delta.chunk(1, st.tail.len());
                     }
                     add_ref(&mut refs, h)?;
                 }
                 objects
                     .insert(address.as_bytes(), &meta.encode()[..])
                     .map_err(db_err)?;
+                delta.object(1, meta.size);
                 true
             }
         };
+        let totals = apply_delta(&txn, &delta)?;
         txn.commit().map_err(db_err)?;
+        self.export(totals);
         Ok((meta, created))
     }
 
@@ -806,13 +947,17 @@ impl ObjectWriter {
         let hash = *blake3::hash(&chunk).as_bytes();
         let mut txn = self.store.db.begin_write().map_err(db_err)?;
         txn.set_durability(Durability::None).map_err(db_err)?;
+        let mut delta = Delta::default();
         {
             let mut chunks = txn.open_table(CHUNKS).map_err(db_err)?;
             if chunks.get(&hash).map_err(db_err)?.is_none() {
                 chunks.insert(&hash, &chunk[..]).map_err(db_err)?;
+                delta.chunk(1, chunk.len());
             }
         }
+        let totals = apply_delta(&txn, &delta)?;
         txn.commit().map_err(db_err)?;
+        self.store.export(totals);
         self.chunks.push(hash);
         self.buf.clear();
         Ok(())
@@ -839,6 +984,7 @@ impl ObjectWriter {
         };
         let mut txn = self.store.db.begin_write().map_err(db_err)?;
         txn.set_durability(Durability::Immediate).map_err(db_err)?;
+        let mut delta = Delta::default();
         let created = {
             let mut objects = txn.open_table(OBJECTS).map_err(db_err)?;
             if objects.get(address.as_bytes()).map_err(db_err)?.is_some() {
@@ -851,10 +997,13 @@ impl ObjectWriter {
                 objects
                     .insert(address.as_bytes(), &meta.encode()[..])
                     .map_err(db_err)?;
+                delta.object(1, meta.size);
                 true
             }
         };
+        let totals = apply_delta(&txn, &delta)?;
         txn.commit().map_err(db_err)?;
+        self.store.export(totals);
         Ok((meta, created))
     }
 }
@@ -906,6 +1055,30 @@ impl Iterator for ObjectReader {
         self.pos = chunk_start + to as u64;
         Some(Ok(data.slice(from..to)))
     }
+}
+
+/// Counts objects and chunks by reading every record (`init`, `scan_stats`).
+fn scan(
+    objects: &impl ReadableTable<&'static [u8; 32], &'static [u8]>,
+    chunks: &impl ReadableTable<&'static [u8; 32], &'static [u8]>,
+) -> Result<StoreStats, StoreError> {
+    let mut s = StoreStats::default();
+    for entry in objects.iter().map_err(db_err)? {
+        let (_, v) = entry.map_err(db_err)?;
+        let raw = v.value();
+        if raw.len() >= 8 {
+            let mut size = [0u8; 8];
+            size.copy_from_slice(&raw[..8]);
+            s.logical_bytes += u64::from_be_bytes(size);
+        }
+        s.objects += 1;
+    }
+    for entry in chunks.iter().map_err(db_err)? {
+        let (_, v) = entry.map_err(db_err)?;
+        s.stored_bytes += v.value().len() as u64;
+        s.chunks += 1;
+    }
+    Ok(s)
 }
 
 type RefTable<'t> = redb::Table<'t, &'static [u8; 32], u64>;

@@ -321,6 +321,91 @@ fn a_full_disk_is_reported_and_leaves_nothing_half_written() {
     for (a, d) in &stored {
         assert_eq!(&store.get(a).unwrap()[..], &d[..]);
     }
+    // The totals rolled back with the write that failed.
+    assert_eq!(store.stats().unwrap(), store.scan_stats().unwrap());
+}
+
+#[test]
+fn the_totals_row_follows_every_commit_and_survives_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.redb");
+    let check = |store: &ObjectStore, what: &str| {
+        assert_eq!(
+            store.stats().unwrap(),
+            store.scan_stats().unwrap(),
+            "after {what}"
+        );
+    };
+    let store = ObjectStore::open(&path, None).unwrap();
+    check(&store, "open");
+    let shared = pattern(2 * CHUNK_BYTES, 1);
+    let mut second = shared.clone();
+    second.extend_from_slice(&pattern(CHUNK_BYTES + 5, 2));
+    let (a, _) = store.put(&shared).unwrap();
+    check(&store, "put");
+    let (b, _) = store.put(&second).unwrap();
+    check(&store, "a put sharing chunks");
+    let (_, created) = store.put(&shared).unwrap();
+    assert!(!created);
+    check(&store, "a put of stored content");
+    let st = store.stats().unwrap();
+    assert_eq!(st.objects, 2);
+    assert_eq!(st.chunks, 4);
+    assert_eq!(st.logical_bytes, (shared.len() + second.len()) as u64);
+
+    // A delete while a write is in progress keeps the freed chunks until
+    // collection; the totals count what is stored at each step.
+    let mut w = store.writer();
+    w.write(&pattern(CHUNK_BYTES, 3)).unwrap();
+    check(&store, "an unfinished write's chunk");
+    assert!(store.delete(&b.address).unwrap());
+    check(&store, "a delete during a write");
+    drop(w);
+    store.gc().unwrap();
+    check(&store, "collection");
+
+    let id = store.upload_create().unwrap();
+    store
+        .upload_part(id, 0, &pattern(CHUNK_BYTES + 9, 4))
+        .unwrap();
+    check(&store, "an upload part");
+    store.upload_complete(id).unwrap();
+    check(&store, "an upload's completion");
+    let id = store.upload_create().unwrap();
+    store
+        .upload_part(id, 0, &pattern(3 * CHUNK_BYTES, 5))
+        .unwrap();
+    store.upload_abort(id).unwrap();
+    check(&store, "an upload's abort");
+    assert!(store.delete(&a.address).unwrap());
+    check(&store, "a delete");
+    let before = store.stats().unwrap();
+    drop(store);
+
+    let store = ObjectStore::open(&path, None).unwrap();
+    assert_eq!(store.stats().unwrap(), before);
+    check(&store, "reopening");
+}
+
+#[test]
+fn a_store_written_before_the_totals_row_is_counted_once_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.redb");
+    let store = ObjectStore::open(&path, None).unwrap();
+    store.put(&pattern(3 * CHUNK_BYTES + 1, 7)).unwrap();
+    let expected = store.scan_stats().unwrap();
+    drop(store);
+    // What a store of an earlier release looks like: no totals table.
+    {
+        let db = redb::Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        let totals: redb::TableDefinition<&str, (u64, u64, u64, u64, u64)> =
+            redb::TableDefinition::new("totals");
+        assert!(txn.delete_table(totals).unwrap());
+        txn.commit().unwrap();
+    }
+    let store = ObjectStore::open(&path, None).unwrap();
+    assert_eq!(store.stats().unwrap(), expected);
 }
 
 #[test]
