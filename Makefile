@@ -12,6 +12,7 @@ bench:
 	cargo bench --bench stores
 	cargo bench --bench registry
 	cargo bench --bench overlay
+	cargo bench --bench metrics
 	cargo bench -p ron-oap --bench codec
 
 # OAP/1 decoder fuzzing; needs `cargo install cargo-fuzz`. FUZZ_SECS=600 default.

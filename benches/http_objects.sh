@@ -22,19 +22,7 @@ bench_setup
 
 run_wrk() { # url -> "req/s MB/s p50ms p99ms"
   wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --latency "$1" > "$WORK/wrk.out"
-  python3 - "$WORK/wrk.out" <<'PY'
-import re, sys
-t = open(sys.argv[1]).read()
-rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
-m = re.search(r"Transfer/sec:\s+([\d.]+)(\w+)", t)
-mult = {"B": 1e-6, "KB": 1e-3, "MB": 1, "GB": 1e3}[m.group(2)]
-mbs = float(m.group(1)) * mult
-def lat(p):
-    v = re.search(rf"\s{p}%\s+([\d.]+)(\w+)", t)
-    n, u = float(v.group(1)), v.group(2)
-    return n * {"us": 1e-3, "ms": 1, "s": 1e3}[u]
-print(f"{rps:.0f} {mbs:.1f} {lat(50):.3f} {lat(99):.3f}")
-PY
+  wrk_summary "$WORK/wrk.out"
 }
 
 printf '%-6s %-10s %12s %10s %10s %10s\n' size server req/s MB/s p50_ms p99_ms
@@ -47,8 +35,8 @@ for size in 4096 1048576; do
     got=$(curl -s -o /dev/null -w '%{http_code} %{size_download}' "$url")
     [ "$got" = "200 $size" ] || { echo "$url answered '$got', expected '200 $size'" >&2; exit 1; }
   done
-  read -r m_rps m_mbs m_p50 m_p99 <<<"$(run_wrk "http://127.0.0.1:$SPORT/v1/o/$addr")"
-  read -r n_rps n_mbs n_p50 n_p99 <<<"$(run_wrk "http://127.0.0.1:$NPORT/obj-$size")"
+  read -r m_rps m_mbs m_p50 m_p99 _ <<<"$(run_wrk "http://127.0.0.1:$SPORT/v1/o/$addr")"
+  read -r n_rps n_mbs n_p50 n_p99 _ <<<"$(run_wrk "http://127.0.0.1:$NPORT/obj-$size")"
   printf '%-6s %-10s %12s %10s %10s %10s\n' "$size" macronode "$m_rps" "$m_mbs" "$m_p50" "$m_p99"
   printf '%-6s %-10s %12s %10s %10s %10s\n' "$size" nginx "$n_rps" "$n_mbs" "$n_p50" "$n_p99"
   python3 -c "print(f'{$size:<6} ratio      req/s {$m_rps/$n_rps:.2f}x  MB/s {$m_mbs/max($n_mbs,1e-9):.2f}x  p50 {$m_p50/$n_p50:.2f}x  p99 {$m_p99/$n_p99:.2f}x  (macronode/nginx)')"

@@ -2,7 +2,8 @@
 # starts a release macronode with the gateway roles and nginx on loopback,
 # and stops both on exit. Source it from the repository root.
 #
-# After `bench_setup`: $WORK (temp dir), $SPORT (omnigate port), $NPORT
+# Set BENCH_ROLES (a --roles list, or `all`) before `bench_setup` to start
+# other roles. After `bench_setup`: $WORK (temp dir), $SPORT (omnigate port), $NPORT
 # (nginx port, root $WORK/www), $HEALTH (the node's metrics address).
 
 need() { command -v "$1" >/dev/null 2>&1; }
@@ -33,7 +34,10 @@ addr = "127.0.0.1:0"
 [registry]
 addr = "127.0.0.1:0"
 TOML
-  ./target/release/macronode run --config "$WORK/node.toml" --roles omnigate,storage,index,mailbox >"$WORK/node.log" 2>&1 &
+  # BENCH_ROLES=all runs every compiled role (no --roles); default: the gateway's.
+  local roles=(--roles "${BENCH_ROLES:-omnigate,storage,index,mailbox}")
+  [ "${BENCH_ROLES:-}" = "all" ] && roles=()
+  ./target/release/macronode run --config "$WORK/node.toml" "${roles[@]}" >"$WORK/node.log" 2>&1 &
   NODE_PID=$!
   for _ in $(seq 1 400); do
     [ "$(curl -s -o /dev/null -w '%{http_code}' "http://$HEALTH/readyz" || true)" = "200" ] && break
@@ -74,3 +78,6 @@ put_object() {
   curl -fsS -X PUT --data-binary "@$1" "http://127.0.0.1:$SPORT/v1/o" |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["address"])'
 }
+
+# Summarises wrk --latency output in file $1: "req/s MB/s p50ms p99ms non2xx".
+wrk_summary() { python3 benches/wrk_summary.py "$1"; }

@@ -72,17 +72,9 @@ LUA
 
 run_wrk() { # url [script] -> "req/s p50ms p99ms"
   wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --latency ${2:+-s "$2"} "$1" > "$WORK/wrk.out"
-  python3 - "$WORK/wrk.out" <<'PY'
-import re, sys
-t = open(sys.argv[1]).read()
-if re.search(r"Non-2xx", t):
-    sys.exit("non-2xx answers during the run:\n" + t)
-rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
-def lat(p):
-    v = re.search(rf"\s{p}%\s+([\d.]+)(\w+)", t)
-    return float(v.group(1)) * {"us": 1e-3, "ms": 1, "s": 1e3}[v.group(2)]
-print(f"{rps:.0f} {lat(50):.3f} {lat(99):.3f}")
-PY
+  read -r rps _ p50 p99 bad <<<"$(python3 benches/wrk_summary.py "$WORK/wrk.out")"
+  [ "$bad" = 0 ] || { echo "non-2xx answers during the run:" >&2; cat "$WORK/wrk.out" >&2; exit 1; }
+  echo "$rps $p50 $p99"
 }
 
 read -r r_rps r_p50 r_p99 <<<"$(run_wrk "http://127.0.0.1:$RPORT/registry/head")"

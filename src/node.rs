@@ -62,15 +62,24 @@ fn settings_from(cfg: &NodeConfig) -> NodeSettings {
     }
 }
 
-/// The Prometheus recorder: every histogram with explicit buckets (never a
-/// summary, so `_bucket` series exist and aggregate across replicas).
-fn recorder() -> Result<PrometheusBuilder, metrics_exporter_prometheus::BuildError> {
+/// The Prometheus exporter as the node installs it: every histogram with
+/// its buckets (`ron_kernel::metrics::histogram_buckets`), none a summary.
+pub fn prometheus_builder() -> Result<PrometheusBuilder, metrics_exporter_prometheus::BuildError> {
     use metrics_exporter_prometheus::Matcher;
     let mut b = PrometheusBuilder::new().set_buckets(ron_kernel::metrics::REQUEST_BUCKETS)?;
     for (name, buckets) in ron_kernel::metrics::histogram_buckets() {
         b = b.set_buckets_for_metric(Matcher::Full(name.to_owned()), buckets)?;
     }
     Ok(b)
+}
+
+/// Creates every documented series of the host and of `specs`' roles at
+/// zero, so they are there from the first scrape.
+pub fn init_series(role_names: &[&'static str], specs: &[roles::RoleSpec]) {
+    ron_kernel::metrics::init_host_series(role_names);
+    for spec in specs {
+        (spec.init_series)();
+    }
 }
 
 fn bind(name: &str, addr: SocketAddr) -> Result<std::net::TcpListener, NodeError> {
@@ -83,7 +92,7 @@ fn bind(name: &str, addr: SocketAddr) -> Result<std::net::TcpListener, NodeError
 
 pub async fn run(src: ConfigSource, cfg: NodeConfig, log: LogHandle) -> Result<i32, NodeError> {
     let started = Instant::now();
-    let prometheus = recorder()
+    let prometheus = prometheus_builder()
         .and_then(PrometheusBuilder::install_recorder)
         .map_err(|e| NodeError::Metrics(e.to_string()))?;
     ron_kernel::metrics::describe_all();
@@ -127,11 +136,7 @@ pub async fn run(src: ConfigSource, cfg: NodeConfig, log: LogHandle) -> Result<i
 
     let role_names = roles::select(&cfg.roles)?;
     let (specs, live_sections) = roles::build(&role_names, &cfg);
-    // Every documented series exists from the first scrape.
-    ron_kernel::metrics::init_host_series(&role_names);
-    for spec in &specs {
-        (spec.init_series)();
-    }
+    init_series(&role_names, &specs);
     // Every role is on the board (starting, not ready) before the health
     // plane serves; the board itself stays unready until this is done.
     let role_ready = readiness.register_roles(&specs.iter().map(|s| s.name).collect::<Vec<_>>());
