@@ -52,6 +52,7 @@ pub struct NodeConfig {
     pub limits: LimitsConfig,
     pub supervisor: SupervisorConfig,
     pub auth: AuthConfig,
+    pub uds: UdsConfig,
     #[cfg(feature = "omnigate")]
     pub omnigate: ron_omnigate::OmnigateConfig,
     #[cfg(feature = "overlay")]
@@ -156,6 +157,27 @@ pub struct AuthConfig {
     pub write_tokens: Vec<Secret>,
 }
 
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UdsConfig {
+    /// Serve every HTTP plane on a Unix socket `<dir>/<listener>.sock`
+    /// and bind no TCP port (`--uds-only`). Needs a restart.
+    pub only: bool,
+    /// Where the sockets are created (mode 0700 if it is made here); under
+    /// systemd, `RuntimeDirectory=` and `RON_UDS__DIR=/run/<name>`. Needs a
+    /// restart.
+    pub dir: PathBuf,
+}
+
+impl Default for UdsConfig {
+    fn default() -> Self {
+        Self {
+            only: false,
+            dir: PathBuf::from("./run"),
+        }
+    }
+}
+
 impl NodeConfig {
     pub fn defaults(profile: Profile) -> Self {
         let micro = profile == Profile::Micronode;
@@ -198,6 +220,7 @@ impl NodeConfig {
                 quarantine_window: Duration::from_secs(60),
             },
             auth: AuthConfig::default(),
+            uds: UdsConfig::default(),
             #[cfg(feature = "omnigate")]
             omnigate: if micro {
                 ron_omnigate::OmnigateConfig::micro()
@@ -250,8 +273,14 @@ impl NodeConfig {
                 self.log.filter
             ));
         }
-        if let Err(e) = roles::select(&self.roles) {
-            errs.push(e.to_string());
+        match roles::select(&self.roles) {
+            Err(e) => errs.push(e.to_string()),
+            Ok(selected) if self.uds.only && selected.contains(&"overlay") => errs.push(
+                "uds.only (--uds-only): the overlay listens for other hosts on TCP and UDP; \
+                 run it without the overlay (--roles with the others)"
+                    .into(),
+            ),
+            Ok(_) => {}
         }
         #[cfg(feature = "omnigate")]
         self.omnigate.validate(&mut errs);
@@ -281,6 +310,8 @@ impl NodeConfig {
             ("metrics.addr", self.metrics.addr.to_string()),
             ("admin.addr", self.admin.addr.to_string()),
             ("bus.capacity", self.bus.capacity.to_string()),
+            ("uds.only", self.uds.only.to_string()),
+            ("uds.dir", self.uds.dir.display().to_string()),
         ];
         #[cfg(feature = "omnigate")]
         {
@@ -346,6 +377,7 @@ impl NodeConfig {
         new.metrics.addr = self.metrics.addr;
         new.admin.addr = self.admin.addr;
         new.bus.capacity = self.bus.capacity;
+        new.uds = self.uds.clone();
         #[cfg(feature = "omnigate")]
         {
             new.omnigate.addr = self.omnigate.addr;
@@ -387,10 +419,16 @@ fn changed_keys<T: Serialize>(section: &str, old: &T, new: &T) -> Vec<String> {
 #[derive(Debug, Clone, Default)]
 pub struct CliOverrides {
     pub roles: Option<Vec<String>>,
-    pub amnesia: bool,
+    /// `--amnesia` / `--no-amnesia` (`--amnesia=on|off`).
+    pub amnesia: Option<bool>,
     pub read_only: bool,
     pub hedge_read: bool,
     pub pilot_pq: bool,
+    /// `--quic` / `--no-quic`.
+    pub quic: Option<bool>,
+    /// `--oap-concurrency N`.
+    pub oap_concurrency: Option<u32>,
+    pub uds_only: bool,
 }
 
 /// Everything needed to (re)assemble the config; kept by the running node so
@@ -425,12 +463,13 @@ impl ConfigSource {
             fig = fig.merge(Toml::file_exact(path));
         }
         fig = fig
-            .merge(seed_env())
             .merge(
-                Env::prefixed("RON_")
-                    .ignore(&["CONFIG", "config"])
-                    .split("__"),
+                Env::raw()
+                    .only(&["OVERLAY_ADMIN_ADDR"])
+                    .map(|_| "metrics.addr".into()),
             )
+            .merge(seed_env())
+            .merge(Env::prefixed("RON_").ignore(NOT_CONFIG_ENV).split("__"))
             .merge(Serialized::defaults(self.overrides_value()));
         let cfg: NodeConfig = fig.extract().map_err(ConfigError::from_figment)?;
         let problems = cfg.validate();
@@ -447,8 +486,11 @@ impl ConfigSource {
         if let Some(r) = &o.roles {
             root.insert("roles".into(), serde_json::json!(r));
         }
-        if o.amnesia {
-            root.insert("amnesia".into(), true.into());
+        if let Some(a) = o.amnesia {
+            root.insert("amnesia".into(), a.into());
+        }
+        if o.uds_only {
+            root.insert("uds".into(), serde_json::json!({"only": true}));
         }
         if o.read_only {
             root.insert("read_only".into(), true.into());
@@ -458,8 +500,20 @@ impl ConfigSource {
             root.insert("omnigate".into(), serde_json::json!({"hedge_read": true}));
         }
         #[cfg(feature = "overlay")]
-        if o.pilot_pq {
-            root.insert("overlay".into(), serde_json::json!({"pq_mode": "hybrid"}));
+        {
+            let mut ov = serde_json::Map::new();
+            if o.pilot_pq {
+                ov.insert("pq_mode".into(), "hybrid".into());
+            }
+            if let Some(q) = o.quic {
+                ov.insert("quic".into(), q.into());
+            }
+            if let Some(n) = o.oap_concurrency {
+                ov.insert("peer".into(), serde_json::json!({ "max_streams": n }));
+            }
+            if !ov.is_empty() {
+                root.insert("overlay".into(), ov.into());
+            }
         }
         serde_json::Value::Object(root)
     }
@@ -500,6 +554,53 @@ pub const SEED_ENV: &[(&str, &str, &str)] = &[
     ("INDEX_ADDR", "index.addr", "index"),
     ("MAILBOX_ADDR", "mailbox.addr", "mailbox"),
 ];
+
+/// `RON_` variables that are not config keys: `RON_CONFIG` names the file;
+/// the runbooks' `RON_BUS_SOCK` and `RON_INDEX_SOCK` name sockets of
+/// separate processes, which macronode does not have (see `env_notes`).
+const NOT_CONFIG_ENV: &[&str] = &[
+    "CONFIG",
+    "config",
+    "BUS_SOCK",
+    "bus_sock",
+    "INDEX_SOCK",
+    "index_sock",
+];
+
+/// One line for each runbook environment variable that is set and means
+/// something else here (logged at start, printed by `config check`).
+pub fn env_notes() -> Vec<String> {
+    let set = |name: &str| std::env::var_os(name).is_some_and(|v| !v.is_empty());
+    let mut notes = Vec::new();
+    for (name, what) in [
+        (
+            "RON_BUS_SOCK",
+            "the bus runs in-process in macronode; there is no bus socket (follow it with \
+             `ronctl tail`, admin /api/v1/bus)",
+        ),
+        (
+            "RON_INDEX_SOCK",
+            "the index runs in-process in macronode; there is no index socket (its HTTP API \
+             is index.addr when it runs without omnigate)",
+        ),
+    ] {
+        if set(name) {
+            notes.push(format!("{name} is ignored: {what}"));
+        }
+    }
+    if set("OVERLAY_ADMIN_ADDR") {
+        let winner = if set("METRICS_ADDR") {
+            "; METRICS_ADDR is also set and wins"
+        } else {
+            ""
+        };
+        notes.push(format!(
+            "OVERLAY_ADMIN_ADDR is read as metrics.addr: the overlay's /metrics /healthz \
+             /readyz /version are the node's health plane{winner}"
+        ));
+    }
+    notes
+}
 
 fn seed_env() -> Env {
     let names: Vec<&'static str> = SEED_ENV
@@ -582,6 +683,9 @@ fn env_name_for(native: &str) -> String {
         if std::env::var_os(name).is_some() {
             return (*name).to_owned();
         }
+    }
+    if lower == "metrics.addr" && std::env::var_os("OVERLAY_ADMIN_ADDR").is_some() {
+        return "OVERLAY_ADMIN_ADDR".to_owned();
     }
     format!("RON_{}", native.to_ascii_uppercase().replace('.', "__"))
 }

@@ -22,15 +22,28 @@ use indicatif::{ProgressBar, ProgressStyle};
 use ron_kernel::ContentAddress;
 
 #[derive(FromArgs, Debug)]
-/// Operator client (the runbooks' ronctl): store and fetch verified objects, set and read names, and propose, approve, commit and watch registry changes.
+/// Operator client (the runbooks' ronctl; also installed as `ronctl`): node
+/// status, bus tail, config check and print, chaos drills, verified object
+/// put and get, names, and the registry's propose, approve, commit and
+/// watch. Exit codes: 0 ok, 1 failed, 2 usage.
 #[argh(subcommand, name = "ctl")]
 pub struct CtlCmd {
     /// base URL of the node's object API (default http://127.0.0.1:9444)
     #[argh(option, default = "String::from(\"http://127.0.0.1:9444\")")]
     pub url: String,
-    /// bearer token for writes
+    /// base URL of the admin plane (default http://127.0.0.1:9910)
+    #[argh(option, default = "String::from(\"http://127.0.0.1:9910\")")]
+    pub admin: String,
+    /// bearer token for writes (default: env RONCTL_TOKEN)
     #[argh(option)]
     pub token: Option<String>,
+    /// bearer token for the admin plane from another host (default: env
+    /// RONCTL_ADMIN_TOKEN)
+    #[argh(option)]
+    pub admin_token: Option<String>,
+    /// print JSON instead of text (may also be written after the verb)
+    #[argh(switch)]
+    pub json: bool,
     #[argh(subcommand)]
     pub action: CtlAction,
 }
@@ -38,6 +51,11 @@ pub struct CtlCmd {
 #[derive(FromArgs, Debug)]
 #[argh(subcommand)]
 pub enum CtlAction {
+    Status(crate::ctl_ops::StatusCmd),
+    Tail(crate::ctl_ops::TailCmd),
+    Bus(crate::ctl_ops::BusCmd),
+    Config(crate::ctl_ops::ConfigCmd),
+    Chaos(crate::ctl_ops::ChaosCmd),
     Put(PutCmd),
     Get(GetCmd),
     Names(NamesCmd),
@@ -127,6 +145,9 @@ pub struct GetCmd {
 pub enum CtlError {
     #[error("{0}")]
     Usage(String),
+    /// The operation ran and did not succeed (exit 1).
+    #[error("{0}")]
+    Failed(String),
     #[error("{path}: {source}")]
     File {
         path: String,
@@ -293,19 +314,64 @@ pub(crate) fn file_err(path: &Path) -> impl Fn(std::io::Error) -> CtlError + '_ 
     }
 }
 
+/// Whether to print text or JSON.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Out {
+    pub json: bool,
+}
+
+impl Out {
+    /// Prints `value` as one JSON document, or the text `human` makes.
+    pub fn emit(&self, value: &serde_json::Value, human: impl FnOnce() -> String) {
+        if self.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(value).unwrap_or_default()
+            );
+        } else {
+            let text = human();
+            if text.ends_with('\n') {
+                print!("{text}");
+            } else {
+                println!("{text}");
+            }
+        }
+    }
+}
+
+fn env_token(flag: Option<String>, var: &str) -> Option<String> {
+    flag.or_else(|| std::env::var(var).ok().filter(|t| !t.is_empty()))
+}
+
 pub fn run(cmd: CtlCmd) -> Result<(), CtlError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| CtlError::Usage(format!("cannot start the runtime: {e}")))?;
-    let api = Api::new(&cmd.url, cmd.token)?;
+        .map_err(|e| CtlError::Failed(format!("cannot start the runtime: {e}")))?;
+    let api = Api::new(&cmd.url, env_token(cmd.token, "RONCTL_TOKEN"))?;
+    let admin =
+        Api::new(&cmd.admin, env_token(cmd.admin_token, "RONCTL_ADMIN_TOKEN")).map_err(|_| {
+            CtlError::Usage(format!(
+                "--admin must be an http:// URL, got {:?}",
+                cmd.admin
+            ))
+        })?;
+    let out = Out { json: cmd.json };
     rt.block_on(async move {
+        use crate::ctl_ops as ops;
         match cmd.action {
+            CtlAction::Status(_) => ops::status(&admin, out).await,
+            CtlAction::Tail(t) => ops::tail(&admin, out, t).await,
+            CtlAction::Bus(b) => match b.action {
+                ops::BusAction::Tail(t) => ops::tail(&admin, out, t).await,
+            },
+            CtlAction::Config(c) => ops::config(&admin, out, c).await,
+            CtlAction::Chaos(c) => ops::chaos(&admin, out, c).await,
             CtlAction::Put(p) => put(&api, p).await,
             CtlAction::Get(g) => get(&api, g).await,
-            CtlAction::Names(n) => names(&api, n).await,
+            CtlAction::Names(n) => names(&api, out, n).await,
             #[cfg(feature = "registry")]
-            CtlAction::Registry(r) => crate::ctl_registry::run(&api, r).await,
+            CtlAction::Registry(r) => crate::ctl_registry::run(&api, out, r).await,
         }
     })
 }
@@ -527,7 +593,7 @@ async fn get(api: &Api, g: GetCmd) -> Result<(), CtlError> {
     }
 }
 
-async fn names(api: &Api, n: NamesCmd) -> Result<(), CtlError> {
+async fn names(api: &Api, out: Out, n: NamesCmd) -> Result<(), CtlError> {
     let (_path, reply) = match n.action {
         NamesAction::Set(s) => {
             ContentAddress::parse(&s.address)
@@ -560,9 +626,29 @@ async fn names(api: &Api, n: NamesCmd) -> Result<(), CtlError> {
             (path.clone(), api.expect(&path, r, &[StatusCode::OK])?)
         }
     };
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&reply).unwrap_or_default()
-    );
+    out.emit(&reply, || name_text(&reply));
     Ok(())
+}
+
+/// `name  version N  address  content_type  [feed]`, one line per version.
+fn name_text(v: &serde_json::Value) -> String {
+    let one = |r: &serde_json::Value| {
+        let mut line = format!(
+            "{}  version {}  {}",
+            r["name"].as_str().unwrap_or("?"),
+            r["version"],
+            r["address"].as_str().unwrap_or("?")
+        );
+        if let Some(ct) = r["content_type"].as_str() {
+            line.push_str(&format!("  {ct}"));
+        }
+        if let Some(f) = r["feed"].as_str() {
+            line.push_str(&format!("  feed {f}"));
+        }
+        line
+    };
+    match v.get("versions").and_then(|h| h.as_array()) {
+        Some(all) => all.iter().map(one).collect::<Vec<_>>().join("\n"),
+        None => one(v),
+    }
 }

@@ -14,7 +14,7 @@ use http::{Method, StatusCode};
 use http_body_util::BodyExt;
 use ron_registry::model::{decode_hex, hash_bytes, sign_approval, Payload};
 
-use crate::ctl::{file_err, Api, CtlError};
+use crate::ctl::{file_err, Api, CtlError, Out};
 
 #[derive(FromArgs, Debug)]
 /// Registry operations: keygen, head, propose, approve, commit, watch,
@@ -42,13 +42,20 @@ pub enum RegistryAction {
 }
 
 #[derive(FromArgs, Debug)]
-/// Create a signing key: writes the secret to FILE (mode 0600), prints the
-/// public key for `[[registry.signers]]`.
+/// Create a signing key: writes the secret (mode 0600) to FILE, or to
+/// KEYS/SIGNER.key with --signer, and prints the public key for
+/// `[[registry.signers]]`.
 #[argh(subcommand, name = "keygen")]
 pub struct Keygen {
     /// where to write the secret key (64 hex characters)
     #[argh(option, short = 'o')]
-    pub out: PathBuf,
+    pub out: Option<PathBuf>,
+    /// the signer id: the key goes to KEYS/SIGNER.key
+    #[argh(option)]
+    pub signer: Option<String>,
+    /// directory of signer keys (default ./keys)
+    #[argh(option, default = "PathBuf::from(\"keys\")")]
+    pub keys: PathBuf,
 }
 
 #[derive(FromArgs, Debug)]
@@ -62,33 +69,56 @@ pub struct HeadCmd {}
 /// filled in from the head and the clock.
 #[argh(subcommand, name = "propose")]
 pub struct Propose {
-    /// JSON file
+    /// JSON file (or --file)
     #[argh(positional)]
-    pub file: PathBuf,
+    pub path: Option<PathBuf>,
+    /// JSON file
+    #[argh(option)]
+    pub file: Option<PathBuf>,
 }
 
 #[derive(FromArgs, Debug)]
 /// Sign proposal ID with a key from `keygen` and submit the approval.
 #[argh(subcommand, name = "approve")]
 pub struct Approve {
-    /// the proposal id
+    /// the proposal id (or --id)
     #[argh(positional)]
-    pub id: String,
-    /// the secret key file
+    pub proposal: Option<String>,
+    /// the proposal id
     #[argh(option)]
-    pub key: PathBuf,
+    pub id: Option<String>,
     /// this signer's id in the signer set
     #[argh(option)]
     pub signer: String,
+    /// the secret key file (default KEYS/SIGNER.key)
+    #[argh(option)]
+    pub key: Option<PathBuf>,
+    /// directory of signer keys (default ./keys)
+    #[argh(option, default = "PathBuf::from(\"keys\")")]
+    pub keys: PathBuf,
 }
 
 #[derive(FromArgs, Debug)]
 /// Commit proposal ID (once it has M approvals); prints the new head.
 #[argh(subcommand, name = "commit")]
 pub struct CommitCmd {
-    /// the proposal id
+    /// the proposal id (or --id)
     #[argh(positional)]
-    pub id: String,
+    pub proposal: Option<String>,
+    /// the proposal id
+    #[argh(option)]
+    pub id: Option<String>,
+}
+
+/// The value given positionally or by its flag, exactly once.
+fn one_of<T>(positional: Option<T>, flag: Option<T>, what: &str) -> Result<T, CtlError> {
+    match (positional, flag) {
+        (Some(v), None) | (None, Some(v)) => Ok(v),
+        (Some(_), Some(_)) => Err(CtlError::Usage(format!(
+            "give the {what} once (positionally or with --{what})"
+        ))),
+        (None, None) => Err(CtlError::Usage(format!("missing the {what} (--{what})"))),
+    }
 }
 
 #[derive(FromArgs, Debug)]
@@ -130,38 +160,61 @@ fn json_body(v: &serde_json::Value) -> Bytes {
     Bytes::from(serde_json::to_vec(v).unwrap_or_default())
 }
 
-fn print(v: &serde_json::Value) {
-    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+/// `version N  payload_b3  committed_at  (K items)`.
+fn head_text(v: &serde_json::Value) -> String {
+    let items = v["payload"]["items"].as_array().map_or(0, Vec::len);
+    format!(
+        "version {}  {}  committed {}  ({items} items)",
+        v["version"],
+        v["payload_b3"].as_str().unwrap_or("-"),
+        v["committed_at"].as_str().unwrap_or("-"),
+    )
 }
 
-pub(crate) async fn run(api: &Api, cmd: RegistryCmd) -> Result<(), CtlError> {
+pub(crate) async fn run(api: &Api, out: Out, cmd: RegistryCmd) -> Result<(), CtlError> {
     let reg = api.with_base(&cmd.registry)?;
     match cmd.action {
-        RegistryAction::Keygen(k) => keygen(k),
+        RegistryAction::Keygen(k) => keygen(out, k),
         RegistryAction::Head(_) => {
             let r = reg
                 .call(Method::GET, "/registry/head", Bytes::new())
                 .await?;
-            print(&reg.expect("/registry/head", r, &[StatusCode::OK])?);
+            let v = reg.expect("/registry/head", r, &[StatusCode::OK])?;
+            out.emit(&v, || head_text(&v));
             Ok(())
         }
-        RegistryAction::Propose(p) => propose(&reg, p).await,
-        RegistryAction::Approve(a) => approve(&reg, a).await,
+        RegistryAction::Propose(p) => propose(&reg, out, p).await,
+        RegistryAction::Approve(a) => approve(&reg, out, a).await,
         RegistryAction::Commit(c) => {
-            let path = format!("/registry/proposals/{}/commit", c.id);
+            let id = one_of(c.proposal, c.id, "id")?;
+            let path = format!("/registry/proposals/{id}/commit");
             let r = reg.call(Method::POST, &path, Bytes::new()).await?;
-            print(&reg.expect(&path, r, &[StatusCode::CREATED])?);
+            let v = reg.expect(&path, r, &[StatusCode::CREATED])?;
+            out.emit(&v, || format!("committed {}", head_text(&v)));
             Ok(())
         }
-        RegistryAction::Watch(w) => watch(&reg, w).await,
-        RegistryAction::Backup(b) => backup(&reg, b).await,
-        RegistryAction::Restore(r) => restore(r),
+        RegistryAction::Watch(w) => watch(&reg, out, w).await,
+        RegistryAction::Backup(b) => backup(&reg, out, b).await,
+        RegistryAction::Restore(r) => restore(out, r),
     }
 }
 
-fn keygen(k: Keygen) -> Result<(), CtlError> {
+fn keygen(out: Out, k: Keygen) -> Result<(), CtlError> {
+    let path = match (k.out, k.signer) {
+        (Some(p), None) => p,
+        (None, Some(signer)) => {
+            std::fs::create_dir_all(&k.keys).map_err(file_err(&k.keys))?;
+            k.keys.join(format!("{signer}.key"))
+        }
+        _ => {
+            return Err(CtlError::Usage(
+                "give -o FILE or --signer ID (the key goes to KEYS/ID.key)".into(),
+            ))
+        }
+    };
+    let k = KeyFile { out: path };
     let (public, secret) =
-        ron_registry::log::keygen().map_err(|e| CtlError::Usage(e.to_string()))?;
+        ron_registry::log::keygen().map_err(|e| CtlError::Failed(e.to_string()))?;
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create_new(true);
     #[cfg(unix)]
@@ -171,14 +224,25 @@ fn keygen(k: Keygen) -> Result<(), CtlError> {
     }
     let mut f = opts.open(&k.out).map_err(file_err(&k.out))?;
     writeln!(f, "{secret}").map_err(file_err(&k.out))?;
-    print(&serde_json::json!({"public_key": public, "secret_key_file": k.out}));
+    let v = serde_json::json!({"public_key": public, "secret_key_file": k.out});
+    out.emit(&v, || {
+        format!(
+            "public key {public}\nsecret key written to {} (mode 0600)",
+            k.out.display()
+        )
+    });
     Ok(())
 }
 
-async fn propose(reg: &Api, p: Propose) -> Result<(), CtlError> {
-    let text = std::fs::read_to_string(&p.file).map_err(file_err(&p.file))?;
+struct KeyFile {
+    out: PathBuf,
+}
+
+async fn propose(reg: &Api, out: Out, p: Propose) -> Result<(), CtlError> {
+    let file = one_of(p.path, p.file, "file")?;
+    let text = std::fs::read_to_string(&file).map_err(file_err(&file))?;
     let mut v: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| CtlError::Usage(format!("{}: {e}", p.file.display())))?;
+        .map_err(|e| CtlError::Usage(format!("{}: {e}", file.display())))?;
     if v.get("version").is_none() || v.get("prev_b3").is_none() {
         let r = reg
             .call(Method::GET, "/registry/head", Bytes::new())
@@ -197,19 +261,32 @@ async fn propose(reg: &Api, p: Propose) -> Result<(), CtlError> {
             json_body(&serde_json::json!({ "payload": v })),
         )
         .await?;
-    print(&reg.expect("/registry/proposals", r, &[StatusCode::ACCEPTED])?);
+    let v = reg.expect("/registry/proposals", r, &[StatusCode::ACCEPTED])?;
+    out.emit(&v, || {
+        format!(
+            "proposal {}  version {}  {}  expires {}",
+            v["proposal_id"].as_str().unwrap_or("?"),
+            v["version"],
+            v["payload_b3"].as_str().unwrap_or("?"),
+            v["expires_at"].as_str().unwrap_or("-")
+        )
+    });
     Ok(())
 }
 
-async fn approve(reg: &Api, a: Approve) -> Result<(), CtlError> {
-    let secret = std::fs::read_to_string(&a.key).map_err(file_err(&a.key))?;
+async fn approve(reg: &Api, out: Out, a: Approve) -> Result<(), CtlError> {
+    let id = one_of(a.proposal, a.id, "id")?;
+    let key = a
+        .key
+        .unwrap_or_else(|| a.keys.join(format!("{}.key", a.signer)));
+    let secret = std::fs::read_to_string(&key).map_err(file_err(&key))?;
     let seed = decode_hex::<32>(secret.trim()).ok_or_else(|| {
         CtlError::Usage(format!(
             "{}: not a key from `ctl registry keygen`",
-            a.key.display()
+            key.display()
         ))
     })?;
-    let path = format!("/registry/proposals/{}", a.id);
+    let path = format!("/registry/proposals/{id}");
     let r = reg.call(Method::GET, &path, Bytes::new()).await?;
     let p = reg.expect(&path, r, &[StatusCode::OK])?;
     // Hash the payload as the node serves it (the proposer's own text),
@@ -225,14 +302,20 @@ async fn approve(reg: &Api, a: Approve) -> Result<(), CtlError> {
     }
     let h = hash_bytes(&ours).map_err(|e| CtlError::Usage(e.to_string()))?;
     let sig = sign_approval(&seed, payload.version, &h);
-    let path = format!("/registry/proposals/{}/approvals", a.id);
+    let path = format!("/registry/proposals/{id}/approvals");
     let body = serde_json::json!({"signer_id": a.signer, "sig": sig});
     let r = reg.call(Method::POST, &path, json_body(&body)).await?;
-    print(&reg.expect(&path, r, &[StatusCode::OK])?);
+    let v = reg.expect(&path, r, &[StatusCode::OK])?;
+    out.emit(&v, || {
+        format!(
+            "approved proposal {id} as {}: {} of {} approvals needed",
+            a.signer, v["approvals"], v["quorum"]["m"]
+        )
+    });
     Ok(())
 }
 
-async fn watch(reg: &Api, w: Watch) -> Result<(), CtlError> {
+async fn watch(reg: &Api, out: Out, w: Watch) -> Result<(), CtlError> {
     let mut last = w.since;
     let mut seen = 0u64;
     loop {
@@ -275,7 +358,11 @@ async fn watch(reg: &Api, w: Watch) -> Result<(), CtlError> {
                     "version": a["version"], "payload_b3": a["payload_b3"],
                     "committed_at": a["committed_at"], "items": a["payload"]["items"],
                 });
-                println!("{line}");
+                if out.json {
+                    println!("{line}");
+                } else {
+                    println!("{}", head_text(&a));
+                }
                 last = a["version"].as_u64();
                 seen += 1;
                 if w.count.is_some_and(|c| seen >= c) {
@@ -288,7 +375,7 @@ async fn watch(reg: &Api, w: Watch) -> Result<(), CtlError> {
     }
 }
 
-async fn backup(reg: &Api, b: Backup) -> Result<(), CtlError> {
+async fn backup(reg: &Api, out: Out, b: Backup) -> Result<(), CtlError> {
     let r = reg
         .call(Method::GET, "/registry/backup", Bytes::new())
         .await?;
@@ -304,11 +391,14 @@ async fn backup(reg: &Api, b: Backup) -> Result<(), CtlError> {
         .split(|c| *c == b'\n')
         .filter(|l| !l.is_empty())
         .count();
-    print(&serde_json::json!({"file": b.file, "versions": versions}));
+    let v = serde_json::json!({"file": b.file, "versions": versions});
+    out.emit(&v, || {
+        format!("{versions} versions saved to {}", b.file.display())
+    });
     Ok(())
 }
 
-fn restore(r: Restore) -> Result<(), CtlError> {
+fn restore(out: Out, r: Restore) -> Result<(), CtlError> {
     let source = crate::config::ConfigSource::new(
         crate::config::Profile::Macronode,
         r.config,
@@ -326,11 +416,12 @@ fn restore(r: Restore) -> Result<(), CtlError> {
     };
     let path = ron_registry::db_path(&cfg.data_dir);
     let reg = ron_registry::Registry::open(&path, opts)
-        .map_err(|e| CtlError::Usage(format!("{} (is the node stopped?): {e}", path.display())))?;
+        .map_err(|e| CtlError::Failed(format!("{} (is the node stopped?): {e}", path.display())))?;
     let f = std::fs::File::open(&r.file).map_err(file_err(&r.file))?;
     let head = reg
         .restore(&mut std::io::BufReader::new(f))
-        .map_err(|e| CtlError::Usage(format!("restore refused: {e}")))?;
-    print(&serde_json::to_value(&head).unwrap_or_default());
+        .map_err(|e| CtlError::Failed(format!("restore refused: {e}")))?;
+    let v = serde_json::to_value(&head).unwrap_or_default();
+    out.emit(&v, || format!("restored to {}", head_text(&v)));
     Ok(())
 }

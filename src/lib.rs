@@ -5,6 +5,7 @@
 pub mod cli;
 pub mod config;
 pub mod ctl;
+pub mod ctl_ops;
 #[cfg(feature = "registry")]
 pub mod ctl_registry;
 pub mod doctor;

@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 use metrics_exporter_prometheus::PrometheusBuilder;
 use ron_kernel::http::{serve, Handler, ServeOptions};
 use ron_kernel::metrics::names;
-use ron_kernel::{Bus, KernelEvent, Live, NodeSettings, Readiness, RoleContext, RoleListeners};
+use ron_kernel::{
+    Bus, KernelEvent, Live, NodeSettings, Readiness, RoleContext, RoleListeners, StdListener,
+};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -33,7 +35,7 @@ pub enum NodeError {
     #[error("cannot bind {name} listener on {addr}: {source}")]
     Bind {
         name: String,
-        addr: SocketAddr,
+        addr: String,
         source: std::io::Error,
     },
     #[error("cannot install metrics recorder: {0}")]
@@ -82,12 +84,36 @@ pub fn init_series(role_names: &[&'static str], specs: &[roles::RoleSpec]) {
     }
 }
 
-fn bind(name: &str, addr: SocketAddr) -> Result<std::net::TcpListener, NodeError> {
-    std::net::TcpListener::bind(addr).map_err(|source| NodeError::Bind {
-        name: name.to_owned(),
-        addr,
-        source,
-    })
+/// Binds listener `name`: on its TCP address, or under `--uds-only` on
+/// the Unix socket `<uds.dir>/<name>.sock`. Nonblocking, ready for tokio.
+fn bind(
+    name: &str,
+    addr: SocketAddr,
+    uds: &crate::config::UdsConfig,
+) -> Result<StdListener, NodeError> {
+    let (shown, bound) = if uds.only {
+        // Absolute, so the `ready=1` line and /api/v1/status say where.
+        let path = std::path::absolute(&uds.dir)
+            .unwrap_or_else(|_| uds.dir.clone())
+            .join(format!("{name}.sock"));
+        let shown = format!("unix:{}", path.display());
+        (
+            shown,
+            ron_kernel::listener::bind_unix(&path).map(StdListener::Unix),
+        )
+    } else {
+        (
+            addr.to_string(),
+            std::net::TcpListener::bind(addr).map(StdListener::Tcp),
+        )
+    };
+    bound
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        .map_err(|source| NodeError::Bind {
+            name: name.to_owned(),
+            addr: shown,
+            source,
+        })
 }
 
 pub async fn run(src: ConfigSource, cfg: NodeConfig, log: LogHandle) -> Result<i32, NodeError> {
@@ -145,21 +171,28 @@ pub async fn run(src: ConfigSource, cfg: NodeConfig, log: LogHandle) -> Result<i
     // and a restarted role keeps its port.
     readiness.expect_listener("metrics");
     readiness.expect_listener("admin");
-    let metrics_l = bind("metrics", cfg.metrics.addr)?;
-    let admin_l = bind("admin", cfg.admin.addr)?;
+    let metrics_l = bind("metrics", cfg.metrics.addr, &cfg.uds)?;
+    let admin_l = bind("admin", cfg.admin.addr, &cfg.uds)?;
     let mut role_listeners: Vec<RoleListeners> = Vec::new();
     for spec in &specs {
         let mut ls = RoleListeners::default();
         for (lname, addr) in &spec.listeners {
             readiness.expect_listener(lname);
-            let l = bind(lname, *addr)?;
-            ls.insert_tcp(lname, l).map_err(|source| NodeError::Bind {
+            // The overlay speaks OAP/1 to other hosts: always TCP (config
+            // validation refuses it under `uds.only`).
+            let uds = if *lname == "overlay" {
+                &crate::config::UdsConfig::default()
+            } else {
+                &cfg.uds
+            };
+            let l = bind(lname, *addr, uds)?;
+            ls.insert(lname, l).map_err(|source| NodeError::Bind {
                 name: lname.to_string(),
-                addr: *addr,
+                addr: addr.to_string(),
                 source,
             })?;
-            if let Some(a) = ls.tcp_addr(lname) {
-                readiness.listener_bound(lname, a);
+            if let Some(a) = ls.addr(lname) {
+                readiness.listener_bound(lname, a.clone());
             }
         }
         role_listeners.push(ls);
@@ -191,21 +224,13 @@ pub async fn run(src: ConfigSource, cfg: NodeConfig, log: LogHandle) -> Result<i
     };
     let mut planes_tasks = tokio::task::JoinSet::new();
     for (name, l) in [("metrics", metrics_l), ("admin", admin_l)] {
-        l.set_nonblocking(true).map_err(|source| NodeError::Bind {
+        let bind_err = |source| NodeError::Bind {
             name: name.into(),
-            addr: cfg.metrics.addr,
+            addr: name.into(),
             source,
-        })?;
-        let local = l.local_addr().map_err(|source| NodeError::Bind {
-            name: name.into(),
-            addr: cfg.metrics.addr,
-            source,
-        })?;
-        let tl = tokio::net::TcpListener::from_std(l).map_err(|source| NodeError::Bind {
-            name: name.into(),
-            addr: local,
-            source,
-        })?;
+        };
+        let local = l.addr().map_err(bind_err)?;
+        let tl = ron_kernel::HttpListener::from_std(l).map_err(bind_err)?;
         readiness.listener_bound(name, local);
         let st = plane_state.clone();
         let handler: Arc<dyn Handler> = if name == "metrics" {
@@ -386,6 +411,12 @@ pub async fn run(src: ConfigSource, cfg: NodeConfig, log: LogHandle) -> Result<i
     bus.publish(KernelEvent::Shutdown);
     planes_shutdown.cancel();
     while planes_tasks.join_next().await.is_some() {}
+    // Nothing accepts on our Unix sockets any more: take their files away.
+    for addr in readiness.bound_addrs().values() {
+        if let ron_kernel::BoundAddr::Unix(path) = addr {
+            let _ = std::fs::remove_file(path);
+        }
+    }
     // The last line of a clean stop (the runbooks watch for it).
     tracing::info!(
         shutdown_complete = 1,

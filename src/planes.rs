@@ -253,6 +253,7 @@ fn status(st: &PlaneState) -> Response<Body> {
         "uptime_seconds": st.uptime_secs(),
         "profile": st.profile,
         "version": env!("CARGO_PKG_VERSION"),
+        "build": crate::version::info(),
         "config_version": st.config_version.load(std::sync::atomic::Ordering::Relaxed),
         "config_file": st.config_file,
         "ready": report.ready,
@@ -262,6 +263,7 @@ fn status(st: &PlaneState) -> Response<Body> {
         "amnesia": cfg.amnesia,
         "read_only": cfg.read_only,
         "roles": st.readiness.roles(),
+        "planes": report.planes,
         "addrs": st.readiness.bound_addrs(),
         "bus": {
             "capacity": st.bus.capacity(),
@@ -319,7 +321,7 @@ fn bus_stream(st: &PlaneState, query: Option<&str>) -> Response<Body> {
                         Bytes::from(format!("event: lagged\ndata: {{\"missed\":{n}}}\n\n"))
                     }
                     Some(BusMessage::Event(ev)) => {
-                        if !topics.is_empty() && !topics.iter().any(|t| t == ev.topic()) {
+                        if !topics.is_empty() && !topics.iter().any(|t| ev.matches(t)) {
                             continue;
                         }
                         let data = serde_json::to_string(&ev).unwrap_or_default();

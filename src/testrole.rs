@@ -63,7 +63,7 @@ pub async fn run(ctx: RoleContext, cfg: Live<TestRoleConfig>) -> RoleResult {
     let held = Arc::new(AtomicU64::new(0));
     let crash = Arc::new(tokio::sync::Notify::new());
     let crash_rx = crash.clone();
-    let listener = ctx.listeners.tcp("testrole")?;
+    let listener = ctx.listeners.http("testrole")?;
     let shutdown = ctx.shutdown.clone();
     let board = ctx.ready.board().clone();
     let handler: Arc<dyn Handler> = Arc::new(

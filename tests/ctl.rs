@@ -97,3 +97,153 @@ fn ctl_help_describes_every_verb() {
         "{help}"
     );
 }
+
+const RONCTL: &str = env!("CARGO_BIN_EXE_ronctl");
+
+fn ronctl(admin: std::net::SocketAddr, args: &[&str]) -> std::process::Output {
+    Command::new(RONCTL)
+        .env_remove("RON_CONFIG")
+        .args(["--admin", &format!("http://{admin}")])
+        .args(args)
+        .output()
+        .expect("ronctl")
+}
+
+fn text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// `ronctl` is `macronode ctl`: as its own binary, and as a symlink or a
+/// hard link to `macronode`; its usage names itself, not `ronctl ctl`.
+#[test]
+fn ronctl_is_ctl_under_any_link() {
+    let dir = tempfile::tempdir().unwrap();
+    let sym = dir.path().join("ronctl");
+    std::os::unix::fs::symlink(common::MACRONODE, &sym).unwrap();
+    let hard = dir.path().join("ronctl-hard");
+    if std::fs::hard_link(common::MACRONODE, &hard).is_err() {
+        // Another filesystem: a copy is the same program under that name.
+        std::fs::copy(common::MACRONODE, &hard).unwrap();
+    }
+    for bin in [std::path::Path::new(RONCTL), &sym, &hard] {
+        let out = Command::new(bin).arg("--help").output().unwrap();
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{bin:?}: {}", text(&out));
+        assert!(help.contains("Usage: ronctl"), "{bin:?}: {help}");
+        assert!(!help.contains("ronctl ctl"), "{bin:?}: {help}");
+        for verb in ["status", "tail", "bus", "config", "chaos", "registry"] {
+            assert!(help.contains(verb), "{bin:?} lacks {verb}: {help}");
+        }
+        // A verb's own help, and a usage error exits 2.
+        let out = Command::new(bin).args(["tail", "--help"]).output().unwrap();
+        assert!(String::from_utf8_lossy(&out.stdout).contains("--topic"));
+        let out = Command::new(bin).arg("frobnicate").output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    }
+}
+
+/// `status`, `config print`, `tail`, and `chaos` against a running node,
+/// in text and with `--json` before or after the verb.
+#[test]
+fn status_config_print_tail_and_chaos_against_a_node() {
+    let node = NodeBuilder::new().arg("--roles").arg("registry").start();
+    node.wait_ready();
+    let admin = node.addr("admin");
+
+    let out = ronctl(admin, &["status"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(s.contains("ready: yes"), "{s}");
+    assert!(s.contains("ROLE") && s.contains("registry"), "{s}");
+    assert!(s.contains(&admin.to_string()), "{s}");
+    assert!(s.contains("registry.write"), "{s}");
+    for args in [&["--json", "status"][..], &["status", "--json"]] {
+        let out = ronctl(admin, args);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        assert_eq!(v["ready"], true);
+        assert_eq!(v["roles"]["registry"]["restarts"], 0);
+        assert!(v["build"]["git_sha"].is_string(), "{v}");
+    }
+
+    let out = ronctl(admin, &["config", "print", "svc-registry"]);
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(s.contains("[registry]") && s.contains("quorum_m"), "{s}");
+    assert!(!s.contains("[storage]"), "{s}");
+    let out = ronctl(admin, &["config", "print", "nosuchrole"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+
+    // Tail the kernel topic; a reload is a `config` event on it.
+    let mut tail = Command::new(RONCTL)
+        .args(["--admin", &format!("http://{admin}")])
+        .args(["tail", "--topic", "kernel", "--count", "1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = std::io::BufReader::new(tail.stderr.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut err, &mut line).unwrap();
+    assert!(line.contains("following the bus"), "{line}");
+    let r = common::request(admin, "POST", "/api/v1/reload", &[], b"");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let out = tail.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        s.contains("config_updated") && s.contains("version="),
+        "{s}"
+    );
+
+    let out = ronctl(admin, &["bus", "tail", "--topic", "nonsense"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("unknown topic"), "{}", text(&out));
+
+    // Chaos is the chaos drills' server side; until then, a clear failure.
+    let out = ronctl(
+        admin,
+        &[
+            "chaos",
+            "inject",
+            "--target=svc-registry",
+            "--fault=storage-latency",
+            "--ms=50",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("not supported by this node"),
+        "{}",
+        text(&out)
+    );
+}
+
+/// `config check`: the runbooks' validate, without a node.
+#[test]
+fn config_check_names_the_bad_key_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, "[registry]\nquorum_m = 1\n").unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[registry]\nquorum_mm = 1\n").unwrap();
+    let check = |args: &[&str]| {
+        Command::new(RONCTL)
+            .env_remove("RON_CONFIG")
+            .args(["config", "check"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = check(&["svc-registry", "--config", good.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("config ok"), "{}", text(&out));
+    let out = check(&["--config", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("registry.quorum_mm"), "{}", text(&out));
+    let out = check(&["nosuchrole", "--config", good.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+}

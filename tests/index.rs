@@ -131,7 +131,7 @@ fn ctl_names_set_and_get() {
     let url = format!("http://{}", node.addr("index"));
     let ctl = |args: &[&str]| {
         std::process::Command::new(common::MACRONODE)
-            .args(["ctl", "--url", &url, "names"])
+            .args(["ctl", "--url", &url, "--json", "names"])
             .args(args)
             .output()
             .unwrap()
@@ -157,4 +157,14 @@ fn ctl_names_set_and_get() {
     let rec: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(rec["content_type"], "text/markdown");
     assert_eq!(rec["address"], ADDR);
+    // Without --json: one line an operator reads.
+    let out = std::process::Command::new(common::MACRONODE)
+        .args(["ctl", "--url", &url, "names", "get", "docs/readme"])
+        .output()
+        .unwrap();
+    let line = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        line.starts_with("docs/readme  version 1  ") && line.contains("text/markdown"),
+        "{line}"
+    );
 }

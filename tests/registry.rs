@@ -572,7 +572,7 @@ fn the_operator_flow_from_the_shell_and_a_verified_restore() {
     let work = tempfile::tempdir().unwrap();
     let ctl = |url: &str, args: &[&str]| {
         let out = std::process::Command::new(common::MACRONODE)
-            .args(["ctl", "registry", "--registry", url])
+            .args(["ctl", "--json", "registry", "--registry", url])
             .args(args)
             .output()
             .expect("ctl");
@@ -607,7 +607,9 @@ fn the_operator_flow_from_the_shell_and_a_verified_restore() {
             )
             .config_extra(&tables)
     };
-    let mut node = two_of_three().start();
+    let first = two_of_three();
+    let running_cfg = first.config_path();
+    let mut node = first.start();
     node.wait_ready();
     let url = format!("http://{}", node.addr("registry"));
 
@@ -644,6 +646,26 @@ fn the_operator_flow_from_the_shell_and_a_verified_restore() {
     assert_eq!(
         ctl(&url, &["backup", backup.to_str().unwrap()])["versions"],
         1
+    );
+    // Restore needs the node stopped: against a running one it fails (1),
+    // it is not a usage error (2).
+    let out = std::process::Command::new(common::MACRONODE)
+        .env_remove("RON_CONFIG")
+        .args([
+            "ctl",
+            "registry",
+            "restore",
+            backup.to_str().unwrap(),
+            "--config",
+        ])
+        .arg(&running_cfg)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
     node.signal("TERM");
     node.wait_exit(Duration::from_secs(30));
@@ -846,4 +868,97 @@ fn a_reload_that_changes_quorum_m_reports_it_as_needing_a_restart() {
     );
     // One approval still commits: the running quorum is 1.
     commit_with(r, &s, &[0], "eu");
+}
+
+/// The registry runbook's §13.7 post-upgrade smoke test, as written, with
+/// `ronctl` (only the ports are this node's): read the head, propose,
+/// approve with two signers' keys found by signer id, commit, and see the
+/// stream's first line.
+#[test]
+fn the_runbook_smoke_test_runs_as_written() {
+    let work = tempfile::tempdir().unwrap();
+    let ronctl = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ronctl"))
+            .current_dir(work.path())
+            .args(args)
+            .output()
+            .expect("ronctl");
+        assert!(
+            out.status.success(),
+            "ronctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let mut signers = String::new();
+    for s in ["signerA", "signerB"] {
+        let out = ronctl(&["registry", "keygen", "--signer", s]);
+        let key = out
+            .lines()
+            .find_map(|l| l.strip_prefix("public key "))
+            .expect("public key line");
+        signers += &format!("[[registry.signers]]\nid = \"{s}\"\npublic_key = \"{key}\"\n");
+    }
+    assert!(work.path().join("keys/signerA.key").is_file());
+    let node = NodeBuilder::new()
+        .arg("--roles")
+        .arg("registry")
+        .config_replace(
+            "[registry]\naddr = \"127.0.0.1:0\"\n",
+            "[registry]\naddr = \"127.0.0.1:0\"\nquorum_m = 2\n",
+        )
+        .config_extra(&signers)
+        .start();
+    node.wait_ready();
+    let reg = node.addr("registry");
+    let url = format!("http://{reg}");
+
+    // curl -fsS http://127.0.0.1:9446/registry/head | jq .version
+    assert_eq!(head(reg)["version"], 0);
+    std::fs::write(
+        work.path().join("sample.json"),
+        r#"{"items": [{"region": {"id": "eu", "name": "Europe", "parent": null}}]}"#,
+    )
+    .unwrap();
+    let out = ronctl(&[
+        "registry",
+        "--registry",
+        &url,
+        "propose",
+        "--file",
+        "sample.json",
+    ]);
+    let proposal = out
+        .split_whitespace()
+        .nth(1)
+        .expect("proposal <id> ...")
+        .to_owned();
+    for s in ["signerA", "signerB"] {
+        let out = ronctl(&[
+            "registry",
+            "--registry",
+            &url,
+            "approve",
+            "--id",
+            &proposal,
+            "--signer",
+            s,
+        ]);
+        assert!(out.contains("approved"), "{out}");
+    }
+    let out = ronctl(&["registry", "--registry", &url, "commit", "--id", &proposal]);
+    assert!(out.starts_with("committed version 1"), "{out}");
+    // curl -N http://127.0.0.1:9446/registry/stream | head -n 1
+    let mut stream = open_stream(reg, "");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut b = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains(": registry stream") {
+        let n = stream.read(&mut b).expect("the stream's first line");
+        assert!(n > 0, "stream ended: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&b[..n]);
+    }
+    assert_eq!(head(reg)["version"], 1);
 }

@@ -210,6 +210,7 @@ impl NodeBuilder {
             child,
             lines,
             addrs: BTreeMap::new(),
+            unix: BTreeMap::new(),
             _dir: self.dir,
         };
         let line = node
@@ -217,10 +218,16 @@ impl NodeBuilder {
             .unwrap_or_else(|| panic!("node never bound its listeners:\n{}", node.log_dump()));
         let addrs: BTreeMap<String, String> =
             serde_json::from_str(line["addrs"].as_str().expect("addrs")).expect("addrs json");
-        node.addrs = addrs
-            .into_iter()
-            .map(|(k, v)| (k, v.parse().expect("addr")))
-            .collect();
+        for (k, v) in addrs {
+            match v.strip_prefix("unix:") {
+                Some(path) => {
+                    node.unix.insert(k, PathBuf::from(path));
+                }
+                None => {
+                    node.addrs.insert(k, v.parse().expect("addr"));
+                }
+            }
+        }
         node
     }
 }
@@ -229,6 +236,8 @@ pub struct Node {
     pub child: Child,
     lines: Arc<Mutex<Vec<String>>>,
     pub addrs: BTreeMap<String, SocketAddr>,
+    /// Listeners on Unix sockets (`--uds-only`), by name.
+    pub unix: BTreeMap<String, PathBuf>,
     _dir: Dir,
 }
 

@@ -69,10 +69,30 @@ impl KernelEvent {
         }
     }
 
-    /// Every topic name, for validating `?topic=` filters.
+    /// Every topic name, for validating `?topic=` filters: the categories
+    /// `topic` returns, `kernel` (the host's own: health, config, crash,
+    /// shutdown), and each role's name (its own events plus its health
+    /// flips and crashes).
     pub const TOPICS: &'static [&'static str] = &[
-        "health", "config", "crash", "shutdown", "registry", "storage", "overlay",
+        "kernel", "health", "config", "crash", "shutdown", "omnigate", "overlay", "registry",
+        "storage", "index", "mailbox",
     ];
+
+    /// Whether a `?topic=` filter of `topic` lets this event through.
+    pub fn matches(&self, topic: &str) -> bool {
+        let category = self.topic();
+        if category == topic {
+            return true;
+        }
+        match self {
+            KernelEvent::Health { service, .. } | KernelEvent::ServiceCrashed { service, .. } => {
+                topic == "kernel" || service == topic
+            }
+            KernelEvent::ConfigUpdated { .. } | KernelEvent::Shutdown => topic == "kernel",
+            KernelEvent::IntegrityFailed { service, .. } => service == topic,
+            _ => false,
+        }
+    }
 }
 
 /// Cheap to clone; every clone publishes into the same channel.
@@ -223,6 +243,30 @@ impl OverflowWatch {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn runbook_topics_select_the_events_they_name() {
+        let health = |s: &str| KernelEvent::Health {
+            service: s.into(),
+            ok: false,
+        };
+        let commit = KernelEvent::RegistryCommitted {
+            version: 1,
+            payload_b3: "b3:00".into(),
+        };
+        assert!(KernelEvent::Shutdown.matches("kernel"));
+        assert!(KernelEvent::ConfigUpdated { version: 2 }.matches("kernel"));
+        assert!(health("omnigate").matches("kernel"));
+        assert!(health("omnigate").matches("omnigate"));
+        assert!(health("omnigate").matches("health"));
+        assert!(!health("omnigate").matches("registry"));
+        assert!(commit.matches("registry"));
+        assert!(!commit.matches("kernel"));
+        for t in ["kernel", "omnigate", "index", "mailbox"] {
+            assert!(KernelEvent::TOPICS.contains(&t), "{t}");
+        }
+    }
+
     use super::*;
 
     #[tokio::test]

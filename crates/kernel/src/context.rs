@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::bus::Bus;
 use crate::http::BoxError;
+use crate::listener::{BoundAddr, HttpListener, StdListener};
 use crate::readiness::RoleReadiness;
 
 /// What a role's `run` returns. An `Err` (or a panic, or an `Ok` before
@@ -80,7 +81,7 @@ impl NodeSettings {
 /// connections that arrive during a restart wait in the backlog.
 #[derive(Debug, Clone, Default)]
 pub struct RoleListeners {
-    tcp: BTreeMap<String, Arc<Slot>>,
+    slots: BTreeMap<String, Arc<Slot>>,
 }
 
 /// The host's copy of a bound socket. `close` drops it so that, once the
@@ -88,15 +89,15 @@ pub struct RoleListeners {
 /// instead of queueing them in a backlog nobody will read.
 #[derive(Debug)]
 struct Slot {
-    addr: SocketAddr,
-    socket: Mutex<Option<std::net::TcpListener>>,
+    addr: BoundAddr,
+    socket: Mutex<Option<StdListener>>,
 }
 
 impl RoleListeners {
-    pub fn insert_tcp(&mut self, name: &str, listener: std::net::TcpListener) -> io::Result<()> {
+    pub fn insert(&mut self, name: &str, listener: StdListener) -> io::Result<()> {
         listener.set_nonblocking(true)?;
-        let addr = listener.local_addr()?;
-        self.tcp.insert(
+        let addr = listener.addr()?;
+        self.slots.insert(
             name.to_owned(),
             Arc::new(Slot {
                 addr,
@@ -106,43 +107,68 @@ impl RoleListeners {
         Ok(())
     }
 
+    pub fn insert_tcp(&mut self, name: &str, listener: std::net::TcpListener) -> io::Result<()> {
+        self.insert(name, StdListener::Tcp(listener))
+    }
+
+    /// Where listener `name` is bound, if the host bound it.
+    pub fn addr(&self, name: &str) -> Option<&BoundAddr> {
+        self.slots.get(name).map(|s| &s.addr)
+    }
+
+    /// The TCP address of listener `name` (None for none or a Unix socket).
     pub fn tcp_addr(&self, name: &str) -> Option<SocketAddr> {
-        self.tcp.get(name).map(|s| s.addr)
+        match self.addr(name)? {
+            BoundAddr::Tcp(a) => Some(*a),
+            BoundAddr::Unix(_) => None,
+        }
     }
 
     /// Drops the host's copies of every socket (at shutdown).
     pub fn close(&self) {
-        for slot in self.tcp.values() {
+        for slot in self.slots.values() {
             slot.socket.lock().unwrap_or_else(|p| p.into_inner()).take();
         }
     }
 
-    /// A tokio listener on the pre-bound socket `name`. Must be called from
-    /// inside the runtime.
-    pub fn tcp(&self, name: &str) -> io::Result<tokio::net::TcpListener> {
-        let slot = self.tcp.get(name).ok_or_else(|| {
+    fn dup(&self, name: &str) -> io::Result<StdListener> {
+        let slot = self.slots.get(name).ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::NotFound,
                 format!("no listener named {name:?} was bound for this role"),
             )
         })?;
-        let dup = {
-            let guard = slot.socket.lock().unwrap_or_else(|p| p.into_inner());
-            match guard.as_ref() {
-                Some(l) => l.try_clone()?,
-                None => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::NotConnected,
-                        format!("listener {name:?} is closed (node shutting down)"),
-                    ))
-                }
-            }
-        };
-        tokio::net::TcpListener::from_std(dup)
+        let guard = slot.socket.lock().unwrap_or_else(|p| p.into_inner());
+        match guard.as_ref() {
+            Some(l) => l.try_clone(),
+            None => Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                format!("listener {name:?} is closed (node shutting down)"),
+            )),
+        }
+    }
+
+    /// A tokio TCP listener on the pre-bound socket `name` (for the
+    /// overlay, which speaks TLS and QUIC to other hosts). Must be called
+    /// from inside the runtime.
+    pub fn tcp(&self, name: &str) -> io::Result<tokio::net::TcpListener> {
+        match self.dup(name)? {
+            StdListener::Tcp(l) => tokio::net::TcpListener::from_std(l),
+            StdListener::Unix(_) => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("listener {name:?} is a Unix socket; it needs TCP"),
+            )),
+        }
+    }
+
+    /// An HTTP plane's listener `name`, TCP or Unix as the host bound it.
+    /// Must be called from inside the runtime.
+    pub fn http(&self, name: &str) -> io::Result<HttpListener> {
+        HttpListener::from_std(self.dup(name)?)
     }
 
     pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.tcp.keys().map(String::as_str)
+        self.slots.keys().map(String::as_str)
     }
 }
 
@@ -181,10 +207,10 @@ impl RoleContext {
         name: &'static str,
         handler: Arc<dyn crate::http::Handler>,
     ) -> io::Result<Option<tokio::task::JoinHandle<()>>> {
-        if self.listeners.tcp_addr(name).is_none() {
+        if self.listeners.addr(name).is_none() {
             return Ok(None);
         }
-        let listener = self.listeners.tcp(name)?;
+        let listener = self.listeners.http(name)?;
         Ok(Some(tokio::spawn(crate::http::serve(
             listener,
             handler,

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use crate::listener::HttpListener;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{combinators::BoxBody, BodyExt, Full};
@@ -22,7 +23,6 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use serde::Serialize;
-use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -276,7 +276,7 @@ where
 /// for at most `opts.drain_deadline`. Returns when every connection is done
 /// or the deadline passed.
 pub async fn serve(
-    listener: TcpListener,
+    listener: impl Into<HttpListener>,
     handler: Arc<dyn Handler>,
     shutdown: CancellationToken,
     opts: ServeOptions,
@@ -288,12 +288,13 @@ pub async fn serve(
 /// within the header-read timeout (a client that connects and never speaks
 /// is cut off like a slow-loris one).
 pub async fn serve_with(
-    listener: TcpListener,
+    listener: impl Into<HttpListener>,
     handler: Arc<dyn Handler>,
     shutdown: CancellationToken,
     opts: ServeOptions,
     tls: Option<tokio_rustls::TlsAcceptor>,
 ) {
+    let listener: HttpListener = listener.into();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -319,7 +320,6 @@ pub async fn serve_with(
                 }
             },
         };
-        let _ = stream.set_nodelay(true);
         let handler = handler.clone();
         let opts2 = opts.clone();
         let inflight = inflight.clone();

@@ -9,6 +9,7 @@
 //! - [`metrics`]: the one place metric names live.
 //! - [`problem`]: the one error envelope (problem+json).
 //! - [`http`]: serving HTTP the same way on every listener.
+//! - [`listener`]: the sockets HTTP planes accept on (TCP or Unix).
 //!
 //! This crate never depends on a role crate.
 
@@ -18,6 +19,7 @@ pub mod bus;
 pub mod context;
 pub mod handles;
 pub mod http;
+pub mod listener;
 pub mod metrics;
 pub mod problem;
 pub mod range;
@@ -30,6 +32,7 @@ pub use bus::{Bus, BusMessage, BusReceiver, KernelEvent, OverflowWatch};
 pub use context::{Live, NodeSettings, RoleContext, RoleListeners, RoleResult};
 pub use handles::Handles;
 pub use http::{BoxError, Routed};
+pub use listener::{BoundAddr, HttpListener, StdListener};
 pub use problem::Problem;
 pub use readiness::{Readiness, RoleReadiness, RoleState};
 pub use secret::Secret;

@@ -6,8 +6,9 @@
 //! lock, reads or writes plain data, and lets go.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::listener::BoundAddr;
 
 use serde::Serialize;
 
@@ -42,8 +43,11 @@ struct State {
     draining: bool,
     shutting_down: bool,
     /// listener name → bound address (None until bound)
-    listeners: BTreeMap<String, Option<SocketAddr>>,
+    listeners: BTreeMap<String, Option<BoundAddr>>,
     roles: BTreeMap<String, RoleStatus>,
+    /// Parts of a role that can be down while the role serves (the
+    /// registry's write plane): reported, never gating readiness.
+    planes: BTreeMap<String, PlaneReport>,
     /// The host has put every role it runs on the board: until then an
     /// empty role map would read as "every role ready".
     roles_registered: bool,
@@ -61,6 +65,17 @@ pub struct ReadinessReport {
     pub ready: bool,
     pub roles: BTreeMap<String, RoleReport>,
     pub missing: Vec<String>,
+    /// `registry.write` and the like: shown, not counted in `ready`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub planes: BTreeMap<String, PlaneReport>,
+}
+
+/// One plane's state: whether it serves, and why not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PlaneReport {
+    pub ready: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -112,16 +127,18 @@ impl Readiness {
         self.lock().listeners.entry(name.to_owned()).or_insert(None);
     }
 
-    pub fn listener_bound(&self, name: &str, addr: SocketAddr) {
-        self.lock().listeners.insert(name.to_owned(), Some(addr));
+    pub fn listener_bound(&self, name: &str, addr: impl Into<BoundAddr>) {
+        self.lock()
+            .listeners
+            .insert(name.to_owned(), Some(addr.into()));
     }
 
     /// Bound listeners by name (unbound ones are left out).
-    pub fn bound_addrs(&self) -> BTreeMap<String, SocketAddr> {
+    pub fn bound_addrs(&self) -> BTreeMap<String, BoundAddr> {
         self.lock()
             .listeners
             .iter()
-            .filter_map(|(k, v)| v.map(|a| (k.clone(), a)))
+            .filter_map(|(k, v)| v.clone().map(|a| (k.clone(), a)))
             .collect()
     }
 
@@ -212,6 +229,7 @@ impl Readiness {
             ready: missing.is_empty(),
             roles,
             missing,
+            planes: s.planes.clone(),
         }
     }
 }
@@ -266,6 +284,21 @@ impl RoleReadiness {
         });
     }
 
+    /// Reports the role's plane `plane` (shown as `role.plane`): ready
+    /// when `unready` is `None`, else not ready for that reason. A plane
+    /// never makes the node unready; it tells operators and balancers
+    /// that route to it (the registry's writes) what works.
+    pub fn set_plane(&self, plane: &str, unready: Option<String>) {
+        let key = format!("{}.{plane}", self.name);
+        self.board.lock().planes.insert(
+            key,
+            PlaneReport {
+                ready: unready.is_none(),
+                reason: unready,
+            },
+        );
+    }
+
     pub fn set_restarts(&self, n: u64) {
         self.board.update_role(&self.name, |s| s.restarts = n);
     }
@@ -302,7 +335,10 @@ mod tests {
         let rep = r.report();
         assert!(!rep.ready);
         assert_eq!(rep.missing, vec!["listener:metrics", "role:storage"]);
-        r.listener_bound("metrics", "127.0.0.1:1".parse().unwrap());
+        r.listener_bound(
+            "metrics",
+            "127.0.0.1:1".parse::<std::net::SocketAddr>().unwrap(),
+        );
         role.set_ready();
         assert!(r.is_ready());
         role.set_unready("inflight above critical threshold");

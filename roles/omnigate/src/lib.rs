@@ -724,7 +724,7 @@ pub async fn run(ctx: RoleContext, cfg: Live<OmnigateConfig>) -> RoleResult {
     let handler_gate = gate.clone();
     let handler: Arc<dyn ron_kernel::http::Handler> =
         Arc::new(move |req: Request<ReqBody>, peer| handler_gate.clone().handle(req, peer));
-    let listener = ctx.listeners.tcp("omnigate")?;
+    let listener = ctx.listeners.http("omnigate")?;
     let server = tokio::spawn(ron_kernel::http::serve_with(
         listener,
         handler,

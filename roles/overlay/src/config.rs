@@ -19,6 +19,9 @@ pub struct OverlayConfig {
     pub addr: SocketAddr,
     /// Key exchange (env `OVERLAY_PQ_MODE`, `--pilot-pq` sets `hybrid`).
     pub pq_mode: PqMode,
+    /// Also listen for OAP/1 over QUIC on the UDP port of `addr` (`--quic`,
+    /// `--no-quic`). Off: peers reach this node over TLS/TCP only.
+    pub quic: bool,
     pub max_conns: u32,
     #[serde(with = "humantime_serde")]
     pub handshake_timeout: Duration,
@@ -55,6 +58,9 @@ pub struct PeerLimits {
     /// Requests (blob fetch, registry sync, ping) a peer may start per
     /// second, bursting to the same number; more get a stream ERROR 429.
     pub max_rps: u32,
+    /// Streams one peer may have open at once (`--oap-concurrency`); a
+    /// START beyond it is refused with a stream ERROR.
+    pub max_streams: u32,
 }
 
 impl Default for PeerLimits {
@@ -63,6 +69,7 @@ impl Default for PeerLimits {
             inflight_frames: 32,
             send_window_frames: 16,
             max_rps: 200,
+            max_streams: 1024,
         }
     }
 }
@@ -95,6 +102,7 @@ impl Default for OverlayConfig {
         Self {
             addr: SocketAddr::from(([0, 0, 0, 0], 9445)),
             pq_mode: PqMode::Classical,
+            quic: true,
             max_conns: 1024,
             handshake_timeout: Duration::from_secs(3),
             read_timeout: Duration::from_secs(5),
@@ -131,6 +139,9 @@ impl OverlayConfig {
         }
         if self.inflight_critical == 0 {
             errs.push("overlay.inflight_critical must be at least 1".into());
+        }
+        if self.peer.max_streams == 0 {
+            errs.push("overlay.peer.max_streams must be at least 1".into());
         }
         if self.peer.inflight_frames == 0 {
             errs.push("overlay.peer.inflight_frames must be at least 1".into());

@@ -105,13 +105,16 @@ pub async fn run(ctx: RoleContext, cfg: Live<OverlayConfig>) -> RoleResult {
     let mut quic_endpoint = None;
     for name in ctx.listeners.names().map(str::to_owned).collect::<Vec<_>>() {
         let listener = ctx.listeners.tcp(&name)?;
-        // QUIC on the UDP port with the TCP listener's number.
         let bound = listener.local_addr()?;
+        tasks.spawn(net::listen(overlay.clone(), listener));
+        if !c.quic {
+            continue;
+        }
+        // QUIC on the UDP port with the TCP listener's number.
         let udp = std::net::UdpSocket::bind(bound).map_err(|e| {
             std::io::Error::new(e.kind(), format!("overlay QUIC on udp {bound}: {e}"))
         })?;
         let endpoint = quic::endpoint(udp, server_tls.clone())?;
-        tasks.spawn(net::listen(overlay.clone(), listener));
         tasks.spawn(quic::listen(overlay.clone(), endpoint.clone()));
         quic_endpoint.get_or_insert(endpoint);
     }
@@ -300,7 +303,7 @@ impl Dialer {
                 ));
             }
             (Transport::Quic, _) => {
-                tracing::warn!(%addr, "overlay: no QUIC endpoint here to dial this peer with");
+                tracing::warn!(%addr, "overlay: QUIC is off here (overlay.quic = false); this peer is dialed over QUIC only");
             }
         }
     }

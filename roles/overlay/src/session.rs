@@ -488,6 +488,7 @@ pub async fn run_session<S>(
         session: Session::with_metrics(
             SessionConfig {
                 local_window: limits.peer.send_window_frames,
+                max_streams: limits.peer.max_streams as usize,
                 ..SessionConfig::default()
             },
             overlay.oap.clone(),

@@ -145,7 +145,7 @@ pub async fn run(ctx: RoleContext, cfg: Live<RegistryConfig>) -> RoleResult {
         Arc::new(move |req, peer| http::handle(api.clone(), req, peer));
     let mut tasks = tokio::task::JoinSet::new();
     for name in ctx.listeners.names().map(str::to_owned).collect::<Vec<_>>() {
-        let listener = ctx.listeners.tcp(&name)?;
+        let listener = ctx.listeners.http(&name)?;
         tasks.spawn(ron_kernel::http::serve(
             listener,
             handler.clone(),
@@ -163,20 +163,56 @@ pub async fn run(ctx: RoleContext, cfg: Live<RegistryConfig>) -> RoleResult {
     ));
 
     let probe = reg.clone();
+    let (board, live, follower) = (
+        ctx.ready.clone(),
+        ctx.settings.clone(),
+        c.upstream.is_some(),
+    );
     ctx.ready_while(
         Duration::from_secs(5),
         "registry store is failing (see the log)",
-        move || match probe.healthy() {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::warn!(error = %e, "registry unready");
-                false
+        move || {
+            let healthy = probe.healthy();
+            let write = write_unready(
+                healthy.is_ok(),
+                probe.snapshot().signers.signers.is_empty(),
+                live.load().read_only,
+                follower,
+            );
+            board.set_plane("write", write.map(str::to_owned));
+            match healthy {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(error = %e, "registry unready");
+                    false
+                }
             }
         },
     )
     .await;
     while tasks.join_next().await.is_some() {}
     Ok(())
+}
+
+/// Why the write plane (propose, approve, commit) cannot take writes, if
+/// it cannot; reads are served either way.
+fn write_unready(
+    healthy: bool,
+    no_signers: bool,
+    read_only: bool,
+    follower: bool,
+) -> Option<&'static str> {
+    if follower {
+        Some("follower: writes go to the primary (registry.upstream)")
+    } else if read_only {
+        Some("read_only: the node refuses writes")
+    } else if no_signers {
+        Some("no signer set: add [[registry.signers]] to approve and commit")
+    } else if !healthy {
+        Some("registry store is failing (see the log)")
+    } else {
+        None
+    }
 }
 
 /// Sweeps expired proposals and writes checkpoints until shutdown.

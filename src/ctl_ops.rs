@@ -1,0 +1,550 @@
+//! `macronode ctl` verbs that operate the node rather than its data:
+//! `status`, `tail`/`bus tail`, `config check|print`, `chaos inject|clear`.
+//! Each talks to the admin plane (`--admin`), except `config check`, which
+//! reads the config the way the node would, without a node.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use argh::FromArgs;
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::Value;
+
+use crate::config::{ConfigSource, Profile};
+use crate::ctl::{Api, CtlError, Out};
+
+#[derive(FromArgs, Debug)]
+/// Roles, readiness and its reasons, restarts, addresses, versions.
+#[argh(subcommand, name = "status")]
+pub struct StatusCmd {}
+
+#[derive(FromArgs, Debug)]
+/// Follow the node's bus (admin /api/v1/bus), reconnecting with backoff.
+/// Topics: kernel (health, config, crash, shutdown), health, config, crash,
+/// shutdown, omnigate, overlay, registry, storage, index, mailbox.
+#[argh(subcommand, name = "tail")]
+pub struct TailCmd {
+    /// only these topics (repeat, or comma-separate; default all)
+    #[argh(option)]
+    pub topic: Vec<String>,
+    /// stop after this many events
+    #[argh(option)]
+    pub count: Option<u64>,
+}
+
+#[derive(FromArgs, Debug)]
+/// The node's bus.
+#[argh(subcommand, name = "bus")]
+pub struct BusCmd {
+    #[argh(subcommand)]
+    pub action: BusAction,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+pub enum BusAction {
+    Tail(TailCmd),
+}
+
+#[derive(FromArgs, Debug)]
+/// Check a config before it is used, or print the one in force.
+#[argh(subcommand, name = "config")]
+pub struct ConfigCmd {
+    #[argh(subcommand)]
+    pub action: ConfigAction,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+pub enum ConfigAction {
+    Check(ConfigCheck),
+    Print(ConfigPrint),
+}
+
+#[derive(FromArgs, Debug)]
+/// Validate the config the node would load (file, environment, defaults)
+/// without a node; exit 2 naming each bad key. ROLE (e.g. registry or
+/// svc-registry) must be compiled in.
+#[argh(subcommand, name = "check")]
+pub struct ConfigCheck {
+    /// only this role's section
+    #[argh(positional)]
+    pub role: Option<String>,
+    /// config file (TOML); RON_CONFIG wins over this flag
+    #[argh(option)]
+    pub config: Option<PathBuf>,
+    /// the profile whose defaults apply (macronode or micronode)
+    #[argh(option, default = "String::from(\"macronode\")")]
+    pub profile: String,
+}
+
+#[derive(FromArgs, Debug)]
+/// Print the config the running node has in force (admin /api/v1/config),
+/// or with --config the one a node would load from that file; secrets
+/// redacted. ROLE prints only its section.
+#[argh(subcommand, name = "print")]
+pub struct ConfigPrint {
+    /// only this role's section
+    #[argh(positional)]
+    pub role: Option<String>,
+    /// evaluate this file instead of asking the running node
+    #[argh(option)]
+    pub config: Option<PathBuf>,
+    /// with --config: the profile whose defaults apply
+    #[argh(option, default = "String::from(\"macronode\")")]
+    pub profile: String,
+}
+
+#[derive(FromArgs, Debug)]
+/// Fault drills (admin /api/v1/chaos; the node must run with
+/// chaos.enabled = true).
+#[argh(subcommand, name = "chaos")]
+pub struct ChaosCmd {
+    #[argh(subcommand)]
+    pub action: ChaosAction,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+pub enum ChaosAction {
+    Inject(ChaosInject),
+    Clear(ChaosClear),
+}
+
+#[derive(FromArgs, Debug)]
+/// Inject a fault; prints its id.
+#[argh(subcommand, name = "inject")]
+pub struct ChaosInject {
+    /// the role or edge to disturb (storage, index, mailbox, registry,
+    /// overlay, omnigate, bus; svc-NAME is read as NAME)
+    #[argh(option)]
+    pub target: String,
+    /// latency, error, slowloris (or EDGE-latency, EDGE-error)
+    #[argh(option)]
+    pub fault: String,
+    /// added latency in milliseconds
+    #[argh(option)]
+    pub ms: Option<u64>,
+    /// random extra latency up to this many milliseconds
+    #[argh(option)]
+    pub jitter_ms: Option<u64>,
+    /// share of operations hit, 0..1 (default 1)
+    #[argh(option)]
+    pub rate: Option<f64>,
+    /// how long the fault lasts (e.g. 30s; default until cleared)
+    #[argh(option)]
+    pub duration: Option<String>,
+}
+
+#[derive(FromArgs, Debug)]
+/// Clear one fault (--id) or all of them.
+#[argh(subcommand, name = "clear")]
+pub struct ChaosClear {
+    /// the fault's id (default: every fault)
+    #[argh(option)]
+    pub id: Option<String>,
+}
+
+/// `svc-registry`, `ron-registry` and `registry` all name the registry.
+pub(crate) fn role_name(s: &str) -> &str {
+    s.strip_prefix("svc-")
+        .or_else(|| s.strip_prefix("ron-"))
+        .unwrap_or(s)
+}
+
+fn profile(s: &str) -> Result<Profile, CtlError> {
+    match s {
+        "macronode" => Ok(Profile::Macronode),
+        "micronode" => Ok(Profile::Micronode),
+        other => Err(CtlError::Usage(format!(
+            "--profile {other:?}: macronode or micronode"
+        ))),
+    }
+}
+
+fn compiled_role(s: &str) -> Result<&str, CtlError> {
+    let name = role_name(s);
+    if crate::roles::compiled().contains(&name) {
+        Ok(name)
+    } else {
+        Err(CtlError::Usage(format!(
+            "{s:?} is not a role of this build; roles: {}",
+            crate::roles::compiled().join(", ")
+        )))
+    }
+}
+
+// ---------------------------------------------------------------- status
+
+pub(crate) async fn status(admin: &Api, out: Out) -> Result<(), CtlError> {
+    let r = admin
+        .call(Method::GET, "/api/v1/status", Bytes::new())
+        .await?;
+    let v = admin.expect("/api/v1/status", r, &[StatusCode::OK])?;
+    out.emit(&v, || status_text(&v));
+    Ok(())
+}
+
+fn status_text(v: &Value) -> String {
+    let mut s = String::new();
+    let build = &v["build"];
+    s.push_str(&format!(
+        "{} {} (git {}, built {}), up {:.0}s\n",
+        v["profile"].as_str().unwrap_or("node"),
+        v["version"].as_str().unwrap_or("?"),
+        build["git_sha"].as_str().unwrap_or("?"),
+        build["build_time"].as_str().unwrap_or("?"),
+        v["uptime_seconds"].as_f64().unwrap_or(0.0),
+    ));
+    s.push_str(&format!(
+        "config version {} from {}\n",
+        v["config_version"],
+        v["config_file"]
+            .as_str()
+            .unwrap_or("defaults and environment"),
+    ));
+    let missing: Vec<&str> = v["missing"]
+        .as_array()
+        .map(|m| m.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    if v["ready"] == true {
+        s.push_str("ready: yes\n");
+    } else {
+        s.push_str(&format!("ready: no (missing: {})\n", missing.join(", ")));
+    }
+    for (flag, label) in [
+        ("draining", "draining"),
+        ("shutting_down", "shutting down"),
+        ("amnesia", "amnesia"),
+        ("read_only", "read-only"),
+    ] {
+        if v[flag] == true {
+            s.push_str(&format!("{label}: yes\n"));
+        }
+    }
+    s.push_str(&format!(
+        "\n{:<10} {:<12} {:<6} {:>8}  {}\n",
+        "ROLE", "STATE", "READY", "RESTARTS", "REASON"
+    ));
+    if let Some(roles) = v["roles"].as_object() {
+        for (name, r) in roles {
+            let mut reason = r["reason"].as_str().unwrap_or("").to_owned();
+            if let Some(inputs) = r["inputs"].as_object() {
+                let off: Vec<&str> = inputs
+                    .iter()
+                    .filter(|(_, ok)| **ok == false)
+                    .map(|(k, _)| k.as_str())
+                    .collect();
+                if !off.is_empty() {
+                    reason = format!("{reason} (false: {})", off.join(", "));
+                }
+            }
+            s.push_str(&format!(
+                "{:<10} {:<12} {:<6} {:>8}  {}\n",
+                name,
+                r["state"].as_str().unwrap_or("?"),
+                if r["ready"] == true { "yes" } else { "no" },
+                r["restarts"],
+                reason.trim()
+            ));
+        }
+    }
+    if let Some(planes) = v["planes"].as_object() {
+        for (name, p) in planes {
+            s.push_str(&format!(
+                "{:<10} {:<12} {:<6} {:>8}  {}\n",
+                name,
+                "plane",
+                if p["ready"] == true { "yes" } else { "no" },
+                "-",
+                p["reason"].as_str().unwrap_or("")
+            ));
+        }
+    }
+    s.push_str(&format!("\n{:<18} ADDRESS\n", "LISTENER"));
+    if let Some(addrs) = v["addrs"].as_object() {
+        for (name, a) in addrs {
+            s.push_str(&format!("{:<18} {}\n", name, a.as_str().unwrap_or("?")));
+        }
+    }
+    s
+}
+
+// ---------------------------------------------------------------- tail
+
+pub(crate) async fn tail(admin: &Api, out: Out, t: TailCmd) -> Result<(), CtlError> {
+    let topics: Vec<String> = t
+        .topic
+        .iter()
+        .flat_map(|t| t.split(','))
+        .map(|t| role_name(t.trim()).to_owned())
+        .filter(|t| !t.is_empty())
+        .collect();
+    let path = if topics.is_empty() {
+        "/api/v1/bus".to_owned()
+    } else {
+        format!("/api/v1/bus?topic={}", topics.join(","))
+    };
+    let mut seen = 0u64;
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let resp = match admin.open(Method::GET, &path, Vec::new()).await {
+            Ok(r) => r,
+            // The node said no (a bad topic): retrying cannot help.
+            Err(CtlError::Status {
+                status: 400, body, ..
+            }) => {
+                return Err(CtlError::Usage(problem_detail(&body)));
+            }
+            Err(e @ CtlError::Status { .. }) => return Err(e),
+            Err(e) => {
+                eprintln!("{e}; retrying in {} ms", backoff.as_millis());
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(200);
+        // The node subscribed before answering: nothing later is missed.
+        eprintln!(
+            "following the bus (topics: {})",
+            if topics.is_empty() {
+                "all".to_owned()
+            } else {
+                topics.join(", ")
+            }
+        );
+        let mut body = resp.into_body();
+        let mut buf: Vec<u8> = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else { break };
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            buf.extend_from_slice(&data);
+            while let Some(end) = buf.windows(2).position(|x| x == b"\n\n") {
+                let event: Vec<u8> = buf.drain(..end + 2).collect();
+                let text = String::from_utf8_lossy(&event);
+                let mut name = "message";
+                let mut data = None;
+                for line in text.lines() {
+                    if let Some(n) = line.strip_prefix("event: ") {
+                        name = n;
+                    } else if let Some(d) = line.strip_prefix("data: ") {
+                        data = Some(d);
+                    }
+                }
+                let Some(data) = data else { continue };
+                if name == "lagged" {
+                    eprintln!("the bus dropped events for this tail: {data}");
+                    continue;
+                }
+                let v: Value = serde_json::from_str(data).unwrap_or(Value::Null);
+                if out.json {
+                    let line = serde_json::json!({"topic": name, "event": v});
+                    println!("{line}");
+                } else {
+                    println!("{}", event_text(name, &v));
+                }
+                seen += 1;
+                if t.count.is_some_and(|c| seen >= c) {
+                    return Ok(());
+                }
+            }
+        }
+        eprintln!("bus stream ended; reconnecting");
+        tokio::time::sleep(backoff).await;
+    }
+}
+
+/// `registry  registry_committed  version=3 payload_b3=b3:…`.
+fn event_text(topic: &str, v: &Value) -> String {
+    let kind = v["event"].as_str().unwrap_or("?");
+    let fields: Vec<String> = v
+        .as_object()
+        .map(|o| {
+            o.iter()
+                .filter(|(k, _)| k.as_str() != "event")
+                .map(|(k, v)| match v.as_str() {
+                    Some(s) => format!("{k}={s}"),
+                    None => format!("{k}={v}"),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    format!("{topic:<9} {kind:<20} {}", fields.join(" "))
+}
+
+/// The `detail` of a problem+json body, or the body.
+fn problem_detail(body: &str) -> String {
+    serde_json::from_str::<Value>(body)
+        .ok()
+        .and_then(|v| v["detail"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| body.to_owned())
+}
+
+// ---------------------------------------------------------------- config
+
+pub(crate) async fn config(admin: &Api, out: Out, c: ConfigCmd) -> Result<(), CtlError> {
+    match c.action {
+        ConfigAction::Check(c) => config_check(out, c),
+        ConfigAction::Print(p) => config_print(admin, out, p).await,
+    }
+}
+
+fn config_check(out: Out, c: ConfigCheck) -> Result<(), CtlError> {
+    let role = c.role.as_deref().map(compiled_role).transpose()?;
+    let src = ConfigSource::new(profile(&c.profile)?, c.config, Default::default());
+    let notes = crate::config::env_notes();
+    for n in &notes {
+        eprintln!("warning: {n}");
+    }
+    let source = crate::config::describe_source(&src);
+    match src.load() {
+        Ok(cfg) => {
+            let roles = crate::roles::select(&cfg.roles).unwrap_or_default();
+            let v = serde_json::json!({
+                "ok": true, "source": source, "role": role, "roles": roles, "notes": notes,
+            });
+            out.emit(&v, || match role {
+                Some(r) if !roles.contains(&r) => format!(
+                    "config ok ({source}); [{r}] is valid, but `roles` does not run {r} \
+                     (runs: {})",
+                    roles.join(", ")
+                ),
+                Some(r) => format!("config ok ({source}); [{r}] is valid"),
+                None => format!("config ok ({source}); roles: {}", roles.join(", ")),
+            });
+            Ok(())
+        }
+        Err(e) => {
+            let errors: Vec<String> = e.to_string().lines().map(str::to_owned).collect();
+            if out.json {
+                let v = serde_json::json!({"ok": false, "source": source, "errors": errors});
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            }
+            Err(CtlError::Usage(format!(
+                "config invalid ({source}):\n  {}",
+                errors.join("\n  ")
+            )))
+        }
+    }
+}
+
+async fn config_print(admin: &Api, out: Out, p: ConfigPrint) -> Result<(), CtlError> {
+    let role = p.role.as_deref().map(compiled_role).transpose()?;
+    let (v, from) = match p.config {
+        Some(file) => {
+            let src = ConfigSource::new(profile(&p.profile)?, Some(file), Default::default());
+            let cfg = src.load().map_err(|e| {
+                CtlError::Usage(format!(
+                    "config invalid ({}):\n  {}",
+                    crate::config::describe_source(&src),
+                    e.to_string().replace('\n', "\n  ")
+                ))
+            })?;
+            let v = serde_json::to_value(&cfg).map_err(|e| CtlError::Failed(e.to_string()))?;
+            (v, crate::config::describe_source(&src))
+        }
+        None => {
+            let r = admin
+                .call(Method::GET, "/api/v1/config", Bytes::new())
+                .await?;
+            let v = admin.expect("/api/v1/config", r, &[StatusCode::OK])?;
+            (v, "the running node".to_owned())
+        }
+    };
+    let v = match role {
+        Some(r) => {
+            let section = v.get(r).cloned().ok_or_else(|| {
+                CtlError::Failed(format!(
+                    "{from} has no [{r}] section (role not compiled in)"
+                ))
+            })?;
+            serde_json::json!({ r: section })
+        }
+        None => v,
+    };
+    out.emit(&v, || {
+        let toml = toml::to_string_pretty(&without_nulls(v.clone()))
+            .unwrap_or_else(|e| format!("# cannot render as TOML: {e}\n"));
+        format!("# effective config of {from}; secrets redacted\n{toml}")
+    });
+    Ok(())
+}
+
+/// TOML has no null: drop the keys that hold one.
+fn without_nulls(v: Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.into_iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k, without_nulls(v)))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.into_iter().map(without_nulls).collect()),
+        other => other,
+    }
+}
+
+// ---------------------------------------------------------------- chaos
+
+pub(crate) async fn chaos(admin: &Api, out: Out, c: ChaosCmd) -> Result<(), CtlError> {
+    let (method, path, body) = match c.action {
+        ChaosAction::Inject(i) => {
+            if i.rate.is_some_and(|r| !(0.0..=1.0).contains(&r)) {
+                return Err(CtlError::Usage("--rate must be within 0..1".into()));
+            }
+            let mut body = serde_json::json!({
+                "target": role_name(&i.target), "fault": i.fault,
+            });
+            for (k, v) in [("ms", i.ms), ("jitter_ms", i.jitter_ms)] {
+                if let Some(v) = v {
+                    body[k] = v.into();
+                }
+            }
+            if let Some(r) = i.rate {
+                body["rate"] = r.into();
+            }
+            if let Some(d) = i.duration {
+                humantime::parse_duration(&d)
+                    .map_err(|e| CtlError::Usage(format!("--duration {d:?}: {e}")))?;
+                body["duration"] = d.into();
+            }
+            let bytes = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
+            (Method::POST, "/api/v1/chaos".to_owned(), bytes)
+        }
+        ChaosAction::Clear(c) => {
+            let path = match c.id {
+                Some(id) => format!("/api/v1/chaos/{id}"),
+                None => "/api/v1/chaos".to_owned(),
+            };
+            (Method::DELETE, path, Bytes::new())
+        }
+    };
+    let r = admin.call(method, &path, body).await?;
+    match r.status {
+        StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED if !path.contains("/chaos/") => {
+            return Err(CtlError::Failed(
+                "fault injection is not supported by this node (its admin plane has no \
+                 /api/v1/chaos)"
+                    .into(),
+            ))
+        }
+        StatusCode::FORBIDDEN => {
+            return Err(CtlError::Failed(format!(
+                "this node refuses fault injection: {} (set chaos.enabled = true to drill)",
+                problem_detail(&String::from_utf8_lossy(&r.body))
+            )))
+        }
+        _ => {}
+    }
+    let v = admin.expect(&path, r, &[StatusCode::CREATED, StatusCode::OK])?;
+    out.emit(&v, || match v["id"].as_str() {
+        Some(id) => format!("fault {id} injected"),
+        None => format!("cleared {}", v["cleared"]),
+    });
+    Ok(())
+}
