@@ -647,20 +647,20 @@ fn the_operator_flow_from_the_shell_and_a_verified_restore() {
         ctl(&url, &["backup", backup.to_str().unwrap()])["versions"],
         1
     );
+    // `ctl registry restore BACKUP --config CFG`, offline.
+    let restore = |cfg: &std::path::Path| {
+        std::process::Command::new(common::MACRONODE)
+            .env_remove("RON_CONFIG")
+            .args(["ctl", "registry", "restore"])
+            .arg(&backup)
+            .arg("--config")
+            .arg(cfg)
+            .output()
+            .unwrap()
+    };
     // Restore needs the node stopped: against a running one it fails (1),
     // it is not a usage error (2).
-    let out = std::process::Command::new(common::MACRONODE)
-        .env_remove("RON_CONFIG")
-        .args([
-            "ctl",
-            "registry",
-            "restore",
-            backup.to_str().unwrap(),
-            "--config",
-        ])
-        .arg(&running_cfg)
-        .output()
-        .unwrap();
+    let out = restore(&running_cfg);
     assert_eq!(
         out.status.code(),
         Some(1),
@@ -677,18 +677,7 @@ fn the_operator_flow_from_the_shell_and_a_verified_restore() {
     n.wait_ready();
     n.signal("TERM");
     n.wait_exit(Duration::from_secs(30));
-    let out = std::process::Command::new(common::MACRONODE)
-        .env_remove("RON_CONFIG")
-        .args([
-            "ctl",
-            "registry",
-            "restore",
-            backup.to_str().unwrap(),
-            "--config",
-        ])
-        .arg(&cfg)
-        .output()
-        .unwrap();
+    let out = restore(&cfg);
     assert!(
         out.status.success(),
         "{}",
