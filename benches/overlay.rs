@@ -121,7 +121,7 @@ fn overlay(
                 header_read_timeout: Duration::from_secs(5),
                 body_read_timeout: Duration::from_secs(5),
                 max_body_bytes: 1 << 30,
-                write_tokens: Vec::new(),
+                write_cap: Default::default(),
             }),
             bus,
         }),

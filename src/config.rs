@@ -103,6 +103,9 @@ pub struct AdminConfig {
     /// Treat loopback peers as trusted without a token. Turn off when a
     /// proxy on the same host forwards outside traffic to the admin port. Hot.
     pub trust_loopback: bool,
+    /// Admin token digests kept by `ronctl cap rotate --service admin`;
+    /// empty: `<data_dir>/auth/admin.tokens`. Unused under amnesia. Hot.
+    pub token_file: PathBuf,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -155,6 +158,9 @@ pub struct AuthConfig {
     /// Bearer tokens that may write (PUT/DELETE/POST on the service plane).
     /// Empty: writes only from loopback peers. Hot.
     pub write_tokens: Vec<Secret>,
+    /// Write token digests kept by `ronctl cap rotate`; empty:
+    /// `<data_dir>/auth/write.tokens`. Unused under amnesia. Hot.
+    pub token_file: PathBuf,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -197,6 +203,7 @@ impl NodeConfig {
                 addr: SocketAddr::from(([127, 0, 0, 1], 9910)),
                 token: None,
                 trust_loopback: true,
+                token_file: PathBuf::new(),
             },
             bus: BusConfig {
                 capacity: if micro {

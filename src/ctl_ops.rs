@@ -1,5 +1,6 @@
 //! `macronode ctl` verbs that operate the node rather than its data:
-//! `status`, `tail`/`bus tail`, `config check|print`, `chaos inject|clear`.
+//! `status`, `tail`/`bus tail`, `config check|print`, `cap rotate`,
+//! `chaos inject|clear`.
 //! Each talks to the admin plane (`--admin`), except `config check`, which
 //! reads the config the way the node would, without a node.
 
@@ -95,6 +96,36 @@ pub struct ConfigPrint {
     /// with --config: the profile whose defaults apply
     #[argh(option, default = "String::from(\"macronode\")")]
     pub profile: String,
+}
+
+#[derive(FromArgs, Debug)]
+/// Capability tokens (admin /api/v1/cap).
+#[argh(subcommand, name = "cap")]
+pub struct CapCmd {
+    #[argh(subcommand)]
+    pub action: CapAction,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+pub enum CapAction {
+    Rotate(CapRotate),
+}
+
+#[derive(FromArgs, Debug)]
+/// Issue a new token for SERVICE without a restart: it works at once,
+/// older tokens keep working for the grace, then are refused. The token is
+/// printed once, here; the node keeps only its digest (auth.token_file or
+/// admin.token_file).
+#[argh(subcommand, name = "rotate")]
+pub struct CapRotate {
+    /// write (the service planes' shared write capability; omnigate,
+    /// storage, index, mailbox, registry name it too) or admin
+    #[argh(option)]
+    pub service: String,
+    /// how long older tokens stay valid (default 10m; 0s ends them now)
+    #[argh(option, default = "String::from(\"10m\")")]
+    pub grace: String,
 }
 
 #[derive(FromArgs, Debug)]
@@ -545,6 +576,46 @@ pub(crate) async fn chaos(admin: &Api, out: Out, c: ChaosCmd) -> Result<(), CtlE
     out.emit(&v, || match v["id"].as_str() {
         Some(id) => format!("fault {id} injected"),
         None => format!("cleared {}", v["cleared"]),
+    });
+    Ok(())
+}
+
+// ---------------------------------------------------------------- cap
+
+pub(crate) async fn cap(admin: &Api, out: Out, c: CapCmd) -> Result<(), CtlError> {
+    let CapAction::Rotate(r) = c.action;
+    crate::caps::Service::parse(&r.service)
+        .map_err(|e| CtlError::Usage(format!("--service: {e}")))?;
+    humantime::parse_duration(&r.grace)
+        .map_err(|e| CtlError::Usage(format!("--grace {:?}: {e}", r.grace)))?;
+    let body = serde_json::json!({"service": r.service, "grace": r.grace});
+    let path = "/api/v1/cap/rotate";
+    let resp = admin
+        .call(Method::POST, path, Bytes::from(body.to_string()))
+        .await?;
+    if resp.status == StatusCode::NOT_FOUND {
+        return Err(CtlError::Failed(
+            "token rotation is not supported by this node (its admin plane has no /api/v1/cap/rotate)"
+                .into(),
+        ));
+    }
+    let v = admin.expect(path, resp, &[StatusCode::CREATED])?;
+    out.emit(&v, || {
+        let service = v["service"].as_str().unwrap_or("?");
+        let mut s = format!(
+            "new {service} token (shown only now; store it): {}\n\
+             older {service} tokens are refused from {} (grace {}s)\n",
+            v["token"].as_str().unwrap_or("?"),
+            v["old_valid_until"].as_str().unwrap_or("?"),
+            v["grace_seconds"],
+        );
+        match v["file"].as_str() {
+            Some(f) => s.push_str(&format!("digests kept in {f}")),
+            None => {
+                s.push_str("amnesia: kept in RAM only; a restart returns to the config's tokens")
+            }
+        }
+        s
     });
     Ok(())
 }

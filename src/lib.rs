@@ -2,6 +2,7 @@
 //! health and admin planes. Roles live in their own crates under `roles/`;
 //! what they share lives in `crates/kernel`.
 
+pub mod caps;
 pub mod cli;
 pub mod config;
 pub mod ctl;

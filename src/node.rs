@@ -21,6 +21,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::caps::{CapError, Caps, Service};
 use crate::config::{ConfigSource, NodeConfig};
 use crate::logging::LogHandle;
 use crate::planes::{self, AdminCommand, PlaneState, ReloadOutcome};
@@ -49,9 +50,11 @@ pub enum NodeError {
     },
     #[error(transparent)]
     Roles(#[from] roles::RoleSelectError),
+    #[error("capability tokens: {0}")]
+    Caps(#[from] CapError),
 }
 
-fn settings_from(cfg: &NodeConfig) -> NodeSettings {
+fn settings_from(cfg: &NodeConfig, write_cap: ron_kernel::cap::Capability) -> NodeSettings {
     NodeSettings {
         data_dir: cfg.data_dir.clone(),
         amnesia: cfg.amnesia,
@@ -60,7 +63,7 @@ fn settings_from(cfg: &NodeConfig) -> NodeSettings {
         header_read_timeout: cfg.limits.header_read_timeout,
         body_read_timeout: cfg.limits.body_read_timeout,
         max_body_bytes: cfg.limits.max_body_bytes,
-        write_tokens: cfg.auth.write_tokens.clone(),
+        write_cap,
     }
 }
 
@@ -200,8 +203,10 @@ pub async fn run(src: ConfigSource, cfg: NodeConfig, log: LogHandle) -> Result<i
 
     let shutdown = CancellationToken::new();
     let planes_shutdown = CancellationToken::new();
+    let mut caps = Caps::default();
+    let admin_cap = Live::new(caps.load(&cfg, Service::Admin)?);
     let config = Live::new(cfg.clone());
-    let settings = Live::new(settings_from(&cfg));
+    let settings = Live::new(settings_from(&cfg, caps.load(&cfg, Service::Write)?));
     let policy = Live::new(cfg.supervisor.clone());
     let config_version = Arc::new(AtomicU64::new(1));
     metrics::gauge!(names::CONFIG_VERSION).set(1.0);
@@ -217,6 +222,7 @@ pub async fn run(src: ConfigSource, cfg: NodeConfig, log: LogHandle) -> Result<i
         prometheus,
         process,
         config: config.clone(),
+        admin_cap: admin_cap.clone(),
         config_version: config_version.clone(),
         config_file: src.file.as_ref().map(|p| p.display().to_string()),
         commands: cmd_tx,
@@ -320,12 +326,20 @@ pub async fn run(src: ConfigSource, cfg: NodeConfig, log: LogHandle) -> Result<i
     let mut sighup = signal(SignalKind::hangup()).map_err(NodeError::Signal)?;
 
     let mut current = cfg;
-    let reload = |current: &mut NodeConfig| -> Result<ReloadOutcome, String> {
+    let reload = |current: &mut NodeConfig, caps: &Caps| -> Result<ReloadOutcome, String> {
         let new = src.load().map_err(|e| e.to_string())?;
         let (effective, needs_restart) = current.reloaded(new);
+        // Token files are read again: a hand edit applies on reload.
+        let write_cap = caps
+            .load(&effective, Service::Write)
+            .map_err(|e| e.to_string())?;
+        let new_admin_cap = caps
+            .load(&effective, Service::Admin)
+            .map_err(|e| e.to_string())?;
         log.set_filter(&effective.log.filter)?;
         policy.store(effective.supervisor.clone());
-        settings.store(settings_from(&effective));
+        settings.store(settings_from(&effective, write_cap));
+        admin_cap.store(new_admin_cap);
         live_sections.store(&effective);
         config.store(effective.clone());
         *current = effective;
@@ -339,8 +353,8 @@ pub async fn run(src: ConfigSource, cfg: NodeConfig, log: LogHandle) -> Result<i
             released,
         })
     };
-    let do_reload = |current: &mut NodeConfig, via: &str| {
-        let result = reload(current);
+    let do_reload = |current: &mut NodeConfig, caps: &Caps, via: &str| {
+        let result = reload(current, caps);
         match &result {
             Ok(o) => {
                 metrics::counter!(names::CONFIG_RELOADS_TOTAL, "result" => "ok").increment(1);
@@ -364,10 +378,37 @@ pub async fn run(src: ConfigSource, cfg: NodeConfig, log: LogHandle) -> Result<i
         tokio::select! {
             _ = sigterm.recv() => break "SIGTERM",
             _ = sigint.recv() => break "SIGINT",
-            _ = sighup.recv() => { let _ = do_reload(&mut current, "SIGHUP"); }
+            _ = sighup.recv() => { let _ = do_reload(&mut current, &caps, "SIGHUP"); }
             cmd = cmd_rx.recv() => match cmd {
                 Some(AdminCommand::Reload(reply)) => {
-                    let _ = reply.send(do_reload(&mut current, "admin"));
+                    let _ = reply.send(do_reload(&mut current, &caps, "admin"));
+                }
+                Some(AdminCommand::RotateCap { service, grace, reply }) => {
+                    let result = caps.rotate(&current, service, grace).map(|(cap, outcome)| {
+                        match service {
+                            Service::Write => {
+                                let mut s = (*settings.load()).clone();
+                                s.write_cap = cap;
+                                settings.store(s);
+                            }
+                            Service::Admin => admin_cap.store(cap),
+                        }
+                        bus.publish(KernelEvent::CapRotated {
+                            service: format!("{service:?}").to_lowercase(),
+                            grace_seconds: grace.as_secs(),
+                        });
+                        tracing::warn!(
+                            ?service,
+                            old_valid_until = %outcome.old_valid_until,
+                            file = ?outcome.file,
+                            "capability rotated; older tokens end after the grace"
+                        );
+                        outcome
+                    });
+                    if let Err(e) = &result {
+                        tracing::error!(?service, error = %e, "capability rotation failed");
+                    }
+                    let _ = reply.send(result);
                 }
                 Some(AdminCommand::Shutdown) => break "admin shutdown",
                 None => break "admin plane gone",

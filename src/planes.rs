@@ -27,6 +27,11 @@ use crate::config::{NodeConfig, Profile};
 #[derive(Debug)]
 pub enum AdminCommand {
     Reload(oneshot::Sender<Result<ReloadOutcome, String>>),
+    RotateCap {
+        service: crate::caps::Service,
+        grace: std::time::Duration,
+        reply: oneshot::Sender<Result<crate::caps::Rotated, crate::caps::CapError>>,
+    },
     Shutdown,
 }
 
@@ -53,6 +58,8 @@ pub struct PlaneState {
     /// process_* metrics, read at each scrape.
     pub process: Arc<metrics_process::Collector>,
     pub config: Live<NodeConfig>,
+    /// Who may use the admin plane besides trusted loopback peers.
+    pub admin_cap: Live<ron_kernel::cap::Capability>,
     pub config_version: Arc<std::sync::atomic::AtomicU64>,
     pub config_file: Option<String>,
     pub commands: mpsc::Sender<AdminCommand>,
@@ -135,19 +142,16 @@ pub async fn health(st: PlaneState, req: Request<ReqBody>) -> Routed {
 // ---------------------------------------------------------------- admin
 
 /// Whether `peer` may use the admin plane: a loopback peer (when trusted),
-/// or a request carrying the admin bearer token.
+/// or a request carrying a valid admin token (`admin.token`, or one that
+/// `cap rotate --service admin` issued).
 pub fn admin_authorized(
     peer: SocketAddr,
     auth_header: Option<&[u8]>,
     cfg: &crate::config::AdminConfig,
+    cap: &ron_kernel::cap::Capability,
 ) -> bool {
-    if cfg.trust_loopback && peer.ip().to_canonical().is_loopback() {
-        return true;
-    }
-    match &cfg.token {
-        Some(tok) => ron_kernel::secret::bearer_matches(auth_header, std::slice::from_ref(tok)),
-        None => false,
-    }
+    (cfg.trust_loopback && peer.ip().to_canonical().is_loopback())
+        || cap.bearer_allowed(std::time::SystemTime::now(), auth_header)
 }
 
 pub async fn admin(st: PlaneState, req: Request<ReqBody>, peer: SocketAddr) -> Routed {
@@ -156,7 +160,7 @@ pub async fn admin(st: PlaneState, req: Request<ReqBody>, peer: SocketAddr) -> R
         .headers()
         .get(header::AUTHORIZATION)
         .map(|v| v.as_bytes());
-    if !admin_authorized(peer, auth, &cfg.admin) {
+    if !admin_authorized(peer, auth, &cfg.admin, &st.admin_cap.load()) {
         metrics::counter!(names::ADMIN_AUTH_FAILURES_TOTAL).increment(1);
         let mut resp = Problem::new(
             StatusCode::UNAUTHORIZED,
@@ -194,6 +198,10 @@ pub async fn admin(st: PlaneState, req: Request<ReqBody>, peer: SocketAddr) -> R
             };
             Routed::new("/api/v1/reload", resp)
         }
+        (Method::POST, "/api/v1/cap/rotate") => {
+            let timeout = cfg.limits.body_read_timeout;
+            Routed::new("/api/v1/cap/rotate", rotate_cap(&st, req, timeout).await)
+        }
         (Method::POST, "/api/v1/drain") => {
             st.readiness.set_draining(true);
             tracing::warn!("draining: /readyz now 503; traffic keeps being served");
@@ -227,7 +235,7 @@ pub async fn admin(st: PlaneState, req: Request<ReqBody>, peer: SocketAddr) -> R
             "/api/v1/{known}",
             Problem::method_not_allowed("GET").into_response(),
         ),
-        (_, "/api/v1/reload" | "/api/v1/shutdown") => Routed::new(
+        (_, "/api/v1/reload" | "/api/v1/shutdown" | "/api/v1/cap/rotate") => Routed::new(
             "/api/v1/{known}",
             Problem::method_not_allowed("POST").into_response(),
         ),
@@ -240,6 +248,101 @@ pub async fn admin(st: PlaneState, req: Request<ReqBody>, peer: SocketAddr) -> R
             Problem::not_found(format!("no route {path} on the admin plane")).into_response(),
         ),
     }
+}
+
+/// `POST /api/v1/cap/rotate` `{"service": "write"|"admin"|ROLE, "grace": "10m"}`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RotateRequest {
+    service: String,
+    #[serde(default = "default_grace", with = "humantime_serde")]
+    grace: std::time::Duration,
+}
+
+fn default_grace() -> std::time::Duration {
+    std::time::Duration::from_secs(600)
+}
+
+/// Largest rotate request body.
+const ROTATE_BODY_MAX: usize = 4096;
+
+/// A JSON request body of at most `ROTATE_BODY_MAX` bytes.
+async fn small_body(mut body: ReqBody) -> Result<Vec<u8>, Problem> {
+    use http_body_util::BodyExt;
+    let mut out = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| Problem::bad_request("bad_body", e.to_string()))?;
+        if let Some(d) = frame.data_ref() {
+            if out.len() + d.len() > ROTATE_BODY_MAX {
+                return Err(Problem::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "too_large",
+                    format!("a rotate request is at most {ROTATE_BODY_MAX} bytes"),
+                ));
+            }
+            out.extend_from_slice(d);
+        }
+    }
+    Ok(out)
+}
+
+async fn rotate_cap(
+    st: &PlaneState,
+    req: Request<ReqBody>,
+    timeout: std::time::Duration,
+) -> Response<Body> {
+    let bytes = match tokio::time::timeout(timeout, small_body(req.into_body())).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(p)) => return p.into_response(),
+        Err(_) => {
+            return Problem::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                "the request body did not arrive in time",
+            )
+            .into_response()
+        }
+    };
+    let r: RotateRequest = match serde_json::from_slice(&bytes) {
+        Ok(r) => r,
+        Err(e) => {
+            return Problem::bad_request(
+                "bad_json",
+                format!("expected {{\"service\": \"write\"|\"admin\", \"grace\": \"10m\"}}: {e}"),
+            )
+            .into_response()
+        }
+    };
+    let service = match crate::caps::Service::parse(&r.service) {
+        Ok(s) => s,
+        Err(e) => return Problem::bad_request("bad_service", e.to_string()).into_response(),
+    };
+    let (tx, rx) = oneshot::channel();
+    let cmd = AdminCommand::RotateCap {
+        service,
+        grace: r.grace,
+        reply: tx,
+    };
+    if st.commands.send(cmd).await.is_err() {
+        return stopping();
+    }
+    let mut resp = match rx.await {
+        Ok(Ok(outcome)) => json(StatusCode::CREATED, &outcome),
+        Ok(Err(crate::caps::CapError::Usage(m))) => {
+            Problem::bad_request("bad_grace", m).into_response()
+        }
+        Ok(Err(e)) => Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "cap_store_failed",
+            e.to_string(),
+        )
+        .into_response(),
+        Err(_) => stopping(),
+    };
+    // The body holds the new token: no cache may keep it.
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
 }
 
 fn stopping() -> Response<Body> {
@@ -350,50 +453,44 @@ mod tests {
     use crate::config::AdminConfig;
     use ron_kernel::Secret;
 
-    fn cfg(token: Option<&str>, trust_loopback: bool) -> AdminConfig {
-        AdminConfig {
+    /// The admin rule for `peer` presenting `header`, with `token` as
+    /// `admin.token`.
+    fn ok(peer: &str, header: Option<&[u8]>, token: Option<&str>, trust_loopback: bool) -> bool {
+        let c = AdminConfig {
             addr: "127.0.0.1:0".parse().unwrap(),
             token: token.map(Secret::new),
             trust_loopback,
-        }
+            token_file: Default::default(),
+        };
+        let cap = ron_kernel::cap::Capability::merged(Default::default(), c.token.as_slice());
+        admin_authorized(peer.parse().unwrap(), header, &c, &cap)
     }
 
     #[test]
     fn loopback_peers_are_trusted_by_default() {
-        let c = cfg(None, true);
-        assert!(admin_authorized(
-            "127.0.0.1:5000".parse().unwrap(),
-            None,
-            &c
-        ));
-        assert!(admin_authorized("[::1]:5000".parse().unwrap(), None, &c));
-        assert!(admin_authorized(
-            "[::ffff:127.0.0.1]:5000".parse().unwrap(),
-            None,
-            &c
-        ));
+        assert!(ok("127.0.0.1:5000", None, None, true));
+        assert!(ok("[::1]:5000", None, None, true));
+        assert!(ok("[::ffff:127.0.0.1]:5000", None, None, true));
     }
 
     #[test]
     fn remote_peers_need_the_token() {
-        let remote: SocketAddr = "203.0.113.7:5000".parse().unwrap();
-        let c = cfg(Some("s3cret"), true);
-        assert!(!admin_authorized(remote, None, &c));
-        assert!(!admin_authorized(remote, Some(b"Bearer wrong"), &c));
-        assert!(admin_authorized(remote, Some(b"Bearer s3cret"), &c));
+        let remote = "203.0.113.7:5000";
+        assert!(!ok(remote, None, Some("s3cret"), true));
+        assert!(!ok(remote, Some(b"Bearer wrong"), Some("s3cret"), true));
+        assert!(ok(remote, Some(b"Bearer s3cret"), Some("s3cret"), true));
         // No token configured: remote admin is simply off.
-        assert!(!admin_authorized(
-            remote,
-            Some(b"Bearer "),
-            &cfg(None, true)
-        ));
+        assert!(!ok(remote, Some(b"Bearer "), None, true));
     }
 
     #[test]
     fn untrusted_loopback_needs_the_token_too() {
-        let c = cfg(Some("s3cret"), false);
-        let lo: SocketAddr = "127.0.0.1:5000".parse().unwrap();
-        assert!(!admin_authorized(lo, None, &c));
-        assert!(admin_authorized(lo, Some(b"Bearer s3cret"), &c));
+        assert!(!ok("127.0.0.1:5000", None, Some("s3cret"), false));
+        assert!(ok(
+            "127.0.0.1:5000",
+            Some(b"Bearer s3cret"),
+            Some("s3cret"),
+            false
+        ));
     }
 }

@@ -28,6 +28,12 @@ pub enum KernelEvent {
     ConfigUpdated {
         version: u64,
     },
+    /// A capability (`write` or `admin`) got a new token; older ones end
+    /// after `grace_seconds`. Never carries a token.
+    CapRotated {
+        service: String,
+        grace_seconds: u64,
+    },
     ServiceCrashed {
         service: String,
         reason: String,
@@ -60,7 +66,7 @@ impl KernelEvent {
     pub fn topic(&self) -> &'static str {
         match self {
             KernelEvent::Health { .. } => "health",
-            KernelEvent::ConfigUpdated { .. } => "config",
+            KernelEvent::ConfigUpdated { .. } | KernelEvent::CapRotated { .. } => "config",
             KernelEvent::ServiceCrashed { .. } => "crash",
             KernelEvent::Shutdown => "shutdown",
             KernelEvent::RegistryCommitted { .. } => "registry",
@@ -88,7 +94,9 @@ impl KernelEvent {
             KernelEvent::Health { service, .. } | KernelEvent::ServiceCrashed { service, .. } => {
                 topic == "kernel" || service == topic
             }
-            KernelEvent::ConfigUpdated { .. } | KernelEvent::Shutdown => topic == "kernel",
+            KernelEvent::ConfigUpdated { .. }
+            | KernelEvent::CapRotated { .. }
+            | KernelEvent::Shutdown => topic == "kernel",
             KernelEvent::IntegrityFailed { service, .. } => service == topic,
             _ => false,
         }

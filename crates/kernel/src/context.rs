@@ -60,19 +60,20 @@ pub struct NodeSettings {
     pub body_read_timeout: Duration,
     /// Largest request body.
     pub max_body_bytes: u64,
-    /// Bearer tokens that may write; empty = writes from loopback only.
-    pub write_tokens: Vec<crate::secret::Secret>,
+    /// Who may write: `auth.write_tokens` merged with the token file that
+    /// `ronctl cap rotate` keeps; with no token at all, loopback peers.
+    pub write_cap: crate::cap::Capability,
 }
 
 impl NodeSettings {
-    /// Whether a request may write: a configured write token, or — when no
-    /// token is configured — a loopback peer.
+    /// Whether a request may write: a valid write token, or — while the
+    /// capability lets loopback through — a loopback peer.
     pub fn may_write(&self, peer: std::net::SocketAddr, authorization: Option<&[u8]>) -> bool {
-        if self.write_tokens.iter().all(|t| t.is_empty()) {
-            peer.ip().to_canonical().is_loopback()
-        } else {
-            crate::secret::bearer_matches(authorization, &self.write_tokens)
-        }
+        self.write_cap.allows(
+            std::time::SystemTime::now(),
+            peer.ip().to_canonical().is_loopback(),
+            authorization,
+        )
     }
 }
 

@@ -3,6 +3,7 @@
 //! - [`address`]: [`ContentAddress`], `b3:<hex>`.
 //! - [`alloc`]: allocator settings applied at start.
 //! - [`bus`]: the broadcast bus of [`KernelEvent`]s.
+//! - [`cap`]: write and admin capabilities, their token file and rotation.
 //! - [`context`]: [`RoleContext`], what the host hands a role.
 //! - [`handles`]: typed handles roles publish for each other.
 //! - [`readiness`]: the truthful readiness board behind `/readyz`.
@@ -16,6 +17,7 @@
 pub mod address;
 pub mod alloc;
 pub mod bus;
+pub mod cap;
 pub mod context;
 pub mod handles;
 pub mod http;

@@ -38,19 +38,25 @@ pub fn write_refusal(
     if settings.may_write(peer, auth) {
         return None;
     }
-    Some(if auth.is_none() && !settings.write_tokens.is_empty() {
-        Problem::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "writes need `Authorization: Bearer <write token>`",
-        )
-    } else {
-        Problem::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "this request does not hold the write capability",
-        )
-    })
+    Some(
+        if auth.is_none()
+            && settings
+                .write_cap
+                .requires_token(std::time::SystemTime::now())
+        {
+            Problem::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "writes need `Authorization: Bearer <write token>`",
+            )
+        } else {
+            Problem::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "this request does not hold the write capability",
+            )
+        },
+    )
 }
 
 /// The error a body layer in front of a handler (omnigate's inflater)

@@ -1,5 +1,5 @@
 //! Secrets in config (admin token, write tokens): never printed, never
-//! logged, compared in constant time.
+//! logged, compared in constant time (bearer checks: [`crate::cap`]).
 
 use serde::{Deserialize, Serialize, Serializer};
 use subtle::ConstantTimeEq;
@@ -17,6 +17,11 @@ impl Secret {
     /// the secret may leak through timing; its content does not.
     pub fn matches(&self, presented: &[u8]) -> bool {
         self.0.as_bytes().ct_eq(presented).into()
+    }
+
+    /// The secret itself, for hashing into a capability. Never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
     }
 
     pub fn is_empty(&self) -> bool {
@@ -38,19 +43,6 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-/// Checks an `Authorization: Bearer <token>` header value against any of
-/// `tokens`, without short-circuiting on the first match.
-pub fn bearer_matches(header: Option<&[u8]>, tokens: &[Secret]) -> bool {
-    let Some(presented) = header.and_then(|h| h.strip_prefix(b"Bearer ")) else {
-        return false;
-    };
-    let mut ok = false;
-    for t in tokens.iter().filter(|t| !t.is_empty()) {
-        ok |= t.matches(presented);
-    }
-    ok
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -60,15 +52,5 @@ mod tests {
         let s = Secret::new("hunter2");
         assert_eq!(format!("{s:?}"), "<redacted>");
         assert_eq!(serde_json::to_string(&s).unwrap(), "\"<redacted>\"");
-    }
-
-    #[test]
-    fn bearer_check() {
-        let toks = [Secret::new("abc"), Secret::new("")];
-        assert!(bearer_matches(Some(b"Bearer abc"), &toks));
-        assert!(!bearer_matches(Some(b"Bearer ab"), &toks));
-        assert!(!bearer_matches(Some(b"Bearer "), &toks));
-        assert!(!bearer_matches(Some(b"abc"), &toks));
-        assert!(!bearer_matches(None, &toks));
     }
 }

@@ -227,7 +227,7 @@ mod tests {
                 header_read_timeout: Duration::from_secs(5),
                 body_read_timeout: Duration::from_secs(5),
                 max_body_bytes: 1 << 20,
-                write_tokens: Vec::new(),
+                write_cap: Default::default(),
             }),
             shutdown: tokio_util::sync::CancellationToken::new(),
             heartbeat: Duration::from_secs(3600),
