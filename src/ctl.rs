@@ -23,9 +23,10 @@ use ron_kernel::ContentAddress;
 
 #[derive(FromArgs, Debug)]
 /// Operator client (the runbooks' ronctl; also installed as `ronctl`): node
-/// status, bus tail, config check and print, token rotation, chaos drills,
-/// verified object put and get, names, and the registry's propose,
-/// approve, commit and watch. Exit codes: 0 ok, 1 failed, 2 usage.
+/// status, bus tail, config check and print, token rotation, schema
+/// migration, chaos drills, verified object put and get, names, and the
+/// registry's propose, approve, commit and watch. Exit codes: 0 ok, 1
+/// failed, 2 usage.
 #[argh(subcommand, name = "ctl")]
 pub struct CtlCmd {
     /// base URL of the node's object API (default http://127.0.0.1:9444)
@@ -56,6 +57,7 @@ pub enum CtlAction {
     Bus(crate::ctl_ops::BusCmd),
     Config(crate::ctl_ops::ConfigCmd),
     Cap(crate::ctl_ops::CapCmd),
+    Migrate(crate::ctl_migrate::MigrateCmd),
     Chaos(crate::ctl_ops::ChaosCmd),
     Put(PutCmd),
     Get(GetCmd),
@@ -368,6 +370,7 @@ pub fn run(cmd: CtlCmd) -> Result<(), CtlError> {
             },
             CtlAction::Config(c) => ops::config(&admin, out, c).await,
             CtlAction::Cap(c) => ops::cap(&admin, out, c).await,
+            CtlAction::Migrate(m) => crate::ctl_migrate::run(out, m),
             CtlAction::Chaos(c) => ops::chaos(&admin, out, c).await,
             CtlAction::Put(p) => put(&api, p).await,
             CtlAction::Get(g) => get(&api, g).await,

@@ -185,7 +185,7 @@ pub(crate) fn role_name(s: &str) -> &str {
         .unwrap_or(s)
 }
 
-fn profile(s: &str) -> Result<Profile, CtlError> {
+pub(crate) fn profile(s: &str) -> Result<Profile, CtlError> {
     match s {
         "macronode" => Ok(Profile::Macronode),
         "micronode" => Ok(Profile::Micronode),
@@ -195,7 +195,7 @@ fn profile(s: &str) -> Result<Profile, CtlError> {
     }
 }
 
-fn compiled_role(s: &str) -> Result<&str, CtlError> {
+pub(crate) fn compiled_role(s: &str) -> Result<&str, CtlError> {
     let name = role_name(s);
     if crate::roles::compiled().contains(&name) {
         Ok(name)

@@ -6,6 +6,7 @@ pub mod caps;
 pub mod cli;
 pub mod config;
 pub mod ctl;
+pub mod ctl_migrate;
 pub mod ctl_ops;
 #[cfg(feature = "registry")]
 pub mod ctl_registry;

@@ -52,6 +52,11 @@ pub enum NodeError {
     Roles(#[from] roles::RoleSelectError),
     #[error("capability tokens: {0}")]
     Caps(#[from] CapError),
+    #[error("{path}: {source}")]
+    Schema {
+        path: String,
+        source: ron_kernel::schema::SchemaError,
+    },
 }
 
 fn settings_from(cfg: &NodeConfig, write_cap: ron_kernel::cap::Capability) -> NodeSettings {
@@ -165,6 +170,17 @@ pub async fn run(src: ConfigSource, cfg: NodeConfig, log: LogHandle) -> Result<i
 
     let role_names = roles::select(&cfg.roles)?;
     let (specs, live_sections) = roles::build(&role_names, &cfg);
+    if !cfg.amnesia {
+        // A file of another schema version stops the node here, naming
+        // what to run, rather than crash-looping the role.
+        for schema in specs.iter().filter_map(|s| s.schema) {
+            let path = cfg.data_dir.join(schema.file);
+            ron_kernel::schema::preflight(&path, schema).map_err(|source| NodeError::Schema {
+                path: path.display().to_string(),
+                source,
+            })?;
+        }
+    }
     init_series(&role_names, &specs);
     // Every role is on the board (starting, not ready) before the health
     // plane serves; the board itself stays unready until this is done.

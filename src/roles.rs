@@ -108,6 +108,18 @@ pub struct RoleSpec {
     pub start: Arc<StartFn>,
     /// Creates the role's metric series at their zero values.
     pub init_series: fn(),
+    /// The layout of the redb file the role keeps under `data_dir`, if
+    /// any: the host checks its version before starting the role, and
+    /// `ctl migrate` upgrades it.
+    pub schema: Option<&'static ron_kernel::schema::Schema>,
+}
+
+impl RoleSpec {
+    #[allow(dead_code)] // unused in a build with no role that keeps a file
+    fn with_schema(mut self, schema: &'static ron_kernel::schema::Schema) -> Self {
+        self.schema = Some(schema);
+        self
+    }
 }
 
 /// Per-role live config cells, so reload can swap each role's section.
@@ -182,6 +194,7 @@ where
         listeners,
         start: Arc::new(move |ctx| Box::pin(run(ctx, live.clone()))),
         init_series,
+        schema: None,
     }
 }
 
@@ -222,20 +235,20 @@ pub fn build(names: &[&'static str], cfg: &NodeConfig) -> (Vec<RoleSpec>, LiveSe
                     cfg.storage.serve_remote,
                     fronted,
                 );
-                specs.push(spec(
-                    "storage",
-                    ls,
-                    l,
-                    ron_storage::run,
-                    ron_storage::init_series,
-                ));
+                specs.push(
+                    spec("storage", ls, l, ron_storage::run, ron_storage::init_series)
+                        .with_schema(&ron_storage::store::SCHEMA),
+                );
             }
             #[cfg(feature = "index")]
             "index" => {
                 let l = ron_kernel::Live::new(cfg.index.clone());
                 live.index = Some(l.clone());
                 let ls = own_api("index", cfg.index.addr, cfg.index.serve_remote, fronted);
-                specs.push(spec("index", ls, l, ron_index::run, ron_index::init_series));
+                specs.push(
+                    spec("index", ls, l, ron_index::run, ron_index::init_series)
+                        .with_schema(&ron_index::store::SCHEMA),
+                );
             }
             #[cfg(feature = "mailbox")]
             "mailbox" => {
@@ -247,25 +260,25 @@ pub fn build(names: &[&'static str], cfg: &NodeConfig) -> (Vec<RoleSpec>, LiveSe
                     cfg.mailbox.serve_remote,
                     fronted,
                 );
-                specs.push(spec(
-                    "mailbox",
-                    ls,
-                    l,
-                    ron_mailbox::run,
-                    ron_mailbox::init_series,
-                ));
+                specs.push(
+                    spec("mailbox", ls, l, ron_mailbox::run, ron_mailbox::init_series)
+                        .with_schema(&ron_mailbox::store::SCHEMA),
+                );
             }
             #[cfg(feature = "registry")]
             "registry" => {
                 let l = ron_kernel::Live::new(cfg.registry.clone());
                 live.registry = Some(l.clone());
-                specs.push(spec(
-                    "registry",
-                    vec![("registry", cfg.registry.addr)],
-                    l,
-                    ron_registry::run,
-                    ron_registry::init_series,
-                ));
+                specs.push(
+                    spec(
+                        "registry",
+                        vec![("registry", cfg.registry.addr)],
+                        l,
+                        ron_registry::run,
+                        ron_registry::init_series,
+                    )
+                    .with_schema(&ron_registry::log::SCHEMA),
+                );
             }
             #[cfg(feature = "overlay")]
             "overlay" => {

@@ -135,7 +135,9 @@ fn ronctl_is_ctl_under_any_link() {
         assert!(out.status.success(), "{bin:?}: {}", text(&out));
         assert!(help.contains("Usage: ronctl"), "{bin:?}: {help}");
         assert!(!help.contains("ronctl ctl"), "{bin:?}: {help}");
-        for verb in ["status", "tail", "bus", "config", "cap", "chaos", "registry"] {
+        for verb in [
+            "status", "tail", "bus", "config", "cap", "chaos", "registry",
+        ] {
             assert!(help.contains(verb), "{bin:?} lacks {verb}: {help}");
         }
         // A verb's own help, and a usage error exits 2.

@@ -102,10 +102,13 @@ impl NodeBuilder {
     /// `in_dir`.
     pub fn keep_dir(mut self) -> Self {
         let path = self.dir.path().to_path_buf();
-        if let Dir::Temp(t) = &mut self.dir {
-            t.disable_cleanup(true);
+        let mut old = std::mem::replace(&mut self.dir, Dir::Kept(path));
+        match &mut old {
+            Dir::Temp(t) => t.disable_cleanup(true),
+            // Dropping it would remove the directory this keeps.
+            Dir::Adopted(_) => std::mem::forget(old),
+            Dir::Kept(_) => {}
         }
-        self.dir = Dir::Kept(path);
         self
     }
 

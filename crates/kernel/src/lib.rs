@@ -10,6 +10,7 @@
 //! - [`metrics`]: the one place metric names live.
 //! - [`problem`]: the one error envelope (problem+json).
 //! - [`http`]: serving HTTP the same way on every listener.
+//! - [`schema`]: schema versions of the roles' redb files, and migration.
 //! - [`listener`]: the sockets HTTP planes accept on (TCP or Unix).
 //!
 //! This crate never depends on a role crate.
@@ -27,6 +28,7 @@ pub mod problem;
 pub mod range;
 pub mod readiness;
 pub mod request;
+pub mod schema;
 pub mod secret;
 
 pub use address::{AddressError, ContentAddress};

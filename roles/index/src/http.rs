@@ -45,7 +45,7 @@ fn index_problem(e: &IndexError) -> Problem {
             "disk_full",
             "the index is out of space; nothing was written",
         ),
-        IndexError::Db(_) => Problem::internal("index storage failure"),
+        IndexError::Db(_) | IndexError::Schema(_) => Problem::internal("index storage failure"),
     }
 }
 

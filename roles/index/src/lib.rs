@@ -23,7 +23,7 @@ pub fn open_index(ctx: &RoleContext) -> Result<NameIndex, IndexError> {
     if s.amnesia {
         NameIndex::in_memory()
     } else {
-        NameIndex::open(&s.data_dir.join("index.redb"))
+        NameIndex::open(&s.data_dir.join(store::SCHEMA.file))
     }
 }
 

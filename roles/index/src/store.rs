@@ -26,8 +26,19 @@ const LAST_VERSION: TableDefinition<&str, u64> = TableDefinition::new("name_last
 pub const MAX_NAME: usize = 253;
 pub const MAX_META_BYTES: usize = 16 * 1024;
 
+/// This file's layout versions (`ron_kernel::schema`): 1 is the first
+/// versioned layout, the same tables as the unversioned files before it.
+/// A layout change adds a step here and its test.
+pub static SCHEMA: ron_kernel::schema::Schema = ron_kernel::schema::Schema {
+    role: "index",
+    file: "index.redb",
+    steps: &[ron_kernel::schema::unversioned_to_1],
+};
+
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
+    #[error(transparent)]
+    Schema(#[from] ron_kernel::schema::SchemaError),
     #[error("invalid name: {0}")]
     BadName(&'static str),
     #[error("invalid record: {0}")]
@@ -175,6 +186,7 @@ impl NameIndex {
     }
 
     fn init(db: Database) -> Result<Self, IndexError> {
+        ron_kernel::schema::check_or_stamp(&db, &SCHEMA)?;
         let txn = db.begin_write().map_err(db_err)?;
         {
             txn.open_table(NAMES).map_err(db_err)?;

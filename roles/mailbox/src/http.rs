@@ -44,7 +44,9 @@ fn mailbox_problem(e: &MailboxError) -> Problem {
             "disk_full",
             "the mailbox is out of space; nothing was written",
         ),
-        MailboxError::Db(_) => Problem::internal("mailbox storage failure"),
+        MailboxError::Db(_) | MailboxError::Schema(_) => {
+            Problem::internal("mailbox storage failure")
+        }
     }
 }
 

@@ -25,7 +25,7 @@ pub fn open_mailbox(ctx: &RoleContext) -> Result<Mailbox, MailboxError> {
     if s.amnesia {
         Mailbox::in_memory(clock)
     } else {
-        Mailbox::open(&s.data_dir.join("mailbox.redb"), clock)
+        Mailbox::open(&s.data_dir.join(store::SCHEMA.file), clock)
     }
 }
 

@@ -72,8 +72,19 @@ impl Clock for ManualClock {
     }
 }
 
+/// This file's layout versions (`ron_kernel::schema`): 1 is the first
+/// versioned layout, the same tables as the unversioned files before it.
+/// A layout change adds a step here and its test.
+pub static SCHEMA: ron_kernel::schema::Schema = ron_kernel::schema::Schema {
+    role: "mailbox",
+    file: "mailbox.redb",
+    steps: &[ron_kernel::schema::unversioned_to_1],
+};
+
 #[derive(Debug, thiserror::Error)]
 pub enum MailboxError {
+    #[error(transparent)]
+    Schema(#[from] ron_kernel::schema::SchemaError),
     #[error("invalid topic: topics are 1-128 characters of a-z 0-9 . _ -")]
     BadTopic,
     #[error("invalid request: {0}")]
@@ -207,6 +218,7 @@ impl Mailbox {
     }
 
     fn init(db: Database, clock: Arc<dyn Clock>) -> Result<Self, MailboxError> {
+        ron_kernel::schema::check_or_stamp(&db, &SCHEMA)?;
         let txn = db.begin_write().map_err(db_err)?;
         {
             txn.open_table(MESSAGES).map_err(db_err)?;

@@ -72,7 +72,7 @@ pub fn problem(e: &RegistryError) -> Problem {
             "disk_full",
             "the registry is out of space; nothing was written",
         ),
-        E::Db(_) => Problem::internal("registry storage failure"),
+        E::Db(_) | E::Schema(_) => Problem::internal("registry storage failure"),
     }
 }
 

@@ -44,7 +44,7 @@ pub fn genesis(cfg: &RegistryConfig) -> model::SignerSet {
 
 /// Where the log lives under a data dir.
 pub fn db_path(data_dir: &Path) -> PathBuf {
-    data_dir.join("registry.redb")
+    data_dir.join(log::SCHEMA.file)
 }
 
 pub fn checkpoint_path(data_dir: &Path) -> PathBuf {

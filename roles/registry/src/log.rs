@@ -42,8 +42,19 @@ const PROPOSALS: TableDefinition<&str, &[u8]> = TableDefinition::new("proposals"
 /// dropped (the default of `Options::stream_buffer`).
 pub const STREAM_BUFFER: usize = 1024;
 
+/// This file's layout versions (`ron_kernel::schema`): 1 is the first
+/// versioned layout, the same tables as the unversioned files before it.
+/// A layout change adds a step here and its test.
+pub static SCHEMA: ron_kernel::schema::Schema = ron_kernel::schema::Schema {
+    role: "registry",
+    file: "registry.redb",
+    steps: &[ron_kernel::schema::unversioned_to_1],
+};
+
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
+    #[error(transparent)]
+    Schema(#[from] ron_kernel::schema::SchemaError),
     #[error("{0}")]
     Invalid(String),
     #[error("the head is at version {head} ({head_b3}); this proposal needs version {want_version} on {want_prev}")]
@@ -200,6 +211,7 @@ impl Registry {
     }
 
     fn init(db: Database, opts: Options) -> Result<Self, RegistryError> {
+        ron_kernel::schema::check_or_stamp(&db, &SCHEMA)?;
         let txn = db.begin_write().map_err(db_err)?;
         {
             txn.open_table(ARTIFACTS).map_err(db_err)?;

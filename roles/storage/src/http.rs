@@ -70,7 +70,7 @@ fn store_problem(e: &StoreError) -> Problem {
             "disk_full",
             "the store is out of space; nothing was written",
         ),
-        StoreError::Db(_) => Problem::internal("storage failure"),
+        StoreError::Db(_) | StoreError::Schema(_) => Problem::internal("storage failure"),
     }
 }
 

@@ -26,7 +26,7 @@ pub fn open_store(ctx: &RoleContext, cfg: &StorageConfig) -> Result<ObjectStore,
     let store = if s.amnesia {
         ObjectStore::in_memory(Some(ctx.bus.clone()))
     } else {
-        ObjectStore::open(&s.data_dir.join("storage.redb"), Some(ctx.bus.clone()))
+        ObjectStore::open(&s.data_dir.join(store::SCHEMA.file), Some(ctx.bus.clone()))
     }?;
     Ok(store.with_read_cache(cfg.read_cache_bytes))
 }

@@ -48,8 +48,19 @@ const UPLOAD_CHUNKS: TableDefinition<(u64, u64), &[u8; 32]> = TableDefinition::n
 const TOTALS: TableDefinition<&str, (u64, u64, u64, u64, u64)> = TableDefinition::new("totals");
 const TOTALS_KEY: &str = "totals";
 
+/// This file's layout versions (`ron_kernel::schema`): 1 is the first
+/// versioned layout, the same tables as the unversioned files before it.
+/// A layout change adds a step here and its test.
+pub static SCHEMA: ron_kernel::schema::Schema = ron_kernel::schema::Schema {
+    role: "storage",
+    file: "storage.redb",
+    steps: &[ron_kernel::schema::unversioned_to_1],
+};
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    #[error(transparent)]
+    Schema(#[from] ron_kernel::schema::SchemaError),
     #[error("object not found")]
     NotFound,
     #[error("integrity error in {address}: {what}")]
@@ -319,6 +330,7 @@ impl ObjectStore {
     }
 
     fn init(db: Database, bus: Option<Bus>) -> Result<Self, StoreError> {
+        ron_kernel::schema::check_or_stamp(&db, &SCHEMA)?;
         let store = Self {
             db: Arc::new(db),
             writers: Arc::new(AtomicUsize::new(0)),

@@ -395,14 +395,25 @@ fn a_store_written_before_the_totals_row_is_counted_once_on_open() {
     store.put(&pattern(3 * CHUNK_BYTES + 1, 7)).unwrap();
     let expected = store.scan_stats().unwrap();
     drop(store);
-    // What a store of an earlier release looks like: no totals table.
+    // What a store of an earlier release looks like: no totals table and
+    // no schema version.
     {
         let db = redb::Database::create(&path).unwrap();
         let txn = db.begin_write().unwrap();
         let totals: redb::TableDefinition<&str, (u64, u64, u64, u64, u64)> =
             redb::TableDefinition::new("totals");
         assert!(txn.delete_table(totals).unwrap());
+        let schema: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("ron_schema");
+        assert!(txn.delete_table(schema).unwrap());
         txn.commit().unwrap();
+    }
+    // Refused until migrated (`ronctl migrate storage`), then counted.
+    let e = ObjectStore::open(&path, None).unwrap_err();
+    assert!(e.to_string().contains("ronctl migrate storage"), "{e}");
+    {
+        let db = ron_kernel::schema::open_offline(&path, &ron_storage::store::SCHEMA).unwrap();
+        let m = ron_kernel::schema::migrate(&db, &ron_storage::store::SCHEMA, true).unwrap();
+        assert_eq!((m.from, m.to, m.upgraded), (Some(0), 1, true));
     }
     let store = ObjectStore::open(&path, None).unwrap();
     assert_eq!(store.stats().unwrap(), expected);
