@@ -64,10 +64,36 @@ pub fn run(src: &ConfigSource) -> Vec<Check> {
         checks.push(Check::new(true, "data dir", "amnesia: nothing is written"));
     } else {
         checks.push(data_dir_check(&cfg));
+        checks.extend(schema_checks(&cfg));
     }
 
     checks.push(clock_check());
     checks
+}
+
+/// Each selected role's redb file holds the schema version this build
+/// reads (what the node checks before it starts the roles).
+fn schema_checks(cfg: &NodeConfig) -> Vec<Check> {
+    let Ok(names) = roles::select(&cfg.roles) else {
+        return Vec::new();
+    };
+    let (specs, _) = roles::build(&names, cfg);
+    specs
+        .iter()
+        .filter_map(|s| s.schema)
+        .map(|schema| {
+            let path = cfg.data_dir.join(schema.file);
+            let name = format!("schema {}", schema.role);
+            match ron_kernel::schema::preflight(&path, schema) {
+                Ok(()) => Check::new(
+                    true,
+                    name,
+                    format!("{}: version {} or new", path.display(), schema.current()),
+                ),
+                Err(e) => Check::new(false, name, format!("{}: {e}", path.display())),
+            }
+        })
+        .collect()
 }
 
 fn data_dir_check(cfg: &NodeConfig) -> Check {

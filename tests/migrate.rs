@@ -143,6 +143,17 @@ fn newer_files_are_refused_by_node_and_migrate() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("newer"), "{}", text(&out));
     assert_eq!(version(&index), Some(99), "left as it was");
+    let out = Command::new(common::MACRONODE)
+        .env_remove("RON_CONFIG")
+        .args(["doctor", "--config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("schema index") && text(&out).contains("newer"),
+        "{}",
+        text(&out)
+    );
     let out = NodeBuilder::in_dir(dir, cfg)
         .arg("--roles")
         .arg("index")
