@@ -372,8 +372,8 @@ pub fn run(cmd: CtlCmd) -> Result<(), CtlError> {
             CtlAction::Cap(c) => ops::cap(&admin, out, c).await,
             CtlAction::Migrate(m) => crate::ctl_migrate::run(out, m),
             CtlAction::Chaos(c) => ops::chaos(&admin, out, c).await,
-            CtlAction::Put(p) => put(&api, p).await,
-            CtlAction::Get(g) => get(&api, g).await,
+            CtlAction::Put(p) => put(&api, out, p).await,
+            CtlAction::Get(g) => get(&api, out, g).await,
             CtlAction::Names(n) => names(&api, out, n).await,
             #[cfg(feature = "registry")]
             CtlAction::Registry(r) => crate::ctl_registry::run(&api, out, r).await,
@@ -397,7 +397,7 @@ fn file_b3(path: &Path) -> Result<(ContentAddress, u64), CtlError> {
     Ok((ContentAddress::from_bytes(*h.finalize().as_bytes()), size))
 }
 
-async fn put(api: &Api, p: PutCmd) -> Result<(), CtlError> {
+async fn put(api: &Api, out: Out, p: PutCmd) -> Result<(), CtlError> {
     if p.part_size == 0 {
         return Err(CtlError::Usage("--part-size must be above zero".into()));
     }
@@ -420,7 +420,9 @@ async fn put(api: &Api, p: PutCmd) -> Result<(), CtlError> {
             actual: got,
         });
     }
-    println!("{want}");
+    let v = serde_json::json!({"address": want.to_string(), "size": size, "verified": true});
+    // Text: the address alone, for scripts (`ADDR=$(ronctl put f)`).
+    out.emit(&v, || want.to_string());
     Ok(())
 }
 
@@ -511,9 +513,14 @@ async fn upload(api: &Api, p: &PutCmd, size: u64) -> Result<String, CtlError> {
     Ok(v["address"].as_str().unwrap_or_default().to_owned())
 }
 
-async fn get(api: &Api, g: GetCmd) -> Result<(), CtlError> {
+async fn get(api: &Api, report: Out, g: GetCmd) -> Result<(), CtlError> {
     let want = ContentAddress::parse(&g.address)
         .map_err(|e| CtlError::Usage(format!("{:?}: {e}", g.address)))?;
+    if report.json && g.output.is_none() {
+        return Err(CtlError::Usage(
+            "--json needs -o FILE: without it the object itself goes to stdout".into(),
+        ));
+    }
     let path = format!("/v1/o/{want}");
     let url = format!("{}{path}", api.base);
     let req = Request::builder()
@@ -552,6 +559,7 @@ async fn get(api: &Api, g: GetCmd) -> Result<(), CtlError> {
         None => Box::new(std::io::stdout().lock()),
     };
     let mut hasher = blake3::Hasher::new();
+    let mut size = 0u64;
     let mut body = resp.into_body();
     let result: Result<(), CtlError> = async {
         while let Some(frame) = body.frame().await {
@@ -561,6 +569,7 @@ async fn get(api: &Api, g: GetCmd) -> Result<(), CtlError> {
             })?;
             if let Ok(data) = frame.into_data() {
                 hasher.update(&data);
+                size += data.len() as u64;
                 out.write_all(&data).map_err(|source| CtlError::File {
                     path: "output".into(),
                     source,
@@ -588,7 +597,17 @@ async fn get(api: &Api, g: GetCmd) -> Result<(), CtlError> {
     });
     match (&tmp, &g.output) {
         (Some(t), Some(o)) => match verdict {
-            Ok(()) => std::fs::rename(t, o).map_err(file_err(o)),
+            Ok(()) => {
+                std::fs::rename(t, o).map_err(file_err(o))?;
+                let v = serde_json::json!({
+                    "address": want.to_string(), "size": size,
+                    "path": o.display().to_string(), "verified": true,
+                });
+                report.emit(&v, || {
+                    format!("{}: {want} ({size} bytes, verified)", o.display())
+                });
+                Ok(())
+            }
             Err(e) => {
                 let _ = std::fs::remove_file(t);
                 Err(e)

@@ -60,7 +60,27 @@ fn put_and_get_through(roles: &str, listener: &str) {
             String::from_utf8_lossy(&out.stderr)
         );
         assert!(std::fs::read(&dst).unwrap() == data);
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("verified"),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+
+        // --json, after the verb: one object each.
+        let out = ctl(&url, &["put", src.to_str().unwrap(), "--quiet", "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("put json");
+        assert_eq!(v["address"], want.as_str());
+        assert_eq!(v["size"], len as u64);
+        let out = ctl(&url, &["get", &want, "-o", dst.to_str().unwrap(), "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("get json");
+        assert_eq!(
+            (v["verified"].clone(), v["size"].clone()),
+            (true.into(), len.into())
+        );
     }
+    // JSON and the object on stdout cannot share it.
+    let out = ctl(&url, &["get", "--json", &format!("b3:{}", "0".repeat(64))]);
+    assert_eq!(out.status.code(), Some(2));
 
     // An address that is not there: an error, and no file left behind.
     let missing = format!("b3:{}", blake3::hash(b"never stored").to_hex());
