@@ -25,6 +25,7 @@ pub enum Command {
     Config(ConfigCmd),
     Doctor(DoctorCmd),
     Version(VersionCmd),
+    Probe(crate::probe::ProbeCmd),
     Ctl(crate::ctl::CtlCmd),
 }
 
@@ -225,7 +226,9 @@ pub fn main(profile: Profile) -> ExitCode {
         rest = args;
     }
     // `micronode --amnesia` and a bare `macronode` mean `run`.
-    let commands = ["run", "check", "config", "doctor", "version", "ctl", "help"];
+    let commands = [
+        "run", "check", "config", "doctor", "version", "probe", "ctl", "help",
+    ];
     let wants_help = matches!(rest.first().map(String::as_str), Some("--help" | "-h"));
     if !wants_help && rest.first().is_none_or(|a| !commands.contains(&a.as_str())) {
         rest.insert(0, "run".into());
@@ -335,6 +338,16 @@ pub fn main(profile: Profile) -> ExitCode {
             }
         }
         Command::Run(r) => run(profile, r),
+        Command::Probe(p) => match crate::probe::run(profile, p) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("probe: {e}");
+                match e {
+                    crate::probe::ProbeError::Usage(_) => ExitCode::from(EXIT_USAGE),
+                    crate::probe::ProbeError::Failed(_) => ExitCode::FAILURE,
+                }
+            }
+        },
         Command::Ctl(c) => match crate::ctl::run(c) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e @ crate::ctl::CtlError::Usage(_)) => {

@@ -14,6 +14,7 @@ pub mod doctor;
 pub mod logging;
 pub mod node;
 pub mod planes;
+pub mod probe;
 pub mod roles;
 pub mod supervisor;
 #[cfg(feature = "test-roles")]

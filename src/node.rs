@@ -72,6 +72,14 @@ fn settings_from(cfg: &NodeConfig, write_cap: ron_kernel::cap::Capability) -> No
     }
 }
 
+/// Tells systemd (when `NOTIFY_SOCKET` is set, i.e. `Type=notify`) how
+/// the node stands; a failure to tell is logged, never fatal.
+fn notify(state: &[sd_notify::NotifyState]) {
+    if let Err(e) = sd_notify::notify(state) {
+        tracing::warn!(error = %e, "cannot notify the service manager (NOTIFY_SOCKET)");
+    }
+}
+
 /// The Prometheus exporter as the node installs it: every histogram with
 /// its buckets (`ron_kernel::metrics::histogram_buckets`), none a summary.
 pub fn prometheus_builder() -> Result<PrometheusBuilder, metrics_exporter_prometheus::BuildError> {
@@ -323,6 +331,11 @@ pub async fn run(src: ConfigSource, cfg: NodeConfig, log: LogHandle) -> Result<i
                     let pairs: Vec<String> =
                         addrs.iter().map(|(k, v)| format!("{k}={v}")).collect();
                     metrics::gauge!(names::NODE_READY).set(1.0);
+                    // Under systemd (Type=notify): started once ready.
+                    notify(&[
+                        sd_notify::NotifyState::Ready,
+                        sd_notify::NotifyState::Status("ready"),
+                    ]);
                     tracing::info!(
                         ready = 1,
                         addrs = %addrs_json,
@@ -381,6 +394,10 @@ pub async fn run(src: ConfigSource, cfg: NodeConfig, log: LogHandle) -> Result<i
                     );
                 }
                 tracing::info!(via, version = o.version, released = ?o.released, "config reloaded");
+                notify(&[sd_notify::NotifyState::Status(&format!(
+                    "ready; config version {}",
+                    o.version
+                ))]);
             }
             Err(e) => {
                 metrics::counter!(names::CONFIG_RELOADS_TOTAL, "result" => "error").increment(1);
@@ -434,6 +451,10 @@ pub async fn run(src: ConfigSource, cfg: NodeConfig, log: LogHandle) -> Result<i
 
     // 1. Unready at once, so load balancers stop sending.
     readiness.set_shutting_down();
+    notify(&[
+        sd_notify::NotifyState::Stopping,
+        sd_notify::NotifyState::Status("draining"),
+    ]);
     metrics::gauge!(names::NODE_READY).set(0.0);
     let deadline = current.shutdown.drain_deadline;
     tracing::info!(

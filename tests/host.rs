@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::process::Command;
 use std::time::Duration;
 
 use common::{poll, request, try_request, NodeBuilder, Sse};
@@ -541,4 +542,74 @@ fn a_second_signal_ends_the_drain_at_once() {
     );
     // The held request was cut, not answered.
     assert!(hold.join().unwrap().is_err());
+}
+
+/// `probe`: the image's healthcheck. 0 on a 200, 1 on anything else (a
+/// draining node, nothing listening), 2 on a bad flag.
+#[test]
+fn probe_exits_0_when_ready_and_1_when_not() {
+    let node = NodeBuilder::new().arg("--roles").arg("storage").start();
+    node.wait_ready();
+    let metrics = node.addr("metrics").to_string();
+    let probe = |args: &[&str]| {
+        Command::new(common::MACRONODE)
+            .env_remove("RON_CONFIG")
+            .arg("probe")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = probe(&["--addr", &metrics]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("200"));
+    let r = request(node.addr("admin"), "POST", "/api/v1/drain", &[], b"");
+    assert_eq!(r.status, 202);
+    let out = probe(&["--addr", &metrics]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("503"));
+    // Liveness stays green while draining.
+    let out = probe(&["--addr", &metrics, "--path", "/healthz"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = probe(&["--addr", &metrics, "--path", "healthz"]);
+    assert_eq!(out.status.code(), Some(2));
+    drop(node);
+    let out = probe(&["--addr", &metrics, "--timeout", "1s"]);
+    assert_eq!(out.status.code(), Some(1));
+}
+
+/// Under systemd's `Type=notify`: READY=1 once ready, STOPPING=1 when the
+/// drain starts, over the datagram socket NOTIFY_SOCKET names.
+#[test]
+fn notify_socket_gets_ready_then_stopping() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut node = NodeBuilder::new()
+        .arg("--roles")
+        .arg("index")
+        .env("NOTIFY_SOCKET", path.to_str().unwrap())
+        .start();
+    let mut buf = [0u8; 512];
+    let recv = |buf: &mut [u8]| {
+        let n = sock.recv(buf).expect("a notification");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let first = recv(&mut buf);
+    assert!(first.lines().any(|l| l == "READY=1"), "{first}");
+    // It came once the node was ready.
+    assert_eq!(node.get("metrics", "/readyz").status, 200);
+    node.signal("TERM");
+    let second = recv(&mut buf);
+    assert!(second.lines().any(|l| l == "STOPPING=1"), "{second}");
+    assert!(node.wait_exit(Duration::from_secs(30)).success());
 }

@@ -219,11 +219,12 @@ fn unix_request(path: &std::path::Path, method: &str, target: &str, body: &[u8])
 /// port; the sockets go away with the node. The overlay cannot run so.
 #[test]
 fn uds_only_serves_the_http_planes_on_unix_sockets() {
-    let mut node = NodeBuilder::new()
+    let b = NodeBuilder::new()
         .arg("--roles")
         .arg("registry,storage")
-        .arg("--uds-only")
-        .start();
+        .arg("--uds-only");
+    let (dir, cfg) = (b.dir().to_path_buf(), b.config_path());
+    let mut node = b.start();
     assert!(
         node.addrs.is_empty(),
         "TCP listeners under --uds-only: {:?}",
@@ -239,6 +240,18 @@ fn uds_only_serves_the_http_planes_on_unix_sockets() {
         (unix_request(&sock("metrics"), "GET", "/readyz", b"").0 == 200).then_some(())
     });
     assert!(ready.is_some(), "never ready:\n{}", node.log_dump());
+    // The healthcheck finds the socket from the same config.
+    let probe = std::process::Command::new(common::MACRONODE)
+        .current_dir(&dir)
+        .env_remove("RON_CONFIG")
+        .env("RON_UDS__ONLY", "true")
+        .env("RON_ROLES", "[\"registry\", \"storage\"]")
+        .args(["probe", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(probe.status.success(), "{}", stderr(&probe));
+    assert!(String::from_utf8_lossy(&probe.stdout).contains("metrics.sock"));
     let (st, body) = unix_request(&sock("admin"), "GET", "/api/v1/status", b"");
     assert_eq!(st, 200, "{body}");
     assert!(body.contains("unix:"), "{body}");
