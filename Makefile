@@ -1,4 +1,4 @@
-.PHONY: run test bench fuzz lint ci
+.PHONY: run test bench fuzz lint ci aarch64 images
 
 run:
 	cargo run --release -- run
@@ -25,3 +25,14 @@ lint:
 
 ci:
 	bash .ci/run
+
+# macronode and micronode for ARM edge boxes (release), checked under qemu;
+# binaries in target/aarch64-unknown-linux-gnu/release. Tools: packaging/tools.sh.
+aarch64:
+	bash packaging/tools.sh
+	PROFILE=release bash packaging/edge/check.sh
+
+# The Docker images as docker-archive tarballs in target/images.
+images:
+	bash packaging/tools.sh
+	bash packaging/docker/build.sh target/images

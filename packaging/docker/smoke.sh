@@ -12,6 +12,8 @@ set -euo pipefail
 # Mount namespaces, bind mounts and chroot need root.
 [ "$(id -u)" -eq 0 ] || exec sudo -E bash "$0" "$@"
 here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=packaging/lib.sh
+. "$here/../lib.sh"
 out=$(cd "${1:?usage: smoke.sh OUT_DIR}" && pwd)
 work=$(mktemp -d)
 pid=""
@@ -77,10 +79,7 @@ PY
   fi
   # Every listener on an ephemeral loopback port; the addresses come from
   # the ready=1 log line.
-  ports=()
-  for l in METRICS ADMIN OMNIGATE OVERLAY REGISTRY STORAGE INDEX MAILBOX; do
-    ports+=("RON_${l}__ADDR=127.0.0.1:0")
-  done
+  mapfile -t ports < <(ephemeral_env)
   log="$work/$name.log"
   unshare -m sh -c '
     set -e
@@ -94,24 +93,8 @@ PY
   ' sh "$rootfs" "$volume" env -i "${envs[@]}" "${ports[@]}" \
     chroot --userspec="$uid:$gid" "$rootfs" "${args[@]}" >"$log" 2>&1 &
   pid=$!
-  addrs=""
-  for _ in $(seq 1 600); do
-    addrs=$(python3 -c '
-import json, sys
-for line in open(sys.argv[1]):
-    try:
-        v = json.loads(line)
-    except ValueError:
-        continue
-    if v.get("ready") == 1 or v.get("fields", {}).get("ready") == 1:
-        f = v.get("fields", v)
-        print(f["addrs"]); break' "$log" 2>/dev/null || true)
-    [ -n "$addrs" ] && break
-    kill -0 "$pid" 2>/dev/null || { cat "$log"; echo "smoke: $name exited before ready" >&2; exit 1; }
-    sleep 0.1
-  done
-  [ -n "$addrs" ] || { cat "$log"; echo "smoke: $name never ready" >&2; exit 1; }
-  addr() { python3 -c 'import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$addrs" "$1"; }
+  wait_ready "$log" "$pid"
+  addr() { ready_addr "$log" "$1"; }
   metrics=$(addr metrics)
   gateway=$(addr omnigate)
   curl -fsS "http://$metrics/readyz" >/dev/null
