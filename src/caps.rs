@@ -117,6 +117,13 @@ pub struct Rotated {
     pub summary: ron_kernel::cap::Summary,
 }
 
+impl Drop for Rotated {
+    fn drop(&mut self) {
+        // The token exists only in this answer; wipe it once it is sent.
+        zeroize::Zeroize::zeroize(&mut self.token);
+    }
+}
+
 impl Caps {
     pub fn file(cfg: &NodeConfig, service: Service) -> Option<PathBuf> {
         if cfg.amnesia {

@@ -54,6 +54,8 @@ addr = "127.0.0.1:0"
 
 pub struct NodeBuilder {
     bin: &'static str,
+    /// A program the node runs under (strace), with its arguments.
+    wrapper: Option<(String, Vec<String>)>,
     args: Vec<String>,
     env: Vec<(String, String)>,
     config: Option<String>,
@@ -91,6 +93,7 @@ impl NodeBuilder {
         let config = Some(base_config(dir.path()));
         Self {
             bin: MACRONODE,
+            wrapper: None,
             args: vec!["run".into()],
             env: Vec::new(),
             config,
@@ -118,11 +121,22 @@ impl NodeBuilder {
         let text = std::fs::read_to_string(&config).expect("config");
         Self {
             bin: MACRONODE,
+            wrapper: None,
             args: vec!["run".into()],
             env: Vec::new(),
             config: Some(text),
             dir: Dir::Adopted(dir),
         }
+    }
+
+    /// Runs the node as `program args… <bin> <args…>` (e.g. under strace);
+    /// `Node::pid` is then the wrapper's, `Node::node_pid` the node's.
+    pub fn wrapped_in(mut self, program: &str, args: &[&str]) -> Self {
+        self.wrapper = Some((
+            program.into(),
+            args.iter().map(|a| (*a).to_owned()).collect(),
+        ));
+        self
     }
 
     pub fn bin(mut self, bin: &'static str) -> Self {
@@ -166,7 +180,14 @@ impl NodeBuilder {
     }
 
     fn command(&self) -> Command {
-        let mut cmd = Command::new(self.bin);
+        let mut cmd = match &self.wrapper {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(self.bin);
+                c
+            }
+            None => Command::new(self.bin),
+        };
         cmd.args(&self.args);
         if let Some(c) = &self.config {
             std::fs::write(self.config_path(), c).expect("write config");
@@ -254,6 +275,21 @@ impl Node {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The node's own pid when it runs under a wrapper (`wrapped_in`): the
+    /// wrapper's first child.
+    pub fn node_pid(&self) -> u32 {
+        let path = format!("/proc/{0}/task/{0}/children", self.pid());
+        poll(Duration::from_secs(30), || {
+            std::fs::read_to_string(&path)
+                .ok()?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no child of {}", self.pid()))
     }
 
     pub fn signal(&self, sig: &str) {

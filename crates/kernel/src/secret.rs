@@ -1,5 +1,6 @@
 //! Secrets in config (admin token, write tokens): never printed, never
-//! logged, compared in constant time (bearer checks: [`crate::cap`]).
+//! logged, compared in constant time (bearer checks: [`crate::cap`]), and
+//! wiped from memory when dropped.
 
 use serde::{Deserialize, Serialize, Serializer};
 use subtle::ConstantTimeEq;
@@ -26,6 +27,12 @@ impl Secret {
 
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+}
+
+impl Drop for Secret {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
     }
 }
 

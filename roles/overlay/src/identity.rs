@@ -29,7 +29,9 @@ pub enum IdentityError {
 pub struct Identity {
     key: SigningKey,
     cert: CertificateDer<'static>,
-    pkcs8: Vec<u8>,
+    /// The private key as PKCS#8, for TLS; wiped when the identity drops
+    /// (the signing key wipes itself).
+    pkcs8: zeroize::Zeroizing<Vec<u8>>,
 }
 
 impl std::fmt::Debug for Identity {
@@ -70,6 +72,7 @@ impl Identity {
         };
         match std::fs::read_to_string(&path) {
             Ok(text) => {
+                let text = zeroize::Zeroizing::new(text);
                 let seed = parse_key_hex(&text)
                     .ok_or_else(|| IdentityError::BadKey(path.display().to_string()))?;
                 Self::from_seed(seed)
@@ -106,12 +109,15 @@ impl Identity {
     }
 
     pub fn from_seed(seed: [u8; 32]) -> Result<Self, IdentityError> {
+        let mut seed = zeroize::Zeroizing::new(seed);
         let key = SigningKey::from_bytes(&seed);
-        let pkcs8 = key
-            .to_pkcs8_der()
-            .map_err(|e| IdentityError::Cert(e.to_string()))?
-            .as_bytes()
-            .to_vec();
+        zeroize::Zeroize::zeroize(&mut *seed);
+        let pkcs8 = zeroize::Zeroizing::new(
+            key.to_pkcs8_der()
+                .map_err(|e| IdentityError::Cert(e.to_string()))?
+                .as_bytes()
+                .to_vec(),
+        );
         let kp = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(
             &PrivatePkcs8KeyDer::from(pkcs8.as_slice()),
             &rcgen::PKCS_ED25519,
@@ -144,7 +150,7 @@ impl Identity {
     }
 
     pub fn private_key(&self) -> PrivateKeyDer<'static> {
-        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.pkcs8.clone()))
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.pkcs8.to_vec()))
     }
 }
 
