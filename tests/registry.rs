@@ -550,6 +550,59 @@ fn a_follower_catches_up_and_refuses_a_forged_artifact() {
     assert!(healed.is_some(), "{}", follower.log_dump());
 }
 
+/// A follower that starts with nothing (micronode: amnesia) reports ready
+/// only once it has caught up with the primary's head, every artifact
+/// verified; while the primary cannot be reached it stays unready and says
+/// why.
+#[test]
+fn an_amnesia_follower_is_ready_only_once_caught_up() {
+    let s = Signers::new(2, 8);
+    let primary = registry_node(&s, 1).start();
+    primary.wait_ready();
+    let p = primary.addr("registry");
+    for i in 0..4 {
+        commit_with(p, &s, &[1], &format!("edge{i}"));
+    }
+    let follower_of = |upstream: SocketAddr| {
+        let (keys, tables) = s.config(1);
+        NodeBuilder::new()
+            .bin(common::MICRONODE)
+            .arg("--roles")
+            .arg("registry")
+            .config_replace(
+                "[registry]\naddr = \"127.0.0.1:0\"\n",
+                &format!(
+                    "[registry]\naddr = \"127.0.0.1:0\"\n{keys}upstream = \"http://{upstream}\"\n"
+                ),
+            )
+            .config_extra(&tables)
+            .start()
+    };
+
+    // Nothing listens there: unready, naming the primary.
+    let dead = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let lonely = follower_of(dead);
+    let why = common::poll(Duration::from_secs(60), || {
+        let r = lonely.get("metrics", "/readyz");
+        (r.status == 503 && r.body.contains("head is unknown")).then_some(r.body)
+    });
+    assert!(
+        why.is_some_and(|b| b.contains(&dead.to_string())),
+        "{}",
+        lonely.log_dump()
+    );
+    drop(lonely);
+
+    // Ready means caught up: no waiting after /readyz says 200.
+    let follower = follower_of(p);
+    follower.wait_ready();
+    assert_eq!(head(follower.addr("registry")), head(p));
+    assert_eq!(head(p)["version"], 4);
+}
+
 #[test]
 fn read_only_refuses_writes_and_serves_reads() {
     let s = Signers::new(1, 7);

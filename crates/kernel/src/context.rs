@@ -229,6 +229,17 @@ impl RoleContext {
         what: &'static str,
         probe: impl Fn() -> bool + Send + Sync + 'static,
     ) {
+        self.ready_unless(every, move || (!probe()).then(|| what.to_owned()))
+            .await
+    }
+
+    /// Like `ready_while`, with the reason coming from the probe: `None`
+    /// is ready, `Some(reason)` unready for that reason.
+    pub async fn ready_unless(
+        &self,
+        every: Duration,
+        probe: impl Fn() -> Option<String> + Send + Sync + 'static,
+    ) {
         let probe = Arc::new(probe);
         let mut tick = tokio::time::interval(every);
         loop {
@@ -236,11 +247,12 @@ impl RoleContext {
                 _ = self.shutdown.cancelled() => return,
                 _ = tick.tick() => {
                     let p = probe.clone();
-                    let ok = tokio::task::spawn_blocking(move || p()).await.unwrap_or(false);
-                    if ok {
-                        self.ready.set_ready();
-                    } else {
-                        self.ready.set_unready(what);
+                    let unready = tokio::task::spawn_blocking(move || p())
+                        .await
+                        .unwrap_or_else(|e| Some(format!("readiness probe failed: {e}")));
+                    match unready {
+                        None => self.ready.set_ready(),
+                        Some(why) => self.ready.set_unready(why),
                     }
                 }
             }

@@ -5,8 +5,16 @@
 //! is refused and counted; the follower keeps its head and retries the
 //! connection with backoff, so a primary (or a path to it) that serves bad
 //! data can stall a follower but never corrupt it.
+//!
+//! A follower is not ready until it has caught up once: at each connection
+//! it reads the primary's head, and it reports ready only when its own
+//! head has reached the first head it read. A follower that starts with
+//! nothing (amnesia, or a new disk) therefore never serves an empty or
+//! partial registry as if it were current. Once caught up it stays ready
+//! while the primary is away, serving what it verified.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -25,7 +33,76 @@ const MAX_EVENT_BYTES: usize = 16 * 1024 * 1024;
 
 type HttpClient = Client<HttpConnector, Empty<Bytes>>;
 
-pub async fn follow(reg: Arc<Registry>, upstream: String, shutdown: CancellationToken) {
+/// How far a follower has come; what its readiness is judged on.
+#[derive(Debug, Default)]
+pub struct SyncState {
+    caught_up: AtomicBool,
+    /// The primary's head version, once read.
+    primary_head: AtomicU64,
+    primary_known: AtomicBool,
+    last_error: Mutex<Option<String>>,
+}
+
+impl SyncState {
+    /// Why the follower is not ready yet, given its own head version, or
+    /// `None` once it has caught up (which then holds for good).
+    pub fn unready(&self, ours: u64, upstream: &str) -> Option<String> {
+        if self.caught_up.load(Ordering::Acquire) {
+            return None;
+        }
+        if self.primary_known.load(Ordering::Acquire) {
+            let theirs = self.primary_head.load(Ordering::Acquire);
+            if ours >= theirs {
+                self.caught_up.store(true, Ordering::Release);
+                tracing::info!(version = ours, upstream, "registry follower caught up");
+                return None;
+            }
+            return Some(format!(
+                "follower: catching up with {upstream} (version {ours} of {theirs})"
+            ));
+        }
+        let err = self
+            .last_error
+            .lock()
+            .ok()
+            .and_then(|e| e.clone())
+            .unwrap_or_else(|| "not reached yet".into());
+        Some(format!(
+            "follower: the primary's head is unknown ({upstream}: {err})"
+        ))
+    }
+
+    fn note_error(&self, e: &str) {
+        if let Ok(mut slot) = self.last_error.lock() {
+            *slot = Some(e.to_owned());
+        }
+    }
+}
+
+/// Reads the primary's head version.
+async fn primary_head(client: &HttpClient, base: &str) -> Result<u64, String> {
+    let resp = get(client, &format!("{base}/registry/head")).await?;
+    if !resp.status().is_success() {
+        return Err(format!("upstream head answered {}", resp.status()));
+    }
+    let body = http_body_util::Limited::new(resp.into_body(), MAX_EVENT_BYTES)
+        .collect()
+        .await
+        .map_err(|e| format!("upstream head: {e}"))?
+        .to_bytes();
+    let v: serde_json::Value =
+        serde_json::from_slice(&body).map_err(|e| format!("upstream head: {e}"))?;
+    v["version"]
+        .as_u64()
+        .ok_or_else(|| "upstream head has no version".to_owned())
+}
+
+pub async fn follow(
+    reg: Arc<Registry>,
+    upstream: String,
+    sync: Arc<SyncState>,
+    shutdown: CancellationToken,
+) {
     let mut conn = HttpConnector::new();
     conn.set_connect_timeout(Some(Duration::from_secs(3)));
     conn.set_nodelay(true);
@@ -34,9 +111,20 @@ pub async fn follow(reg: Arc<Registry>, upstream: String, shutdown: Cancellation
     let mut backoff = Duration::from_millis(200);
     loop {
         let before = reg.snapshot().head.version;
-        match follow_once(&reg, &client, &base, &shutdown).await {
+        let result = match primary_head(&client, &base).await {
+            Ok(v) => {
+                if !sync.primary_known.load(Ordering::Acquire) {
+                    sync.primary_head.store(v, Ordering::Release);
+                    sync.primary_known.store(true, Ordering::Release);
+                }
+                follow_once(&reg, &client, &base, &shutdown).await
+            }
+            Err(e) => Err(e),
+        };
+        match result {
             Ok(()) => return,
             Err(e) => {
+                sync.note_error(&e);
                 tracing::warn!(upstream = %base, error = %e, "registry follower: reconnecting")
             }
         }

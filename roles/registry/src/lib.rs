@@ -153,8 +153,14 @@ pub async fn run(ctx: RoleContext, cfg: Live<RegistryConfig>) -> RoleResult {
             ctx.serve_options("registry"),
         ));
     }
+    let sync = Arc::new(follower::SyncState::default());
     if let Some(up) = c.upstream.clone() {
-        tasks.spawn(follower::follow(reg.clone(), up, ctx.shutdown.clone()));
+        tasks.spawn(follower::follow(
+            reg.clone(),
+            up,
+            sync.clone(),
+            ctx.shutdown.clone(),
+        ));
     }
     tasks.spawn(housekeeping(
         reg.clone(),
@@ -163,32 +169,25 @@ pub async fn run(ctx: RoleContext, cfg: Live<RegistryConfig>) -> RoleResult {
     ));
 
     let probe = reg.clone();
-    let (board, live, follower) = (
-        ctx.ready.clone(),
-        ctx.settings.clone(),
-        c.upstream.is_some(),
-    );
-    ctx.ready_while(
-        Duration::from_secs(5),
-        "registry store is failing (see the log)",
-        move || {
-            let healthy = probe.healthy();
-            let write = write_unready(
-                healthy.is_ok(),
-                probe.snapshot().signers.signers.is_empty(),
-                live.load().read_only,
-                follower,
-            );
-            board.set_plane("write", write.map(str::to_owned));
-            match healthy {
-                Ok(()) => true,
-                Err(e) => {
-                    tracing::warn!(error = %e, "registry unready");
-                    false
-                }
-            }
-        },
-    )
+    let (board, live, upstream) = (ctx.ready.clone(), ctx.settings.clone(), c.upstream.clone());
+    // Every second: cheap (a read transaction), and a follower turns ready
+    // soon after it has caught up.
+    ctx.ready_unless(Duration::from_secs(1), move || {
+        let healthy = probe.healthy();
+        let write = write_unready(
+            healthy.is_ok(),
+            probe.snapshot().signers.signers.is_empty(),
+            live.load().read_only,
+            upstream.is_some(),
+        );
+        board.set_plane("write", write.map(str::to_owned));
+        if let Err(e) = healthy {
+            tracing::warn!(error = %e, "registry unready");
+            return Some("registry store is failing (see the log)".into());
+        }
+        let up = upstream.as_deref()?;
+        sync.unready(probe.snapshot().head.version, up)
+    })
     .await;
     while tasks.join_next().await.is_some() {}
     Ok(())
