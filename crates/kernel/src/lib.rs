@@ -12,6 +12,7 @@
 //! - [`http`]: serving HTTP the same way on every listener.
 //! - [`schema`]: schema versions of the roles' redb files, and migration.
 //! - [`listener`]: the sockets HTTP planes accept on (TCP or Unix).
+//! - [`memstore`]: the paged RAM backend redb runs on under amnesia.
 //!
 //! This crate never depends on a role crate.
 
@@ -23,6 +24,7 @@ pub mod context;
 pub mod handles;
 pub mod http;
 pub mod listener;
+pub mod memstore;
 pub mod metrics;
 pub mod problem;
 pub mod range;

@@ -212,7 +212,7 @@ impl Mailbox {
 
     pub fn in_memory(clock: Arc<dyn Clock>) -> Result<Self, MailboxError> {
         let db = Database::builder()
-            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .create_with_backend(ron_kernel::memstore::PagedMemory::new())
             .map_err(db_err)?;
         Self::init(db, clock)
     }

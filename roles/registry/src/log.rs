@@ -205,7 +205,7 @@ impl Registry {
 
     pub fn in_memory(opts: Options) -> Result<Self, RegistryError> {
         let db = Database::builder()
-            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .create_with_backend(ron_kernel::memstore::PagedMemory::new())
             .map_err(db_err)?;
         Self::init(db, opts)
     }
