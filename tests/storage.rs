@@ -122,6 +122,23 @@ fn bad_input_gets_clear_problems() {
 
     let r = request(s, "PUT", "/v1/o", &[("Content-Encoding", "gzip")], b"abc");
     assert_eq!(r.status, 415);
+
+    // A body cut short (the client closes halfway) is no object: nothing
+    // of it, nor of the over-cap body above, is kept.
+    let mut c = std::net::TcpStream::connect(s).unwrap();
+    use std::io::{Read, Write};
+    write!(
+        c,
+        "PUT /v1/o HTTP/1.1\r\nHost: x\r\nContent-Length: 300000\r\n\r\n"
+    )
+    .unwrap();
+    c.write_all(&body_of(200_000, 9)).unwrap();
+    c.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut answer = String::new();
+    let _ = c.read_to_string(&mut answer);
+    assert!(!answer.starts_with("HTTP/1.1 20"), "{answer}");
+    assert_eq!(node.metric("storage_chunks"), Some(0.0));
+    assert_eq!(node.metric("storage_bytes_stored"), Some(0.0));
 }
 
 #[test]

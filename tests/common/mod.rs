@@ -323,6 +323,14 @@ impl Node {
         request(self.addr(listener), "GET", path, &[], b"")
     }
 
+    /// The value of an unlabelled series on `/metrics` (`name value`).
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        self.get("metrics", "/metrics").body.lines().find_map(|l| {
+            let (k, v) = l.split_once(' ')?;
+            (k == name).then(|| v.parse().ok()).flatten()
+        })
+    }
+
     pub fn wait_ready(&self) {
         let ok = poll(Duration::from_secs(60), || {
             let r = try_request(self.addr("metrics"), "GET", "/readyz", &[], b"").ok()?;

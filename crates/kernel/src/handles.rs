@@ -104,3 +104,21 @@ impl std::fmt::Debug for PeerFetch {
         f.write_str("PeerFetch")
     }
 }
+
+/// What the index publishes so that storage can tell which objects a name
+/// points to (without depending on the index crate): an amnesia store
+/// evicts to make room, but never an object a current name points to.
+/// The function reads the index's committed names (a blocking call).
+#[derive(Clone)]
+pub struct NamedAddresses(
+    #[allow(clippy::type_complexity)]
+    pub  Arc<
+        dyn Fn() -> Result<std::collections::HashSet<crate::ContentAddress>, String> + Send + Sync,
+    >,
+);
+
+impl std::fmt::Debug for NamedAddresses {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NamedAddresses")
+    }
+}

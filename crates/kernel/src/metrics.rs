@@ -35,6 +35,8 @@ pub mod names {
     pub const STORAGE_BYTES_STORED: &str = "storage_bytes_stored";
     pub const STORAGE_CHUNKS: &str = "storage_chunks";
     pub const STORAGE_DEDUP_RATIO: &str = "storage_dedup_ratio";
+    pub const STORAGE_MAX_BYTES: &str = "storage_max_bytes";
+    pub const STORAGE_EVICTIONS_TOTAL: &str = "storage_evictions_total";
     // Index
     pub const INDEX_NAMES: &str = "index_names";
     // Mailbox
@@ -236,6 +238,15 @@ pub fn describe_all() {
     describe_gauge!(
         STORAGE_DEDUP_RATIO,
         "Logical object bytes divided by stored chunk bytes (1.0 = no sharing)"
+    );
+    describe_gauge!(
+        STORAGE_MAX_BYTES,
+        Unit::Bytes,
+        "The byte budget for stored chunk bytes (storage.max_bytes; 0 = none)"
+    );
+    describe_counter!(
+        STORAGE_EVICTIONS_TOTAL,
+        "Objects evicted (least recently used, unnamed) to make room under amnesia"
     );
     describe_gauge!(INDEX_NAMES, "Names with a current record");
     describe_gauge!(

@@ -40,6 +40,13 @@ pub async fn run(ctx: RoleContext, _cfg: Live<IndexConfig>) -> RoleResult {
         settings: ctx.settings.clone(),
     });
     ctx.handles.publish("index", api.clone());
+    let named = index.clone();
+    ctx.handles.publish(
+        "index",
+        Arc::new(ron_kernel::handles::NamedAddresses(Arc::new(move || {
+            named.named_addresses().map_err(|e| e.to_string())
+        }))),
+    );
     let handler: Arc<dyn ron_kernel::http::Handler> =
         Arc::new(move |req, peer| http::handle(api.clone(), req, peer));
     let server = ctx.serve_own_listener("index", handler)?;

@@ -180,7 +180,7 @@ impl NameIndex {
 
     pub fn in_memory() -> Result<Self, IndexError> {
         let db = Database::builder()
-            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .create_with_backend(ron_kernel::memstore::PagedMemory::new())
             .map_err(db_err)?;
         Self::init(db)
     }
@@ -323,6 +323,19 @@ impl NameIndex {
         txn.commit().map_err(db_err)?;
         self.export_count();
         Ok(())
+    }
+
+    /// Every address a current name points to (what an amnesia store
+    /// must not evict). One pass over the names.
+    pub fn named_addresses(&self) -> Result<std::collections::HashSet<ContentAddress>, IndexError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let names = txn.open_table(NAMES).map_err(db_err)?;
+        let mut out = std::collections::HashSet::new();
+        for entry in names.iter().map_err(db_err)? {
+            let (_, v) = entry.map_err(db_err)?;
+            out.insert(decode(v.value())?.address);
+        }
+        Ok(out)
     }
 
     pub fn count(&self) -> Result<u64, IndexError> {

@@ -15,6 +15,11 @@ pub struct StorageConfig {
     /// RAM for verified chunks and object records of hot objects (bytes; 0
     /// turns the cache off). Hits skip redb and re-hashing.
     pub read_cache_bytes: u64,
+    /// Budget for stored chunk bytes (0: none). Under amnesia the store is
+    /// a cache: when full it evicts the least recently used objects no
+    /// index name points to. On disk nothing is evicted: a write that does
+    /// not fit gets 507 `storage_full`.
+    pub max_bytes: u64,
 }
 
 impl Default for StorageConfig {
@@ -23,20 +28,32 @@ impl Default for StorageConfig {
             addr: SocketAddr::from(([0, 0, 0, 0], 9447)),
             serve_remote: false,
             read_cache_bytes: 64 * 1024 * 1024,
+            max_bytes: 0,
         }
     }
 }
 
 impl StorageConfig {
-    /// Edge defaults for micronode: a small read cache.
+    /// Edge defaults for micronode, sized for a 128 MiB box: a small read
+    /// cache (under amnesia it shares the stored bytes) and 64 MiB of
+    /// objects.
     pub fn micro() -> Self {
         Self {
             read_cache_bytes: 8 * 1024 * 1024,
+            max_bytes: 64 * 1024 * 1024,
             ..Self::default()
         }
     }
 }
 
 impl StorageConfig {
-    pub fn validate(&self, _errs: &mut Vec<String>) {}
+    pub fn validate(&self, errs: &mut Vec<String>) {
+        if self.max_bytes != 0 && self.max_bytes < crate::store::CHUNK_BYTES as u64 {
+            errs.push(format!(
+                "storage.max_bytes: {} is smaller than one chunk ({} bytes); use 0 for no budget",
+                self.max_bytes,
+                crate::store::CHUNK_BYTES
+            ));
+        }
+    }
 }

@@ -70,6 +70,19 @@ fn store_problem(e: &StoreError) -> Problem {
             "disk_full",
             "the store is out of space; nothing was written",
         ),
+        StoreError::Full { need, max, evicts } => Problem::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "storage_full",
+            format!(
+                "the store's byte budget (storage.max_bytes = {max}) has no room for \
+                 {need} more bytes{}; nothing was stored",
+                if *evicts {
+                    " and nothing more can be evicted (named objects and unfinished writes stay)"
+                } else {
+                    " (a store on disk never evicts)"
+                }
+            ),
+        ),
         StoreError::Db(_) | StoreError::Schema(_) => Problem::internal("storage failure"),
     }
 }
@@ -133,23 +146,35 @@ async fn put(
     }
 
     // A blocking thread owns the writer; frames reach it as they arrive.
+    // It commits only once told the whole body arrived: a body cut short
+    // (timeout, reset, over the cap) ends it unfinished, and an unfinished
+    // writer takes back every chunk it stored.
     let (tx, mut rx) = mpsc::channel::<Bytes>(4);
+    let (whole_tx, whole_rx) = tokio::sync::oneshot::channel::<()>();
     let store = api.store.clone();
     let writer = tokio::task::spawn_blocking(move || {
         let mut w = store.writer();
         while let Some(data) = rx.blocking_recv() {
             w.write(&data)?;
         }
-        w.finish()
+        match whole_rx.blocking_recv() {
+            Ok(()) => w.finish().map(Some),
+            Err(_) => Ok(None),
+        }
     });
-    if let Err(p) = stream_body(req.into_body(), &settings, tx).await {
-        // The sender is gone, so the writer ends; an unfinished write is
-        // collected later, nothing is committed.
-        writer.abort();
+    let streamed = stream_body(req.into_body(), &settings, tx).await;
+    if streamed.is_ok() {
+        let _ = whole_tx.send(());
+    } else {
+        drop(whole_tx);
+    }
+    let written = writer.await;
+    if let Err(p) = streamed {
         return problem(route, p);
     }
-    let (meta, created) = match writer.await {
-        Ok(Ok(r)) => r,
+    let (meta, created) = match written {
+        Ok(Ok(Some(r))) => r,
+        Ok(Ok(None)) => return problem(route, Problem::internal("writer ended unfinished")),
         Ok(Err(e)) => return problem(route, store_problem(&e)),
         Err(e) => return problem(route, Problem::internal(format!("writer task: {e}"))),
     };

@@ -20,7 +20,8 @@ pub use store::{ObjectMeta, ObjectReader, ObjectStore, ObjectWriter, StoreError,
 use ron_kernel::metrics::names;
 use ron_kernel::{Live, RoleContext, RoleResult};
 
-/// Opens the role's store as the node settings say (file or RAM).
+/// Opens the role's store as the node settings say (file or RAM), with
+/// its read cache and byte budget.
 pub fn open_store(ctx: &RoleContext, cfg: &StorageConfig) -> Result<ObjectStore, StoreError> {
     let s = ctx.settings.load();
     let store = if s.amnesia {
@@ -28,7 +29,33 @@ pub fn open_store(ctx: &RoleContext, cfg: &StorageConfig) -> Result<ObjectStore,
     } else {
         ObjectStore::open(&s.data_dir.join(store::SCHEMA.file), Some(ctx.bus.clone()))
     }?;
-    Ok(store.with_read_cache(cfg.read_cache_bytes))
+    // Only an amnesia store evicts: on disk it holds acknowledged writes.
+    let keep = s.amnesia.then(|| named_objects(ctx));
+    metrics::gauge!(names::STORAGE_MAX_BYTES).set(cfg.max_bytes as f64);
+    Ok(store
+        .with_read_cache(cfg.read_cache_bytes)
+        .with_budget(cfg.max_bytes, keep))
+}
+
+/// The objects eviction must keep: those the index in this process names.
+/// While that index is down (restarting) nothing can be told, so nothing
+/// is evicted; with no index in the process no object is named.
+fn named_objects(ctx: &RoleContext) -> store::KeepFn {
+    let handles = ctx.handles.clone();
+    let index_here = ctx.node_roles.contains(&"index");
+    Box::new(
+        move || match handles.get::<ron_kernel::handles::NamedAddresses>() {
+            Some(named) => match (named.0)() {
+                Ok(set) => Some(set),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the index's names; evicting nothing");
+                    None
+                }
+            },
+            None if index_here => None,
+            None => Some(Default::default()),
+        },
+    )
 }
 
 /// The role's series at zero, before its first write.
@@ -37,6 +64,8 @@ pub fn init_series() {
     metrics::gauge!(names::STORAGE_BYTES_STORED).set(0.0);
     metrics::gauge!(names::STORAGE_CHUNKS).set(0.0);
     metrics::gauge!(names::STORAGE_DEDUP_RATIO).set(1.0);
+    metrics::gauge!(names::STORAGE_MAX_BYTES).set(0.0);
+    metrics::counter!(names::STORAGE_EVICTIONS_TOTAL).increment(0);
 }
 
 pub async fn run(ctx: RoleContext, cfg: Live<StorageConfig>) -> RoleResult {

@@ -8,8 +8,18 @@
 //! - **An object exists only once its record commits durably**; chunks are
 //!   written first (each in a short transaction), the record and the chunk
 //!   reference counts last, in one `Durability::Immediate` transaction.
-//! - **A chunk is removed only when no object references it and no write
-//!   is in progress** (a write may be about to reference it).
+//! - **A chunk is removed only when no object references it and no
+//!   unfinished write holds it** (the write is about to reference it): a
+//!   writer pins every chunk it stores or finds until it ends.
+//! - **Under a byte budget (`storage.max_bytes`) stored chunk bytes never
+//!   exceed it**: the check is inside the write transaction that adds them.
+//!   An amnesia store is a cache and makes room by evicting the least
+//!   recently used objects no index name points to; a store on disk never
+//!   evicts (it holds acknowledged writes) and refuses the write instead.
+//! - **Under amnesia chunk bytes live as `Bytes` in RAM** (`Bodies::Ram`),
+//!   not in redb pages: the `chunks` table keeps an empty row per chunk, so
+//!   existence, counts and transactions are the same as on disk, while the
+//!   bytes cost what they weigh and reads hand out the same allocation.
 //!
 //! - **The read cache holds only verified bytes**: a chunk enters it after
 //!   its hash matched, an object record after its checksum did. Records
@@ -21,10 +31,11 @@
 //! callers run them on the blocking pool. The `cached_*` calls never touch
 //! redb and may run anywhere.
 
+use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use bytes::{Bytes, BytesMut};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
@@ -73,6 +84,10 @@ pub enum StoreError {
     PartOutOfOrder { expected: u64, got: u64 },
     #[error("disk full: {0}")]
     DiskFull(String),
+    /// The byte budget has no room for `need` more bytes and nothing could
+    /// be evicted (or this store never evicts).
+    #[error("the store's byte budget of {max} bytes has no room for {need} more bytes")]
+    Full { need: u64, max: u64, evicts: bool },
     #[error("storage error: {0}")]
     Db(String),
 }
@@ -251,13 +266,74 @@ fn apply_delta(txn: &redb::WriteTransaction, d: &Delta) -> Result<Option<Totals>
 #[derive(Clone)]
 pub struct ObjectStore {
     db: Arc<Database>,
-    writers: Arc<AtomicUsize>,
+    /// Chunks unfinished writes stored or found, with how many writes hold
+    /// each: deletes and collection leave them alone.
+    pinned: Arc<Mutex<HashMap<[u8; 32], u32>>>,
+    bodies: Arc<Bodies>,
+    budget: Option<Arc<Budget>>,
     bus: Option<Bus>,
     cache: Option<Arc<ReadCache>>,
     /// Sequence of the totals last exported as gauges: two writers that
     /// commit in one order and export in the other leave the newer totals.
-    exported: Arc<std::sync::Mutex<u64>>,
+    exported: Arc<Mutex<u64>>,
 }
+
+/// Where chunk bytes live.
+enum Bodies {
+    /// In the `chunks` table (a store on disk, or a test backend).
+    Table,
+    /// As `Bytes` in RAM (amnesia), beside an empty `chunks` row each.
+    Ram(RwLock<HashMap<[u8; 32], Bytes>>),
+}
+
+/// Which addresses must not be evicted (those an index name points to);
+/// `None` when that cannot be told now (evict nothing then).
+pub type KeepFn = Box<dyn Fn() -> Option<HashSet<ContentAddress>> + Send + Sync>;
+
+/// `storage.max_bytes`: a ceiling on stored chunk bytes.
+struct Budget {
+    max_bytes: u64,
+    evict: Option<Eviction>,
+}
+
+/// How an amnesia store makes room: least recently used objects first,
+/// never one that `keep` names.
+struct Eviction {
+    keep: KeepFn,
+    clock: AtomicU64,
+    /// Last use of each object (reads and writes); objects not in it (none,
+    /// under amnesia) count as oldest.
+    used: RwLock<HashMap<[u8; 32], AtomicU64>>,
+    /// One eviction at a time; the others wait and find the room made.
+    running: Mutex<()>,
+}
+
+impl Budget {
+    /// Below this after an eviction, so that the next writes do not each
+    /// start one (1/16 of the budget, at most 4 MiB, under the ceiling).
+    fn low_water(&self, need: u64) -> u64 {
+        let slack = (self.max_bytes / 16).min(4 << 20);
+        self.max_bytes.saturating_sub(need).saturating_sub(slack)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Every critical section here leaves its map whole (single inserts and
+    // removes), so a lock poisoned by a panic elsewhere is still sound.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn read<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    // As `lock`: maps changed by single inserts and removes only.
+    m.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    // As `lock`.
+    m.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+type ChunkTable<'t> = redb::Table<'t, &'static [u8; 32], &'static [u8]>;
 
 /// Verified object records and chunks kept in RAM, so a hot object is
 /// served without a redb transaction, a copy out of the page cache or a
@@ -306,19 +382,20 @@ impl ObjectStore {
             std::fs::create_dir_all(dir).map_err(db_err)?;
         }
         let db = Database::create(path).map_err(db_err)?;
-        Self::init(db, bus)
+        Self::init(db, Bodies::Table, bus)
     }
 
-    /// A store that lives in RAM only (amnesia).
+    /// A store that lives in RAM only (amnesia): records in redb on
+    /// `PagedMemory`, chunk bytes as `Bytes`.
     pub fn in_memory(bus: Option<Bus>) -> Result<Self, StoreError> {
         let db = Database::builder()
-            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .create_with_backend(ron_kernel::memstore::PagedMemory::new())
             .map_err(db_err)?;
-        Self::init(db, bus)
+        Self::init(db, Bodies::Ram(RwLock::default()), bus)
     }
 
-    /// A store on any redb storage backend (tests use one that runs out of
-    /// space on purpose).
+    /// A store on any redb storage backend, chunk bytes in redb (tests use
+    /// one that runs out of space on purpose).
     pub fn with_backend(
         backend: impl redb::StorageBackend,
         bus: Option<Bus>,
@@ -326,17 +403,19 @@ impl ObjectStore {
         let db = Database::builder()
             .create_with_backend(backend)
             .map_err(db_err)?;
-        Self::init(db, bus)
+        Self::init(db, Bodies::Table, bus)
     }
 
-    fn init(db: Database, bus: Option<Bus>) -> Result<Self, StoreError> {
+    fn init(db: Database, bodies: Bodies, bus: Option<Bus>) -> Result<Self, StoreError> {
         ron_kernel::schema::check_or_stamp(&db, &SCHEMA)?;
         let store = Self {
             db: Arc::new(db),
-            writers: Arc::new(AtomicUsize::new(0)),
+            pinned: Arc::default(),
+            bodies: Arc::new(bodies),
+            budget: None,
             bus,
             cache: None,
-            exported: Arc::new(std::sync::Mutex::new(0)),
+            exported: Arc::new(Mutex::new(0)),
         };
         let txn = store.db.begin_write().map_err(db_err)?;
         let totals = {
@@ -351,7 +430,7 @@ impl ObjectStore {
                 None => {
                     // A new store, or one written before the totals row
                     // existed: count once, then keep counting per commit.
-                    let st = scan(&objects, &chunks)?;
+                    let st = store.scan(&objects, &chunks)?;
                     totals
                         .insert(
                             TOTALS_KEY,
@@ -371,12 +450,7 @@ impl ObjectStore {
     /// Exports committed totals as gauges unless newer ones already are.
     fn export(&self, totals: Option<Totals>) {
         let Some((seq, st)) = totals else { return };
-        // A panic while holding this lock cannot leave the sequence
-        // half-written (it is one u64), so a poisoned lock is still sound.
-        let mut last = self
-            .exported
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut last = lock(&self.exported);
         if seq >= *last {
             *last = seq;
             st.export();
@@ -384,15 +458,241 @@ impl ObjectStore {
     }
 
     /// Keeps up to `bytes` of verified chunks (and their objects' records)
-    /// in RAM; 0 turns the cache off.
+    /// in RAM; 0 turns the cache off. Under amnesia a cached chunk is the
+    /// stored allocation itself, so the cache costs no more bytes.
     pub fn with_read_cache(mut self, bytes: u64) -> Self {
         self.cache = (bytes > 0).then(|| Arc::new(ReadCache::new(bytes)));
         self
     }
 
+    /// Caps stored chunk bytes at `max_bytes` (0: no cap). With `keep`
+    /// (amnesia) room is made by evicting the least recently used objects
+    /// whose addresses `keep` does not return; without it a write that
+    /// does not fit fails with `Full`.
+    pub fn with_budget(mut self, max_bytes: u64, keep: Option<KeepFn>) -> Self {
+        self.budget = (max_bytes > 0).then(|| {
+            Arc::new(Budget {
+                max_bytes,
+                evict: keep.map(|keep| Eviction {
+                    keep,
+                    clock: AtomicU64::new(1),
+                    used: RwLock::default(),
+                    running: Mutex::new(()),
+                }),
+            })
+        });
+        self
+    }
+
+    fn max_bytes(&self) -> Option<u64> {
+        self.budget.as_ref().map(|b| b.max_bytes)
+    }
+
+    /// Marks `address` as just used (for eviction order).
+    fn touch(&self, address: &[u8; 32]) {
+        let Some(ev) = self.budget.as_ref().and_then(|b| b.evict.as_ref()) else {
+            return;
+        };
+        let now = ev.clock.fetch_add(1, Ordering::Relaxed);
+        if let Some(t) = read(&ev.used).get(address) {
+            t.store(now, Ordering::Relaxed);
+            return;
+        }
+        write(&ev.used).insert(*address, AtomicU64::new(now));
+    }
+
+    /// Runs `f` (a write transaction that may add chunk bytes); when the
+    /// budget has no room, makes room and runs it again.
+    fn with_room<T>(&self, mut f: impl FnMut() -> Result<T, StoreError>) -> Result<T, StoreError> {
+        // A few rounds: concurrent writers may take the room one made.
+        for _ in 0..8 {
+            match f() {
+                Err(StoreError::Full {
+                    need, evicts: true, ..
+                }) if self.make_room(need)? => continue,
+                r => return r,
+            }
+        }
+        f()
+    }
+
+    /// Evicts until `need` more bytes fit (down to the low-water mark).
+    /// Returns whether they fit now.
+    fn make_room(&self, need: u64) -> Result<bool, StoreError> {
+        let Some(budget) = &self.budget else {
+            return Ok(true);
+        };
+        let Some(ev) = &budget.evict else {
+            return Ok(false);
+        };
+        let fits = |stored: u64| stored.saturating_add(need) <= budget.max_bytes;
+        let _one = lock(&ev.running);
+        if fits(self.stats()?.stored_bytes) {
+            return Ok(true); // another writer's eviction made it
+        }
+        self.gc()?;
+        let low = budget.low_water(need);
+        let mut stored = self.stats()?.stored_bytes;
+        if stored <= low {
+            return Ok(fits(stored));
+        }
+        let Some(keep) = (ev.keep)() else {
+            tracing::warn!("storage full: cannot tell which objects are named; evicting nothing");
+            return Ok(false);
+        };
+        let mut candidates = Vec::new();
+        {
+            let txn = self.db.begin_read().map_err(db_err)?;
+            let objects = txn.open_table(OBJECTS).map_err(db_err)?;
+            let used = read(&ev.used);
+            for entry in objects.iter().map_err(db_err)? {
+                let (k, _) = entry.map_err(db_err)?;
+                let address = *k.value();
+                if keep.contains(&ContentAddress::from_bytes(address)) {
+                    continue;
+                }
+                let last = used.get(&address).map_or(0, |t| t.load(Ordering::Relaxed));
+                candidates.push((last, address));
+            }
+        }
+        candidates.sort_unstable();
+        let mut evicted = 0u64;
+        for (_, address) in candidates {
+            if stored <= low {
+                break;
+            }
+            let address = ContentAddress::from_bytes(address);
+            if self.delete(&address)? {
+                evicted += 1;
+                metrics::counter!(names::STORAGE_EVICTIONS_TOTAL).increment(1);
+                tracing::debug!(%address, "evicted to make room");
+            }
+            stored = self.stats()?.stored_bytes;
+        }
+        if evicted > 0 {
+            tracing::info!(
+                evicted,
+                stored_bytes = stored,
+                max_bytes = budget.max_bytes,
+                "storage budget full: evicted least recently used unnamed objects"
+            );
+        }
+        Ok(fits(stored))
+    }
+
+    fn pin(&self, hash: &[u8; 32]) {
+        *lock(&self.pinned).entry(*hash).or_insert(0) += 1;
+    }
+
+    fn unpin(&self, hashes: &[[u8; 32]]) {
+        let mut p = lock(&self.pinned);
+        for h in hashes {
+            if let Some(n) = p.get_mut(h) {
+                *n -= 1;
+                if *n == 0 {
+                    p.remove(h);
+                }
+            }
+        }
+    }
+
+    /// Whether chunk `hash` has a row.
+    fn has_chunk(chunks: &ChunkTable<'_>, hash: &[u8; 32]) -> Result<bool, StoreError> {
+        Ok(chunks.get(hash).map_err(db_err)?.is_some())
+    }
+
+    /// Inserts chunk `hash` (which has no row: `has_chunk`). Callers check
+    /// the budget first (`check_room`), so a write the budget refuses
+    /// leaves no bytes behind. `owned` is `data` when the caller holds it
+    /// as `Bytes`: a full chunk is then kept in RAM without a copy.
+    fn insert_chunk(
+        &self,
+        chunks: &mut ChunkTable<'_>,
+        hash: &[u8; 32],
+        data: &[u8],
+        owned: Option<&Bytes>,
+    ) -> Result<(), StoreError> {
+        match &*self.bodies {
+            Bodies::Table => {
+                chunks.insert(hash, data).map_err(db_err)?;
+            }
+            Bodies::Ram(map) => {
+                // A chunk that fills less than its allocation is copied into
+                // one of its own size, so RAM holds what is stored.
+                let body = match owned {
+                    Some(b) if b.len() == CHUNK_BYTES => b.clone(),
+                    _ => Bytes::copy_from_slice(data),
+                };
+                write(map).insert(*hash, body);
+                chunks.insert(hash, &[][..]).map_err(db_err)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes chunk `hash`'s row; returns its length if it was there. The
+    /// bytes go when the caller's transaction has committed (`forget`).
+    fn remove_chunk(
+        &self,
+        chunks: &mut ChunkTable<'_>,
+        hash: &[u8; 32],
+    ) -> Result<Option<usize>, StoreError> {
+        let Some(old) = chunks.remove(hash).map_err(db_err)? else {
+            return Ok(None);
+        };
+        Ok(Some(match &*self.bodies {
+            Bodies::Table => old.value().len(),
+            Bodies::Ram(map) => read(map).get(hash).map_or(0, Bytes::len),
+        }))
+    }
+
+    /// Drops the RAM bytes of chunks whose rows a commit removed.
+    fn forget(&self, hashes: &[[u8; 32]]) {
+        if let Bodies::Ram(map) = &*self.bodies {
+            let mut m = write(map);
+            for h in hashes {
+                m.remove(h);
+            }
+        }
+    }
+
+    /// Counts objects and chunks by reading every record (`init`, `scan_stats`).
+    fn scan(
+        &self,
+        objects: &impl ReadableTable<&'static [u8; 32], &'static [u8]>,
+        chunks: &impl ReadableTable<&'static [u8; 32], &'static [u8]>,
+    ) -> Result<StoreStats, StoreError> {
+        let mut s = StoreStats::default();
+        for entry in objects.iter().map_err(db_err)? {
+            let (_, v) = entry.map_err(db_err)?;
+            let raw = v.value();
+            if raw.len() >= 8 {
+                let mut size = [0u8; 8];
+                size.copy_from_slice(&raw[..8]);
+                s.logical_bytes += u64::from_be_bytes(size);
+            }
+            s.objects += 1;
+        }
+        let ram = match &*self.bodies {
+            Bodies::Ram(map) => Some(read(map)),
+            Bodies::Table => None,
+        };
+        for entry in chunks.iter().map_err(db_err)? {
+            let (k, v) = entry.map_err(db_err)?;
+            s.stored_bytes += match &ram {
+                Some(m) => m.get(k.value()).map_or(0, Bytes::len),
+                None => v.value().len(),
+            } as u64;
+            s.chunks += 1;
+        }
+        Ok(s)
+    }
+
     /// The record of `address` if the cache holds it (never touches redb).
     pub fn cached_meta(&self, address: &ContentAddress) -> Option<Arc<ObjectMeta>> {
-        self.cache.as_ref()?.meta.get(address.as_bytes())
+        let m = self.cache.as_ref()?.meta.get(address.as_bytes())?;
+        self.touch(address.as_bytes());
+        Some(m)
     }
 
     /// The verified pieces of `range` of `meta`'s object if every chunk the
@@ -422,12 +722,14 @@ impl ObjectStore {
 
     /// Starts writing a new object.
     pub fn writer(&self) -> ObjectWriter {
-        self.writers.fetch_add(1, Ordering::SeqCst);
         ObjectWriter {
             store: self.clone(),
             buf: BytesMut::with_capacity(CHUNK_BYTES),
             hasher: blake3::Hasher::new(),
             chunks: Vec::new(),
+            pins: Vec::new(),
+            fresh: Vec::new(),
+            kept: false,
             size: 0,
         }
     }
@@ -463,6 +765,7 @@ impl ObjectStore {
             ),
             None => return Ok(None),
         };
+        self.touch(address.as_bytes());
         if let (Some(cache), Some(epoch)) = (&self.cache, epoch) {
             cache.meta.insert(*address.as_bytes(), meta.clone());
             if cache.epoch.load(Ordering::SeqCst) != epoch {
@@ -472,26 +775,36 @@ impl ObjectStore {
         Ok(Some(meta))
     }
 
-    /// Reads one chunk from `chunks` and verifies it against its hash.
+    /// Chunk `idx` (hash `hash`) of `address`, verified against its hash
+    /// (a cache hit was verified when it entered the cache).
     fn read_chunk(
         &self,
-        chunks: &redb::ReadOnlyTable<&'static [u8; 32], &'static [u8]>,
+        source: &Source,
+        idx: usize,
         address: &ContentAddress,
         hash: &[u8; 32],
     ) -> Result<Bytes, StoreError> {
         if let Some(hit) = self.cache.as_ref().and_then(|c| c.chunks.get(hash)) {
             return Ok(hit);
         }
-        let data = match chunks.get(hash).map_err(db_err)? {
-            Some(g) => Bytes::copy_from_slice(g.value()),
-            None => {
-                let e = StoreError::Integrity {
-                    address: address.to_string(),
-                    what: "a chunk of the object is missing",
-                };
-                self.integrity_failure(address, &e);
-                return Err(e);
-            }
+        let data = match source {
+            Source::Table(t) => t
+                .get(hash)
+                .map_err(db_err)?
+                .map(|g| Bytes::copy_from_slice(g.value())),
+            Source::Ram { first, bodies } => idx
+                .checked_sub(*first)
+                .and_then(|i| bodies.get(i))
+                .cloned()
+                .flatten(),
+        };
+        let Some(data) = data else {
+            let e = StoreError::Integrity {
+                address: address.to_string(),
+                what: "a chunk of the object is missing",
+            };
+            self.integrity_failure(address, &e);
+            return Err(e);
         };
         if blake3::hash(&data).as_bytes() != hash {
             let e = StoreError::Integrity {
@@ -539,16 +852,34 @@ impl ObjectStore {
             Some(_) => return Err(StoreError::RangeNotSatisfiable { size: meta.size }),
         };
         // One snapshot for the whole read: every piece comes from the same
-        // consistent state, and no transaction is opened per chunk.
-        let chunks = self
-            .db
-            .begin_read()
-            .map_err(db_err)?
-            .open_table(CHUNKS)
-            .map_err(db_err)?;
+        // consistent state, and no transaction is opened per chunk. In RAM
+        // the snapshot is the chunks' `Bytes` themselves, taken now, so an
+        // eviction or delete meanwhile does not cut the read short.
+        let source = match &*self.bodies {
+            Bodies::Table => Source::Table(
+                self.db
+                    .begin_read()
+                    .map_err(db_err)?
+                    .open_table(CHUNKS)
+                    .map_err(db_err)?,
+            ),
+            Bodies::Ram(map) => {
+                let chunk = CHUNK_BYTES as u64;
+                let first = (range.start / chunk) as usize;
+                let last = (range.end.div_ceil(chunk) as usize).max(first);
+                let m = read(map);
+                Source::Ram {
+                    first,
+                    bodies: meta.chunks[first.min(meta.chunks.len())..last.min(meta.chunks.len())]
+                        .iter()
+                        .map(|h| m.get(h).cloned())
+                        .collect(),
+                }
+            }
+        };
         let reader = ObjectReader {
             store: self.clone(),
-            table: chunks,
+            source,
             address: *address,
             meta: meta.clone(),
             pos: range.start,
@@ -567,8 +898,8 @@ impl ObjectStore {
         Ok(out.freeze())
     }
 
-    /// Deletes an object; chunks it shared with other objects survive.
-    /// Returns whether it existed.
+    /// Deletes an object; chunks it shared with other objects, or that an
+    /// unfinished write holds, survive. Returns whether it existed.
     pub fn delete(&self, address: &ContentAddress) -> Result<bool, StoreError> {
         let mut freed = Vec::new();
         let mut delta = Delta::default();
@@ -583,19 +914,23 @@ impl ObjectStore {
             delta.object(-1, meta.size);
             let mut refs = txn.open_table(REFS).map_err(db_err)?;
             let mut chunks = txn.open_table(CHUNKS).map_err(db_err)?;
-            let quiet = self.writers.load(Ordering::SeqCst) == 0;
+            let pinned = lock(&self.pinned);
             for c in &meta.chunks {
-                if release_ref(&mut refs, c)? && quiet {
-                    if let Some(old) = chunks.remove(c).map_err(db_err)? {
-                        delta.chunk(-1, old.value().len());
+                if release_ref(&mut refs, c)? && !pinned.contains_key(c) {
+                    if let Some(len) = self.remove_chunk(&mut chunks, c)? {
+                        delta.chunk(-1, len);
+                        freed.push(*c);
                     }
-                    freed.push(*c);
                 }
             }
         }
         let totals = apply_delta(&txn, &delta)?;
         txn.commit().map_err(db_err)?;
+        self.forget(&freed);
         self.export(totals);
+        if let Some(ev) = self.budget.as_ref().and_then(|b| b.evict.as_ref()) {
+            write(&ev.used).remove(address.as_bytes());
+        }
         if let Some(cache) = &self.cache {
             cache.epoch.fetch_add(1, Ordering::SeqCst);
             cache.meta.remove(address.as_bytes());
@@ -606,33 +941,53 @@ impl ObjectStore {
         Ok(true)
     }
 
-    /// Removes chunks no object references, unless a write is in progress.
-    /// Returns how many were removed.
+    /// Removes chunks no object or upload references and no unfinished
+    /// write holds. Returns how many were removed.
     pub fn gc(&self) -> Result<usize, StoreError> {
-        if self.writers.load(Ordering::SeqCst) != 0 {
-            return Ok(0);
-        }
+        self.collect(None)
+    }
+
+    /// Removes those of `only` (every chunk for `None`) that nothing
+    /// references or holds; returns how many.
+    fn collect(&self, only: Option<&[[u8; 32]]>) -> Result<usize, StoreError> {
         let txn = self.db.begin_write().map_err(db_err)?;
         let mut delta = Delta::default();
+        let mut freed = Vec::new();
         {
             let refs = txn.open_table(REFS).map_err(db_err)?;
             let mut chunks = txn.open_table(CHUNKS).map_err(db_err)?;
-            let mut orphans = Vec::new();
-            for entry in chunks.iter().map_err(db_err)? {
-                let (k, _) = entry.map_err(db_err)?;
-                let key = *k.value();
-                if refs.get(&key).map_err(db_err)?.is_none() {
-                    orphans.push(key);
+            let pinned = lock(&self.pinned);
+            let candidates: Vec<[u8; 32]> = match only {
+                Some(hashes) => hashes.to_vec(),
+                None => {
+                    let mut all = Vec::new();
+                    for entry in chunks.iter().map_err(db_err)? {
+                        all.push(*entry.map_err(db_err)?.0.value());
+                    }
+                    all
+                }
+            };
+            for k in &candidates {
+                if pinned.contains_key(k) || refs.get(k).map_err(db_err)?.is_some() {
+                    continue;
+                }
+                if let Some(len) = self.remove_chunk(&mut chunks, k)? {
+                    delta.chunk(-1, len);
+                    freed.push(*k);
                 }
             }
-            for k in &orphans {
-                if let Some(old) = chunks.remove(k).map_err(db_err)? {
-                    delta.chunk(-1, old.value().len());
+            // RAM bytes whose row never committed (a failed transaction).
+            if let (None, Bodies::Ram(map)) = (only, &*self.bodies) {
+                for k in read(map).keys() {
+                    if !pinned.contains_key(k) && !Self::has_chunk(&chunks, k)? {
+                        freed.push(*k);
+                    }
                 }
             }
         }
         let totals = apply_delta(&txn, &delta)?;
         txn.commit().map_err(db_err)?;
+        self.forget(&freed);
         self.export(totals);
         Ok((-delta.chunks) as usize)
     }
@@ -652,7 +1007,7 @@ impl ObjectStore {
         let txn = self.db.begin_read().map_err(db_err)?;
         let objects = txn.open_table(OBJECTS).map_err(db_err)?;
         let chunks = txn.open_table(CHUNKS).map_err(db_err)?;
-        scan(&objects, &chunks)
+        self.scan(&objects, &chunks)
     }
 
     /// Whether a write transaction can be opened and committed (readiness).
@@ -755,6 +1110,10 @@ impl ObjectStore {
     /// Appends part `n` (parts go in order from 0). Durable when this
     /// returns: a crash afterwards loses nothing of it.
     pub fn upload_part(&self, id: u64, n: u64, data: &[u8]) -> Result<PartOutcome, StoreError> {
+        self.with_room(|| self.upload_part_once(id, n, data))
+    }
+
+    fn upload_part_once(&self, id: u64, n: u64, data: &[u8]) -> Result<PartOutcome, StoreError> {
         let part_hash = *blake3::hash(data).as_bytes();
         let mut delta = Delta::default();
         let mut txn = self.db.begin_write().map_err(db_err)?;
@@ -779,18 +1138,30 @@ impl ObjectStore {
             let mut list = txn.open_table(UPLOAD_CHUNKS).map_err(db_err)?;
             let mut pending = std::mem::take(&mut st.tail);
             pending.extend_from_slice(data);
-            let mut full = pending.chunks_exact(CHUNK_BYTES);
-            for chunk in &mut full {
-                let hash = *blake3::hash(chunk).as_bytes();
-                if chunks.get(&hash).map_err(db_err)?.is_none() {
-                    chunks.insert(&hash, chunk).map_err(db_err)?;
+            let full = pending.chunks_exact(CHUNK_BYTES);
+            st.tail = full.remainder().to_vec();
+            // First what is new (and so what the budget must hold), then
+            // the bytes: a part the budget refuses leaves nothing behind.
+            let hashed: Vec<([u8; 32], &[u8])> = full
+                .map(|chunk| (*blake3::hash(chunk).as_bytes(), chunk))
+                .collect();
+            let mut new = Vec::new();
+            let mut seen = HashSet::new();
+            for (hash, chunk) in &hashed {
+                if seen.insert(*hash) && !Self::has_chunk(&chunks, hash)? {
                     delta.chunk(1, chunk.len());
+                    new.push((*hash, *chunk));
                 }
-                add_ref(&mut refs, &hash)?;
-                list.insert((id, st.chunks), &hash).map_err(db_err)?;
+            }
+            self.check_room(&txn, delta.stored.max(0) as u64)?;
+            for (hash, chunk) in &new {
+                self.insert_chunk(&mut chunks, hash, chunk, None)?;
+            }
+            for (hash, _) in &hashed {
+                add_ref(&mut refs, hash)?;
+                list.insert((id, st.chunks), hash).map_err(db_err)?;
                 st.chunks += 1;
             }
-            st.tail = full.remainder().to_vec();
             st.size += data.len() as u64;
             st.next_part += 1;
             st.last_part = part_hash;
@@ -801,6 +1172,42 @@ impl ObjectStore {
         txn.commit().map_err(db_err)?;
         self.export(totals);
         Ok(outcome)
+    }
+
+    /// Fails with `Full` when the budget has no room for `need` more bytes
+    /// as `txn` sees the totals: called before a transaction keeps any
+    /// chunk bytes, so a write the budget refuses leaves nothing behind.
+    fn check_room(&self, txn: &redb::WriteTransaction, need: u64) -> Result<(), StoreError> {
+        let Some(max) = self.max_bytes() else {
+            return Ok(());
+        };
+        if need == 0 {
+            return Ok(());
+        }
+        let t = txn.open_table(TOTALS).map_err(db_err)?;
+        let stored = read_totals(&t)?.map_or(0, |(_, st)| st.stored_bytes);
+        if stored.saturating_add(need) > max {
+            let evicts = self.budget.as_ref().is_some_and(|b| b.evict.is_some());
+            return Err(StoreError::Full { need, max, evicts });
+        }
+        Ok(())
+    }
+
+    /// Runs `f` on chunk `hash`'s bytes, wherever they live; `None` when
+    /// the chunk is not there.
+    fn with_chunk<R>(
+        &self,
+        chunks: &redb::ReadOnlyTable<&'static [u8; 32], &'static [u8]>,
+        hash: &[u8; 32],
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<Option<R>, StoreError> {
+        match &*self.bodies {
+            Bodies::Table => Ok(chunks.get(hash).map_err(db_err)?.map(|g| f(g.value()))),
+            Bodies::Ram(map) => {
+                let body = read(map).get(hash).cloned();
+                Ok(body.map(|b| f(&b)))
+            }
+        }
     }
 
     /// Turns a finished upload into an object (verifying every chunk on the
@@ -820,17 +1227,19 @@ impl ObjectStore {
                     .map_err(db_err)?
                     .ok_or_else(|| StoreError::Db("upload chunk list has a gap".into()))?
                     .value();
-                let data = chunks
-                    .get(&hash)
-                    .map_err(db_err)?
+                let ok = self
+                    .with_chunk(&chunks, &hash, |data| {
+                        let ok = blake3::hash(data).as_bytes() == &hash;
+                        hasher.update(data);
+                        ok
+                    })?
                     .ok_or_else(|| StoreError::Db("an uploaded chunk is missing".into()))?;
-                if blake3::hash(data.value()).as_bytes() != &hash {
+                if !ok {
                     return Err(StoreError::Integrity {
                         address: format!("upload {id:x}"),
                         what: "an uploaded chunk does not match its hash",
                     });
                 }
-                hasher.update(data.value());
                 hashes.push(hash);
             }
         }
@@ -846,13 +1255,27 @@ impl ObjectStore {
             chunks: hashes,
         };
 
+        let (meta, created) = self.with_room(|| self.complete_once(id, &st, &meta, tail_hash))?;
+        self.touch(meta.address.as_bytes());
+        Ok((meta, created))
+    }
+
+    /// `upload_complete`'s transaction: the upload becomes the object.
+    fn complete_once(
+        &self,
+        id: u64,
+        st: &UploadState,
+        meta: &ObjectMeta,
+        tail_hash: Option<[u8; 32]>,
+    ) -> Result<(ObjectMeta, bool), StoreError> {
+        let address = meta.address;
         let mut delta = Delta::default();
         let mut txn = self.db.begin_write().map_err(db_err)?;
         txn.set_durability(Durability::Immediate).map_err(db_err)?;
         let created = {
             let mut uploads = txn.open_table(UPLOADS).map_err(db_err)?;
             match uploads.remove(id).map_err(db_err)? {
-                Some(raw) if UploadState::decode(raw.value())? == st => {}
+                Some(raw) if UploadState::decode(raw.value())? == *st => {}
                 // Completed or changed meanwhile by another request.
                 _ => return Err(StoreError::UploadNotFound),
             }
@@ -872,9 +1295,10 @@ impl ObjectStore {
             } else {
                 // The upload's refs become the object's; the tail is new.
                 if let Some(h) = &tail_hash {
-                    if chunks.get(h).map_err(db_err)?.is_none() {
-                        chunks.insert(h, &st.tail[..]).map_err(db_err)?;
+                    if !Self::has_chunk(&chunks, h)? {
                         delta.chunk(1, st.tail.len());
+                        self.check_room(&txn, st.tail.len() as u64)?;
+                        self.insert_chunk(&mut chunks, h, &st.tail, None)?;
                     }
                     add_ref(&mut refs, h)?;
                 }
@@ -888,7 +1312,7 @@ impl ObjectStore {
         let totals = apply_delta(&txn, &delta)?;
         txn.commit().map_err(db_err)?;
         self.export(totals);
-        Ok((meta, created))
+        Ok((meta.clone(), created))
     }
 
     /// Abandons an upload, releasing its chunks. Returns whether it existed.
@@ -923,12 +1347,25 @@ pub struct ObjectWriter {
     buf: BytesMut,
     hasher: blake3::Hasher,
     chunks: Vec<[u8; 32]>,
+    /// Chunks this write pinned (released when it ends, finished or not).
+    pins: Vec<[u8; 32]>,
+    /// Chunks this write stored new: removed again if it ends without an
+    /// object that references them, so a failed write leaves nothing.
+    fresh: Vec<[u8; 32]>,
+    /// Whether `finish` committed an object referencing every chunk.
+    kept: bool,
     size: u64,
 }
 
 impl Drop for ObjectWriter {
     fn drop(&mut self) {
-        self.store.writers.fetch_sub(1, Ordering::SeqCst);
+        self.store.unpin(&self.pins);
+        if !self.kept && !self.fresh.is_empty() {
+            if let Err(e) = self.store.collect(Some(&self.fresh)) {
+                // Collected by the next `gc` (a full budget runs one).
+                tracing::warn!(error = %e, "could not remove the chunks of an unfinished write");
+            }
+        }
     }
 }
 
@@ -955,23 +1392,40 @@ impl ObjectWriter {
     /// transaction is not fsynced: the object's final commit is, and redb
     /// makes every earlier commit durable with it.
     fn flush_chunk(&mut self) -> Result<(), StoreError> {
-        let chunk = self.buf.split();
+        let chunk = self.buf.split().freeze();
+        // The split took the whole buffer (or its RAM copy keeps it): start
+        // the next chunk in a buffer of its own.
+        self.buf.reserve(CHUNK_BYTES);
         let hash = *blake3::hash(&chunk).as_bytes();
-        let mut txn = self.store.db.begin_write().map_err(db_err)?;
-        txn.set_durability(Durability::None).map_err(db_err)?;
-        let mut delta = Delta::default();
-        {
-            let mut chunks = txn.open_table(CHUNKS).map_err(db_err)?;
-            if chunks.get(&hash).map_err(db_err)?.is_none() {
-                chunks.insert(&hash, &chunk[..]).map_err(db_err)?;
-                delta.chunk(1, chunk.len());
-            }
-        }
-        let totals = apply_delta(&txn, &delta)?;
-        txn.commit().map_err(db_err)?;
-        self.store.export(totals);
+        // Pinned before the transaction: from here no delete or collection
+        // takes this chunk away until the write ends.
+        self.store.pin(&hash);
+        self.pins.push(hash);
+        let store = &self.store;
+        store
+            .with_room(|| {
+                let mut txn = store.db.begin_write().map_err(db_err)?;
+                txn.set_durability(Durability::None).map_err(db_err)?;
+                let mut delta = Delta::default();
+                {
+                    let mut chunks = txn.open_table(CHUNKS).map_err(db_err)?;
+                    if !ObjectStore::has_chunk(&chunks, &hash)? {
+                        store.check_room(&txn, chunk.len() as u64)?;
+                        store.insert_chunk(&mut chunks, &hash, &chunk, Some(&chunk))?;
+                        delta.chunk(1, chunk.len());
+                    }
+                }
+                let totals = apply_delta(&txn, &delta)?;
+                txn.commit().map_err(db_err)?;
+                store.export(totals);
+                Ok(delta.chunks > 0)
+            })
+            .map(|fresh| {
+                if fresh {
+                    self.fresh.push(hash);
+                }
+            })?;
         self.chunks.push(hash);
-        self.buf.clear();
         Ok(())
     }
 
@@ -1015,16 +1469,28 @@ impl ObjectWriter {
         };
         let totals = apply_delta(&txn, &delta)?;
         txn.commit().map_err(db_err)?;
+        self.kept = created;
         self.store.export(totals);
+        self.store.touch(address.as_bytes());
         Ok((meta, created))
     }
+}
+
+/// Where a reader's bytes come from: one redb snapshot of the chunks, or
+/// (RAM) the chunks' `Bytes` taken when the read began, from chunk `first`.
+enum Source {
+    Table(redb::ReadOnlyTable<&'static [u8; 32], &'static [u8]>),
+    Ram {
+        first: usize,
+        bodies: Vec<Option<Bytes>>,
+    },
 }
 
 /// Yields the verified bytes of a range of an object, one chunk (or part of
 /// one) at a time.
 pub struct ObjectReader {
     store: ObjectStore,
-    table: redb::ReadOnlyTable<&'static [u8; 32], &'static [u8]>,
+    source: Source,
     address: ContentAddress,
     meta: Arc<ObjectMeta>,
     pos: u64,
@@ -1048,7 +1514,10 @@ impl Iterator for ObjectReader {
         let idx = (self.pos / CHUNK_BYTES as u64) as usize;
         let chunk_start = idx as u64 * CHUNK_BYTES as u64;
         let hash = self.meta.chunks.get(idx)?;
-        let data = match self.store.read_chunk(&self.table, &self.address, hash) {
+        let data = match self
+            .store
+            .read_chunk(&self.source, idx, &self.address, hash)
+        {
             Ok(d) => d,
             Err(e) => {
                 self.pos = self.end;
@@ -1067,30 +1536,6 @@ impl Iterator for ObjectReader {
         self.pos = chunk_start + to as u64;
         Some(Ok(data.slice(from..to)))
     }
-}
-
-/// Counts objects and chunks by reading every record (`init`, `scan_stats`).
-fn scan(
-    objects: &impl ReadableTable<&'static [u8; 32], &'static [u8]>,
-    chunks: &impl ReadableTable<&'static [u8; 32], &'static [u8]>,
-) -> Result<StoreStats, StoreError> {
-    let mut s = StoreStats::default();
-    for entry in objects.iter().map_err(db_err)? {
-        let (_, v) = entry.map_err(db_err)?;
-        let raw = v.value();
-        if raw.len() >= 8 {
-            let mut size = [0u8; 8];
-            size.copy_from_slice(&raw[..8]);
-            s.logical_bytes += u64::from_be_bytes(size);
-        }
-        s.objects += 1;
-    }
-    for entry in chunks.iter().map_err(db_err)? {
-        let (_, v) = entry.map_err(db_err)?;
-        s.stored_bytes += v.value().len() as u64;
-        s.chunks += 1;
-    }
-    Ok(s)
 }
 
 type RefTable<'t> = redb::Table<'t, &'static [u8; 32], u64>;

@@ -112,18 +112,24 @@ fn shared_chunks_are_stored_once_and_survive_a_delete() {
 }
 
 #[test]
-fn an_unfinished_write_leaves_nothing_after_gc() {
+fn an_unfinished_write_leaves_nothing() {
     let store = ObjectStore::in_memory(None).unwrap();
     let mut w = store.writer();
     w.write(&pattern(3 * CHUNK_BYTES, 2)).unwrap();
     assert_eq!(
         store.gc().unwrap(),
         0,
-        "no collection while a write is open"
+        "no collection of what an open write holds"
     );
+    assert_eq!(store.stats().unwrap().chunks, 3);
     drop(w);
-    assert_eq!(store.gc().unwrap(), 3);
-    assert_eq!(store.stats().unwrap().chunks, 0);
+    assert_eq!(
+        store.stats().unwrap().chunks,
+        0,
+        "the write took its chunks back"
+    );
+    assert_eq!(store.gc().unwrap(), 0);
+    assert_eq!(store.stats().unwrap(), store.scan_stats().unwrap());
 }
 
 #[test]
