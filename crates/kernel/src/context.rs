@@ -241,7 +241,7 @@ impl RoleContext {
         probe: impl Fn() -> Option<String> + Send + Sync + 'static,
     ) {
         let probe = Arc::new(probe);
-        let mut tick = tokio::time::interval(every);
+        let mut tick = crate::ReadyTick::new(every);
         loop {
             tokio::select! {
                 _ = self.shutdown.cancelled() => return,
@@ -251,7 +251,10 @@ impl RoleContext {
                         .await
                         .unwrap_or_else(|e| Some(format!("readiness probe failed: {e}")));
                     match unready {
-                        None => self.ready.set_ready(),
+                        None => {
+                            self.ready.set_ready();
+                            tick.settled();
+                        }
                         Some(why) => self.ready.set_unready(why),
                     }
                 }

@@ -40,5 +40,5 @@ pub use handles::Handles;
 pub use http::{BoxError, Routed};
 pub use listener::{BoundAddr, HttpListener, StdListener};
 pub use problem::Problem;
-pub use readiness::{Readiness, RoleReadiness, RoleState};
+pub use readiness::{Readiness, ReadyTick, RoleReadiness, RoleState};
 pub use secret::Secret;

@@ -733,7 +733,7 @@ pub async fn run(ctx: RoleContext, cfg: Live<OmnigateConfig>) -> RoleResult {
         tls,
     ));
 
-    let mut tick = tokio::time::interval(READY_TICK);
+    let mut tick = ron_kernel::ReadyTick::new(READY_TICK);
     let mut over_ticks = 0u32;
     let mut n = 0u32;
     let mut overflow_watch = ctx.bus.overflow_watch(OVERFLOW_HOLD);
@@ -757,7 +757,10 @@ pub async fn run(ctx: RoleContext, cfg: Live<OmnigateConfig>) -> RoleResult {
         }
         let overflow = overflow_watch.check();
         match gate.unready_reason(over_ticks >= 2, overflow) {
-            None => ctx.ready.set_ready(),
+            None => {
+                ctx.ready.set_ready();
+                tick.settled();
+            }
             Some(why) => ctx.ready.set_unready(why),
         }
     }

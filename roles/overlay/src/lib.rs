@@ -196,7 +196,7 @@ pub async fn run(ctx: RoleContext, cfg: Live<OverlayConfig>) -> RoleResult {
     // over the critical mark (the backpressure guard engaged), else 0.
     let inflight_high =
         metrics::gauge!(ron_kernel::metrics::names::OVERLAY_INFLIGHT_FRAMES, "state" => "high");
-    let mut tick = tokio::time::interval(READY_TICK);
+    let mut tick = ron_kernel::ReadyTick::new(READY_TICK);
     let mut overflow = ctx.bus.overflow_watch(OVERFLOW_HOLD);
     loop {
         tokio::select! {
@@ -267,6 +267,7 @@ pub async fn run(ctx: RoleContext, cfg: Live<OverlayConfig>) -> RoleResult {
             ctx.ready.set_unready("the bus overflowed");
         } else {
             ctx.ready.set_ready();
+            tick.settled();
         }
     }
     while tasks.join_next().await.is_some() {}
