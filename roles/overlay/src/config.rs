@@ -116,9 +116,17 @@ impl Default for OverlayConfig {
 }
 
 impl OverlayConfig {
+    /// Edge defaults: fewer sessions, fewer streams per peer, and an
+    /// unready threshold the node can reach (128 sessions × 32 frames
+    /// each is 4096 frames in flight at most; 8192 would never trip).
     pub fn micro() -> Self {
         Self {
             max_conns: 128,
+            inflight_critical: 2048,
+            peer: PeerLimits {
+                max_streams: 256,
+                ..PeerLimits::default()
+            },
             ..Self::default()
         }
     }
