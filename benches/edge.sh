@@ -2,8 +2,8 @@
 # micronode on an edge box's budget (issue: RSS idle ≤ 32 MiB, RSS ≤ 1.15 ×
 # stored bytes + 40 MiB through a fill-and-evict cycle). A release
 # micronode with its defaults (amnesia, storage.max_bytes = 64 MiB) on
-# loopback; nginx (2 workers, the same as lib.sh's) idle beside it as the
-# peer in the same run. Prints:
+# loopback; lib.sh's nginx (2 workers) idle beside it as the peer in the
+# same run. Prints:
 #   - resident memory (VmRSS) idle after /readyz 200, and nginx's (all
 #     its processes);
 #   - the highest RSS under RATE req/s of 4 KiB GETs for SECS seconds
@@ -24,46 +24,7 @@ SECS=${SECS:-60}
 RATE=${RATE:-500}
 FILL_MIB=${FILL_MIB:-192}
 
-if ! need nginx || ! need curl; then
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light curl >/dev/null
-fi
-cargo build --release --quiet --bin micronode
-WORK="$(mktemp -d)"
-trap bench_cleanup EXIT
-SPORT=$(free_port); NPORT=$(free_port); MPORT=$(free_port)
-HEALTH="127.0.0.1:$MPORT"
-cat > "$WORK/node.toml" <<TOML
-[log]
-filter = "warn"
-[metrics]
-addr = "$HEALTH"
-[admin]
-addr = "127.0.0.1:0"
-[omnigate]
-addr = "127.0.0.1:$SPORT"
-[overlay]
-addr = "127.0.0.1:0"
-[registry]
-addr = "127.0.0.1:0"
-TOML
-./target/release/micronode --config "$WORK/node.toml" >"$WORK/node.log" 2>&1 &
-NODE_PID=$!
-for _ in $(seq 1 400); do
-  [ "$(curl -s -o /dev/null -w '%{http_code}' "http://$HEALTH/readyz" || true)" = "200" ] && break
-  kill -0 "$NODE_PID" 2>/dev/null || { cat "$WORK/node.log" >&2; exit 1; }
-  sleep 0.05
-done
-mkdir -p "$WORK/www"
-chmod 755 "$WORK" "$WORK/www"
-cat > "$WORK/nginx.conf" <<NGINX
-worker_processes 2;
-pid $WORK/nginx.pid;
-error_log $WORK/nginx-error.log;
-events { worker_connections 1024; }
-http { access_log off; server { listen 127.0.0.1:$NPORT; root $WORK/www; } }
-NGINX
-nginx -c "$WORK/nginx.conf"
+BENCH_BIN=micronode BENCH_ROLES=all bench_setup
 sleep 1
 
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }

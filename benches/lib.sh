@@ -3,8 +3,10 @@
 # and stops both on exit. Source it from the repository root.
 #
 # Set BENCH_ROLES (a --roles list, or `all`) before `bench_setup` to start
-# other roles. After `bench_setup`: $WORK (temp dir), $SPORT (omnigate port), $NPORT
-# (nginx port, root $WORK/www), $HEALTH (the node's metrics address).
+# other roles, BENCH_BIN=micronode for the edge binary (its own defaults).
+# After `bench_setup`: $WORK (temp dir), $SPORT (omnigate port), $NPORT
+# (nginx port, root $WORK/www), $HEALTH (the node's metrics address),
+# $NODE_PID.
 
 need() { command -v "$1" >/dev/null 2>&1; }
 
@@ -37,7 +39,7 @@ TOML
   # BENCH_ROLES=all runs every compiled role (no --roles); default: the gateway's.
   local roles=(--roles "${BENCH_ROLES:-omnigate,storage,index,mailbox}")
   [ "${BENCH_ROLES:-}" = "all" ] && roles=()
-  ./target/release/macronode run --config "$WORK/node.toml" "${roles[@]}" >"$WORK/node.log" 2>&1 &
+  "./target/release/${BENCH_BIN:-macronode}" run --config "$WORK/node.toml" "${roles[@]}" >"$WORK/node.log" 2>&1 &
   NODE_PID=$!
   for _ in $(seq 1 400); do
     [ "$(curl -s -o /dev/null -w '%{http_code}' "http://$HEALTH/readyz" || true)" = "200" ] && break

@@ -4,21 +4,15 @@
 //! in RAM under amnesia, a read in progress is not cut by an eviction, and
 //! an unfinished write's chunks survive a delete of an object sharing them.
 
+mod common;
+
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
+use common::pattern;
 use ron_kernel::ContentAddress;
 use ron_storage::store::{KeepFn, CHUNK_BYTES};
 use ron_storage::{ObjectStore, StoreError};
-
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    let mut out = vec![0u8; len];
-    blake3::Hasher::new()
-        .update(&[seed])
-        .finalize_xof()
-        .fill(&mut out);
-    out
-}
 
 const C: u64 = CHUNK_BYTES as u64;
 

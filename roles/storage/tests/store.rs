@@ -1,19 +1,11 @@
 //! The object store against a real redb file: chunking, dedup, refcounted
 //! delete, ranges, restart, and corruption on disk never served.
 
+mod common;
+
+use common::pattern;
 use ron_storage::store::CHUNK_BYTES;
 use ron_storage::{ObjectStore, StoreError};
-
-/// Bytes that do not repeat within an object (so chunks of one object do
-/// not dedup among themselves unless a test means them to).
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    let mut out = vec![0u8; len];
-    blake3::Hasher::new()
-        .update(&[seed])
-        .finalize_xof()
-        .fill(&mut out);
-    out
-}
 
 #[test]
 fn objects_round_trip_and_are_addressed_by_their_blake3() {
