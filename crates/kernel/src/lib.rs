@@ -10,6 +10,7 @@
 //! - [`metrics`]: the one place metric names live.
 //! - [`problem`]: the one error envelope (problem+json).
 //! - [`http`]: serving HTTP the same way on every listener.
+//! - [`db`]: what a redb failure means (out of space or not), once.
 //! - [`schema`]: schema versions of the roles' redb files, and migration.
 //! - [`listener`]: the sockets HTTP planes accept on (TCP or Unix).
 //! - [`memstore`]: the paged RAM backend redb runs on under amnesia.
@@ -21,6 +22,7 @@ pub mod alloc;
 pub mod bus;
 pub mod cap;
 pub mod context;
+pub mod db;
 pub mod handles;
 pub mod http;
 pub mod listener;

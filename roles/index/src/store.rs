@@ -53,14 +53,7 @@ pub enum IndexError {
     Db(String),
 }
 
-fn db_err(e: impl std::fmt::Display) -> IndexError {
-    let s = e.to_string();
-    if s.contains("No space left") || s.contains("ENOSPC") {
-        IndexError::DiskFull(s)
-    } else {
-        IndexError::Db(s)
-    }
-}
+ron_kernel::db_error_type!(IndexError);
 
 /// Names are 1–253 characters of `[a-z0-9._/-]`, without `..`, and neither
 /// start nor end with `/` (so `/v1/names/{name}` is unambiguous).
@@ -345,9 +338,6 @@ impl NameIndex {
     }
 
     pub fn writable(&self) -> bool {
-        match self.db.begin_write() {
-            Ok(t) => t.commit().is_ok(),
-            Err(_) => false,
-        }
+        ron_kernel::db::writable(&self.db)
     }
 }

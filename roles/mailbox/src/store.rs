@@ -99,14 +99,7 @@ pub enum MailboxError {
     Db(String),
 }
 
-fn db_err(e: impl std::fmt::Display) -> MailboxError {
-    let s = e.to_string();
-    if s.contains("No space left") || s.contains("ENOSPC") {
-        MailboxError::DiskFull(s)
-    } else {
-        MailboxError::Db(s)
-    }
-}
+ron_kernel::db_error_type!(MailboxError);
 
 pub fn valid_topic(t: &str) -> bool {
     !t.is_empty()
@@ -574,10 +567,7 @@ impl Mailbox {
     }
 
     pub fn writable(&self) -> bool {
-        match self.db.begin_write() {
-            Ok(t) => t.commit().is_ok(),
-            Err(_) => false,
-        }
+        ron_kernel::db::writable(&self.db)
     }
 }
 

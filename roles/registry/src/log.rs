@@ -92,14 +92,7 @@ impl From<ModelError> for RegistryError {
     }
 }
 
-fn db_err(e: impl std::fmt::Display) -> RegistryError {
-    let s = e.to_string();
-    if s.contains("No space left") || s.contains("ENOSPC") || s.contains("StorageFull") {
-        RegistryError::DiskFull(s)
-    } else {
-        RegistryError::Db(s)
-    }
-}
+ron_kernel::db_error_type!(RegistryError);
 
 /// A proposal waiting for approvals (or committed, kept until it expires
 /// so a retried commit gets the same answer).

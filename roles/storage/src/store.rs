@@ -95,14 +95,7 @@ pub enum StoreError {
     Db(String),
 }
 
-fn db_err(e: impl std::fmt::Display) -> StoreError {
-    let s = e.to_string();
-    if s.contains("No space left") || s.contains("ENOSPC") || s.contains("StorageFull") {
-        StoreError::DiskFull(s)
-    } else {
-        StoreError::Db(s)
-    }
-}
+ron_kernel::db_error_type!(StoreError);
 
 /// What the store knows about one object.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1042,10 +1035,7 @@ impl ObjectStore {
 
     /// Whether a write transaction can be opened and committed (readiness).
     pub fn writable(&self) -> bool {
-        match self.db.begin_write() {
-            Ok(t) => t.commit().is_ok(),
-            Err(_) => false,
-        }
+        ron_kernel::db::writable(&self.db)
     }
 }
 
