@@ -21,7 +21,7 @@ fuzz:
 
 lint:
 	cargo fmt --all -- --check
-	cargo clippy --all-targets --all-features -- -D warnings
+	cargo clippy --workspace --all-targets --all-features -- -D warnings
 
 ci:
 	bash .ci/run

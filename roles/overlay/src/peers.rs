@@ -156,7 +156,7 @@ mod tests {
     fn a_later_descriptor_replaces_the_earlier_key_and_our_own_is_skipped() {
         let own = [9u8; 32];
         let mut d = Directory::new(own);
-        let addrs = vec!["oap://127.0.0.1:1".to_owned()];
+        let addrs = ["oap://127.0.0.1:1".to_owned()];
         let own_hex = hex(9);
         let (k1, k2) = (hex(1), hex(2));
         d.fold_nodes(

@@ -1070,9 +1070,7 @@ mod tests {
         let mut src = pieces(n, Some(READ_AHEAD + 2));
         let mut left = (n * BLOB_FRAME) as u64;
         read_ahead(&mut src, &mut left).expect("the first batch is fine");
-        let e = read_ahead(&mut src, &mut left)
-            .err()
-            .expect("the failed chunk");
+        let e = read_ahead(&mut src, &mut left).expect_err("the failed chunk");
         assert_eq!((e.status, e.reason), (500, "store"));
 
         // The store yields fewer bytes than the object's recorded size.
