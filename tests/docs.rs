@@ -1,6 +1,7 @@
 //! Keeps the example configs and docs in step with the code: every config
 //! key the binary has is in both example files and in docs/CONFIG.md, the
-//! examples hold exactly the defaults, and every metric name is documented.
+//! examples hold exactly the defaults, every metric name is documented,
+//! and the ARCHITECTURE code map names every module.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -150,4 +151,46 @@ fn every_alert_links_to_a_runbook_section() {
         }
     }
     assert!(n >= 20, "only {n} runbook links");
+}
+
+/// The `.rs` files under `dir` (recursively).
+fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap().map(Result::unwrap) {
+        let path = entry.path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// docs/ARCHITECTURE.md's code map names every module of the host, the
+/// crates and the roles (`lib.rs` and `main.rs` are the crates
+/// themselves), so a new module cannot go unmapped.
+#[test]
+fn the_code_map_names_every_module() {
+    let map = std::fs::read_to_string(root().join("docs/ARCHITECTURE.md")).unwrap();
+    let mut files = Vec::new();
+    rust_files(&root().join("src"), &mut files);
+    for parent in ["crates", "roles"] {
+        for krate in std::fs::read_dir(root().join(parent)).unwrap() {
+            let src = krate.unwrap().path().join("src");
+            if src.is_dir() {
+                rust_files(&src, &mut files);
+            }
+        }
+    }
+    let mut missing = Vec::new();
+    for f in &files {
+        let name = f.file_name().unwrap().to_string_lossy().into_owned();
+        if name != "lib.rs" && !map.contains(&name) {
+            missing.push(f.strip_prefix(root()).unwrap().display().to_string());
+        }
+    }
+    assert!(files.len() > 50, "found only {} modules", files.len());
+    assert!(
+        missing.is_empty(),
+        "docs/ARCHITECTURE.md does not name: {missing:?}"
+    );
 }
