@@ -197,3 +197,22 @@ pub async fn write_body(
     let data = collect_body(body, settings).await?;
     Ok((parts.headers, data))
 }
+
+/// A role's error as the problem+json its API answers with.
+pub trait AsProblem {
+    fn as_problem(&self) -> Problem;
+}
+
+/// Runs a store call on the blocking pool (redb is synchronous) and turns
+/// its error into the role's problem; a task that panicked is a 500.
+pub async fn blocking<T, E>(f: impl FnOnce() -> Result<T, E> + Send + 'static) -> Result<T, Problem>
+where
+    T: Send + 'static,
+    E: AsProblem + Send + 'static,
+{
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(e.as_problem()),
+        Err(e) => Err(Problem::internal(format!("store task: {e}"))),
+    }
+}

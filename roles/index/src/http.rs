@@ -15,6 +15,7 @@ use std::sync::Arc;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use ron_kernel::http::ReqBody;
 use ron_kernel::http::{empty, json, Routed};
+use ron_kernel::request::{blocking, AsProblem};
 use ron_kernel::request::{write_body, write_refusal};
 use ron_kernel::{Live, NodeSettings, Problem};
 
@@ -27,25 +28,27 @@ pub struct IndexApi {
     pub settings: Live<NodeSettings>,
 }
 
-fn index_problem(e: &IndexError) -> Problem {
-    match e {
-        IndexError::BadName(why) => Problem::bad_request("bad_name", *why),
-        IndexError::BadRecord(why) => Problem::bad_request("bad_record", why.clone()),
-        IndexError::NotFound => Problem::not_found("no such name"),
-        IndexError::VersionMismatch { expected, current } => Problem::new(
-            StatusCode::PRECONDITION_FAILED,
-            "version_mismatch",
-            match current {
-                Some(c) => format!("If-Match was {expected} but the current version is {c}"),
-                None => format!("If-Match was {expected} but the name does not exist"),
-            },
-        ),
-        IndexError::DiskFull(_) => Problem::new(
-            StatusCode::INSUFFICIENT_STORAGE,
-            "disk_full",
-            "the index is out of space; nothing was written",
-        ),
-        IndexError::Db(_) | IndexError::Schema(_) => Problem::internal("index storage failure"),
+impl AsProblem for IndexError {
+    fn as_problem(&self) -> Problem {
+        match self {
+            IndexError::BadName(why) => Problem::bad_request("bad_name", *why),
+            IndexError::BadRecord(why) => Problem::bad_request("bad_record", why.clone()),
+            IndexError::NotFound => Problem::not_found("no such name"),
+            IndexError::VersionMismatch { expected, current } => Problem::new(
+                StatusCode::PRECONDITION_FAILED,
+                "version_mismatch",
+                match current {
+                    Some(c) => format!("If-Match was {expected} but the current version is {c}"),
+                    None => format!("If-Match was {expected} but the name does not exist"),
+                },
+            ),
+            IndexError::DiskFull(_) => Problem::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "disk_full",
+                "the index is out of space; nothing was written",
+            ),
+            IndexError::Db(_) | IndexError::Schema(_) => Problem::internal("index storage failure"),
+        }
     }
 }
 
@@ -64,16 +67,6 @@ fn if_match(req: &Request<ReqBody>) -> Result<Option<u64>, Problem> {
         .and_then(|s| s.parse::<u64>().ok())
         .map(Some)
         .ok_or_else(|| Problem::bad_request("bad_if_match", "If-Match must be a version number"))
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, IndexError> + Send + 'static,
-) -> Result<T, Problem> {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(index_problem(&e)),
-        Err(e) => Err(Problem::internal(format!("index task: {e}"))),
-    }
 }
 
 pub async fn handle(api: Arc<IndexApi>, req: Request<ReqBody>, peer: SocketAddr) -> Routed {

@@ -17,6 +17,7 @@ use http::{header, Method, Request, Response, StatusCode};
 use ron_kernel::http::ReqBody;
 use ron_kernel::http::{empty, json, Routed};
 use ron_kernel::metrics::names;
+use ron_kernel::request::{blocking, AsProblem};
 use ron_kernel::request::{write_body, write_refusal};
 use ron_kernel::{Live, NodeSettings, Problem};
 use serde::Deserialize;
@@ -33,30 +34,24 @@ pub struct MailboxApi {
     pub settings: Live<NodeSettings>,
 }
 
-fn mailbox_problem(e: &MailboxError) -> Problem {
-    match e {
-        MailboxError::BadTopic => Problem::bad_request("bad_topic", e.to_string()),
-        MailboxError::BadRequest(why) => Problem::bad_request("bad_request", why.clone()),
-        MailboxError::NotFound => Problem::not_found("no such message in this topic"),
-        MailboxError::NotLeased => Problem::new(StatusCode::CONFLICT, "not_leased", e.to_string()),
-        MailboxError::DiskFull(_) => Problem::new(
-            StatusCode::INSUFFICIENT_STORAGE,
-            "disk_full",
-            "the mailbox is out of space; nothing was written",
-        ),
-        MailboxError::Db(_) | MailboxError::Schema(_) => {
-            Problem::internal("mailbox storage failure")
+impl AsProblem for MailboxError {
+    fn as_problem(&self) -> Problem {
+        match self {
+            MailboxError::BadTopic => Problem::bad_request("bad_topic", self.to_string()),
+            MailboxError::BadRequest(why) => Problem::bad_request("bad_request", why.clone()),
+            MailboxError::NotFound => Problem::not_found("no such message in this topic"),
+            MailboxError::NotLeased => {
+                Problem::new(StatusCode::CONFLICT, "not_leased", self.to_string())
+            }
+            MailboxError::DiskFull(_) => Problem::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "disk_full",
+                "the mailbox is out of space; nothing was written",
+            ),
+            MailboxError::Db(_) | MailboxError::Schema(_) => {
+                Problem::internal("mailbox storage failure")
+            }
         }
-    }
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, MailboxError> + Send + 'static,
-) -> Result<T, Problem> {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(mailbox_problem(&e)),
-        Err(e) => Err(Problem::internal(format!("mailbox task: {e}"))),
     }
 }
 

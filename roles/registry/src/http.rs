@@ -24,6 +24,7 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use ron_kernel::http::{full, json, Body, ChannelBody, ReqBody, Routed};
 use ron_kernel::request::write_body;
+use ron_kernel::request::{blocking, AsProblem};
 use ron_kernel::{Live, NodeSettings, Problem};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
@@ -80,18 +81,14 @@ fn fail(route: &'static str, p: Problem) -> Routed {
     Routed::new(route, p.into_response())
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, RegistryError> + Send + 'static,
-) -> Result<T, Problem> {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => {
-            if let RegistryError::Db(detail) = &e {
-                tracing::error!(error = %detail, "registry storage failure");
-            }
-            Err(problem(&e))
+/// On the blocking pool (`ron_kernel::request::blocking`): a storage
+/// failure is logged where it happens, then answered.
+impl AsProblem for RegistryError {
+    fn as_problem(&self) -> Problem {
+        if let RegistryError::Db(detail) = self {
+            tracing::error!(error = %detail, "registry storage failure");
         }
-        Err(e) => Err(Problem::internal(format!("registry task: {e}"))),
+        problem(self)
     }
 }
 

@@ -25,6 +25,7 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use ron_kernel::http::ReqBody;
 use ron_kernel::http::{empty, full, json, pieces, Body, ChannelBody, Routed};
 use ron_kernel::range::{effective_range, parse_range, RangeRequest};
+use ron_kernel::request::{blocking, AsProblem};
 use ron_kernel::request::{body_refusal, stream_body, write_refusal};
 use ron_kernel::{Bus, ContentAddress, KernelEvent, Live, NodeSettings, Problem};
 use tokio::sync::mpsc;
@@ -42,48 +43,50 @@ pub struct StorageApi {
     pub bus: Bus,
 }
 
-fn store_problem(e: &StoreError) -> Problem {
-    match e {
-        StoreError::NotFound => Problem::not_found("no object with that address"),
-        StoreError::Integrity { .. } => Problem::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "integrity",
-            "the stored object failed verification; nothing was served",
-        ),
-        StoreError::RangeNotSatisfiable { size } => Problem::new(
-            StatusCode::RANGE_NOT_SATISFIABLE,
-            "range_not_satisfiable",
-            format!("the object has {size} bytes"),
-        ),
-        StoreError::UploadNotFound => Problem::new(
-            StatusCode::NOT_FOUND,
-            "upload_not_found",
-            "no upload with that id (finished, aborted, or never started)",
-        ),
-        StoreError::PartOutOfOrder { expected, got } => Problem::new(
-            StatusCode::CONFLICT,
-            "part_order",
-            format!("part {got} is out of order; send part {expected} next"),
-        ),
-        StoreError::DiskFull(_) => Problem::new(
-            StatusCode::INSUFFICIENT_STORAGE,
-            "disk_full",
-            "the store is out of space; nothing was written",
-        ),
-        StoreError::Full { need, max, evicts } => Problem::new(
-            StatusCode::INSUFFICIENT_STORAGE,
-            "storage_full",
-            format!(
-                "the store's byte budget (storage.max_bytes = {max}) has no room for \
-                 {need} more bytes{}; nothing was stored",
-                if *evicts {
-                    " and nothing more can be evicted (named objects and unfinished writes stay)"
-                } else {
-                    " (a store on disk never evicts)"
-                }
+impl AsProblem for StoreError {
+    fn as_problem(&self) -> Problem {
+        match self {
+            StoreError::NotFound => Problem::not_found("no object with that address"),
+            StoreError::Integrity { .. } => Problem::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "integrity",
+                "the stored object failed verification; nothing was served",
             ),
-        ),
-        StoreError::Db(_) | StoreError::Schema(_) => Problem::internal("storage failure"),
+            StoreError::RangeNotSatisfiable { size } => Problem::new(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "range_not_satisfiable",
+                format!("the object has {size} bytes"),
+            ),
+            StoreError::UploadNotFound => Problem::new(
+                StatusCode::NOT_FOUND,
+                "upload_not_found",
+                "no upload with that id (finished, aborted, or never started)",
+            ),
+            StoreError::PartOutOfOrder { expected, got } => Problem::new(
+                StatusCode::CONFLICT,
+                "part_order",
+                format!("part {got} is out of order; send part {expected} next"),
+            ),
+            StoreError::DiskFull(_) => Problem::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "disk_full",
+                "the store is out of space; nothing was written",
+            ),
+            StoreError::Full { need, max, evicts } => Problem::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "storage_full",
+                format!(
+                    "the store's byte budget (storage.max_bytes = {max}) has no room for \
+                 {need} more bytes{}; nothing was stored",
+                    if *evicts {
+                        " and nothing more can be evicted (named objects and unfinished writes stay)"
+                    } else {
+                        " (a store on disk never evicts)"
+                    }
+                ),
+            ),
+            StoreError::Db(_) | StoreError::Schema(_) => Problem::internal("storage failure"),
+        }
     }
 }
 
@@ -175,7 +178,7 @@ async fn put(
     let (meta, created) = match written {
         Ok(Ok(Some(r))) => r,
         Ok(Ok(None)) => return problem(route, Problem::internal("writer ended unfinished")),
-        Ok(Err(e)) => return problem(route, store_problem(&e)),
+        Ok(Err(e)) => return problem(route, e.as_problem()),
         Err(e) => return problem(route, Problem::internal(format!("writer task: {e}"))),
     };
     if let Some(want) = expected {
@@ -303,7 +306,7 @@ async fn uploads(
                 *resp.status_mut() = StatusCode::NO_CONTENT;
                 Routed::new(route, resp)
             }
-            Ok(false) => problem(route, store_problem(&StoreError::UploadNotFound)),
+            Ok(false) => problem(route, StoreError::UploadNotFound.as_problem()),
             Err(p) => problem(route, p),
         },
         (Method::POST, 2, Some("complete")) => {
@@ -341,7 +344,7 @@ async fn uploads(
                     crate::store::PartOutcome::Stored(st)
                     | crate::store::PartOutcome::Duplicate(st),
                 )) => Routed::new(route, json(StatusCode::OK, &upload_json(id, &st))),
-                Ok(Err(e)) => problem(route, store_problem(&e)),
+                Ok(Err(e)) => problem(route, e.as_problem()),
                 Err(e) => problem(route, Problem::internal(format!("upload task: {e}"))),
             }
         }
@@ -379,16 +382,6 @@ fn object_headers(resp: &mut Response<Body>, tag: &str) {
         HeaderValue::from_static(CACHE_IMMUTABLE),
     );
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, Problem> {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(store_problem(&e)),
-        Err(e) => Err(Problem::internal(format!("storage task: {e}"))),
-    }
 }
 
 /// What a visit to the store (its cache, or redb on the blocking pool)
@@ -456,7 +449,7 @@ async fn get(api: Arc<StorageApi>, req: Request<ReqBody>, address: ContentAddres
     let plan = match cached {
         Some(plan) => Ok(plan),
         None => {
-            blocking(move || {
+            blocking(move || -> Result<GetPlan, StoreError> {
                 let meta = store.head_shared(&address)?.ok_or(StoreError::NotFound)?;
                 if not_modified {
                     return Ok(GetPlan::NotModified);
@@ -492,7 +485,9 @@ async fn get(api: Arc<StorageApi>, req: Request<ReqBody>, address: ContentAddres
             return Routed::new(ROUTE_OBJECT, resp);
         }
         Ok(GetPlan::Unsatisfiable(size)) => {
-            let mut resp = store_problem(&StoreError::RangeNotSatisfiable { size }).into_response();
+            let mut resp = StoreError::RangeNotSatisfiable { size }
+                .as_problem()
+                .into_response();
             if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
                 resp.headers_mut().insert(header::CONTENT_RANGE, v);
             }
