@@ -4,6 +4,8 @@
 //!
 //! Run: `cargo bench --bench bus` (or `make bench`).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or bench may panic
+
 use std::hint::black_box;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

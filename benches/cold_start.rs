@@ -7,6 +7,8 @@
 //! Run: `cargo bench --bench cold_start` (or `make bench`). Prints
 //! min/median/p90 for each and the ratios.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or bench may panic
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};

@@ -9,6 +9,8 @@
 //!
 //! Run: `cargo bench --bench metrics`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or bench may panic
+
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};

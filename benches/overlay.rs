@@ -23,6 +23,8 @@
 //! CPUs busy and page faults of the transfer); `tls-store|quic-store` fetch
 //! into the asker's store as omnigate's peer fetch does.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or bench may panic
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

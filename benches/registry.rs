@@ -11,6 +11,8 @@
 //!
 //! Run: `cargo bench --bench registry`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or bench may panic
+
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 

@@ -9,6 +9,8 @@
 //! Also prints the dedup ratio of a workload where half of every object is
 //! shared. Run: `cargo bench --bench stores` (or `make bench`).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or bench may panic
+
 use std::hint::black_box;
 use std::io::Write;
 use std::sync::Arc;

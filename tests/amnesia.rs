@@ -10,6 +10,8 @@
 //! it the test says so and passes, except under CI (`CI` set), where a
 //! missing strace fails it.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or bench may panic
+
 mod common;
 
 use std::process::Command;

@@ -2,6 +2,8 @@
 //! the old ones kept through the grace and refused after it, the new one
 //! shown once and kept only as a digest, all of it surviving a restart.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or bench may panic
+
 mod common;
 
 use std::process::Command;

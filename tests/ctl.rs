@@ -1,5 +1,7 @@
 //! `macronode ctl put|get` against a running node.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or bench may panic
+
 mod common;
 
 use std::process::Command;

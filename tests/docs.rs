@@ -3,6 +3,8 @@
 //! examples hold exactly the defaults, every metric name is documented,
 //! and the ARCHITECTURE code map names every module.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or bench may panic
+
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;

@@ -3,6 +3,8 @@
 //! named ones, and answers 507 `storage_full` only when nothing more can
 //! go — with nothing of the refused write kept.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or bench may panic
+
 mod common;
 
 use common::{body_of, request, NodeBuilder};

@@ -1,6 +1,8 @@
 //! The host, tested against the real binary: start-up, refusal of bad
 //! config, graceful shutdown, reload, supervision and admin auth.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or bench may panic
+
 mod common;
 
 use std::process::Command;

@@ -1,5 +1,7 @@
 //! The mailbox role's HTTP API against the real binary.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or bench may panic
+
 mod common;
 
 use std::time::Duration;

@@ -4,6 +4,8 @@
 //! counters the runbooks read as "should be 0" read 0; the store gauges
 //! are current as soon as a write is acknowledged.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or bench may panic
+
 mod common;
 
 use std::collections::BTreeSet;

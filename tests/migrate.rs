@@ -2,6 +2,8 @@
 //! another version at start, naming what to run; `ronctl migrate` reports
 //! and upgrades older files offline and refuses newer ones.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or bench may panic
+
 mod common;
 
 use std::process::Command;

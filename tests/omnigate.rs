@@ -1,6 +1,8 @@
 //! The gateway against the real binary: every role in one process (typed
 //! handles), and omnigate with a remote storage that is down.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or bench may panic
+
 mod common;
 
 use std::io::Write;

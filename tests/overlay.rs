@@ -1,6 +1,8 @@
 //! Overlay sessions between real nodes on loopback: pinned keys connect
 //! (TLS 1.3 + HELLO both ways), an unknown key is refused.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or bench may panic
+
 mod common;
 
 use std::time::Duration;

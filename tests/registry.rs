@@ -2,6 +2,8 @@
 //! rotation, kill -9 during commits, the resumable stream, and a follower
 //! that refuses a forged artifact.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or bench may panic
+
 mod common;
 
 use std::io::{Read, Write};

@@ -2,6 +2,8 @@
 //! is accepted with a warning naming what replaces it, or is refused with
 //! the reason — never silently ignored, never a bare "Unrecognized".
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or bench may panic
+
 mod common;
 
 use std::time::Duration;

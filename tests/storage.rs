@@ -1,6 +1,8 @@
 //! The storage role's HTTP API against the real binary (`--roles storage`,
 //! so the role serves its own listener).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or bench may panic
+
 mod common;
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -9,6 +9,8 @@
 //!
 //! Run: `cargo bench -p ron-oap --bench codec`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or bench may panic
+
 use std::hint::black_box;
 use std::time::Duration;
 

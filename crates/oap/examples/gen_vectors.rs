@@ -2,6 +2,8 @@
 //! set changes (`cargo run -p ron-oap --example gen_vectors`), review the
 //! diff, commit. `tests/vectors.rs` checks every file against the codec.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or bench may panic
+
 use bytes::{Bytes, BytesMut};
 use ron_oap::{
     Decoded, Decoder, Encoder, Flags, FrameSpec, Header, Hello, HEADER_LEN, MAX_FRAME_BYTES,

@@ -1,6 +1,8 @@
 //! Zero heap allocations per frame in steady state, proved with a counting
 //! global allocator (this test binary only).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or bench may panic
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 

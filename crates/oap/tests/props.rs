@@ -1,6 +1,8 @@
 //! Property tests: encode→decode round-trips, decoding never panics, and
 //! any split of a valid byte stream decodes to the same frames.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or bench may panic
+
 use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
 use ron_oap::{

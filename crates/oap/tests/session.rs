@@ -1,5 +1,7 @@
 //! The session state machine and ACK window, with no sockets and no sleeps.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or bench may panic
+
 mod common;
 
 use bytes::Bytes;

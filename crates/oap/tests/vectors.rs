@@ -2,6 +2,8 @@
 //! decoded whole, split at every byte boundary, and fed one byte at a time;
 //! each session vector is played step by step.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or bench may panic
+
 use std::path::Path;
 
 use bytes::{Bytes, BytesMut};

@@ -1,5 +1,7 @@
 //! The name index: versions, history, compare-and-set, validation.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or bench may panic
+
 use ron_index::store::validate_name;
 use ron_index::{IndexError, NameIndex, NameUpdate};
 use ron_kernel::ContentAddress;

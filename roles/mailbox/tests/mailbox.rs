@@ -1,6 +1,8 @@
 //! At-least-once delivery with a clock the test moves: leases, redelivery,
 //! dead letters, idempotency, FIFO, feeds, restart.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or bench may panic
+
 use std::sync::Arc;
 
 use ron_mailbox::store::{MailboxError, ManualClock, MAX_ATTEMPTS};

@@ -1,6 +1,8 @@
 //! The registry log without HTTP: quorum, chain, rotation, restart,
 //! backup/restore, and a property test over random signer sets.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or bench may panic
+
 use std::time::Duration;
 
 use ed25519_dalek::{Signer, SigningKey};

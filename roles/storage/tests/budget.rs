@@ -4,6 +4,8 @@
 //! in RAM under amnesia, a read in progress is not cut by an eviction, and
 //! an unfinished write's chunks survive a delete of an object sharing them.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or bench may panic
+
 mod common;
 
 use std::collections::HashSet;

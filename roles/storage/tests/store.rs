@@ -1,6 +1,8 @@
 //! The object store against a real redb file: chunking, dedup, refcounted
 //! delete, ranges, restart, and corruption on disk never served.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or bench may panic
+
 mod common;
 
 use common::pattern;
