@@ -516,6 +516,12 @@ fn micronode_runs_in_amnesia_and_writes_no_data_dir() {
     assert_eq!(status["profile"], "micronode");
     assert_eq!(status["amnesia"], true);
     assert!(!data.exists(), "amnesia must not create {}", data.display());
+    // Resident memory in 4 KiB pages (RUNBOOK, "Edge boxes"); kernels
+    // older than 6.x do not show the field.
+    let proc_status = std::fs::read_to_string(format!("/proc/{}/status", node.pid())).unwrap();
+    if let Some(line) = proc_status.lines().find(|l| l.starts_with("THP_enabled:")) {
+        assert!(line.ends_with('0'), "micronode left huge pages on: {line}");
+    }
 }
 
 #[test]

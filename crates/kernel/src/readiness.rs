@@ -410,3 +410,37 @@ impl ReadyTick {
         }
     }
 }
+
+#[cfg(test)]
+mod tick_tests {
+    use super::ReadyTick;
+    use std::time::Duration;
+    use tokio::time::Instant;
+
+    #[tokio::test(start_paused = true)]
+    async fn ticks_every_10ms_until_settled_then_every_period() {
+        let mut t = ReadyTick::new(Duration::from_millis(250));
+        let start = Instant::now();
+        t.tick().await; // the first tick is at once
+        t.tick().await;
+        t.tick().await;
+        assert_eq!(start.elapsed(), Duration::from_millis(20));
+        t.settled();
+        let at = Instant::now();
+        t.tick().await;
+        assert_eq!(at.elapsed(), Duration::from_millis(250));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_fast_phase_ends_after_two_seconds_unready() {
+        let mut t = ReadyTick::new(Duration::from_millis(250));
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(2) {
+            t.tick().await;
+        }
+        t.tick().await; // this one notices the fast phase is over
+        let at = Instant::now();
+        t.tick().await;
+        assert_eq!(at.elapsed(), Duration::from_millis(250));
+    }
+}
