@@ -55,7 +55,7 @@ fn render(c: &mut Criterion) {
         };
         let cfg = macronode::config::NodeConfig::defaults(macronode::config::Profile::Macronode);
         let (specs, _) = macronode::roles::build(&role_names, &cfg);
-        macronode::node::init_series(&role_names, &specs);
+        macronode::node::init_series(&specs);
         // Traffic on a few routes, so their buckets are not all zero.
         for (i, route) in ["/v1/o/{address}", "/v1/names/{name}", "/registry/head"]
             .iter()

@@ -111,23 +111,20 @@ fn overlay(
     let client = client_config(&id, pins.clone(), PqMode::Classical).expect("client");
     let handles = ron_kernel::Handles::default();
     let bus = ron_kernel::Bus::new(1024);
-    handles.publish(
-        "storage",
-        Arc::new(ron_storage::http::StorageApi {
-            store,
-            settings: ron_kernel::Live::new(ron_kernel::NodeSettings {
-                data_dir: std::env::temp_dir(),
-                amnesia: true,
-                read_only: false,
-                drain_deadline: Duration::from_secs(1),
-                header_read_timeout: Duration::from_secs(5),
-                body_read_timeout: Duration::from_secs(5),
-                max_body_bytes: 1 << 30,
-                write_cap: Default::default(),
-            }),
-            bus,
-        }),
-    );
+    let settings = ron_kernel::Live::new(ron_kernel::NodeSettings {
+        data_dir: std::env::temp_dir(),
+        amnesia: true,
+        read_only: false,
+        drain_deadline: Duration::from_secs(1),
+        header_read_timeout: Duration::from_secs(5),
+        body_read_timeout: Duration::from_secs(5),
+        max_body_bytes: 1 << 30,
+        write_cap: Default::default(),
+    });
+    let api = Arc::new(ron_storage::http::StorageApi::new(store, settings, bus));
+    handles.publish::<dyn ron_kernel::handles::Objects>(Arc::new(ron_storage::StorageHandle::new(
+        api,
+    )));
     let mut limits = Limits::from_config(&OverlayConfig::default());
     limits.fetch_max_bytes = OBJECT;
     if let Ok(w) = std::env::var("BENCH_WINDOW") {
@@ -231,7 +228,11 @@ async fn node_to_node(quic: bool, blobs: &[Bytes], into_store: bool) -> Duration
                 // fetch returns once the object's address is checked.
                 tokio::spawn(async move {
                     if into_store {
-                        return ov.fetch_into_store(a).await.map(|()| OBJECT);
+                        return ov
+                            .fetch_into_store(a)
+                            .await
+                            .map(|()| OBJECT)
+                            .map_err(|e| e.to_string());
                     }
                     ov.fetch_with(a, || {
                         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();

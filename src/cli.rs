@@ -308,7 +308,11 @@ pub fn main(profile: Profile) -> ExitCode {
             let src = ConfigSource::new(profile, c.config, overrides);
             match src.load() {
                 Ok(cfg) => {
-                    let roles = crate::roles::select(&cfg.roles).unwrap_or_default();
+                    let roles: Vec<&str> = crate::roles::select(&cfg.roles)
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|r| r.as_str())
+                        .collect();
                     println!("config ok ({})", crate::config::describe_source(&src));
                     println!("roles: {}", roles.join(", "));
                     for (name, addr) in crate::doctor::planned_listeners(&cfg) {

@@ -14,6 +14,9 @@ use figment::Figment;
 use ron_kernel::Secret;
 use serde::{Deserialize, Serialize};
 
+use ron_kernel::section::{Reload, RoleSection};
+use ron_kernel::RoleName;
+
 use crate::roles;
 
 /// Which binary's defaults apply.
@@ -33,41 +36,115 @@ impl Profile {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NodeConfig {
-    /// Where on-disk state lives (redb files, node key). Ignored under amnesia.
-    pub data_dir: PathBuf,
-    /// RAM only: no file is written anywhere.
-    pub amnesia: bool,
-    /// Refuse writes (503 with Retry-After); reads keep working.
-    pub read_only: bool,
-    /// Roles to run; empty = every production role compiled in.
-    pub roles: Vec<String>,
-    pub log: LogConfig,
-    pub metrics: MetricsConfig,
-    pub admin: AdminConfig,
-    pub bus: BusConfig,
-    pub shutdown: ShutdownConfig,
-    pub limits: LimitsConfig,
-    pub supervisor: SupervisorConfig,
-    pub auth: AuthConfig,
-    pub uds: UdsConfig,
-    #[cfg(feature = "omnigate")]
-    pub omnigate: ron_omnigate::OmnigateConfig,
-    #[cfg(feature = "overlay")]
-    pub overlay: ron_overlay::OverlayConfig,
-    #[cfg(feature = "registry")]
-    pub registry: ron_registry::RegistryConfig,
-    #[cfg(feature = "storage")]
-    pub storage: ron_storage::StorageConfig,
-    #[cfg(feature = "index")]
-    pub index: ron_index::IndexConfig,
-    #[cfg(feature = "mailbox")]
-    pub mailbox: ron_mailbox::MailboxConfig,
-    #[cfg(feature = "test-roles")]
-    pub testrole: crate::testrole::TestRoleConfig,
+/// The node config's struct, its defaults and what it does with each role
+/// section, generated from the one table of roles (`roles::role_table!`).
+macro_rules! node_config {
+    ($($feat:literal $field:ident : $ty:ty => $($krate:ident)::+;)*) => {
+        #[derive(Debug, Clone, Serialize, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct NodeConfig {
+            /// Where on-disk state lives (redb files, node key). Ignored under amnesia.
+            pub data_dir: PathBuf,
+            /// RAM only: no file is written anywhere.
+            pub amnesia: bool,
+            /// Refuse writes (503 with Retry-After); reads keep working.
+            pub read_only: bool,
+            /// Roles to run; empty = every production role compiled in.
+            pub roles: Vec<String>,
+            pub log: LogConfig,
+            pub metrics: MetricsConfig,
+            pub admin: AdminConfig,
+            pub bus: BusConfig,
+            pub shutdown: ShutdownConfig,
+            pub limits: LimitsConfig,
+            pub supervisor: SupervisorConfig,
+            pub auth: AuthConfig,
+            pub uds: UdsConfig,
+            $(#[cfg(feature = $feat)]
+            pub $field: $ty,)*
+        }
+
+        impl NodeConfig {
+        pub fn defaults(profile: Profile) -> Self {
+            let micro = profile == Profile::Micronode;
+            Self {
+                data_dir: PathBuf::from("./data"),
+                amnesia: micro,
+                read_only: false,
+                roles: Vec::new(),
+                log: LogConfig {
+                    filter: "info".into(),
+                    format: LogFormat::Json,
+                },
+                metrics: MetricsConfig {
+                    addr: SocketAddr::from(([0, 0, 0, 0], 9909)),
+                },
+                admin: AdminConfig {
+                    addr: SocketAddr::from(([127, 0, 0, 1], 9910)),
+                    token: None,
+                    trust_loopback: true,
+                    token_file: PathBuf::new(),
+                },
+                bus: BusConfig {
+                    capacity: if micro {
+                        256
+                    } else {
+                        ron_kernel::bus::DEFAULT_BUS_CAPACITY
+                    },
+                },
+                shutdown: ShutdownConfig {
+                    drain_deadline: Duration::from_secs(5),
+                },
+                limits: LimitsConfig {
+                    max_body_bytes: 1 << 20,
+                    header_read_timeout: Duration::from_secs(5),
+                    body_read_timeout: Duration::from_secs(5),
+                },
+                supervisor: SupervisorConfig {
+                    backoff_base: Duration::from_millis(100),
+                    backoff_max: Duration::from_secs(30),
+                    quarantine_after: 5,
+                    quarantine_window: Duration::from_secs(60),
+                },
+                auth: AuthConfig::default(),
+                uds: UdsConfig::default(),
+                $(#[cfg(feature = $feat)]
+                $field: if micro {
+                    <$ty as RoleSection>::micro()
+                } else {
+                    <$ty as Default>::default()
+                },)*
+            }
+        }
+
+            /// Each role section's own checks.
+            fn validate_sections(&self, errs: &mut Vec<String>) {
+                $(#[cfg(feature = $feat)]
+                self.$field.validate(errs);)*
+                let _ = errs;
+            }
+
+            /// Keeps each role section's restart-only keys from `self`
+            /// in `new`, and says which of them `new` changed.
+            fn reload_sections(&self, new: &mut NodeConfig, changed: &mut Vec<String>) {
+                $(#[cfg(feature = $feat)]
+                {
+                    changed.extend(new.$field.restart_changes(stringify!($field), &self.$field));
+                    new.$field.keep_restart_keys(&self.$field);
+                })*
+                let _ = (new, changed);
+            }
+        }
+    };
 }
+roles::role_table!(node_config);
+
+// Top-level keys; each section declares its own below.
+ron_kernel::restart_keys!(NodeConfig {
+    data_dir,
+    amnesia,
+    roles
+});
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -85,12 +162,16 @@ pub struct LogConfig {
     pub format: LogFormat,
 }
 
+ron_kernel::restart_keys!(LogConfig { format });
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MetricsConfig {
     /// Health plane: /metrics /healthz /readyz /version (env `METRICS_ADDR`).
     pub addr: SocketAddr,
 }
+
+ron_kernel::restart_keys!(MetricsConfig { addr });
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -108,12 +189,16 @@ pub struct AdminConfig {
     pub token_file: PathBuf,
 }
 
+ron_kernel::restart_keys!(AdminConfig { addr });
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BusConfig {
     /// Events held for the slowest subscriber. Needs a restart.
     pub capacity: usize,
 }
+
+ron_kernel::restart_keys!(BusConfig { capacity });
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -122,6 +207,8 @@ pub struct ShutdownConfig {
     #[serde(with = "humantime_serde")]
     pub drain_deadline: Duration,
 }
+
+ron_kernel::restart_keys!(ShutdownConfig {});
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -136,6 +223,8 @@ pub struct LimitsConfig {
     #[serde(with = "humantime_serde")]
     pub body_read_timeout: Duration,
 }
+
+ron_kernel::restart_keys!(LimitsConfig {});
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -152,6 +241,8 @@ pub struct SupervisorConfig {
     pub quarantine_window: Duration,
 }
 
+ron_kernel::restart_keys!(SupervisorConfig {});
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
@@ -162,6 +253,8 @@ pub struct AuthConfig {
     /// `<data_dir>/auth/write.tokens`. Unused under amnesia. Hot.
     pub token_file: PathBuf,
 }
+
+ron_kernel::restart_keys!(AuthConfig {});
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -175,6 +268,8 @@ pub struct UdsConfig {
     pub dir: PathBuf,
 }
 
+ron_kernel::restart_keys!(UdsConfig: all);
+
 impl Default for UdsConfig {
     fn default() -> Self {
         Self {
@@ -185,78 +280,6 @@ impl Default for UdsConfig {
 }
 
 impl NodeConfig {
-    pub fn defaults(profile: Profile) -> Self {
-        let micro = profile == Profile::Micronode;
-        Self {
-            data_dir: PathBuf::from("./data"),
-            amnesia: micro,
-            read_only: false,
-            roles: Vec::new(),
-            log: LogConfig {
-                filter: "info".into(),
-                format: LogFormat::Json,
-            },
-            metrics: MetricsConfig {
-                addr: SocketAddr::from(([0, 0, 0, 0], 9909)),
-            },
-            admin: AdminConfig {
-                addr: SocketAddr::from(([127, 0, 0, 1], 9910)),
-                token: None,
-                trust_loopback: true,
-                token_file: PathBuf::new(),
-            },
-            bus: BusConfig {
-                capacity: if micro {
-                    256
-                } else {
-                    ron_kernel::bus::DEFAULT_BUS_CAPACITY
-                },
-            },
-            shutdown: ShutdownConfig {
-                drain_deadline: Duration::from_secs(5),
-            },
-            limits: LimitsConfig {
-                max_body_bytes: 1 << 20,
-                header_read_timeout: Duration::from_secs(5),
-                body_read_timeout: Duration::from_secs(5),
-            },
-            supervisor: SupervisorConfig {
-                backoff_base: Duration::from_millis(100),
-                backoff_max: Duration::from_secs(30),
-                quarantine_after: 5,
-                quarantine_window: Duration::from_secs(60),
-            },
-            auth: AuthConfig::default(),
-            uds: UdsConfig::default(),
-            #[cfg(feature = "omnigate")]
-            omnigate: if micro {
-                ron_omnigate::OmnigateConfig::micro()
-            } else {
-                Default::default()
-            },
-            #[cfg(feature = "overlay")]
-            overlay: if micro {
-                ron_overlay::OverlayConfig::micro()
-            } else {
-                Default::default()
-            },
-            #[cfg(feature = "registry")]
-            registry: Default::default(),
-            #[cfg(feature = "storage")]
-            storage: if micro {
-                ron_storage::StorageConfig::micro()
-            } else {
-                Default::default()
-            },
-            #[cfg(feature = "index")]
-            index: Default::default(),
-            #[cfg(feature = "mailbox")]
-            mailbox: Default::default(),
-            #[cfg(feature = "test-roles")]
-            testrole: Default::default(),
-        }
-    }
-
     /// Checks what types alone cannot: ranges, cross-field rules, role names.
     pub fn validate(&self) -> Vec<String> {
         let mut errs = Vec::new();
@@ -282,143 +305,39 @@ impl NodeConfig {
         }
         match roles::select(&self.roles) {
             Err(e) => errs.push(e.to_string()),
-            Ok(selected) if self.uds.only && selected.contains(&"overlay") => errs.push(
+            Ok(selected) if self.uds.only && selected.contains(&RoleName::Overlay) => errs.push(
                 "uds.only (--uds-only): the overlay listens for other hosts on TCP and UDP; \
                  run it without the overlay (--roles with the others)"
                     .into(),
             ),
             Ok(_) => {}
         }
-        #[cfg(feature = "omnigate")]
-        self.omnigate.validate(&mut errs);
-        #[cfg(feature = "overlay")]
-        self.overlay.validate(&mut errs);
-        #[cfg(feature = "registry")]
-        self.registry.validate(&mut errs);
-        #[cfg(feature = "storage")]
-        self.storage.validate(&mut errs);
-        #[cfg(feature = "index")]
-        self.index.validate(&mut errs);
-        #[cfg(feature = "mailbox")]
-        self.mailbox.validate(&mut errs);
+        self.validate_sections(&mut errs);
         errs
     }
 
-    /// The keys that take effect only at start (listeners, storage layout,
-    /// role set, bus size, log format) as `(key, value)` pairs, for telling
-    /// an operator which parts of a reload need a restart.
-    fn cold_keys(&self) -> Vec<(&'static str, String)> {
-        #[allow(unused_mut)] // with no role compiled in, nothing is pushed
-        let mut v: Vec<(&'static str, String)> = vec![
-            ("data_dir", self.data_dir.display().to_string()),
-            ("amnesia", self.amnesia.to_string()),
-            ("roles", self.roles.join(",")),
-            ("log.format", format!("{:?}", self.log.format)),
-            ("metrics.addr", self.metrics.addr.to_string()),
-            ("admin.addr", self.admin.addr.to_string()),
-            ("bus.capacity", self.bus.capacity.to_string()),
-            ("uds.only", self.uds.only.to_string()),
-            ("uds.dir", self.uds.dir.display().to_string()),
-        ];
-        #[cfg(feature = "omnigate")]
-        {
-            v.push(("omnigate.addr", self.omnigate.addr.to_string()));
-            v.push(("omnigate.tls", format!("{:?}", self.omnigate.tls)));
-            v.push((
-                "omnigate.downstream",
-                format!("{:?}", self.omnigate.downstream),
-            ));
-        }
-        #[cfg(feature = "test-roles")]
-        v.push(("testrole.addr", self.testrole.addr.to_string()));
-        v
-    }
-
     /// Builds the config a reload puts in force: every hot knob from `new`,
-    /// every start-only key kept from `self`. Returns it with the list of
-    /// start-only keys that differ (they need a restart).
-    ///
-    /// The overlay, registry, storage, index and mailbox read their whole
-    /// section once when they start (listeners, limits, peers, the genesis
-    /// signer set, cache sizes), so each of those sections is kept whole and
-    /// every key of it that changed is reported — a key added to one of them
-    /// later is start-only until its role reads it live.
+    /// every restart-only key kept from `self`. Returns it with the list
+    /// of restart-only keys that differ (they need a restart). Which keys
+    /// need a restart is declared once, beside each section's struct
+    /// (`restart_keys!`).
     pub fn reloaded(&self, mut new: NodeConfig) -> (NodeConfig, Vec<String>) {
-        #[allow(unused_mut)] // with no such role compiled in, nothing is added
-        let mut changed: Vec<String> = self
-            .cold_keys()
-            .into_iter()
-            .zip(new.cold_keys())
-            .filter(|(a, b)| a.1 != b.1)
-            .map(|(a, _)| a.0.to_owned())
-            .collect();
-        #[cfg(feature = "overlay")]
-        {
-            changed.extend(changed_keys("overlay", &self.overlay, &new.overlay));
-            new.overlay = self.overlay.clone();
+        let mut changed = new.restart_changes("", self);
+        new.keep_restart_keys(self);
+        macro_rules! host_sections {
+            ($($s:ident),*) => {$(
+                changed.extend(new.$s.restart_changes(stringify!($s), &self.$s));
+                new.$s.keep_restart_keys(&self.$s);
+            )*};
         }
-        #[cfg(feature = "registry")]
-        {
-            changed.extend(changed_keys("registry", &self.registry, &new.registry));
-            new.registry = self.registry.clone();
-        }
-        #[cfg(feature = "storage")]
-        {
-            changed.extend(changed_keys("storage", &self.storage, &new.storage));
-            new.storage = self.storage.clone();
-        }
-        #[cfg(feature = "index")]
-        {
-            changed.extend(changed_keys("index", &self.index, &new.index));
-            new.index = self.index.clone();
-        }
-        #[cfg(feature = "mailbox")]
-        {
-            changed.extend(changed_keys("mailbox", &self.mailbox, &new.mailbox));
-            new.mailbox = self.mailbox.clone();
-        }
-        new.data_dir = self.data_dir.clone();
-        new.amnesia = self.amnesia;
-        new.roles = self.roles.clone();
-        new.log.format = self.log.format;
-        new.metrics.addr = self.metrics.addr;
-        new.admin.addr = self.admin.addr;
-        new.bus.capacity = self.bus.capacity;
-        new.uds = self.uds.clone();
-        #[cfg(feature = "omnigate")]
-        {
-            new.omnigate.addr = self.omnigate.addr;
-            new.omnigate.tls = self.omnigate.tls.clone();
-            new.omnigate.downstream = self.omnigate.downstream.clone();
-        }
-        #[cfg(feature = "test-roles")]
-        {
-            new.testrole.addr = self.testrole.addr;
-        }
+        host_sections!(log, metrics, admin, bus, shutdown, limits, supervisor, auth, uds);
+        self.reload_sections(&mut new, &mut changed);
         (new, changed)
     }
 
     /// The effective config as TOML, secrets redacted.
     pub fn to_redacted_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
-    }
-}
-
-/// The keys of `section` (one level down, e.g. `registry.quorum_m`, or
-/// `overlay.peer` for any of its sub-keys) whose values differ.
-#[allow(dead_code)] // used only by role sections compiled in
-fn changed_keys<T: Serialize>(section: &str, old: &T, new: &T) -> Vec<String> {
-    use serde_json::Value;
-    match (serde_json::to_value(old), serde_json::to_value(new)) {
-        (Ok(Value::Object(a)), Ok(Value::Object(b))) => {
-            let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
-            keys.into_iter()
-                .filter(|k| a.get(*k) != b.get(*k))
-                .map(|k| format!("{section}.{k}"))
-                .collect()
-        }
-        (Ok(a), Ok(b)) if a == b => Vec::new(),
-        _ => vec![section.to_owned()],
     }
 }
 
@@ -612,7 +531,7 @@ pub fn env_notes() -> Vec<String> {
 fn seed_env() -> Env {
     let names: Vec<&'static str> = SEED_ENV
         .iter()
-        .filter(|(_, _, role)| role.is_empty() || roles::compiled().contains(role))
+        .filter(|(_, _, role)| role.is_empty() || roles::compiled_names().contains(role))
         .map(|(name, _, _)| *name)
         .collect();
     Env::raw()

@@ -38,10 +38,10 @@ pub struct MigrateCmd {
 
 /// Every compiled role that keeps a redb file, with its layout.
 fn schemas(cfg: &crate::config::NodeConfig) -> Vec<(&'static str, &'static Schema)> {
-    let (specs, _) = crate::roles::build(crate::roles::compiled(), cfg);
+    let (specs, _) = crate::roles::build(crate::roles::COMPILED, cfg);
     specs
         .iter()
-        .filter_map(|s| s.schema.map(|schema| (s.name, schema)))
+        .filter_map(|s| s.schema.map(|schema| (s.name.as_str(), schema)))
         .collect()
 }
 

@@ -197,12 +197,12 @@ pub(crate) fn profile(s: &str) -> Result<Profile, CtlError> {
 
 pub(crate) fn compiled_role(s: &str) -> Result<&str, CtlError> {
     let name = role_name(s);
-    if crate::roles::compiled().contains(&name) {
+    if crate::roles::compiled_names().contains(&name) {
         Ok(name)
     } else {
         Err(CtlError::Usage(format!(
             "{s:?} is not a role of this build; roles: {}",
-            crate::roles::compiled().join(", ")
+            crate::roles::compiled_names().join(", ")
         )))
     }
 }
@@ -435,7 +435,11 @@ fn config_check(out: Out, c: ConfigCheck) -> Result<(), CtlError> {
     let source = crate::config::describe_source(&src);
     match src.load() {
         Ok(cfg) => {
-            let roles = crate::roles::select(&cfg.roles).unwrap_or_default();
+            let roles: Vec<&str> = crate::roles::select(&cfg.roles)
+                .unwrap_or_default()
+                .iter()
+                .map(|r| r.as_str())
+                .collect();
             let v = serde_json::json!({
                 "ok": true, "source": source, "role": role, "roles": roles, "notes": notes,
             });

@@ -93,8 +93,9 @@ pub fn prometheus_builder() -> Result<PrometheusBuilder, metrics_exporter_promet
 
 /// Creates every documented series of the host and of `specs`' roles at
 /// zero, so they are there from the first scrape.
-pub fn init_series(role_names: &[&'static str], specs: &[roles::RoleSpec]) {
-    ron_kernel::metrics::init_host_series(role_names);
+pub fn init_series(specs: &[roles::RoleSpec]) {
+    let names: Vec<&'static str> = specs.iter().map(|s| s.name.as_str()).collect();
+    ron_kernel::metrics::init_host_series(&names);
     for spec in specs {
         (spec.init_series)();
     }
@@ -189,10 +190,11 @@ pub async fn run(src: ConfigSource, cfg: NodeConfig, log: LogHandle) -> Result<i
             })?;
         }
     }
-    init_series(&role_names, &specs);
+    init_series(&specs);
     // Every role is on the board (starting, not ready) before the health
     // plane serves; the board itself stays unready until this is done.
-    let role_ready = readiness.register_roles(&specs.iter().map(|s| s.name).collect::<Vec<_>>());
+    let role_ready =
+        readiness.register_roles(&specs.iter().map(|s| s.name.as_str()).collect::<Vec<_>>());
 
     // Bind everything before anything starts, so a port conflict fails fast
     // and a restarted role keeps its port.
@@ -291,7 +293,7 @@ pub async fn run(src: ConfigSource, cfg: NodeConfig, log: LogHandle) -> Result<i
         );
     }
 
-    let node_roles: Arc<[&'static str]> = specs.iter().map(|s| s.name).collect();
+    let node_roles: Arc<[ron_kernel::RoleName]> = specs.iter().map(|s| s.name).collect();
     let mut contexts = Vec::new();
     for ((spec, ls), ready) in specs
         .into_iter()

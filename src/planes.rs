@@ -74,14 +74,9 @@ impl PlaneState {
 
 /// `GET /api/v1/peers`: the overlay's live sessions.
 fn peers(st: &PlaneState) -> Response<Body> {
-    #[cfg(feature = "overlay")]
-    if let Some(ov) = st.handles.get::<ron_overlay::net::Overlay>() {
-        return json(
-            StatusCode::OK,
-            &serde_json::json!({"node_id": ov.identity.node_id(), "peers": ov.peers()}),
-        );
+    if let Ok(peers) = st.handles.get::<dyn ron_kernel::handles::Peers>() {
+        return json(StatusCode::OK, &peers.status());
     }
-    let _ = st;
     Problem::unavailable("overlay_not_running", "the overlay role is not running", 5)
         .into_response()
 }

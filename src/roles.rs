@@ -1,55 +1,116 @@
-//! The topology builder: which roles exist in this binary, which the config
-//! asks for, which listeners each needs, and how to start each one. Start-up
-//! and reload both go through here (one place builds the set of roles).
+//! The table of roles, and the topology builder: which roles exist in this
+//! binary, which the config asks for, which listeners each needs, and how
+//! to start each one. Start-up and reload both go through here.
+//!
+//! Adding a role is one line in [`role_table!`]: its cargo feature, its
+//! config section (the field and its type) and its crate. The crate
+//! provides `run(ctx, live_section)` and `init_series()`, and its section
+//! type implements `ron_kernel::section::RoleSection` (which role, edge
+//! defaults, checks, listener, redb layout, restart-only keys). The config
+//! struct, the live sections reload swaps, the compiled role list and the
+//! builder are all generated from that one table.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use ron_kernel::{RoleContext, RoleResult};
+use ron_kernel::section::RoleSection;
+use ron_kernel::{RoleContext, RoleName, RoleResult};
 
 use crate::config::NodeConfig;
 
-/// Every production role name, compiled in or not, in start order
-/// (downstreams before the roles that call them).
-pub const ALL_ROLES: &[&str] = &[
-    "storage", "index", "mailbox", "registry", "overlay", "omnigate",
-];
-
-/// Roles compiled into this binary (production roles, then test roles).
-pub fn compiled() -> &'static [&'static str] {
-    &[
-        #[cfg(feature = "storage")]
-        "storage",
-        #[cfg(feature = "index")]
-        "index",
-        #[cfg(feature = "mailbox")]
-        "mailbox",
-        #[cfg(feature = "registry")]
-        "registry",
-        #[cfg(feature = "overlay")]
-        "overlay",
-        #[cfg(feature = "omnigate")]
-        "omnigate",
-        #[cfg(feature = "test-roles")]
-        "testrole",
-    ]
+/// The one table of roles, in start order (downstreams before the roles
+/// that call them): `"feature" field: SectionType => crate::path;`. It
+/// hands the table to `$then!`, which generates code for every row.
+macro_rules! role_table {
+    ($then:ident) => {
+        $then! {
+            "storage"    storage:  ron_storage::StorageConfig         => ron_storage;
+            "index"      index:    ron_index::IndexConfig             => ron_index;
+            "mailbox"    mailbox:  ron_mailbox::MailboxConfig         => ron_mailbox;
+            "registry"   registry: ron_registry::RegistryConfig       => ron_registry;
+            "overlay"    overlay:  ron_overlay::OverlayConfig         => ron_overlay;
+            "omnigate"   omnigate: ron_omnigate::OmnigateConfig       => ron_omnigate;
+            "test-roles" testrole: crate::testrole::TestRoleConfig    => crate::testrole;
+        }
+    };
 }
+pub(crate) use role_table;
+
+macro_rules! role_builders {
+    ($($feat:literal $field:ident : $ty:ty => $($krate:ident)::+;)*) => {
+        /// Roles compiled into this binary, in start order.
+        pub const COMPILED: &[RoleName] = &[
+            $(#[cfg(feature = $feat)] <$ty as RoleSection>::ROLE,)*
+        ];
+
+        /// Per-role live config cells, so reload can swap each role's
+        /// section.
+        #[derive(Clone, Default)]
+        pub struct LiveSections {
+            $(#[cfg(feature = $feat)] $field: Option<ron_kernel::Live<$ty>>,)*
+        }
+
+        impl LiveSections {
+            /// Swaps every running role's section to the one in `cfg`.
+            pub fn store(&self, cfg: &NodeConfig) {
+                $(#[cfg(feature = $feat)]
+                if let Some(l) = &self.$field {
+                    l.store(cfg.$field.clone());
+                })*
+                let _ = cfg;
+            }
+        }
+
+        /// The spec of role `name`, if it is compiled in.
+        fn build_one(
+            name: RoleName,
+            cfg: &NodeConfig,
+            fronted: bool,
+            live: &mut LiveSections,
+        ) -> Option<RoleSpec> {
+            $(#[cfg(feature = $feat)]
+            if name == <$ty as RoleSection>::ROLE {
+                let l = ron_kernel::Live::new(cfg.$field.clone());
+                live.$field = Some(l.clone());
+                return Some(spec(
+                    &cfg.$field,
+                    fronted,
+                    l,
+                    $($krate)::+::run,
+                    $($krate)::+::init_series,
+                ));
+            })*
+            let _ = (name, cfg, fronted, live);
+            None
+        }
+    };
+}
+role_table!(role_builders);
 
 /// Production roles compiled in: what runs when no role list is given.
-pub fn default_roles() -> Vec<&'static str> {
-    compiled()
+pub fn default_roles() -> Vec<RoleName> {
+    COMPILED
         .iter()
         .copied()
-        .filter(|r| ALL_ROLES.contains(r))
+        .filter(|r| RoleName::PRODUCTION.contains(r))
         .collect()
+}
+
+/// The compiled roles' names, for messages and `version`.
+pub fn compiled_names() -> Vec<&'static str> {
+    COMPILED.iter().map(|r| r.as_str()).collect()
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum RoleSelectError {
-    #[error("role `{role}` is not compiled into this binary; rebuild with `--features {role}` (compiled roles: {compiled})")]
-    NotCompiled { role: String, compiled: String },
+    #[error("role `{role}` is not compiled into this binary; rebuild with `--features {feature}` (compiled roles: {compiled})")]
+    NotCompiled {
+        role: String,
+        feature: &'static str,
+        compiled: String,
+    },
     #[error("unknown role `{role}`; known roles: {known} (compiled in: {compiled})")]
     Unknown {
         role: String,
@@ -60,40 +121,41 @@ pub enum RoleSelectError {
     Duplicate(String),
 }
 
-/// Resolves a requested role list (empty = defaults) into compiled role
-/// names in start order.
-pub fn select(requested: &[String]) -> Result<Vec<&'static str>, RoleSelectError> {
+/// Resolves a requested role list (empty = defaults) into compiled roles
+/// in start order.
+pub fn select(requested: &[String]) -> Result<Vec<RoleName>, RoleSelectError> {
     if requested.is_empty() {
         return Ok(default_roles());
     }
-    let compiled_list = compiled().join(", ");
+    let compiled = || compiled_names().join(", ");
     let mut picked = Vec::new();
     for raw in requested {
         let name = raw.trim();
-        if let Some(r) = compiled().iter().find(|r| **r == name) {
-            if picked.contains(r) {
-                return Err(RoleSelectError::Duplicate(name.to_owned()));
+        match RoleName::parse(name) {
+            Some(r) if COMPILED.contains(&r) => {
+                if picked.contains(&r) {
+                    return Err(RoleSelectError::Duplicate(name.to_owned()));
+                }
+                picked.push(r);
             }
-            picked.push(*r);
-        } else if ALL_ROLES.contains(&name) || name == "testrole" {
-            let role = if name == "testrole" {
-                "test-roles"
-            } else {
-                name
-            };
-            return Err(RoleSelectError::NotCompiled {
-                role: role.to_owned(),
-                compiled: compiled_list,
-            });
-        } else {
-            return Err(RoleSelectError::Unknown {
-                role: name.to_owned(),
-                known: ALL_ROLES.join(", "),
-                compiled: compiled_list,
-            });
+            Some(r) => {
+                return Err(RoleSelectError::NotCompiled {
+                    role: name.to_owned(),
+                    feature: r.feature(),
+                    compiled: compiled(),
+                })
+            }
+            None => {
+                let known: Vec<&str> = RoleName::PRODUCTION.iter().map(|r| r.as_str()).collect();
+                return Err(RoleSelectError::Unknown {
+                    role: name.to_owned(),
+                    known: known.join(", "),
+                    compiled: compiled(),
+                });
+            }
         }
     }
-    picked.sort_by_key(|r| compiled().iter().position(|c| c == r));
+    picked.sort();
     Ok(picked)
 }
 
@@ -102,7 +164,7 @@ type StartFn =
 
 /// One role as the supervisor runs it.
 pub struct RoleSpec {
-    pub name: &'static str,
+    pub name: RoleName,
     /// Listeners the host binds before the first start: (name, address).
     pub listeners: Vec<(&'static str, SocketAddr)>,
     pub start: Arc<StartFn>,
@@ -114,214 +176,50 @@ pub struct RoleSpec {
     pub schema: Option<&'static ron_kernel::schema::Schema>,
 }
 
-impl RoleSpec {
-    #[allow(dead_code)] // unused in a build with no role that keeps a file
-    fn with_schema(mut self, schema: &'static ron_kernel::schema::Schema) -> Self {
-        self.schema = Some(schema);
-        self
-    }
-}
-
-/// Per-role live config cells, so reload can swap each role's section.
-#[derive(Clone, Default)]
-pub struct LiveSections {
-    #[cfg(feature = "omnigate")]
-    pub omnigate: Option<ron_kernel::Live<ron_omnigate::OmnigateConfig>>,
-    #[cfg(feature = "overlay")]
-    pub overlay: Option<ron_kernel::Live<ron_overlay::OverlayConfig>>,
-    #[cfg(feature = "registry")]
-    pub registry: Option<ron_kernel::Live<ron_registry::RegistryConfig>>,
-    #[cfg(feature = "storage")]
-    pub storage: Option<ron_kernel::Live<ron_storage::StorageConfig>>,
-    #[cfg(feature = "index")]
-    pub index: Option<ron_kernel::Live<ron_index::IndexConfig>>,
-    #[cfg(feature = "mailbox")]
-    pub mailbox: Option<ron_kernel::Live<ron_mailbox::MailboxConfig>>,
-    #[cfg(feature = "test-roles")]
-    pub testrole: Option<ron_kernel::Live<crate::testrole::TestRoleConfig>>,
-}
-
-impl LiveSections {
-    /// Swaps every running role's section to the one in `cfg`.
-    pub fn store(&self, cfg: &NodeConfig) {
-        #[cfg(feature = "omnigate")]
-        if let Some(l) = &self.omnigate {
-            l.store(cfg.omnigate.clone());
-        }
-        #[cfg(feature = "overlay")]
-        if let Some(l) = &self.overlay {
-            l.store(cfg.overlay.clone());
-        }
-        #[cfg(feature = "registry")]
-        if let Some(l) = &self.registry {
-            l.store(cfg.registry.clone());
-        }
-        #[cfg(feature = "storage")]
-        if let Some(l) = &self.storage {
-            l.store(cfg.storage.clone());
-        }
-        #[cfg(feature = "index")]
-        if let Some(l) = &self.index {
-            l.store(cfg.index.clone());
-        }
-        #[cfg(feature = "mailbox")]
-        if let Some(l) = &self.mailbox {
-            l.store(cfg.mailbox.clone());
-        }
-        #[cfg(feature = "test-roles")]
-        if let Some(l) = &self.testrole {
-            l.store(cfg.testrole.clone());
-        }
-        let _ = cfg;
-    }
-}
-
-#[allow(dead_code)] // unused only in a build with no role compiled in
-fn spec<C, F, Fut>(
-    name: &'static str,
-    listeners: Vec<(&'static str, SocketAddr)>,
+/// A role's spec from its section: everything but how to run it and its
+/// series comes from the section's `RoleSection` impl.
+pub fn spec<C, F, Fut>(
+    section: &C,
+    fronted: bool,
     live: ron_kernel::Live<C>,
     run: F,
     init_series: fn(),
 ) -> RoleSpec
 where
-    C: Send + Sync + 'static,
+    C: RoleSection,
     F: Fn(RoleContext, ron_kernel::Live<C>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = RoleResult> + Send + 'static,
 {
+    let name = C::ROLE;
     RoleSpec {
         name,
-        listeners,
+        listeners: section
+            .listen_addr(fronted)
+            .map(|a| (name.as_str(), a))
+            .into_iter()
+            .collect(),
         start: Arc::new(move |ctx| Box::pin(run(ctx, live.clone()))),
         init_series,
-        schema: None,
-    }
-}
-
-/// The listener of a downstream role's own HTTP API: bound only when
-/// omnigate is not in this process to front it, or when asked to.
-#[allow(dead_code)] // unused only in a build without storage, index and mailbox
-fn own_api(
-    name: &'static str,
-    addr: SocketAddr,
-    serve_remote: bool,
-    fronted: bool,
-) -> Vec<(&'static str, SocketAddr)> {
-    if !fronted || serve_remote {
-        vec![(name, addr)]
-    } else {
-        Vec::new()
+        schema: C::SCHEMA,
     }
 }
 
 /// Builds the role specs for `names` from `cfg`, and the live cells reload
 /// will update.
-#[allow(unused_mut, unused_variables)] // a build with no role compiled in
-pub fn build(names: &[&'static str], cfg: &NodeConfig) -> (Vec<RoleSpec>, LiveSections) {
-    #[allow(unused_mut)]
+pub fn build(names: &[RoleName], cfg: &NodeConfig) -> (Vec<RoleSpec>, LiveSections) {
     let mut live = LiveSections::default();
-    let mut specs = Vec::new();
-    #[allow(unused_variables)]
-    let fronted = names.contains(&"omnigate");
-    for name in names {
-        match *name {
-            #[cfg(feature = "storage")]
-            "storage" => {
-                let l = ron_kernel::Live::new(cfg.storage.clone());
-                live.storage = Some(l.clone());
-                let ls = own_api(
-                    "storage",
-                    cfg.storage.addr,
-                    cfg.storage.serve_remote,
-                    fronted,
-                );
-                specs.push(
-                    spec("storage", ls, l, ron_storage::run, ron_storage::init_series)
-                        .with_schema(&ron_storage::store::SCHEMA),
-                );
+    let fronted = names.contains(&RoleName::Omnigate);
+    let specs = names
+        .iter()
+        .filter_map(|name| {
+            let s = build_one(*name, cfg, fronted, &mut live);
+            if s.is_none() {
+                // `select` only yields compiled roles, each in the table.
+                tracing::error!(role = name.as_str(), "no builder for role; skipped");
             }
-            #[cfg(feature = "index")]
-            "index" => {
-                let l = ron_kernel::Live::new(cfg.index.clone());
-                live.index = Some(l.clone());
-                let ls = own_api("index", cfg.index.addr, cfg.index.serve_remote, fronted);
-                specs.push(
-                    spec("index", ls, l, ron_index::run, ron_index::init_series)
-                        .with_schema(&ron_index::store::SCHEMA),
-                );
-            }
-            #[cfg(feature = "mailbox")]
-            "mailbox" => {
-                let l = ron_kernel::Live::new(cfg.mailbox.clone());
-                live.mailbox = Some(l.clone());
-                let ls = own_api(
-                    "mailbox",
-                    cfg.mailbox.addr,
-                    cfg.mailbox.serve_remote,
-                    fronted,
-                );
-                specs.push(
-                    spec("mailbox", ls, l, ron_mailbox::run, ron_mailbox::init_series)
-                        .with_schema(&ron_mailbox::store::SCHEMA),
-                );
-            }
-            #[cfg(feature = "registry")]
-            "registry" => {
-                let l = ron_kernel::Live::new(cfg.registry.clone());
-                live.registry = Some(l.clone());
-                specs.push(
-                    spec(
-                        "registry",
-                        vec![("registry", cfg.registry.addr)],
-                        l,
-                        ron_registry::run,
-                        ron_registry::init_series,
-                    )
-                    .with_schema(&ron_registry::log::SCHEMA),
-                );
-            }
-            #[cfg(feature = "overlay")]
-            "overlay" => {
-                let l = ron_kernel::Live::new(cfg.overlay.clone());
-                live.overlay = Some(l.clone());
-                specs.push(spec(
-                    "overlay",
-                    vec![("overlay", cfg.overlay.addr)],
-                    l,
-                    ron_overlay::run,
-                    ron_overlay::init_series,
-                ));
-            }
-            #[cfg(feature = "omnigate")]
-            "omnigate" => {
-                let l = ron_kernel::Live::new(cfg.omnigate.clone());
-                live.omnigate = Some(l.clone());
-                specs.push(spec(
-                    "omnigate",
-                    vec![("omnigate", cfg.omnigate.addr)],
-                    l,
-                    ron_omnigate::run,
-                    ron_omnigate::init_series,
-                ));
-            }
-            #[cfg(feature = "test-roles")]
-            "testrole" => {
-                let l = ron_kernel::Live::new(cfg.testrole.clone());
-                live.testrole = Some(l.clone());
-                specs.push(spec(
-                    "testrole",
-                    vec![("testrole", cfg.testrole.addr)],
-                    l,
-                    crate::testrole::run,
-                    || {},
-                ));
-            }
-            other => {
-                // `select` only yields compiled names, each with an arm above.
-                tracing::error!(role = other, "no builder for role; skipped");
-            }
-        }
-    }
+            s
+        })
+        .collect();
     (specs, live)
 }
 
@@ -332,7 +230,7 @@ mod tests {
     #[test]
     fn empty_request_means_every_compiled_production_role() {
         let all = select(&[]).unwrap();
-        assert!(!all.contains(&"testrole"));
+        assert!(!all.contains(&RoleName::TestRole));
         assert_eq!(all, default_roles());
     }
 
@@ -341,9 +239,16 @@ mod tests {
         let e = select(&["nosuch".into()]).unwrap_err().to_string();
         assert!(e.contains("unknown role `nosuch`"), "{e}");
         assert!(e.contains("known roles"), "{e}");
-        if let Some(r) = compiled().first() {
+        if let Some(r) = COMPILED.first() {
             let e = select(&[r.to_string(), r.to_string()]).unwrap_err();
             assert!(matches!(e, RoleSelectError::Duplicate(_)));
         }
+    }
+
+    #[test]
+    fn the_table_is_in_start_order() {
+        let mut sorted = COMPILED.to_vec();
+        sorted.sort();
+        assert_eq!(sorted, COMPILED);
     }
 }

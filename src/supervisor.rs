@@ -109,7 +109,7 @@ async fn supervise(
     policy: Live<SupervisorConfig>,
     release: Arc<Notify>,
 ) {
-    let name = spec.name;
+    let name = spec.name.as_str();
     let bus: Bus = ctx.bus.clone();
     let shutdown: CancellationToken = ctx.shutdown.clone();
     let ready = ctx.ready.clone();

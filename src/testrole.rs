@@ -46,6 +46,19 @@ impl Default for TestRoleConfig {
     }
 }
 
+ron_kernel::restart_keys!(TestRoleConfig { addr });
+
+impl ron_kernel::section::RoleSection for TestRoleConfig {
+    const ROLE: ron_kernel::RoleName = ron_kernel::RoleName::TestRole;
+
+    fn listen_addr(&self, _fronted: bool) -> Option<SocketAddr> {
+        Some(self.addr)
+    }
+}
+
+/// The role's series (it has none of its own).
+pub fn init_series() {}
+
 #[derive(Debug, thiserror::Error)]
 enum TestRoleError {
     #[error("testrole was told to fail")]

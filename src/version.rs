@@ -26,7 +26,7 @@ pub fn info() -> BuildInfo {
         git_sha: env!("MACRONODE_BUILD_GIT_SHA"),
         build_time: humantime::format_rfc3339_seconds(built).to_string(),
         rustc: env!("MACRONODE_BUILD_RUSTC"),
-        features: crate::roles::compiled().to_vec(),
+        features: crate::roles::compiled_names(),
     }
 }
 

@@ -176,7 +176,7 @@ impl RoleListeners {
 /// Everything a role gets from the host.
 #[derive(Clone)]
 pub struct RoleContext {
-    pub name: &'static str,
+    pub name: crate::RoleName,
     pub bus: Bus,
     pub ready: RoleReadiness,
     /// Fires when the node shuts down: stop accepting, finish in-flight work
@@ -187,7 +187,7 @@ pub struct RoleContext {
     /// Handles the roles of this process publish for each other.
     pub handles: crate::handles::Handles,
     /// Every role this process runs (this one included).
-    pub node_roles: Arc<[&'static str]>,
+    pub node_roles: Arc<[crate::RoleName]>,
 }
 
 impl std::fmt::Debug for RoleContext {

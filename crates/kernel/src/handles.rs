@@ -1,23 +1,76 @@
-//! Typed handles roles publish for each other: how omnigate reaches the
-//! storage, index and mailbox running in the same process without going
-//! through HTTP or their listeners.
+//! Typed handles roles publish for each other, and what each one promises.
 //!
-//! A role publishes `Arc<T>` once it is open for business; the supervisor
-//! withdraws everything a role published when its attempt ends, so a caller
-//! never keeps using the handle of a crashed role (and the role's restart
-//! can reopen its store). Reads are lock-free snapshots; publishing is rare.
+//! A handle is a trait object declared here and implemented by the role
+//! that owns it: [`Objects`] (storage), [`Names`] (index), [`Feeds`]
+//! (mailbox), [`DescriptorLog`] (registry), [`PeerFetch`] and [`Peers`]
+//! (overlay). A role crate depends on `ron-kernel` and never on another
+//! role crate, so omnigate and the overlay cannot name a store type: the
+//! compiler keeps the boundary (`tests/boundaries.rs` checks the
+//! manifests).
 //!
-//! Invariant: at most one handle per type; the latest publisher wins.
+//! All handles have one shape: `Arc<dyn Trait>`, published once the role
+//! is open for business and fetched with [`Handles::get`]. Each trait's
+//! [`Handle`] impl names the role that owns it, so publishing needs no
+//! name and the supervisor withdraws a role's handles by its
+//! [`RoleName`] when its attempt ends: a caller never keeps using the
+//! handle of a crashed role, and a withdrawn handle answers one typed
+//! error, [`HandleError::Down`].
+//!
+//! Methods marked *blocking* touch a store: call them on the blocking pool
+//! (`ron_kernel::request::blocking`).
+//!
+//! Invariant: at most one handle per trait; the latest publisher wins.
+//! Reads are lock-free snapshots; publishing is rare.
 
 use std::any::{Any, TypeId};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use bytes::Bytes;
+
+use crate::http::{ReqBody, Routed};
+use crate::role::RoleName;
+use crate::ContentAddress;
+
+/// What a handle call can fail with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HandleError {
+    /// The role that owns the handle is not up (not started yet, or
+    /// restarting after a crash).
+    #[error("{0} is not up in this node right now")]
+    Down(RoleName),
+    /// The input was refused (a malformed or unverifiable artifact).
+    #[error("{0}")]
+    Refused(String),
+    /// The owning role failed to do it (its store failed, a full disk).
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl HandleError {
+    /// A role's own error, rendered.
+    pub fn failed(e: impl std::fmt::Display) -> Self {
+        HandleError::Failed(e.to_string())
+    }
+}
+
+pub type HandleResult<T> = Result<T, HandleError>;
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// A trait object that can be published: names the role that owns it.
+pub trait Handle: Send + Sync + 'static {
+    const OWNER: RoleName;
+}
 
 #[derive(Clone)]
 struct Entry {
-    owner: &'static str,
+    owner: RoleName,
     value: Arc<dyn Any + Send + Sync>,
 }
 
@@ -30,31 +83,36 @@ pub struct Handles {
 
 impl std::fmt::Debug for Handles {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let owners: Vec<&str> = self.map.load().values().map(|e| e.owner).collect();
+        let owners: Vec<RoleName> = self.map.load().values().map(|e| e.owner).collect();
         f.debug_struct("Handles").field("owners", &owners).finish()
     }
 }
 
 impl Handles {
-    /// Publishes `value` as the handle of type `T`, owned by role `owner`.
-    pub fn publish<T: Any + Send + Sync>(&self, owner: &'static str, value: Arc<T>) {
-        let entry = Entry { owner, value };
+    /// Publishes `value` as the handle `H` (owned by `H::OWNER`).
+    pub fn publish<H: ?Sized + Handle>(&self, value: Arc<H>) {
+        let entry = Entry {
+            owner: H::OWNER,
+            value: Arc::new(value),
+        };
         self.map.rcu(|m| {
             let mut m = HashMap::clone(m);
-            m.insert(TypeId::of::<T>(), entry.clone());
+            m.insert(TypeId::of::<H>(), entry.clone());
             m
         });
     }
 
-    /// The current handle of type `T`, if its role is up.
-    pub fn get<T: Any + Send + Sync>(&self) -> Option<Arc<T>> {
+    /// The current handle `H`, or `Down` while its role is not up.
+    pub fn get<H: ?Sized + Handle>(&self) -> HandleResult<Arc<H>> {
         let m = self.map.load();
-        let e = m.get(&TypeId::of::<T>())?;
-        e.value.clone().downcast::<T>().ok()
+        m.get(&TypeId::of::<H>())
+            .and_then(|e| e.value.downcast_ref::<Arc<H>>())
+            .cloned()
+            .ok_or(HandleError::Down(H::OWNER))
     }
 
     /// Withdraws every handle `owner` published (its attempt ended).
-    pub fn withdraw(&self, owner: &str) {
+    pub fn withdraw(&self, owner: RoleName) {
         self.map.rcu(|m| {
             let mut m = HashMap::clone(m);
             m.retain(|_, e| e.owner != owner);
@@ -63,62 +121,179 @@ impl Handles {
     }
 }
 
+/// Serving a role's HTTP API in-process (omnigate calls it instead of
+/// going over a socket).
+pub trait HttpApi: Send + Sync {
+    fn serve(&self, req: http::Request<ReqBody>, peer: SocketAddr) -> BoxFuture<Routed>;
+}
+
+/// An object's verified pieces, in order, read lazily.
+pub type Pieces = Box<dyn Iterator<Item = HandleResult<Bytes>> + Send>;
+
+/// Content-addressed objects (storage).
+pub trait Objects: HttpApi {
+    /// An object's size, `None` when it is not here. Blocking.
+    fn size(&self, address: &ContentAddress) -> HandleResult<Option<u64>>;
+    /// The object's whole size and a reader of its verified pieces
+    /// (`range` of it, or all), `None` when it is not here. Nothing is
+    /// read before the iterator is. Blocking.
+    fn read(
+        &self,
+        address: &ContentAddress,
+        range: Option<Range<u64>>,
+    ) -> HandleResult<Option<(u64, Pieces)>>;
+    /// A writer that hashes and stores what it is given; nothing is
+    /// visible until `finish`, and a dropped writer leaves nothing behind.
+    fn writer(&self) -> Box<dyn ObjectSink>;
+}
+
+impl Handle for dyn Objects {
+    const OWNER: RoleName = RoleName::Storage;
+}
+
+/// An object being written (see [`Objects::writer`]). Blocking.
+pub trait ObjectSink: Send {
+    fn write(&mut self, data: &[u8]) -> HandleResult<()>;
+    /// The address of what was written so far.
+    fn address(&self) -> ContentAddress;
+    /// Commits the object; returns its address.
+    fn finish(self: Box<Self>) -> HandleResult<ContentAddress>;
+}
+
+/// The part of a name's record other roles read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NameRecord {
+    pub address: ContentAddress,
+    pub version: u64,
+    pub content_type: Option<String>,
+    pub feed: Option<String>,
+}
+
+/// Names → addresses (index).
+pub trait Names: HttpApi {
+    /// A name's current record; `None` when it is unset or not a valid
+    /// name. Blocking.
+    fn lookup(&self, name: &str) -> HandleResult<Option<NameRecord>>;
+    /// Every address a current name points to (an amnesia store never
+    /// evicts those). Blocking.
+    fn named_addresses(&self) -> HandleResult<HashSet<ContentAddress>>;
+}
+
+impl Handle for dyn Names {
+    const OWNER: RoleName = RoleName::Index;
+}
+
+/// Topics and their messages (mailbox).
+pub trait Feeds: HttpApi {
+    /// The newest `n` messages of `topic`, oldest first, as served.
+    /// Blocking.
+    fn latest(&self, topic: &str, n: usize) -> HandleResult<Vec<serde_json::Value>>;
+}
+
+impl Handle for dyn Feeds {
+    const OWNER: RoleName = RoleName::Mailbox;
+}
+
+/// The registry's head: its version and the payload hash at it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryHead {
+    pub version: u64,
+    pub payload_b3: String,
+}
+
+/// A node descriptor as a registry version carries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeDescriptor {
+    pub id: String,
+    pub public_key: String,
+    pub addrs: Vec<String>,
+}
+
+/// The quorum-signed descriptor log (registry).
+pub trait DescriptorLog: Send + Sync {
+    /// The committed head (a snapshot; not blocking).
+    fn head(&self) -> RegistryHead;
+    /// Version `v`'s artifact as served, `None` when this log does not
+    /// hold it (a follower that started from a checkpoint). Blocking.
+    fn artifact_json(&self, version: u64) -> HandleResult<Option<Bytes>>;
+    /// Applies an artifact another node sent, fully checked (chain,
+    /// signatures, quorum). `Ok(false)` when this log already has that
+    /// version; `Refused` when it does not verify. Blocking.
+    fn apply_json(&self, artifact: &[u8]) -> HandleResult<bool>;
+    /// The node descriptors version `v` carries, `None` when this log does
+    /// not hold it. Blocking.
+    fn nodes_at(&self, version: u64) -> HandleResult<Option<Vec<NodeDescriptor>>>;
+}
+
+impl Handle for dyn DescriptorLog {
+    const OWNER: RoleName = RoleName::Registry;
+}
+
+/// Fetching an object this node lacks from peers (overlay).
+pub trait PeerFetch: Send + Sync {
+    /// Resolves once the object is verified against its address and
+    /// stored locally.
+    fn fetch(&self, address: ContentAddress) -> BoxFuture<HandleResult<()>>;
+}
+
+impl Handle for dyn PeerFetch {
+    const OWNER: RoleName = RoleName::Overlay;
+}
+
+/// The overlay's sessions, for the admin plane.
+pub trait Peers: Send + Sync {
+    /// `{"node_id": …, "peers": […]}`.
+    fn status(&self) -> serde_json::Value;
+}
+
+impl Handle for dyn Peers {
+    const OWNER: RoleName = RoleName::Overlay;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    struct Store(u32);
+    struct Fixed(u64);
+
+    impl DescriptorLog for Fixed {
+        fn head(&self) -> RegistryHead {
+            RegistryHead {
+                version: self.0,
+                payload_b3: String::new(),
+            }
+        }
+        fn artifact_json(&self, _: u64) -> HandleResult<Option<Bytes>> {
+            Ok(None)
+        }
+        fn apply_json(&self, _: &[u8]) -> HandleResult<bool> {
+            Ok(false)
+        }
+        fn nodes_at(&self, _: u64) -> HandleResult<Option<Vec<NodeDescriptor>>> {
+            Ok(None)
+        }
+    }
 
     #[test]
     fn publish_get_withdraw() {
         let h = Handles::default();
-        assert!(h.get::<Store>().is_none());
-        h.publish("storage", Arc::new(Store(7)));
-        assert_eq!(h.clone().get::<Store>().map(|s| s.0), Some(7));
-        h.withdraw("index");
-        assert!(h.get::<Store>().is_some());
-        h.withdraw("storage");
-        assert!(h.get::<Store>().is_none());
-    }
-}
-
-/// What the overlay publishes so omnigate can fetch an object it does not
-/// have from peers (without depending on the overlay crate): the future
-/// resolves once the object is verified against its address and stored
-/// locally.
-#[derive(Clone)]
-pub struct PeerFetch(
-    #[allow(clippy::type_complexity)]
-    pub  Arc<
-        dyn Fn(
-                crate::ContentAddress,
-            )
-                -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>
-            + Send
-            + Sync,
-    >,
-);
-
-impl std::fmt::Debug for PeerFetch {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("PeerFetch")
-    }
-}
-
-/// What the index publishes so that storage can tell which objects a name
-/// points to (without depending on the index crate): an amnesia store
-/// evicts to make room, but never an object a current name points to.
-/// The function reads the index's committed names (a blocking call).
-#[derive(Clone)]
-pub struct NamedAddresses(
-    #[allow(clippy::type_complexity)]
-    pub  Arc<
-        dyn Fn() -> Result<std::collections::HashSet<crate::ContentAddress>, String> + Send + Sync,
-    >,
-);
-
-impl std::fmt::Debug for NamedAddresses {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("NamedAddresses")
+        assert_eq!(
+            h.get::<dyn DescriptorLog>().err(),
+            Some(HandleError::Down(RoleName::Registry))
+        );
+        h.publish::<dyn DescriptorLog>(Arc::new(Fixed(7)));
+        let got = h
+            .clone()
+            .get::<dyn DescriptorLog>()
+            .map(|r| r.head().version);
+        assert_eq!(got, Ok(7));
+        h.withdraw(RoleName::Index);
+        assert!(h.get::<dyn DescriptorLog>().is_ok());
+        h.withdraw(RoleName::Registry);
+        let e = h.get::<dyn DescriptorLog>().err().map(|e| e.to_string());
+        assert_eq!(
+            e.as_deref(),
+            Some("registry is not up in this node right now")
+        );
     }
 }

@@ -216,3 +216,18 @@ where
         Err(e) => Err(Problem::internal(format!("store task: {e}"))),
     }
 }
+
+impl AsProblem for crate::HandleError {
+    fn as_problem(&self) -> Problem {
+        use crate::HandleError as E;
+        match self {
+            E::Down(_) => Problem::unavailable("downstream_down", self.to_string(), 1),
+            E::Refused(why) => Problem::new(
+                http::StatusCode::UNPROCESSABLE_ENTITY,
+                "refused",
+                why.clone(),
+            ),
+            E::Failed(why) => Problem::internal(why.clone()),
+        }
+    }
+}

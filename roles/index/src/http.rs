@@ -24,8 +24,14 @@ use crate::store::{IndexError, NameIndex, NameUpdate};
 const ROUTE: &str = "/v1/names/{name}";
 
 pub struct IndexApi {
-    pub index: NameIndex,
-    pub settings: Live<NodeSettings>,
+    pub(crate) index: NameIndex,
+    pub(crate) settings: Live<NodeSettings>,
+}
+
+impl IndexApi {
+    pub fn new(index: NameIndex, settings: Live<NodeSettings>) -> Self {
+        Self { index, settings }
+    }
 }
 
 impl AsProblem for IndexError {

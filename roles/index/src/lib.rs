@@ -14,8 +14,13 @@ use std::time::Duration;
 pub use config::IndexConfig;
 pub use store::{IndexError, NameIndex, NameRecord, NameUpdate};
 
+use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
+
+use ron_kernel::handles::{self, HandleResult, HttpApi, Names};
 use ron_kernel::metrics::names;
-use ron_kernel::{Live, RoleContext, RoleResult};
+use ron_kernel::{ContentAddress, HandleError, Live, RoleContext, RoleResult};
 
 /// Opens the index as the node settings say (file or RAM).
 pub fn open_index(ctx: &RoleContext) -> Result<NameIndex, IndexError> {
@@ -35,18 +40,9 @@ pub fn init_series() {
 pub async fn run(ctx: RoleContext, _cfg: Live<IndexConfig>) -> RoleResult {
     let opener = ctx.clone();
     let index = tokio::task::spawn_blocking(move || open_index(&opener)).await??;
-    let api = Arc::new(http::IndexApi {
-        index: index.clone(),
-        settings: ctx.settings.clone(),
-    });
-    ctx.handles.publish("index", api.clone());
-    let named = index.clone();
-    ctx.handles.publish(
-        "index",
-        Arc::new(ron_kernel::handles::NamedAddresses(Arc::new(move || {
-            named.named_addresses().map_err(|e| e.to_string())
-        }))),
-    );
+    let api = Arc::new(http::IndexApi::new(index.clone(), ctx.settings.clone()));
+    ctx.handles
+        .publish::<dyn Names>(Arc::new(IndexHandle(api.clone())));
     let handler: Arc<dyn ron_kernel::http::Handler> =
         Arc::new(move |req, peer| http::handle(api.clone(), req, peer));
     let server = ctx.serve_own_listener("index", handler)?;
@@ -60,4 +56,37 @@ pub async fn run(ctx: RoleContext, _cfg: Live<IndexConfig>) -> RoleResult {
         server.await?;
     }
     Ok(())
+}
+
+/// What the index promises other roles ([`Names`]): its HTTP API, name
+/// lookups and the set of named addresses.
+pub struct IndexHandle(Arc<http::IndexApi>);
+
+impl HttpApi for IndexHandle {
+    fn serve(
+        &self,
+        req: ::http::Request<ron_kernel::http::ReqBody>,
+        peer: std::net::SocketAddr,
+    ) -> Pin<Box<dyn Future<Output = ron_kernel::Routed> + Send + 'static>> {
+        Box::pin(http::handle(self.0.clone(), req, peer))
+    }
+}
+
+impl Names for IndexHandle {
+    fn lookup(&self, name: &str) -> HandleResult<Option<handles::NameRecord>> {
+        match self.0.index.get(name) {
+            Ok(r) => Ok(Some(handles::NameRecord {
+                address: r.address,
+                version: r.version,
+                content_type: r.content_type,
+                feed: r.feed,
+            })),
+            Err(IndexError::NotFound | IndexError::BadName(_)) => Ok(None),
+            Err(e) => Err(HandleError::failed(e)),
+        }
+    }
+
+    fn named_addresses(&self) -> HandleResult<HashSet<ContentAddress>> {
+        self.0.index.named_addresses().map_err(HandleError::failed)
+    }
 }

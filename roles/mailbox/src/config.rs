@@ -2,6 +2,8 @@
 
 use std::net::SocketAddr;
 
+use ron_kernel::section::RoleSection;
+use ron_kernel::RoleName;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -14,6 +16,9 @@ pub struct MailboxConfig {
     pub serve_remote: bool,
 }
 
+// The role reads its section once, at start.
+ron_kernel::restart_keys!(MailboxConfig: all);
+
 impl Default for MailboxConfig {
     fn default() -> Self {
         Self {
@@ -23,6 +28,11 @@ impl Default for MailboxConfig {
     }
 }
 
-impl MailboxConfig {
-    pub fn validate(&self, _errs: &mut Vec<String>) {}
+impl RoleSection for MailboxConfig {
+    const ROLE: RoleName = RoleName::Mailbox;
+    const SCHEMA: Option<&'static ron_kernel::schema::Schema> = Some(&crate::store::SCHEMA);
+
+    fn listen_addr(&self, fronted: bool) -> Option<SocketAddr> {
+        ron_kernel::section::own_api(self.addr, self.serve_remote, fronted)
+    }
 }

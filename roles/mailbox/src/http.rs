@@ -30,8 +30,14 @@ pub const MAX_VISIBILITY_MS: u64 = 12 * 3600 * 1000;
 pub const MAX_FEED: usize = 1000;
 
 pub struct MailboxApi {
-    pub mailbox: Mailbox,
-    pub settings: Live<NodeSettings>,
+    pub(crate) mailbox: Mailbox,
+    pub(crate) settings: Live<NodeSettings>,
+}
+
+impl MailboxApi {
+    pub fn new(mailbox: Mailbox, settings: Live<NodeSettings>) -> Self {
+        Self { mailbox, settings }
+    }
 }
 
 impl AsProblem for MailboxError {

@@ -14,8 +14,12 @@ use std::time::Duration;
 pub use config::MailboxConfig;
 pub use store::{Mailbox, MailboxError, Message};
 
+use std::future::Future;
+use std::pin::Pin;
+
+use ron_kernel::handles::{Feeds, HandleResult, HttpApi};
 use ron_kernel::metrics::names;
-use ron_kernel::{Live, RoleContext, RoleResult};
+use ron_kernel::{HandleError, Live, RoleContext, RoleResult};
 
 /// Opens the mailbox as the node settings say (file or RAM), on the system
 /// clock.
@@ -39,11 +43,9 @@ pub async fn run(ctx: RoleContext, _cfg: Live<MailboxConfig>) -> RoleResult {
     let opener = ctx.clone();
     let mailbox = tokio::task::spawn_blocking(move || open_mailbox(&opener)).await??;
     http::record_depths(&mailbox).await;
-    let api = Arc::new(http::MailboxApi {
-        mailbox: mailbox.clone(),
-        settings: ctx.settings.clone(),
-    });
-    ctx.handles.publish("mailbox", api.clone());
+    let api = Arc::new(http::MailboxApi::new(mailbox.clone(), ctx.settings.clone()));
+    ctx.handles
+        .publish::<dyn Feeds>(Arc::new(MailboxHandle(api.clone())));
     let handler: Arc<dyn ron_kernel::http::Handler> =
         Arc::new(move |req, peer| http::handle(api.clone(), req, peer));
     let server = ctx.serve_own_listener("mailbox", handler)?;
@@ -60,4 +62,32 @@ pub async fn run(ctx: RoleContext, _cfg: Live<MailboxConfig>) -> RoleResult {
         server.await?;
     }
     Ok(())
+}
+
+/// What the mailbox promises other roles ([`Feeds`]): its HTTP API and a
+/// topic's newest messages.
+pub struct MailboxHandle(Arc<http::MailboxApi>);
+
+impl HttpApi for MailboxHandle {
+    fn serve(
+        &self,
+        req: ::http::Request<ron_kernel::http::ReqBody>,
+        peer: std::net::SocketAddr,
+    ) -> Pin<Box<dyn Future<Output = ron_kernel::Routed> + Send + 'static>> {
+        Box::pin(http::handle(self.0.clone(), req, peer))
+    }
+}
+
+impl Feeds for MailboxHandle {
+    fn latest(&self, topic: &str, n: usize) -> HandleResult<Vec<serde_json::Value>> {
+        let msgs = self
+            .0
+            .mailbox
+            .latest(topic, n)
+            .map_err(HandleError::failed)?;
+        Ok(msgs
+            .iter()
+            .filter_map(|m| serde_json::to_value(m).ok())
+            .collect())
+    }
 }

@@ -4,6 +4,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use ron_kernel::section::RoleSection;
+use ron_kernel::RoleName;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -44,6 +46,12 @@ pub struct OmnigateConfig {
     /// Where each downstream lives when it is not in this process.
     pub downstream: Downstreams,
 }
+
+ron_kernel::restart_keys!(OmnigateConfig {
+    addr,
+    tls,
+    downstream
+});
 
 /// Requests per second a single client IP, and the whole gateway, may
 /// make; `burst` is the bucket size. A rate of 0 turns that bucket off.
@@ -127,9 +135,15 @@ impl Default for OmnigateConfig {
     }
 }
 
-impl OmnigateConfig {
+impl RoleSection for OmnigateConfig {
+    const ROLE: RoleName = RoleName::Omnigate;
+
+    fn listen_addr(&self, _fronted: bool) -> Option<SocketAddr> {
+        Some(self.addr)
+    }
+
     /// Edge defaults for micronode: small limits.
-    pub fn micro() -> Self {
+    fn micro() -> Self {
         Self {
             inflight_max: 128,
             index_semaphore: 32,
@@ -139,7 +153,7 @@ impl OmnigateConfig {
         }
     }
 
-    pub fn validate(&self, errs: &mut Vec<String>) {
+    fn validate(&self, errs: &mut Vec<String>) {
         if self.inflight_max == 0 {
             errs.push("omnigate.inflight_max must be at least 1".into());
         }

@@ -25,7 +25,6 @@ mod view;
 
 pub use config::OmnigateConfig;
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -36,25 +35,15 @@ use bytes::Bytes;
 use http::{header, Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Frame;
+use ron_kernel::handles::{Feeds, HttpApi, Names, Objects, PeerFetch};
 use ron_kernel::http::{Body, BoxError, ReqBody, Routed};
 use ron_kernel::metrics::names;
+use ron_kernel::request::blocking;
 use ron_kernel::request::body_cap_problem;
-use ron_kernel::{Live, Problem, RoleContext, RoleResult};
+use ron_kernel::{Live, Problem, RoleContext, RoleName, RoleResult};
 
 use crate::admission::{Limiter, Permit, Quotas};
 use crate::remote::Remote;
-
-/// Which downstreams this build can call in-process.
-pub fn in_process_downstreams() -> &'static [&'static str] {
-    &[
-        #[cfg(feature = "storage")]
-        "storage",
-        #[cfg(feature = "index")]
-        "index",
-        #[cfg(feature = "mailbox")]
-        "mailbox",
-    ]
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Service {
@@ -67,10 +56,15 @@ impl Service {
     pub const ALL: [Service; 3] = [Service::Storage, Service::Index, Service::Mailbox];
 
     pub fn name(self) -> &'static str {
+        self.role().as_str()
+    }
+
+    /// The role that serves it.
+    pub fn role(self) -> RoleName {
         match self {
-            Service::Storage => "storage",
-            Service::Index => "index",
-            Service::Mailbox => "mailbox",
+            Service::Storage => RoleName::Storage,
+            Service::Index => RoleName::Index,
+            Service::Mailbox => RoleName::Mailbox,
         }
     }
 
@@ -112,10 +106,6 @@ fn classify(path: &str) -> Target {
 fn is_write(m: &Method) -> bool {
     !matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS)
 }
-
-type LocalCall = Box<
-    dyn FnOnce(Request<ReqBody>, SocketAddr) -> Pin<Box<dyn Future<Output = Routed> + Send>> + Send,
->;
 
 /// The gateway: admission state and the way to every downstream.
 pub struct Gate {
@@ -177,42 +167,19 @@ impl Gate {
         )
     }
 
-    /// The in-process handler of `svc`, when its role runs here and is up.
-    fn local(&self, svc: Service) -> Option<LocalCall> {
+    /// The in-process API of `svc`, when its role runs here and is up.
+    fn local(&self, svc: Service) -> Option<Arc<dyn HttpApi>> {
         let h = &self.ctx.handles;
         match svc {
-            #[cfg(feature = "storage")]
-            Service::Storage => h.get::<ron_storage::http::StorageApi>().map(|api| {
-                Box::new(move |r, p| {
-                    Box::pin(ron_storage::http::handle(api, r, p))
-                        as Pin<Box<dyn Future<Output = Routed> + Send>>
-                }) as LocalCall
-            }),
-            #[cfg(feature = "index")]
-            Service::Index => h.get::<ron_index::http::IndexApi>().map(|api| {
-                Box::new(move |r, p| {
-                    Box::pin(ron_index::http::handle(api, r, p))
-                        as Pin<Box<dyn Future<Output = Routed> + Send>>
-                }) as LocalCall
-            }),
-            #[cfg(feature = "mailbox")]
-            Service::Mailbox => h.get::<ron_mailbox::http::MailboxApi>().map(|api| {
-                Box::new(move |r, p| {
-                    Box::pin(ron_mailbox::http::handle(api, r, p))
-                        as Pin<Box<dyn Future<Output = Routed> + Send>>
-                }) as LocalCall
-            }),
-            #[allow(unreachable_patterns)]
-            _ => {
-                let _ = h;
-                None
-            }
+            Service::Storage => h.get::<dyn Objects>().ok().map(|a| a as Arc<dyn HttpApi>),
+            Service::Index => h.get::<dyn Names>().ok().map(|a| a as Arc<dyn HttpApi>),
+            Service::Mailbox => h.get::<dyn Feeds>().ok().map(|a| a as Arc<dyn HttpApi>),
         }
     }
 
     /// Whether `svc` runs in this process (up or not).
     fn runs_here(&self, svc: Service) -> bool {
-        in_process_downstreams().contains(&svc.name()) && self.ctx.node_roles.contains(&svc.name())
+        self.ctx.node_roles.contains(&svc.role())
     }
 
     fn not_reachable(&self, svc: Service) -> Problem {
@@ -384,8 +351,8 @@ impl Gate {
                 req.headers().clone(),
             )
         });
-        let Routed { route, response } = if let Some(call) = self.local(svc) {
-            let first = call(req, peer).await;
+        let Routed { route, response } = if let Some(api) = self.local(svc) {
+            let first = api.serve(req, peer).await;
             match refetch {
                 Some((method, uri, headers))
                     if first.response.status() == StatusCode::NOT_FOUND =>
@@ -422,7 +389,7 @@ impl Gate {
         headers: http::HeaderMap,
         peer: SocketAddr,
     ) -> Routed {
-        let Some(fetch) = self.ctx.handles.get::<ron_kernel::handles::PeerFetch>() else {
+        let Ok(peers) = self.ctx.handles.get::<dyn PeerFetch>() else {
             return miss;
         };
         let Some(address) = uri
@@ -432,11 +399,11 @@ impl Gate {
         else {
             return miss;
         };
-        if let Err(e) = (fetch.0)(address).await {
+        if let Err(e) = peers.fetch(address).await {
             tracing::debug!(%address, error = %e, "not found at peers either");
             return miss;
         }
-        let Some(call) = self.local(Service::Storage) else {
+        let Some(api) = self.local(Service::Storage) else {
             return miss;
         };
         let mut req = Request::new(ron_kernel::http::req_body(http_body_util::Empty::<
@@ -445,28 +412,21 @@ impl Gate {
         *req.method_mut() = method;
         *req.uri_mut() = uri;
         *req.headers_mut() = headers;
-        call(req, peer).await
+        api.serve(req, peer).await
     }
 
     async fn index_get(&self, name: &str) -> Result<Option<view::Record>, String> {
-        #[cfg(feature = "index")]
-        if let Some(api) = self.ctx.handles.get::<ron_index::http::IndexApi>() {
+        if let Ok(names) = self.ctx.handles.get::<dyn Names>() {
             let name = name.to_owned();
-            let got = tokio::task::spawn_blocking(move || api.index.get(&name))
+            let got = blocking(move || names.lookup(&name))
                 .await
-                .map_err(|e| e.to_string())?;
-            return match got {
-                Ok(r) => Ok(Some(view::Record {
-                    address: r.address.to_string(),
-                    version: r.version,
-                    content_type: r.content_type,
-                    feed: r.feed,
-                })),
-                Err(ron_index::IndexError::NotFound | ron_index::IndexError::BadName(_)) => {
-                    Ok(None)
-                }
-                Err(e) => Err(e.to_string()),
-            };
+                .map_err(|p| p.detail)?;
+            return Ok(got.map(|r| view::Record {
+                address: r.address.to_string(),
+                version: r.version,
+                content_type: r.content_type,
+                feed: r.feed,
+            }));
         }
         let Some(remote) = self.remote(Service::Index) else {
             return Err(self.not_reachable(Service::Index).detail);
@@ -486,17 +446,13 @@ impl Gate {
 
     async fn storage_size(&self, address: &str) -> Result<u64, view::PartError> {
         use view::PartError;
-        #[cfg(feature = "storage")]
-        if let Some(api) = self.ctx.handles.get::<ron_storage::http::StorageApi>() {
+        if let Ok(objects) = self.ctx.handles.get::<dyn Objects>() {
             let addr = ron_kernel::ContentAddress::parse(address)
                 .map_err(|e| PartError::Failed(e.to_string()))?;
-            let got = tokio::task::spawn_blocking(move || api.store.head(&addr))
-                .await
-                .map_err(|e| PartError::Failed(e.to_string()))?;
-            return match got {
-                Ok(Some(meta)) => Ok(meta.size),
+            return match blocking(move || objects.size(&addr)).await {
+                Ok(Some(size)) => Ok(size),
                 Ok(None) => Err(PartError::NotFound),
-                Err(e) => Err(PartError::Failed(e.to_string())),
+                Err(p) => Err(PartError::Failed(p.detail)),
             };
         }
         let Some(remote) = self.remote(Service::Storage) else {
@@ -529,19 +485,11 @@ impl Gate {
         if n == 0 {
             return Ok(Vec::new());
         }
-        #[cfg(feature = "mailbox")]
-        if let Some(api) = self.ctx.handles.get::<ron_mailbox::http::MailboxApi>() {
+        if let Ok(feeds) = self.ctx.handles.get::<dyn Feeds>() {
             let t = topic.to_owned();
-            let got = tokio::task::spawn_blocking(move || api.mailbox.latest(&t, n))
+            return blocking(move || feeds.latest(&t, n))
                 .await
-                .map_err(|e| PartError::Failed(e.to_string()))?;
-            return got
-                .map_err(|e| PartError::Failed(e.to_string()))
-                .map(|msgs| {
-                    msgs.iter()
-                        .filter_map(|m| serde_json::to_value(m).ok())
-                        .collect()
-                });
+                .map_err(|p| PartError::Failed(p.detail));
         }
         let Some(remote) = self.remote(Service::Mailbox) else {
             return Err(PartError::Failed(

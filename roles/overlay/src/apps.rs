@@ -20,6 +20,8 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::Mutex;
 
 use bytes::Bytes;
+use ron_kernel::handles::DescriptorLog;
+use ron_kernel::HandleError;
 use serde::{Deserialize, Serialize};
 
 use crate::net::{Command, Overlay};
@@ -197,40 +199,21 @@ pub fn publish(overlay: &Overlay, topic: &str, body: serde_json::Value) {
 
 /// The local registry head, if the registry runs here.
 pub fn local_head(overlay: &Overlay) -> Option<u64> {
-    #[cfg(feature = "registry")]
-    {
-        overlay
-            .handles
-            .get::<ron_registry::Registry>()
-            .map(|r| r.snapshot().head.version)
-    }
-    #[cfg(not(feature = "registry"))]
-    {
-        let _ = overlay;
-        None
-    }
+    let r = overlay.handles.get::<dyn DescriptorLog>().ok()?;
+    Some(r.head().version)
 }
 
 /// Our head as a one-hop `registry.head` message (sent to a new peer).
 pub fn head_announcement(overlay: &Overlay) -> Option<Bytes> {
-    #[cfg(feature = "registry")]
-    {
-        let r = overlay.handles.get::<ron_registry::Registry>()?;
-        let head = r.snapshot().head.clone();
-        Some(
-            Gossip {
-                topic: TOPIC_REGISTRY_HEAD.into(),
-                hops: 1,
-                body: serde_json::json!({"version": head.version, "payload_b3": head.payload_b3}),
-            }
-            .to_bytes(),
-        )
-    }
-    #[cfg(not(feature = "registry"))]
-    {
-        let _ = overlay;
-        None
-    }
+    let head = overlay.handles.get::<dyn DescriptorLog>().ok()?.head();
+    Some(
+        Gossip {
+            topic: TOPIC_REGISTRY_HEAD.into(),
+            hops: 1,
+            body: serde_json::json!({"version": head.version, "payload_b3": head.payload_b3}),
+        }
+        .to_bytes(),
+    )
 }
 
 /// What to do with a gossip frame from connection `from`: returns the
@@ -270,60 +253,51 @@ pub fn on_gossip(overlay: &Overlay, from: u64, payload: &[u8]) -> Option<u64> {
 
 /// The answer to a sync request: artifacts after `since`, one per frame.
 pub fn sync_frames(overlay: &Overlay, since: u64) -> Result<Option<VecDeque<Bytes>>, String> {
-    #[cfg(feature = "registry")]
-    {
-        let Some(r) = overlay.handles.get::<ron_registry::Registry>() else {
-            return Ok(None);
-        };
-        let head = r.snapshot().head.version;
-        let mut out = VecDeque::new();
-        for v in since + 1..=head.min(since + SYNC_BATCH) {
-            out.push_back(r.artifact_json(v).map_err(|e| e.to_string())?);
+    let Ok(r) = overlay.handles.get::<dyn DescriptorLog>() else {
+        return Ok(None);
+    };
+    let head = r.head().version;
+    let mut out = VecDeque::new();
+    for v in since + 1..=head.min(since + SYNC_BATCH) {
+        match r.artifact_json(v).map_err(|e| e.to_string())? {
+            Some(raw) => out.push_back(raw),
+            // A follower that started from a checkpoint lacks early
+            // versions: the asker needs an unbroken chain, so stop here.
+            None => break,
         }
-        if out.is_empty() {
-            return Ok(None);
-        }
-        Ok(Some(out))
     }
-    #[cfg(not(feature = "registry"))]
-    {
-        let _ = (overlay, since);
-        Ok(None)
+    if out.is_empty() {
+        return Ok(None);
     }
+    Ok(Some(out))
 }
 
 /// Applies synced artifacts in order, each fully checked. Returns how
 /// many were applied; stops at the first that does not verify.
 pub fn apply_sync(overlay: &Overlay, parts: &[Bytes]) -> Result<usize, String> {
-    #[cfg(feature = "registry")]
-    {
-        use ron_kernel::metrics::names;
-        let r = overlay
-            .handles
-            .get::<ron_registry::Registry>()
-            .ok_or("the registry is not running here")?;
-        let mut applied = 0;
-        for raw in parts {
-            let a: ron_registry::model::Artifact =
-                serde_json::from_slice(raw).map_err(|e| format!("malformed artifact: {e}"))?;
-            if a.version <= r.snapshot().head.version {
-                continue;
+    use ron_kernel::metrics::names;
+    let r = overlay
+        .handles
+        .get::<dyn DescriptorLog>()
+        .map_err(|e| e.to_string())?;
+    let mut applied = 0;
+    for raw in parts {
+        match r.apply_json(raw) {
+            Ok(false) => {}
+            Ok(true) => {
+                metrics::counter!(names::REGISTRY_FOLLOWER_APPLIED_TOTAL).increment(1);
+                applied += 1;
             }
-            if let Err(e) = r.apply(&a) {
-                metrics::counter!(names::REGISTRY_FOLLOWER_REJECTED_TOTAL, "reason" => "sync")
-                    .increment(1);
-                return Err(format!("version {} refused: {e}", a.version));
+            Err(e) => {
+                if matches!(e, HandleError::Refused(_)) {
+                    metrics::counter!(names::REGISTRY_FOLLOWER_REJECTED_TOTAL, "reason" => "sync")
+                        .increment(1);
+                }
+                return Err(e.to_string());
             }
-            metrics::counter!(names::REGISTRY_FOLLOWER_APPLIED_TOTAL).increment(1);
-            applied += 1;
         }
-        Ok(applied)
     }
-    #[cfg(not(feature = "registry"))]
-    {
-        let _ = (overlay, parts);
-        Ok(0)
-    }
+    Ok(applied)
 }
 
 #[cfg(test)]

@@ -3,6 +3,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use ron_kernel::section::RoleSection;
+use ron_kernel::RoleName;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,6 +47,9 @@ pub struct OverlayConfig {
     /// are dialed and kept connected.
     pub peers: Vec<PeerConfig>,
 }
+
+// The role reads its section once, at start.
+ron_kernel::restart_keys!(OverlayConfig: all);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -115,11 +120,17 @@ impl Default for OverlayConfig {
     }
 }
 
-impl OverlayConfig {
+impl RoleSection for OverlayConfig {
+    const ROLE: RoleName = RoleName::Overlay;
+
+    fn listen_addr(&self, _fronted: bool) -> Option<SocketAddr> {
+        Some(self.addr)
+    }
+
     /// Edge defaults: fewer sessions, fewer streams per peer, and an
     /// unready threshold the node can reach (128 sessions × 32 frames
     /// each is 4096 frames in flight at most; 8192 would never trip).
-    pub fn micro() -> Self {
+    fn micro() -> Self {
         Self {
             max_conns: 128,
             inflight_critical: 2048,
@@ -131,7 +142,7 @@ impl OverlayConfig {
         }
     }
 
-    pub fn validate(&self, errs: &mut Vec<String>) {
+    fn validate(&self, errs: &mut Vec<String>) {
         if self.max_conns == 0 {
             errs.push("overlay.max_conns must be at least 1".into());
         }

@@ -21,6 +21,7 @@ use std::sync::Arc;
 
 pub use config::{OverlayConfig, PeerConfig, PqMode, Transport};
 
+use ron_kernel::handles::{DescriptorLog, HandleResult, PeerFetch, Peers};
 use ron_kernel::{Live, RoleContext, RoleResult};
 
 /// How often readiness is re-evaluated, and how long a bus overflow holds
@@ -78,7 +79,7 @@ pub async fn run(ctx: RoleContext, cfg: Live<OverlayConfig>) -> RoleResult {
         PqMode::Hybrid => "X25519MLKEM768",
         PqMode::Classical => "X25519",
     };
-    tracing::info!(role = ctx.name, node_id = %identity.node_id(), pq_mode = ?c.pq_mode, peers = keys.len(), "overlay identity");
+    tracing::info!(role = ctx.name.as_str(), node_id = %identity.node_id(), pq_mode = ?c.pq_mode, peers = keys.len(), "overlay identity");
     let overlay = Arc::new(net::Overlay::new(
         identity,
         pins,
@@ -89,18 +90,12 @@ pub async fn run(ctx: RoleContext, cfg: Live<OverlayConfig>) -> RoleResult {
         kex_preference,
         ctx.handles.clone(),
     ));
-    ctx.handles.publish("overlay", overlay.clone());
     // Omnigate fetches what it lacks through this, without knowing the
     // overlay's types: verified bytes are stored locally before it returns
     // (written as they arrive, committed once verified).
-    let fetcher = overlay.clone();
-    ctx.handles.publish(
-        "overlay",
-        Arc::new(ron_kernel::handles::PeerFetch(Arc::new(move |address| {
-            let ov = fetcher.clone();
-            Box::pin(async move { ov.fetch_into_store(address).await })
-        }))),
-    );
+    let handle = Arc::new(OverlayHandle(overlay.clone()));
+    ctx.handles.publish::<dyn PeerFetch>(handle.clone());
+    ctx.handles.publish::<dyn Peers>(handle);
     let mut tasks = tokio::task::JoinSet::new();
     let mut quic_endpoint = None;
     for name in ctx.listeners.names().map(str::to_owned).collect::<Vec<_>>() {
@@ -316,32 +311,45 @@ async fn refresh_directory(
     overlay: &Arc<net::Overlay>,
     directory: &mut peers::Directory,
 ) -> Option<bool> {
-    #[cfg(feature = "registry")]
-    {
-        let registry = overlay.handles.get::<ron_registry::Registry>()?;
-        if registry.snapshot().head.version == directory.folded() {
-            return None;
-        }
-        let mut d = std::mem::take(directory);
-        // Reading artifacts touches redb: on the blocking pool.
-        let (d, result) = tokio::task::spawn_blocking(move || {
-            let r = d.refresh(&registry);
-            (d, r)
-        })
-        .await
-        .ok()?;
-        *directory = d;
-        match result {
-            Ok(changed) => Some(changed),
-            Err(e) => {
-                tracing::warn!(error = %e, "overlay: reading node descriptors from the registry failed");
-                None
-            }
+    let registry = overlay.handles.get::<dyn DescriptorLog>().ok()?;
+    if registry.head().version == directory.folded() {
+        return None;
+    }
+    let mut d = std::mem::take(directory);
+    // Reading artifacts touches redb: on the blocking pool.
+    let (d, result) = tokio::task::spawn_blocking(move || {
+        let r = d.refresh(&*registry);
+        (d, r)
+    })
+    .await
+    .ok()?;
+    *directory = d;
+    match result {
+        Ok(changed) => Some(changed),
+        Err(e) => {
+            tracing::warn!(error = %e, "overlay: reading node descriptors from the registry failed");
+            None
         }
     }
-    #[cfg(not(feature = "registry"))]
+}
+
+/// What the overlay promises other roles: fetching from peers
+/// ([`PeerFetch`]) and its sessions for the admin plane ([`Peers`]).
+pub struct OverlayHandle(Arc<net::Overlay>);
+
+impl PeerFetch for OverlayHandle {
+    fn fetch(
+        &self,
+        address: ron_kernel::ContentAddress,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = HandleResult<()>> + Send + 'static>>
     {
-        let _ = (overlay, directory);
-        None
+        let ov = self.0.clone();
+        Box::pin(async move { ov.fetch_into_store(address).await })
+    }
+}
+
+impl Peers for OverlayHandle {
+    fn status(&self) -> serde_json::Value {
+        serde_json::json!({"node_id": self.0.identity.node_id(), "peers": self.0.peers()})
     }
 }

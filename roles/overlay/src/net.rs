@@ -15,7 +15,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use ron_kernel::handles::{ObjectSink, Objects};
 use ron_kernel::metrics::names;
+use ron_kernel::HandleError;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -510,48 +512,41 @@ pub(crate) fn local_get(
     address: &ron_kernel::ContentAddress,
     max: usize,
 ) -> Result<Option<(u64, Pieces)>, Refusal> {
-    #[cfg(feature = "storage")]
-    {
-        let Some(api) = overlay.handles.get::<ron_storage::http::StorageApi>() else {
-            return Ok(None);
-        };
-        let store_error = |e: ron_storage::StoreError| Refusal::new(500, "store", e.to_string());
-        let (meta, reader) = match api.store.read(address, None) {
-            Ok(r) => r,
-            Err(ron_storage::StoreError::NotFound) => return Ok(None),
-            Err(e) => return Err(store_error(e)),
-        };
-        if meta.size > max as u64 {
-            return Err(Refusal::new(
-                413,
-                "too_large",
-                format!("{} bytes, above the overlay fetch limit {max}", meta.size),
-            ));
-        }
-        Ok(Some((
-            meta.size,
-            Box::new(reader.map(move |r| r.map_err(store_error))),
-        )))
+    // Without storage in this node there is nothing to serve.
+    let Ok(objects) = overlay.handles.get::<dyn Objects>() else {
+        return Ok(None);
+    };
+    let store_error = |e: HandleError| Refusal::new(500, "store", e.to_string());
+    let Some((size, reader)) = objects.read(address, None).map_err(store_error)? else {
+        return Ok(None);
+    };
+    if size > max as u64 {
+        return Err(Refusal::new(
+            413,
+            "too_large",
+            format!("{size} bytes, above the overlay fetch limit {max}"),
+        ));
     }
-    #[cfg(not(feature = "storage"))]
-    {
-        let _ = (overlay, address, max);
-        Ok(None)
-    }
+    Ok(Some((
+        size,
+        Box::new(reader.map(move |r| r.map_err(store_error))),
+    )))
 }
+
+/// A fetch attempt's consumer: what it made of the bytes, and their
+/// address (see [`Overlay::fetch_with`]).
+pub type Consumer<T> = tokio::task::JoinHandle<Result<(T, ron_kernel::ContentAddress), String>>;
 
 /// Stores the bytes of one fetch attempt as they arrive, in a blocking
 /// task; when the sink closes, the writer (nothing committed yet) and the
 /// address of what was written. The writer hashes what it stores anyway,
 /// so this is the fetch's verification too, at no extra cost.
-#[cfg(feature = "storage")]
 fn store_as_it_arrives(
-    store: ron_storage::ObjectStore,
+    objects: Arc<dyn Objects>,
     mut pieces: tokio::sync::mpsc::UnboundedReceiver<Bytes>,
-) -> tokio::task::JoinHandle<Result<(ron_storage::ObjectWriter, ron_kernel::ContentAddress), String>>
-{
+) -> Consumer<Box<dyn ObjectSink>> {
     tokio::task::spawn_blocking(move || {
-        let mut w = store.writer();
+        let mut w = objects.writer();
         while let Some(piece) = pieces.blocking_recv() {
             if let Err(e) = w.write(&piece) {
                 // This node's own failure (a full disk): no other peer is
@@ -584,10 +579,7 @@ impl Overlay {
         mut attempt: F,
     ) -> Result<T, String>
     where
-        F: FnMut() -> (
-            tokio::sync::mpsc::UnboundedSender<Bytes>,
-            tokio::task::JoinHandle<Result<(T, ron_kernel::ContentAddress), String>>,
-        ),
+        F: FnMut() -> (tokio::sync::mpsc::UnboundedSender<Bytes>, Consumer<T>),
     {
         let mut links: Vec<(String, tokio::sync::mpsc::Sender<Command>)> = self
             .links()
@@ -646,33 +638,22 @@ impl Overlay {
     pub async fn fetch_into_store(
         &self,
         address: ron_kernel::ContentAddress,
-    ) -> Result<(), String> {
-        #[cfg(feature = "storage")]
-        {
-            let api = self
-                .handles
-                .get::<ron_storage::http::StorageApi>()
-                .ok_or("storage is not running in this node")?;
-            let writer = self
-                .fetch_with(address, || {
-                    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-                    (tx, store_as_it_arrives(api.store.clone(), rx))
-                })
-                .await?;
-            tokio::task::spawn_blocking(move || writer.finish())
-                .await
-                .map_err(|e| e.to_string())?
-                .map(|_| ())
-                .map_err(|e| {
-                    tracing::warn!(%address, error = %e, "storing an object fetched from a peer failed");
-                    e.to_string()
-                })
-        }
-        #[cfg(not(feature = "storage"))]
-        {
-            let _ = address;
-            Err("storage is not compiled into this node".into())
-        }
+    ) -> Result<(), HandleError> {
+        let objects = self.handles.get::<dyn Objects>()?;
+        let writer = self
+            .fetch_with(address, || {
+                let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                (tx, store_as_it_arrives(objects.clone(), rx))
+            })
+            .await
+            .map_err(HandleError::Failed)?;
+        tokio::task::spawn_blocking(move || writer.finish())
+            .await
+            .map_err(HandleError::failed)?
+            .map(|_| ())
+            .inspect_err(|e| {
+                tracing::warn!(%address, error = %e, "storing an object fetched from a peer failed");
+            })
     }
 
     /// Each live session's connection id and command channel.

@@ -15,6 +15,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 
+use ron_kernel::handles::DescriptorLog;
+
 use crate::config::Transport;
 
 /// Where and how to reach a peer.
@@ -86,32 +88,25 @@ impl Directory {
     /// Folds the registry's versions after `folded()` up to its head;
     /// starts over when the head went back (a restored registry). True
     /// when the pinned or dialed set changed.
-    #[cfg(feature = "registry")]
-    pub fn refresh(&mut self, registry: &ron_registry::Registry) -> Result<bool, String> {
-        use ron_registry::model::Item;
-        let head = registry.snapshot().head.version;
+    pub fn refresh(&mut self, registry: &dyn DescriptorLog) -> Result<bool, String> {
+        let head = registry.head().version;
         let before = self.nodes.clone();
         if head < self.folded {
             self.nodes.clear();
             self.folded = 0;
         }
         for v in self.folded + 1..=head {
-            let artifact = match registry.artifact(v) {
-                Ok(a) => a,
-                // A follower that started from a checkpoint lacks early
-                // versions; what it has is all there is to fold.
-                Err(ron_registry::RegistryError::NoVersion) => {
-                    self.folded = v;
-                    continue;
-                }
-                Err(e) => return Err(e.to_string()),
-            };
+            // A follower that started from a checkpoint lacks early
+            // versions; what it has is all there is to fold.
+            let nodes = registry
+                .nodes_at(v)
+                .map_err(|e| e.to_string())?
+                .unwrap_or_default();
             self.fold_nodes(
                 v,
-                artifact.payload.items.iter().filter_map(|i| match i {
-                    Item::Node(n) => Some((n.id.as_str(), n.public_key.as_str(), &n.addrs[..])),
-                    _ => None,
-                }),
+                nodes
+                    .iter()
+                    .map(|n| (n.id.as_str(), n.public_key.as_str(), &n.addrs[..])),
             );
         }
         Ok(self.nodes != before)

@@ -3,6 +3,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use ron_kernel::section::RoleSection;
+use ron_kernel::RoleName;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -32,6 +34,9 @@ pub struct RegistryConfig {
     pub checkpoint_interval: Duration,
 }
 
+// The role reads its section once, at start.
+ron_kernel::restart_keys!(RegistryConfig: all);
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Signer {
@@ -55,8 +60,15 @@ impl Default for RegistryConfig {
     }
 }
 
-impl RegistryConfig {
-    pub fn validate(&self, errs: &mut Vec<String>) {
+impl RoleSection for RegistryConfig {
+    const ROLE: RoleName = RoleName::Registry;
+    const SCHEMA: Option<&'static ron_kernel::schema::Schema> = Some(&crate::log::SCHEMA);
+
+    fn listen_addr(&self, _fronted: bool) -> Option<SocketAddr> {
+        Some(self.addr)
+    }
+
+    fn validate(&self, errs: &mut Vec<String>) {
         if self.quorum_m == 0 {
             errs.push("registry.quorum_m must be at least 1".into());
         }

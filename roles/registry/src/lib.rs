@@ -24,8 +24,9 @@ use std::time::{Duration, SystemTime};
 pub use config::{RegistryConfig, Signer};
 pub use log::{Options, Registry, RegistryError};
 
+use ron_kernel::handles::{self, HandleResult};
 use ron_kernel::metrics::names;
-use ron_kernel::{Live, RoleContext, RoleResult};
+use ron_kernel::{HandleError, Live, RoleContext, RoleResult};
 
 /// The genesis signer set a config describes.
 pub fn genesis(cfg: &RegistryConfig) -> model::SignerSet {
@@ -127,12 +128,13 @@ pub async fn run(ctx: RoleContext, cfg: Live<RegistryConfig>) -> RoleResult {
         .await??,
     );
     tracing::info!(
-        role = ctx.name,
+        role = ctx.name.as_str(),
         head = reg.snapshot().head.version,
         follower = c.upstream.is_some(),
         "registry open"
     );
-    ctx.handles.publish("registry", reg.clone());
+    ctx.handles
+        .publish::<dyn ron_kernel::handles::DescriptorLog>(reg.clone());
 
     let api = Arc::new(http::RegistryApi {
         reg: reg.clone(),
@@ -260,5 +262,67 @@ async fn housekeeping(
                     .as_secs_f64(),
             );
         }
+    }
+}
+
+/// What the registry promises other roles: its head, artifacts as served,
+/// fully checked application of artifacts from peers, and the node
+/// descriptors a version carries.
+impl ron_kernel::handles::DescriptorLog for Registry {
+    fn head(&self) -> handles::RegistryHead {
+        let snap = self.snapshot();
+        handles::RegistryHead {
+            version: snap.head.version,
+            payload_b3: snap.head.payload_b3.clone(),
+        }
+    }
+
+    fn artifact_json(&self, version: u64) -> HandleResult<Option<bytes::Bytes>> {
+        match Registry::artifact_json(self, version) {
+            Ok(raw) => Ok(Some(raw)),
+            Err(RegistryError::NoVersion) => Ok(None),
+            Err(e) => Err(HandleError::failed(e)),
+        }
+    }
+
+    fn apply_json(&self, raw: &[u8]) -> HandleResult<bool> {
+        let a: model::Artifact = serde_json::from_slice(raw)
+            .map_err(|e| HandleError::Refused(format!("malformed artifact: {e}")))?;
+        if a.version <= self.snapshot().head.version {
+            return Ok(false);
+        }
+        match self.apply(&a) {
+            Ok(_) => Ok(true),
+            Err(
+                e @ (RegistryError::DiskFull(_) | RegistryError::Db(_) | RegistryError::Schema(_)),
+            ) => Err(HandleError::failed(e)),
+            Err(e) => Err(HandleError::Refused(format!(
+                "version {} refused: {e}",
+                a.version
+            ))),
+        }
+    }
+
+    fn nodes_at(&self, version: u64) -> HandleResult<Option<Vec<handles::NodeDescriptor>>> {
+        let artifact = match self.artifact(version) {
+            Ok(a) => a,
+            Err(RegistryError::NoVersion) => return Ok(None),
+            Err(e) => return Err(HandleError::failed(e)),
+        };
+        Ok(Some(
+            artifact
+                .payload
+                .items
+                .iter()
+                .filter_map(|i| match i {
+                    model::Item::Node(n) => Some(handles::NodeDescriptor {
+                        id: n.id.clone(),
+                        public_key: n.public_key.clone(),
+                        addrs: n.addrs.clone(),
+                    }),
+                    _ => None,
+                })
+                .collect(),
+        ))
     }
 }

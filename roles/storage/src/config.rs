@@ -2,6 +2,8 @@
 
 use std::net::SocketAddr;
 
+use ron_kernel::section::RoleSection;
+use ron_kernel::RoleName;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -22,6 +24,9 @@ pub struct StorageConfig {
     pub max_bytes: u64,
 }
 
+// The role reads its section once, at start.
+ron_kernel::restart_keys!(StorageConfig: all);
+
 impl Default for StorageConfig {
     fn default() -> Self {
         Self {
@@ -33,21 +38,26 @@ impl Default for StorageConfig {
     }
 }
 
-impl StorageConfig {
+impl RoleSection for StorageConfig {
+    const ROLE: RoleName = RoleName::Storage;
+    const SCHEMA: Option<&'static ron_kernel::schema::Schema> = Some(&crate::store::SCHEMA);
+
+    fn listen_addr(&self, fronted: bool) -> Option<SocketAddr> {
+        ron_kernel::section::own_api(self.addr, self.serve_remote, fronted)
+    }
+
     /// Edge defaults for micronode, sized for a 128 MiB box: a small read
     /// cache (under amnesia it shares the stored bytes) and 64 MiB of
     /// objects.
-    pub fn micro() -> Self {
+    fn micro() -> Self {
         Self {
             read_cache_bytes: 8 * 1024 * 1024,
             max_bytes: 64 * 1024 * 1024,
             ..Self::default()
         }
     }
-}
 
-impl StorageConfig {
-    pub fn validate(&self, errs: &mut Vec<String>) {
+    fn validate(&self, errs: &mut Vec<String>) {
         if self.max_bytes != 0 && self.max_bytes < crate::store::CHUNK_BYTES as u64 {
             errs.push(format!(
                 "storage.max_bytes: {} is smaller than one chunk ({} bytes); use 0 for no budget",

@@ -38,9 +38,19 @@ const CACHE_IMMUTABLE: &str = "public, max-age=31536000, immutable";
 
 /// What the handlers share.
 pub struct StorageApi {
-    pub store: ObjectStore,
-    pub settings: Live<NodeSettings>,
-    pub bus: Bus,
+    pub(crate) store: ObjectStore,
+    pub(crate) settings: Live<NodeSettings>,
+    pub(crate) bus: Bus,
+}
+
+impl StorageApi {
+    pub fn new(store: ObjectStore, settings: Live<NodeSettings>, bus: Bus) -> Self {
+        Self {
+            store,
+            settings,
+            bus,
+        }
+    }
 }
 
 impl AsProblem for StoreError {

@@ -17,8 +17,13 @@ pub mod store;
 pub use config::StorageConfig;
 pub use store::{ObjectMeta, ObjectReader, ObjectStore, ObjectWriter, StoreError, StoreStats};
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use ron_kernel::handles::{HandleResult, HttpApi, Names, ObjectSink, Objects, Pieces};
 use ron_kernel::metrics::names;
-use ron_kernel::{Live, RoleContext, RoleResult};
+use ron_kernel::{ContentAddress, HandleError, Live, RoleContext, RoleName, RoleResult};
 
 /// Opens the role's store as the node settings say (file or RAM), with
 /// its read cache and byte budget.
@@ -42,20 +47,84 @@ pub fn open_store(ctx: &RoleContext, cfg: &StorageConfig) -> Result<ObjectStore,
 /// is evicted; with no index in the process no object is named.
 fn named_objects(ctx: &RoleContext) -> store::KeepFn {
     let handles = ctx.handles.clone();
-    let index_here = ctx.node_roles.contains(&"index");
-    Box::new(
-        move || match handles.get::<ron_kernel::handles::NamedAddresses>() {
-            Some(named) => match (named.0)() {
-                Ok(set) => Some(set),
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot read the index's names; evicting nothing");
-                    None
-                }
-            },
-            None if index_here => None,
-            None => Some(Default::default()),
+    let index_here = ctx.node_roles.contains(&RoleName::Index);
+    Box::new(move || match handles.get::<dyn Names>() {
+        Ok(names) => match names.named_addresses() {
+            Ok(set) => Some(set),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the index's names; evicting nothing");
+                None
+            }
         },
-    )
+        Err(_) if index_here => None,
+        Err(_) => Some(Default::default()),
+    })
+}
+
+/// What storage promises other roles ([`Objects`]): its HTTP API, sizes,
+/// verified ranged reads and writers. Nothing else of the store is
+/// reachable through it.
+pub struct StorageHandle(Arc<http::StorageApi>);
+
+impl StorageHandle {
+    pub fn new(api: Arc<http::StorageApi>) -> Self {
+        Self(api)
+    }
+}
+
+impl HttpApi for StorageHandle {
+    fn serve(
+        &self,
+        req: ::http::Request<ron_kernel::http::ReqBody>,
+        peer: std::net::SocketAddr,
+    ) -> Pin<Box<dyn Future<Output = ron_kernel::Routed> + Send + 'static>> {
+        Box::pin(http::handle(self.0.clone(), req, peer))
+    }
+}
+
+impl Objects for StorageHandle {
+    fn size(&self, address: &ContentAddress) -> HandleResult<Option<u64>> {
+        self.0
+            .store
+            .head(address)
+            .map(|m| m.map(|m| m.size))
+            .map_err(HandleError::failed)
+    }
+
+    fn read(
+        &self,
+        address: &ContentAddress,
+        range: Option<std::ops::Range<u64>>,
+    ) -> HandleResult<Option<(u64, Pieces)>> {
+        match self.0.store.read(address, range) {
+            Ok((meta, reader)) => Ok(Some((
+                meta.size,
+                Box::new(reader.map(|p| p.map_err(HandleError::failed))),
+            ))),
+            Err(StoreError::NotFound) => Ok(None),
+            Err(e) => Err(HandleError::failed(e)),
+        }
+    }
+
+    fn writer(&self) -> Box<dyn ObjectSink> {
+        Box::new(self.0.store.writer())
+    }
+}
+
+impl ObjectSink for ObjectWriter {
+    fn write(&mut self, data: &[u8]) -> HandleResult<()> {
+        ObjectWriter::write(self, data).map_err(HandleError::failed)
+    }
+
+    fn address(&self) -> ContentAddress {
+        ObjectWriter::address(self)
+    }
+
+    fn finish(self: Box<Self>) -> HandleResult<ContentAddress> {
+        ObjectWriter::finish(*self)
+            .map(|(meta, _)| meta.address)
+            .map_err(HandleError::failed)
+    }
 }
 
 /// The role's series at zero, before its first write.
@@ -81,16 +150,17 @@ pub async fn run(ctx: RoleContext, cfg: Live<StorageConfig>) -> RoleResult {
         Ok::<_, StoreError>(store)
     })
     .await??;
-    tracing::info!(role = ctx.name, "object store open");
+    tracing::info!(role = ctx.name.as_str(), "object store open");
 
-    let api = std::sync::Arc::new(http::StorageApi {
-        store: store.clone(),
-        settings: ctx.settings.clone(),
-        bus: ctx.bus.clone(),
-    });
-    ctx.handles.publish("storage", api.clone());
-    let handler: std::sync::Arc<dyn ron_kernel::http::Handler> =
-        std::sync::Arc::new(move |req, peer| http::handle(api.clone(), req, peer));
+    let api = Arc::new(http::StorageApi::new(
+        store.clone(),
+        ctx.settings.clone(),
+        ctx.bus.clone(),
+    ));
+    ctx.handles
+        .publish::<dyn Objects>(Arc::new(StorageHandle::new(api.clone())));
+    let handler: Arc<dyn ron_kernel::http::Handler> =
+        Arc::new(move |req, peer| http::handle(api.clone(), req, peer));
     let server = ctx.serve_own_listener("storage", handler)?;
     ctx.ready_while(
         http::PROBE_INTERVAL,
