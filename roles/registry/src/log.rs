@@ -435,27 +435,14 @@ impl Registry {
             metrics::counter!(m::COMMIT_CAS_FAIL_TOTAL).increment(1);
             return Err(e);
         }
-        let h = hash_bytes(&p.payload_b3)?;
         // Only approvals that verify against the set in force now count (a
         // signer removed since it approved does not).
-        let msg = signing_message(p.payload.version, &h);
-        let mut kept: Vec<Approval> = Vec::new();
-        for a in &p.approvals {
-            let valid = snap
-                .signers
-                .key_of(&a.signer_id)
-                .zip(parse_signature(&a.sig))
-                .is_some_and(|(k, s)| k.verify_strict(&msg, &s).is_ok());
-            if valid && !kept.iter().any(|k| k.signer_id == a.signer_id) {
-                kept.push(a.clone());
-            }
-        }
-        if kept.len() < snap.signers.m as usize {
-            return Err(RegistryError::QuorumNotMet {
-                have: kept.len(),
-                need: snap.signers.m,
-            });
-        }
+        let kept = Self::quorum(
+            &snap,
+            p.payload.version,
+            &hash_bytes(&p.payload_b3)?,
+            &p.approvals,
+        )?;
         let artifact = Artifact {
             version: p.payload.version,
             prev_b3: p.payload.prev_b3.clone(),
@@ -492,19 +479,31 @@ impl Registry {
                 artifact.payload_b3
             )));
         }
-        let have = model::valid_approvals(
-            &snap.signers,
+        Self::quorum(
+            &snap,
             artifact.version,
             &hash_bytes(&computed)?,
             &artifact.approvals,
-        );
-        if have < snap.signers.m as usize {
+        )?;
+        self.write_version(artifact, None)
+    }
+
+    /// The approvals that count for (`version`, `payload_b3`) under the
+    /// signer set in force, or `QuorumNotMet` when fewer than its `m`.
+    fn quorum(
+        snap: &Snapshot,
+        version: u64,
+        payload_b3: &[u8; 32],
+        approvals: &[Approval],
+    ) -> Result<Vec<Approval>, RegistryError> {
+        let kept = model::valid_approvals(&snap.signers, version, payload_b3, approvals);
+        if kept.len() < snap.signers.m as usize {
             return Err(RegistryError::QuorumNotMet {
-                have,
+                have: kept.len(),
                 need: snap.signers.m,
             });
         }
-        self.write_version(artifact, None)
+        Ok(kept)
     }
 
     /// Writes a checked artifact as the new head, durably, then tells

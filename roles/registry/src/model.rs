@@ -490,17 +490,19 @@ impl DescriptorSet {
     }
 }
 
-/// How many of `approvals` are valid, distinct signatures by members of
-/// `set` over (`version`, `payload_b3`). Invalid ones are skipped (counted
-/// in `approval_verify_total` by the caller's choice).
+/// The approvals that count: valid, distinct signatures by members of
+/// `set` over (`version`, `payload_b3`), first of each signer, in order.
+/// Invalid ones and repeats are skipped. The one rule both a commit and
+/// an apply count a quorum with.
 pub fn valid_approvals(
     set: &SignerSet,
     version: u64,
     payload_b3: &[u8; 32],
     approvals: &[Approval],
-) -> usize {
+) -> Vec<Approval> {
     let msg = signing_message(version, payload_b3);
     let mut counted = BTreeSet::new();
+    let mut kept = Vec::new();
     for a in approvals {
         if counted.contains(&a.signer_id) {
             continue;
@@ -510,9 +512,10 @@ pub fn valid_approvals(
         };
         if key.verify_strict(&msg, &sig).is_ok() {
             counted.insert(a.signer_id.clone());
+            kept.push(a.clone());
         }
     }
-    counted.len()
+    kept
 }
 
 #[cfg(test)]
@@ -622,21 +625,21 @@ mod tests {
             sig: encode_hex(&keys[i].sign(&signing_message(version, h)).to_bytes()),
         };
         let good: Vec<_> = (0..3).map(|i| sign(i, 1, &h)).collect();
-        assert_eq!(valid_approvals(&set, 1, &h, &good), 3);
+        assert_eq!(valid_approvals(&set, 1, &h, &good).len(), 3);
         // The same signer twice counts once.
         let dup = vec![sign(0, 1, &h), sign(0, 1, &h), sign(1, 1, &h)];
-        assert_eq!(valid_approvals(&set, 1, &h, &dup), 2);
+        assert_eq!(valid_approvals(&set, 1, &h, &dup).len(), 2);
         // A signature for another version, or another payload, does not count.
-        assert_eq!(valid_approvals(&set, 2, &h, &good), 0);
+        assert_eq!(valid_approvals(&set, 2, &h, &good).len(), 0);
         let other = [7u8; 32];
-        assert_eq!(valid_approvals(&set, 1, &other, &good), 0);
+        assert_eq!(valid_approvals(&set, 1, &other, &good).len(), 0);
         // A key outside the set does not count, even with a valid signature.
         let outsider = key(99);
         let a = Approval {
             signer_id: "s9".into(),
             sig: encode_hex(&outsider.sign(&signing_message(1, &h)).to_bytes()),
         };
-        assert_eq!(valid_approvals(&set, 1, &h, &[a]), 0);
+        assert_eq!(valid_approvals(&set, 1, &h, &[a]).len(), 0);
     }
 
     #[test]

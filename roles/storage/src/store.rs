@@ -1288,11 +1288,7 @@ impl ObjectStore {
         meta: &ObjectMeta,
         tail_hash: Option<[u8; 32]>,
     ) -> Result<(ObjectMeta, bool), StoreError> {
-        let address = meta.address;
-        let mut delta = Delta::default();
-        let mut txn = self.db.begin_write().map_err(db_err)?;
-        txn.set_durability(Durability::Immediate).map_err(db_err)?;
-        let created = {
+        let created = self.commit_object(meta, |txn, exists, delta| {
             let mut uploads = txn.open_table(UPLOADS).map_err(db_err)?;
             match uploads.remove(id).map_err(db_err)? {
                 Some(raw) if UploadState::decode(raw.value())? == *st => {}
@@ -1305,34 +1301,57 @@ impl ObjectStore {
             }
             let mut chunks = txn.open_table(CHUNKS).map_err(db_err)?;
             let mut refs = txn.open_table(REFS).map_err(db_err)?;
-            let mut objects = txn.open_table(OBJECTS).map_err(db_err)?;
-            if objects.get(address.as_bytes()).map_err(db_err)?.is_some() {
+            if exists {
                 // Same content already stored: give back the upload's refs.
                 for h in meta.chunks.iter().take(st.chunks as usize) {
                     release_ref(&mut refs, h)?;
                 }
-                false
-            } else {
+            } else if let Some(h) = &tail_hash {
                 // The upload's refs become the object's; the tail is new.
-                if let Some(h) = &tail_hash {
-                    if !Self::has_chunk(&chunks, h)? {
-                        delta.chunk(1, st.tail.len());
-                        self.check_room(&txn, st.tail.len() as u64)?;
-                        self.insert_chunk(&mut chunks, h, &st.tail, None)?;
-                    }
-                    add_ref(&mut refs, h)?;
+                if !Self::has_chunk(&chunks, h)? {
+                    delta.chunk(1, st.tail.len());
+                    self.check_room(txn, st.tail.len() as u64)?;
+                    self.insert_chunk(&mut chunks, h, &st.tail, None)?;
                 }
-                objects
-                    .insert(address.as_bytes(), &meta.encode()[..])
-                    .map_err(db_err)?;
-                delta.object(1, meta.size);
-                true
+                add_ref(&mut refs, h)?;
             }
-        };
+            Ok(())
+        })?;
+        Ok((meta.clone(), created))
+    }
+
+    /// The object-record commit every write ends with, in one durable
+    /// transaction: `prepare` does the write's own part (told whether the
+    /// object is already stored), then a new object's record is inserted
+    /// and the totals move. Returns whether the object is new. An error
+    /// from `prepare` rolls everything back.
+    fn commit_object(
+        &self,
+        meta: &ObjectMeta,
+        prepare: impl FnOnce(&redb::WriteTransaction, bool, &mut Delta) -> Result<(), StoreError>,
+    ) -> Result<bool, StoreError> {
+        let address = meta.address.as_bytes();
+        let mut txn = self.db.begin_write().map_err(db_err)?;
+        txn.set_durability(Durability::Immediate).map_err(db_err)?;
+        let exists = txn
+            .open_table(OBJECTS)
+            .map_err(db_err)?
+            .get(address)
+            .map_err(db_err)?
+            .is_some();
+        let mut delta = Delta::default();
+        prepare(&txn, exists, &mut delta)?;
+        if !exists {
+            txn.open_table(OBJECTS)
+                .map_err(db_err)?
+                .insert(address, &meta.encode()[..])
+                .map_err(db_err)?;
+            delta.object(1, meta.size);
+        }
         let totals = apply_delta(&txn, &delta)?;
         txn.commit().map_err(db_err)?;
         self.export(totals);
-        Ok((meta.clone(), created))
+        Ok(!exists)
     }
 
     /// Abandons an upload, releasing its chunks. Returns whether it existed.
@@ -1475,29 +1494,16 @@ impl ObjectWriter {
             size: self.size,
             chunks: std::mem::take(&mut self.chunks),
         };
-        let mut txn = self.store.db.begin_write().map_err(db_err)?;
-        txn.set_durability(Durability::Immediate).map_err(db_err)?;
-        let mut delta = Delta::default();
-        let created = {
-            let mut objects = txn.open_table(OBJECTS).map_err(db_err)?;
-            if objects.get(address.as_bytes()).map_err(db_err)?.is_some() {
-                false
-            } else {
+        let created = self.store.commit_object(&meta, |txn, exists, _| {
+            if !exists {
                 let mut refs = txn.open_table(REFS).map_err(db_err)?;
                 for c in &meta.chunks {
                     add_ref(&mut refs, c)?;
                 }
-                objects
-                    .insert(address.as_bytes(), &meta.encode()[..])
-                    .map_err(db_err)?;
-                delta.object(1, meta.size);
-                true
             }
-        };
-        let totals = apply_delta(&txn, &delta)?;
-        txn.commit().map_err(db_err)?;
+            Ok(())
+        })?;
         self.kept = created;
-        self.store.export(totals);
         self.store.touch(address.as_bytes());
         Ok((meta, created))
     }
