@@ -122,9 +122,7 @@ fn overlay(
         write_cap: Default::default(),
     });
     let api = Arc::new(ron_storage::http::StorageApi::new(store, settings, bus));
-    handles.publish::<dyn ron_kernel::handles::Objects>(Arc::new(ron_storage::StorageHandle::new(
-        api,
-    )));
+    handles.publish::<dyn ron_kernel::handles::Objects>(api);
     let mut limits = Limits::from_config(&OverlayConfig::default());
     limits.fetch_max_bytes = OBJECT;
     if let Ok(w) = std::env::var("BENCH_WINDOW") {

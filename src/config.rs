@@ -124,6 +124,12 @@ macro_rules! node_config {
                 let _ = errs;
             }
 
+            /// Each role section and its restart-only keys.
+            fn role_restart_keys() -> Vec<(&'static str, &'static [&'static str])> {
+                vec![$(#[cfg(feature = $feat)]
+                (stringify!($field), <$ty as Reload>::RESTART),)*]
+            }
+
             /// Keeps each role section's restart-only keys from `self`
             /// in `new`, and says which of them `new` changed.
             fn reload_sections(&self, new: &mut NodeConfig, changed: &mut Vec<String>) {
@@ -145,6 +151,23 @@ ron_kernel::restart_keys!(NodeConfig {
     amnesia,
     roles
 });
+
+/// The host's sections, handed to `$then!` (reload walks them all).
+macro_rules! host_sections {
+    ($then:ident) => {
+        $then!(
+            log: LogConfig,
+            metrics: MetricsConfig,
+            admin: AdminConfig,
+            bus: BusConfig,
+            shutdown: ShutdownConfig,
+            limits: LimitsConfig,
+            supervisor: SupervisorConfig,
+            auth: AuthConfig,
+            uds: UdsConfig
+        )
+    };
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -324,15 +347,34 @@ impl NodeConfig {
     pub fn reloaded(&self, mut new: NodeConfig) -> (NodeConfig, Vec<String>) {
         let mut changed = new.restart_changes("", self);
         new.keep_restart_keys(self);
-        macro_rules! host_sections {
-            ($($s:ident),*) => {$(
+        macro_rules! keep {
+            ($($s:ident: $t:ty),*) => {$(
                 changed.extend(new.$s.restart_changes(stringify!($s), &self.$s));
                 new.$s.keep_restart_keys(&self.$s);
             )*};
         }
-        host_sections!(log, metrics, admin, bus, shutdown, limits, supervisor, auth, uds);
+        host_sections!(keep);
         self.reload_sections(&mut new, &mut changed);
         (new, changed)
+    }
+
+    /// Whether `key` (`section.key`, or a top-level key) takes effect only
+    /// at start, as its section declares; `None` for no such section.
+    pub fn restart_only(key: &str) -> Option<bool> {
+        macro_rules! list {
+            ($($s:ident: $t:ty),*) => {
+                vec![$((stringify!($s), <$t as Reload>::RESTART)),*]
+            };
+        }
+        let mut sections: Vec<(&str, &[&str])> = host_sections!(list);
+        sections.extend(Self::role_restart_keys());
+        let (section, rest) = key.split_once('.').unwrap_or(("", key));
+        let (section, leaf) = match sections.iter().find(|(s, _)| *s == section) {
+            Some(found) => (found.1, rest.split('.').next().unwrap_or(rest)),
+            None if section.is_empty() || !key.contains('.') => (Self::RESTART, key),
+            None => return None,
+        };
+        Some(section.iter().any(|k| *k == "*" || *k == leaf))
     }
 
     /// The effective config as TOML, secrets redacted.

@@ -196,3 +196,97 @@ fn the_code_map_names_every_module() {
         "docs/ARCHITECTURE.md does not name: {missing:?}"
     );
 }
+
+/// `text` without the bodies of its `fn validate`s (checking a key is not
+/// using it).
+fn without_validate(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("fn validate(") {
+        out.push_str(&rest[..i]);
+        let body = &rest[i..];
+        let Some(open) = body.find('{') else { break };
+        let mut depth = 0;
+        let mut end = body.len();
+        for (j, c) in body[open..].char_indices() {
+            match c {
+                '{' => depth += 1,
+                '}' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        end = open + j + 1;
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        rest = &body[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Every config key the binary has is read by code (a field access
+/// `.key` anywhere but in a `validate`): a knob that is declared,
+/// validated and documented but governs nothing fails here.
+#[test]
+fn every_config_key_is_read_by_code() {
+    let mut files = Vec::new();
+    rust_files(&root().join("src"), &mut files);
+    for parent in ["crates", "roles"] {
+        for krate in std::fs::read_dir(root().join(parent)).unwrap() {
+            let src = krate.unwrap().path().join("src");
+            if src.is_dir() {
+                rust_files(&src, &mut files);
+            }
+        }
+    }
+    let code: String = files
+        .iter()
+        .map(|f| without_validate(&std::fs::read_to_string(f).unwrap()))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let read = |leaf: &str| {
+        let access = format!(".{leaf}");
+        code.match_indices(&access).any(|(i, _)| {
+            !code[i + access.len()..].starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+        })
+    };
+    let unread: Vec<String> = default_keys()
+        .into_iter()
+        .filter(|k| !read(k.rsplit('.').next().unwrap()))
+        .collect();
+    assert!(unread.is_empty(), "config keys no code reads: {unread:?}");
+}
+
+/// docs/CONFIG.md's "hot" column says what the code declares: a key is
+/// "no" exactly when its section's `restart_keys!` names it (or the whole
+/// section).
+#[test]
+fn config_md_hot_column_matches_the_restart_declarations() {
+    let doc = std::fs::read_to_string(root().join("docs/CONFIG.md")).unwrap();
+    let mut checked = 0;
+    for key in default_keys() {
+        let cell = format!("| `{key}` |");
+        let Some(row) = doc.lines().find(|l| l.starts_with(&cell)) else {
+            continue;
+        };
+        let cols: Vec<&str> = row.split('|').map(str::trim).collect();
+        // | key | default | hot | meaning |
+        let hot = cols[3];
+        let documented_restart = hot.starts_with("no");
+        assert!(
+            documented_restart || hot.starts_with("yes"),
+            "`{key}`: hot column {hot:?}"
+        );
+        let declared = macronode::config::NodeConfig::restart_only(&key)
+            .unwrap_or_else(|| panic!("`{key}` is in no section"));
+        assert_eq!(
+            declared, documented_restart,
+            "`{key}`: docs/CONFIG.md says hot = {hot:?}, the code declares restart-only = {declared}"
+        );
+        checked += 1;
+    }
+    assert!(checked > 60, "only {checked} keys checked");
+}

@@ -122,9 +122,29 @@ impl Handles {
 }
 
 /// Serving a role's HTTP API in-process (omnigate calls it instead of
-/// going over a socket).
+/// going over a socket). Implemented with [`crate::serve_http_with!`].
 pub trait HttpApi: Send + Sync {
-    fn serve(&self, req: http::Request<ReqBody>, peer: SocketAddr) -> BoxFuture<Routed>;
+    fn serve(self: Arc<Self>, req: http::Request<ReqBody>, peer: SocketAddr) -> BoxFuture<Routed>;
+}
+
+/// `serve_http_with!(Api, handler)`: `Api`'s [`HttpApi`] is
+/// `handler(Arc<Api>, request, peer)`, the same function its own listener
+/// serves.
+#[macro_export]
+macro_rules! serve_http_with {
+    ($t:ty, $handler:path) => {
+        impl $crate::handles::HttpApi for $t {
+            fn serve(
+                self: ::std::sync::Arc<Self>,
+                req: ::http::Request<$crate::http::ReqBody>,
+                peer: ::std::net::SocketAddr,
+            ) -> ::std::pin::Pin<
+                ::std::boxed::Box<dyn ::std::future::Future<Output = $crate::Routed> + Send>,
+            > {
+                ::std::boxed::Box::pin($handler(self, req, peer))
+            }
+        }
+    };
 }
 
 /// An object's verified pieces, in order, read lazily.

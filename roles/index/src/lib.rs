@@ -15,10 +15,8 @@ pub use config::IndexConfig;
 pub use store::{IndexError, NameIndex, NameRecord, NameUpdate};
 
 use std::collections::HashSet;
-use std::future::Future;
-use std::pin::Pin;
 
-use ron_kernel::handles::{self, HandleResult, HttpApi, Names};
+use ron_kernel::handles::{self, HandleResult, Names};
 use ron_kernel::metrics::names;
 use ron_kernel::{ContentAddress, HandleError, Live, RoleContext, RoleResult};
 
@@ -41,8 +39,7 @@ pub async fn run(ctx: RoleContext, _cfg: Live<IndexConfig>) -> RoleResult {
     let opener = ctx.clone();
     let index = tokio::task::spawn_blocking(move || open_index(&opener)).await??;
     let api = Arc::new(http::IndexApi::new(index.clone(), ctx.settings.clone()));
-    ctx.handles
-        .publish::<dyn Names>(Arc::new(IndexHandle(api.clone())));
+    ctx.handles.publish::<dyn Names>(api.clone());
     let handler: Arc<dyn ron_kernel::http::Handler> =
         Arc::new(move |req, peer| http::handle(api.clone(), req, peer));
     let server = ctx.serve_own_listener("index", handler)?;
@@ -58,23 +55,13 @@ pub async fn run(ctx: RoleContext, _cfg: Live<IndexConfig>) -> RoleResult {
     Ok(())
 }
 
-/// What the index promises other roles ([`Names`]): its HTTP API, name
-/// lookups and the set of named addresses.
-pub struct IndexHandle(Arc<http::IndexApi>);
+ron_kernel::serve_http_with!(http::IndexApi, http::handle);
 
-impl HttpApi for IndexHandle {
-    fn serve(
-        &self,
-        req: ::http::Request<ron_kernel::http::ReqBody>,
-        peer: std::net::SocketAddr,
-    ) -> Pin<Box<dyn Future<Output = ron_kernel::Routed> + Send + 'static>> {
-        Box::pin(http::handle(self.0.clone(), req, peer))
-    }
-}
-
-impl Names for IndexHandle {
+/// What the index promises other roles: its HTTP API, name lookups and
+/// the set of named addresses.
+impl Names for http::IndexApi {
     fn lookup(&self, name: &str) -> HandleResult<Option<handles::NameRecord>> {
-        match self.0.index.get(name) {
+        match self.index.get(name) {
             Ok(r) => Ok(Some(handles::NameRecord {
                 address: r.address,
                 version: r.version,
@@ -87,6 +74,6 @@ impl Names for IndexHandle {
     }
 
     fn named_addresses(&self) -> HandleResult<HashSet<ContentAddress>> {
-        self.0.index.named_addresses().map_err(HandleError::failed)
+        self.index.named_addresses().map_err(HandleError::failed)
     }
 }

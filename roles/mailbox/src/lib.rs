@@ -14,10 +14,7 @@ use std::time::Duration;
 pub use config::MailboxConfig;
 pub use store::{Mailbox, MailboxError, Message};
 
-use std::future::Future;
-use std::pin::Pin;
-
-use ron_kernel::handles::{Feeds, HandleResult, HttpApi};
+use ron_kernel::handles::{Feeds, HandleResult};
 use ron_kernel::metrics::names;
 use ron_kernel::{HandleError, Live, RoleContext, RoleResult};
 
@@ -44,8 +41,7 @@ pub async fn run(ctx: RoleContext, _cfg: Live<MailboxConfig>) -> RoleResult {
     let mailbox = tokio::task::spawn_blocking(move || open_mailbox(&opener)).await??;
     http::record_depths(&mailbox).await;
     let api = Arc::new(http::MailboxApi::new(mailbox.clone(), ctx.settings.clone()));
-    ctx.handles
-        .publish::<dyn Feeds>(Arc::new(MailboxHandle(api.clone())));
+    ctx.handles.publish::<dyn Feeds>(api.clone());
     let handler: Arc<dyn ron_kernel::http::Handler> =
         Arc::new(move |req, peer| http::handle(api.clone(), req, peer));
     let server = ctx.serve_own_listener("mailbox", handler)?;
@@ -64,27 +60,13 @@ pub async fn run(ctx: RoleContext, _cfg: Live<MailboxConfig>) -> RoleResult {
     Ok(())
 }
 
-/// What the mailbox promises other roles ([`Feeds`]): its HTTP API and a
-/// topic's newest messages.
-pub struct MailboxHandle(Arc<http::MailboxApi>);
+ron_kernel::serve_http_with!(http::MailboxApi, http::handle);
 
-impl HttpApi for MailboxHandle {
-    fn serve(
-        &self,
-        req: ::http::Request<ron_kernel::http::ReqBody>,
-        peer: std::net::SocketAddr,
-    ) -> Pin<Box<dyn Future<Output = ron_kernel::Routed> + Send + 'static>> {
-        Box::pin(http::handle(self.0.clone(), req, peer))
-    }
-}
-
-impl Feeds for MailboxHandle {
+/// What the mailbox promises other roles: its HTTP API and a topic's
+/// newest messages.
+impl Feeds for http::MailboxApi {
     fn latest(&self, topic: &str, n: usize) -> HandleResult<Vec<serde_json::Value>> {
-        let msgs = self
-            .0
-            .mailbox
-            .latest(topic, n)
-            .map_err(HandleError::failed)?;
+        let msgs = self.mailbox.latest(topic, n).map_err(HandleError::failed)?;
         Ok(msgs
             .iter()
             .filter_map(|m| serde_json::to_value(m).ok())

@@ -20,8 +20,9 @@ pub struct OmnigateConfig {
     pub index_semaphore: u32,
     pub storage_semaphore: u32,
     pub mailbox_semaphore: u32,
-    /// Size of the chunks object bodies are streamed in, 32–128 KiB (env
-    /// `OMNIGATE_STREAM_CHUNK_BYTES`). Hot.
+    /// Largest data frame a response body is handed to the connection in,
+    /// 32–128 KiB (env `OMNIGATE_STREAM_CHUNK_BYTES`); a larger piece from a
+    /// downstream is split, never copied. Hot.
     pub stream_chunk_bytes: u32,
     /// Hedge slow object reads (`--hedge-read`). Hot.
     pub hedge_read: bool,

@@ -290,7 +290,8 @@ impl Gate {
                 }
                 let name = req.uri().path()["/v1/view/".len()..].to_owned();
                 let Routed { route, response } = view::view(self.clone(), name).await;
-                return Routed::new(route, guarded(response, inflight, None, None));
+                let chunk = cfg.stream_chunk_bytes as usize;
+                return Routed::new(route, guarded(response, chunk, inflight, None, None));
             }
             Target::Service(svc, _) => svc,
         };
@@ -376,7 +377,11 @@ impl Gate {
         // full read, not a range start.
         let first_byte =
             (ranged && response.status() == StatusCode::PARTIAL_CONTENT).then_some(start);
-        Routed::new(route, guarded(response, inflight, Some(permit), first_byte))
+        let chunk = cfg.stream_chunk_bytes as usize;
+        Routed::new(
+            route,
+            guarded(response, chunk, inflight, Some(permit), first_byte),
+        )
     }
 
     /// After a local 404: fetch the object from peers through the overlay
@@ -566,10 +571,16 @@ fn count_downstream_refusal(resp: &http::Response<Body>) {
     metrics::counter!(names::REJECTED_TOTAL, "reason" => reason).increment(1);
 }
 
-/// A response body that holds the request's permits until it ends, and
-/// notes the time to the first byte of a ranged read.
+/// A response body that holds the request's permits until it ends, notes
+/// the time to the first byte of a ranged read, and hands the connection
+/// data frames of at most `omnigate.stream_chunk_bytes` (a larger frame
+/// from a downstream is split: `Bytes` slices, nothing is copied), so one
+/// large piece never monopolises an h2 connection's window.
 struct Guarded {
     inner: Body,
+    chunk: usize,
+    /// The rest of a frame that was split.
+    rest: Bytes,
     _inflight: Permit,
     _permit: Option<Permit>,
     first_byte: Option<Instant>,
@@ -577,6 +588,7 @@ struct Guarded {
 
 fn guarded(
     resp: http::Response<Body>,
+    chunk: usize,
     inflight: Permit,
     permit: Option<Permit>,
     first_byte: Option<Instant>,
@@ -584,12 +596,24 @@ fn guarded(
     resp.map(|inner| {
         Guarded {
             inner,
+            chunk: chunk.max(1),
+            rest: Bytes::new(),
             _inflight: inflight,
             _permit: permit,
             first_byte,
         }
         .boxed()
     })
+}
+
+impl Guarded {
+    /// The next at most `chunk` bytes of `data`; the remainder is kept.
+    fn cut(&mut self, mut data: Bytes) -> Frame<Bytes> {
+        if data.len() > self.chunk {
+            self.rest = data.split_off(self.chunk);
+        }
+        Frame::data(data)
+    }
 }
 
 impl hyper::body::Body for Guarded {
@@ -600,24 +624,68 @@ impl hyper::body::Body for Guarded {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(f))) = &polled {
-            if f.is_data() {
+        if !self.rest.is_empty() {
+            let rest = std::mem::take(&mut self.rest);
+            return Poll::Ready(Some(Ok(self.cut(rest))));
+        }
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(f))) => {
+                if !f.is_data() {
+                    return Poll::Ready(Some(Ok(f)));
+                }
                 if let Some(t) = self.first_byte.take() {
                     metrics::histogram!(names::OMNIGATE_RANGE_START_LATENCY_SECONDS)
                         .record(t.elapsed().as_secs_f64());
                 }
+                match f.into_data() {
+                    Ok(data) => Poll::Ready(Some(Ok(self.cut(data)))),
+                    Err(f) => Poll::Ready(Some(Ok(f))),
+                }
             }
+            other => other,
         }
-        polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.rest.is_empty() && self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> hyper::body::SizeHint {
-        self.inner.size_hint()
+        let inner = self.inner.size_hint();
+        let rest = self.rest.len() as u64;
+        let mut hint = hyper::body::SizeHint::new();
+        hint.set_lower(inner.lower() + rest);
+        if let Some(upper) = inner.upper() {
+            hint.set_upper(upper + rest);
+        }
+        hint
+    }
+}
+
+#[cfg(test)]
+mod guarded_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn large_frames_are_cut_to_the_chunk_size_without_losing_a_byte() {
+        use hyper::body::Body as _;
+        let data: Vec<u8> = (0..200_000u32).map(|i| i as u8).collect();
+        let resp = http::Response::new(ron_kernel::http::full(data.clone()));
+        let limiter = Limiter::new();
+        let permit = limiter.try_acquire(1).unwrap();
+        let mut frames = Vec::new();
+        {
+            let body = guarded(resp, 65536, permit, None, None).into_body();
+            let mut body = std::pin::pin!(body);
+            while let Some(f) = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
+                frames.push(f.unwrap().into_data().unwrap());
+            }
+            assert_eq!(limiter.in_use(), 1, "held while the body lives");
+        }
+        let sizes: Vec<usize> = frames.iter().map(Bytes::len).collect();
+        assert_eq!(sizes, vec![65536, 65536, 65536, 200_000 - 3 * 65536]);
+        assert_eq!(frames.concat(), data);
+        assert_eq!(limiter.in_use(), 0, "the permit is released with the body");
     }
 }
 

@@ -17,11 +17,9 @@ pub mod store;
 pub use config::StorageConfig;
 pub use store::{ObjectMeta, ObjectReader, ObjectStore, ObjectWriter, StoreError, StoreStats};
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
-use ron_kernel::handles::{HandleResult, HttpApi, Names, ObjectSink, Objects, Pieces};
+use ron_kernel::handles::{HandleResult, Names, ObjectSink, Objects, Pieces};
 use ron_kernel::metrics::names;
 use ron_kernel::{ContentAddress, HandleError, Live, RoleContext, RoleName, RoleResult};
 
@@ -61,31 +59,14 @@ fn named_objects(ctx: &RoleContext) -> store::KeepFn {
     })
 }
 
-/// What storage promises other roles ([`Objects`]): its HTTP API, sizes,
-/// verified ranged reads and writers. Nothing else of the store is
-/// reachable through it.
-pub struct StorageHandle(Arc<http::StorageApi>);
+ron_kernel::serve_http_with!(http::StorageApi, http::handle);
 
-impl StorageHandle {
-    pub fn new(api: Arc<http::StorageApi>) -> Self {
-        Self(api)
-    }
-}
-
-impl HttpApi for StorageHandle {
-    fn serve(
-        &self,
-        req: ::http::Request<ron_kernel::http::ReqBody>,
-        peer: std::net::SocketAddr,
-    ) -> Pin<Box<dyn Future<Output = ron_kernel::Routed> + Send + 'static>> {
-        Box::pin(http::handle(self.0.clone(), req, peer))
-    }
-}
-
-impl Objects for StorageHandle {
+/// What storage promises other roles: its HTTP API, sizes, verified
+/// ranged reads and writers. Nothing else of the store is reachable
+/// through it.
+impl Objects for http::StorageApi {
     fn size(&self, address: &ContentAddress) -> HandleResult<Option<u64>> {
-        self.0
-            .store
+        self.store
             .head(address)
             .map(|m| m.map(|m| m.size))
             .map_err(HandleError::failed)
@@ -96,7 +77,7 @@ impl Objects for StorageHandle {
         address: &ContentAddress,
         range: Option<std::ops::Range<u64>>,
     ) -> HandleResult<Option<(u64, Pieces)>> {
-        match self.0.store.read(address, range) {
+        match self.store.read(address, range) {
             Ok((meta, reader)) => Ok(Some((
                 meta.size,
                 Box::new(reader.map(|p| p.map_err(HandleError::failed))),
@@ -107,7 +88,7 @@ impl Objects for StorageHandle {
     }
 
     fn writer(&self) -> Box<dyn ObjectSink> {
-        Box::new(self.0.store.writer())
+        Box::new(self.store.writer())
     }
 }
 
@@ -157,8 +138,7 @@ pub async fn run(ctx: RoleContext, cfg: Live<StorageConfig>) -> RoleResult {
         ctx.settings.clone(),
         ctx.bus.clone(),
     ));
-    ctx.handles
-        .publish::<dyn Objects>(Arc::new(StorageHandle::new(api.clone())));
+    ctx.handles.publish::<dyn Objects>(api.clone());
     let handler: Arc<dyn ron_kernel::http::Handler> =
         Arc::new(move |req, peer| http::handle(api.clone(), req, peer));
     let server = ctx.serve_own_listener("storage", handler)?;
