@@ -11,6 +11,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test or bench may panic
 
+// The allocator both binaries run on (src/main.rs): the figures are the
+// node's, not glibc's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::hint::black_box;
 use std::io::Write;
 use std::sync::Arc;

@@ -190,6 +190,18 @@ fn the_code_map_names_every_module() {
             missing.push(f.strip_prefix(root()).unwrap().display().to_string());
         }
     }
+    // Every test and bench target, by its path.
+    for dir in ["tests", "benches"] {
+        for entry in std::fs::read_dir(root().join(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "rs") {
+                let rel = path.strip_prefix(root()).unwrap().display().to_string();
+                if !map.contains(&format!("`{rel}`")) {
+                    missing.push(rel);
+                }
+            }
+        }
+    }
     assert!(files.len() > 50, "found only {} modules", files.len());
     assert!(
         missing.is_empty(),

@@ -3,12 +3,16 @@
 //! A pure library, the `quinn-proto` of OAP/1: no sockets, no tokio, no
 //! filesystem, no clock. The overlay role drives it.
 //!
+//! - [`header`]: the 38-byte header, [`Flags`], [`FrameKind`].
 //! - [`decode`]: bytes → [`Frame`]s, zero-copy, length checked first.
-//! - [`encode`]: [`FrameSpec`] + payload → [`OutFrame`] (pooled head,
-//!   payload chained, never copied).
-//! - [`session`]: per-stream state machine and ACK windows.
+//! - [`encode`]: [`FrameSpec`] + payload → [`OutFrame`] (the header
+//!   inline, the capability cut from a [`FramePool`] arena, the payload a
+//!   `Buf` chained behind them, never copied).
+//! - [`session`]: per-`corr_id` half states, credit checks and ACK
+//!   scheduling.
 //! - [`comp`]: zstd with a bounded inflate.
-//! - [`hello`], [`health`] (metrics hook and readiness inputs).
+//! - [`hello`], [`reject`] (the reason labels), [`health`] (metrics hook
+//!   and readiness inputs).
 //!
 //! The normative spec is `docs/OAP-1.md`.
 

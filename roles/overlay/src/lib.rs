@@ -1,11 +1,17 @@
 //! Overlay: OAP/1 over TLS 1.3/TCP between nodes (DESIGN §9).
 //!
 //! `identity.rs` — the node key and its certificate; `tls.rs` — pinned-key
-//! TLS configs; `net.rs` — TCP listener, dialer and the session task;
-//! `quic.rs` — the same over QUIC on the UDP port of the same number;
-//! `peers.rs` — the registry's `node` descriptors as pins and dial targets.
-//! A key from the static `overlay.peers` list or from the registry may
-//! connect; peers with an address are dialed and kept connected.
+//! TLS configs; `net.rs` — the `Overlay` (sessions, links, fetches), TCP
+//! listener and dialer; `session.rs` — one session's task over any
+//! stream (HELLO, credit windows, blob serving and fetching); `quic.rs` —
+//! the same over QUIC on the UDP port of the same number; `apps.rs` —
+//! gossip and registry sync; `oap_health.rs` — the `oap_*` metrics hook
+//! and readiness inputs; `peers.rs` — the registry's `node` descriptors
+//! as pins and dial targets. A key from the static `overlay.peers` list or
+//! from the registry may connect; peers with an address are dialed and
+//! kept connected. The overlay reaches storage and the registry only
+//! through their kernel handles (`Objects`, `DescriptorLog`) and publishes
+//! `PeerFetch` and `Peers`.
 
 pub mod apps;
 pub mod config;
