@@ -63,7 +63,7 @@ fn every_role_in_the_table_is_a_feature_of_the_package() {
     }
     for role in ron_kernel::RoleName::PRODUCTION {
         assert!(
-            macronode::roles::COMPILED.contains(&role),
+            macronode::roles::COMPILED.contains(role),
             "the default build (all features here) runs {role}"
         );
     }

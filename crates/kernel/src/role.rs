@@ -20,16 +20,6 @@ pub enum RoleName {
 }
 
 impl RoleName {
-    /// The production roles, in start order.
-    pub const PRODUCTION: [RoleName; 6] = [
-        RoleName::Storage,
-        RoleName::Index,
-        RoleName::Mailbox,
-        RoleName::Registry,
-        RoleName::Overlay,
-        RoleName::Omnigate,
-    ];
-
     /// Every role, in start order.
     pub const ALL: [RoleName; 7] = [
         RoleName::Storage,
@@ -40,6 +30,9 @@ impl RoleName {
         RoleName::Omnigate,
         RoleName::TestRole,
     ];
+
+    /// The production roles (all but the test role), in start order.
+    pub const PRODUCTION: &'static [RoleName] = Self::ALL.split_at(6).0;
 
     /// The name in `--roles`, config sections, logs and metric labels.
     pub const fn as_str(self) -> &'static str {
@@ -84,5 +77,7 @@ mod tests {
         }
         assert_eq!(RoleName::parse("nosuch"), None);
         assert_eq!(RoleName::TestRole.feature(), "test-roles");
+        assert_eq!(RoleName::PRODUCTION.len(), 6);
+        assert!(!RoleName::PRODUCTION.contains(&RoleName::TestRole));
     }
 }
