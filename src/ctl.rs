@@ -64,6 +64,8 @@ pub enum CtlAction {
     Names(NamesCmd),
     #[cfg(feature = "registry")]
     Registry(crate::ctl_registry::RegistryCmd),
+    #[cfg(feature = "storage")]
+    Storage(crate::ctl_storage::StorageCmd),
 }
 
 #[derive(FromArgs, Debug)]
@@ -377,6 +379,12 @@ pub fn run(cmd: CtlCmd) -> Result<(), CtlError> {
             CtlAction::Names(n) => names(&api, out, n).await,
             #[cfg(feature = "registry")]
             CtlAction::Registry(r) => crate::ctl_registry::run(&api, out, r).await,
+            #[cfg(feature = "storage")]
+            CtlAction::Storage(s) => {
+                tokio::task::spawn_blocking(move || crate::ctl_storage::run(out, s))
+                    .await
+                    .map_err(|e| CtlError::Failed(e.to_string()))?
+            }
         }
     })
 }

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::config::ConfigSource;
 use crate::ctl::{CtlError, Out};
-use crate::ctl_ops::{compiled_role, profile};
+use crate::ctl_ops::{compiled_role, load_config, profile};
 
 #[derive(FromArgs, Debug)]
 /// Report and upgrade the schema version of a role's redb file, with the
@@ -47,13 +47,7 @@ fn schemas(cfg: &crate::config::NodeConfig) -> Vec<(&'static str, &'static Schem
 
 pub(crate) fn run(out: Out, c: MigrateCmd) -> Result<(), CtlError> {
     let src = ConfigSource::new(profile(&c.profile)?, c.config, Default::default());
-    let cfg = src.load().map_err(|e| {
-        CtlError::Usage(format!(
-            "config invalid ({}):\n  {}",
-            crate::config::describe_source(&src),
-            e.to_string().replace('\n', "\n  ")
-        ))
-    })?;
+    let cfg = load_config(&src)?;
     let all = schemas(&cfg);
     let picked: Vec<(&str, &Schema)> = if c.role == "all" {
         all

@@ -185,6 +185,18 @@ pub(crate) fn role_name(s: &str) -> &str {
         .unwrap_or(s)
 }
 
+/// The config `src` assembles, or a usage error naming where it came
+/// from and every problem in it (for the offline commands).
+pub(crate) fn load_config(src: &ConfigSource) -> Result<crate::config::NodeConfig, CtlError> {
+    src.load().map_err(|e| {
+        CtlError::Usage(format!(
+            "config invalid ({}):\n  {}",
+            crate::config::describe_source(src),
+            e.to_string().replace('\n', "\n  ")
+        ))
+    })
+}
+
 pub(crate) fn profile(s: &str) -> Result<Profile, CtlError> {
     match s {
         "macronode" => Ok(Profile::Macronode),
@@ -473,13 +485,7 @@ async fn config_print(admin: &Api, out: Out, p: ConfigPrint) -> Result<(), CtlEr
     let (v, from) = match p.config {
         Some(file) => {
             let src = ConfigSource::new(profile(&p.profile)?, Some(file), Default::default());
-            let cfg = src.load().map_err(|e| {
-                CtlError::Usage(format!(
-                    "config invalid ({}):\n  {}",
-                    crate::config::describe_source(&src),
-                    e.to_string().replace('\n', "\n  ")
-                ))
-            })?;
+            let cfg = load_config(&src)?;
             let v = serde_json::to_value(&cfg).map_err(|e| CtlError::Failed(e.to_string()))?;
             (v, crate::config::describe_source(&src))
         }

@@ -10,6 +10,8 @@ pub mod ctl_migrate;
 pub mod ctl_ops;
 #[cfg(feature = "registry")]
 pub mod ctl_registry;
+#[cfg(feature = "storage")]
+pub mod ctl_storage;
 pub mod doctor;
 pub mod logging;
 pub mod node;

@@ -21,6 +21,8 @@ const OPTIONAL_KEYS: &[&str] = &[
     "omnigate.tls.cert",
     "omnigate.tls.key",
     "registry.upstream",
+    "storage.s3.access_key_id",
+    "storage.s3.secret_access_key",
 ];
 
 fn root() -> &'static Path {

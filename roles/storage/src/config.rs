@@ -1,9 +1,10 @@
 //! `[storage]`: this role's section of the node config.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use ron_kernel::section::RoleSection;
-use ron_kernel::RoleName;
+use ron_kernel::{RoleName, Secret};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -20,8 +21,82 @@ pub struct StorageConfig {
     /// Budget for stored chunk bytes (0: none). Under amnesia the store is
     /// a cache: when full it evicts the least recently used objects no
     /// index name points to. On disk nothing is evicted: a write that does
-    /// not fit gets 507 `storage_full`.
+    /// not fit gets 507 `storage_full`. Not applied with `backend = "s3"`
+    /// (the bucket holds the bytes).
     pub max_bytes: u64,
+    /// Where chunk bytes and object records live: `redb` (this node's
+    /// file, or RAM under amnesia) or `s3` (an S3-compatible bucket shared
+    /// by replicas; this node keeps only its own upload state and a record
+    /// of what it wrote in redb).
+    pub backend: Backend,
+    /// The bucket, for `backend = "s3"`.
+    pub s3: S3Config,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    Redb,
+    S3,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    /// The service's URL; empty: AWS S3 in `region`.
+    pub endpoint: String,
+    pub bucket: String,
+    pub region: String,
+    /// Key prefix of everything this store writes (`<prefix>/chunks/…`,
+    /// `<prefix>/objects/…`).
+    pub prefix: String,
+    /// Allow an `http://` endpoint (a service on a private network).
+    pub allow_http: bool,
+    /// `https://<bucket>.<endpoint>/…` instead of `https://<endpoint>/<bucket>/…`.
+    pub virtual_hosted_style: bool,
+    /// Credentials; unset: the standard `AWS_ACCESS_KEY_ID`,
+    /// `AWS_SECRET_ACCESS_KEY` and `AWS_SESSION_TOKEN` environment. Never
+    /// printed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access_key_id: Option<Secret>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret_access_key: Option<Secret>,
+    /// One S3 request's budget (each retry gets its own).
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Retries of a failed request (every call is idempotent).
+    pub retries: u32,
+    /// Chunks younger than this are never collected by `ronctl storage
+    /// gc` (another replica's write may be about to name them).
+    #[serde(with = "humantime_serde")]
+    pub gc_grace: Duration,
+    /// How often the node sweeps the bucket itself (the same sweep as
+    /// `ronctl storage gc`); 0: never (run `ronctl storage gc` instead,
+    /// from one place, when replicas share the bucket).
+    #[serde(with = "humantime_serde")]
+    pub gc_interval: Duration,
+}
+
+impl Default for S3Config {
+    fn default() -> Self {
+        Self {
+            endpoint: String::new(),
+            bucket: String::new(),
+            region: "us-east-1".into(),
+            prefix: String::new(),
+            allow_http: false,
+            virtual_hosted_style: false,
+            access_key_id: None,
+            secret_access_key: None,
+            request_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(2),
+            retries: 2,
+            gc_grace: Duration::from_secs(3600),
+            gc_interval: Duration::ZERO,
+        }
+    }
 }
 
 // The role reads its section once, at start.
@@ -34,6 +109,8 @@ impl Default for StorageConfig {
             serve_remote: false,
             read_cache_bytes: 64 * 1024 * 1024,
             max_bytes: 0,
+            backend: Backend::Redb,
+            s3: S3Config::default(),
         }
     }
 }
@@ -64,6 +141,36 @@ impl RoleSection for StorageConfig {
                 self.max_bytes,
                 crate::store::CHUNK_BYTES
             ));
+        }
+        if self.backend == Backend::S3 {
+            let s3 = &self.s3;
+            if s3.bucket.is_empty() {
+                errs.push("storage.s3.bucket must be set for backend = \"s3\"".into());
+            }
+            let endpoint = s3.endpoint.as_str();
+            if !endpoint.is_empty() {
+                if endpoint
+                    .parse::<http::Uri>()
+                    .map_or(true, |u| u.host().is_none())
+                {
+                    errs.push(format!("storage.s3.endpoint {endpoint:?} is not a URL"));
+                } else if endpoint.starts_with("http://") && !s3.allow_http {
+                    errs.push(format!(
+                        "storage.s3.endpoint {endpoint:?} is http://; set storage.s3.allow_http = true to use it"
+                    ));
+                }
+            }
+            if s3.request_timeout.is_zero() || s3.connect_timeout.is_zero() {
+                errs.push(
+                    "storage.s3.request_timeout and connect_timeout must be above zero".into(),
+                );
+            }
+            if s3.access_key_id.is_some() != s3.secret_access_key.is_some() {
+                errs.push(
+                    "storage.s3.access_key_id and secret_access_key go together (or neither: the AWS_* environment)"
+                        .into(),
+                );
+            }
         }
     }
 }

@@ -96,6 +96,14 @@ impl AsProblem for StoreError {
                 ),
             ),
             StoreError::Db(_) | StoreError::Schema(_) => Problem::internal("storage failure"),
+            // The bucket is down or slow: the client may retry; the
+            // detail names the call, never a credential.
+            StoreError::Backend(crate::remote::RemoteError::Timeout(..)) => Problem::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "downstream_timeout",
+                self.to_string(),
+            ),
+            StoreError::Backend(_) => Problem::unavailable("downstream_down", self.to_string(), 1),
         }
     }
 }

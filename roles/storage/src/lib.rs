@@ -12,9 +12,10 @@
 
 pub mod config;
 pub mod http;
+pub mod remote;
 pub mod store;
 
-pub use config::StorageConfig;
+pub use config::{Backend, S3Config, StorageConfig};
 pub use store::{ObjectMeta, ObjectReader, ObjectStore, ObjectWriter, StoreError, StoreStats};
 
 use std::sync::Arc;
@@ -27,6 +28,18 @@ use ron_kernel::{ContentAddress, HandleError, Live, RoleContext, RoleName, RoleR
 /// its read cache and byte budget.
 pub fn open_store(ctx: &RoleContext, cfg: &StorageConfig) -> Result<ObjectStore, StoreError> {
     let s = ctx.settings.load();
+    if cfg.backend == Backend::S3 {
+        // Called on the blocking pool: the bucket's calls wait on this
+        // runtime. The byte budget does not apply (the bucket holds the
+        // bytes).
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|e| remote::RemoteError::Config(format!("no runtime: {e}")))?;
+        let bucket = remote::Remote::s3(&cfg.s3, runtime)?;
+        let path = (!s.amnesia).then(|| s.data_dir.join(store::SCHEMA.file));
+        metrics::gauge!(names::STORAGE_MAX_BYTES).set(0.0);
+        let store = ObjectStore::with_remote(path.as_deref(), bucket, Some(ctx.bus.clone()))?;
+        return Ok(store.with_read_cache(cfg.read_cache_bytes));
+    }
     let store = if s.amnesia {
         ObjectStore::in_memory(Some(ctx.bus.clone()))
     } else {
@@ -108,6 +121,40 @@ impl ObjectSink for ObjectWriter {
     }
 }
 
+/// Sweeps the bucket every `every` until shutdown (`storage.s3.gc_interval`).
+async fn sweep_every(
+    store: ObjectStore,
+    every: std::time::Duration,
+    grace: std::time::Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        let s = store.clone();
+        match tokio::task::spawn_blocking(move || s.sweep(grace)).await {
+            Ok(Ok(n)) => tracing::info!(removed = n, "storage: swept the bucket"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "storage: sweeping the bucket failed"),
+            Err(e) => tracing::warn!(error = %e, "storage: the sweep task failed"),
+        }
+    }
+}
+
+/// Why the role is not ready, or `None`: its redb must take a write, and
+/// a bucket must answer (the reason names it, never a credential).
+fn unready_reason(store: &ObjectStore) -> Option<String> {
+    if !store.writable() {
+        return Some("object store is not writable".into());
+    }
+    let remote = store.remote()?;
+    remote
+        .reachable()
+        .err()
+        .map(|e| format!("S3 {} is not usable: {e}", remote.label))
+}
+
 /// The role's series at zero, before its first write.
 pub fn init_series() {
     metrics::counter!(names::STORAGE_INTEGRITY_ERRORS_TOTAL).increment(0);
@@ -121,8 +168,9 @@ pub fn init_series() {
 pub async fn run(ctx: RoleContext, cfg: Live<StorageConfig>) -> RoleResult {
     let opener = ctx.clone();
     let cfg = (*cfg.load()).clone();
+    let section = cfg.clone();
     let store = tokio::task::spawn_blocking(move || {
-        let store = open_store(&opener, &cfg)?;
+        let store = open_store(&opener, &section)?;
         if !store.writable() {
             return Err(StoreError::Db(
                 "store opened but a write transaction failed".into(),
@@ -142,12 +190,16 @@ pub async fn run(ctx: RoleContext, cfg: Live<StorageConfig>) -> RoleResult {
     let handler: Arc<dyn ron_kernel::http::Handler> =
         Arc::new(move |req, peer| http::handle(api.clone(), req, peer));
     let server = ctx.serve_own_listener("storage", handler)?;
-    ctx.ready_while(
-        http::PROBE_INTERVAL,
-        "object store is not writable",
-        move || store.writable(),
-    )
-    .await;
+    if cfg.backend == Backend::S3 && !cfg.s3.gc_interval.is_zero() {
+        tokio::spawn(sweep_every(
+            store.clone(),
+            cfg.s3.gc_interval,
+            cfg.s3.gc_grace,
+            ctx.shutdown.clone(),
+        ));
+    }
+    ctx.ready_unless(http::PROBE_INTERVAL, move || unready_reason(&store))
+        .await;
     if let Some(server) = server {
         server.await?;
     }

@@ -42,6 +42,8 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinitio
 use ron_kernel::metrics::names;
 use ron_kernel::{Bus, ContentAddress, KernelEvent};
 
+use crate::remote::Remote;
+
 /// Objects are cut into chunks of this size (the last may be shorter).
 pub const CHUNK_BYTES: usize = 64 * 1024;
 
@@ -93,6 +95,9 @@ pub enum StoreError {
     Full { need: u64, max: u64, evicts: bool },
     #[error("storage error: {0}")]
     Db(String),
+    /// The S3 backend failed or did not answer in time.
+    #[error(transparent)]
+    Backend(#[from] crate::remote::RemoteError),
 }
 
 ron_kernel::db_error_type!(StoreError);
@@ -285,6 +290,20 @@ enum Bodies {
     Table,
     /// As `Bytes` in RAM (amnesia), beside an empty `chunks` row each.
     Ram(RwLock<HashMap<[u8; 32], Bytes>>),
+    /// In an S3 bucket (`storage.backend = "s3"`), with object manifests
+    /// beside them; a `chunks` row holds the chunk's length (8 bytes, big
+    /// endian) for the chunks this node wrote, and records are in redb
+    /// too. A manifest another replica wrote is read from the bucket.
+    Remote(Arc<Remote>),
+}
+
+/// The row a remote chunk keeps locally: its length.
+fn remote_row(len: usize) -> [u8; 8] {
+    (len as u64).to_be_bytes()
+}
+
+fn remote_row_len(row: &[u8]) -> usize {
+    row.try_into().map_or(0, |b| u64::from_be_bytes(b) as usize)
 }
 
 /// Which addresses must not be evicted (those an index name points to);
@@ -408,6 +427,36 @@ impl ObjectStore {
             .create_with_backend(backend)
             .map_err(db_err)?;
         Self::init(db, Bodies::Table, bus)
+    }
+
+    /// A store whose chunk bytes and object manifests live in `remote`;
+    /// its records of what this node wrote, its upload state and its
+    /// totals in redb at `path` (in RAM for `None`: amnesia).
+    pub fn with_remote(
+        path: Option<&Path>,
+        remote: Remote,
+        bus: Option<Bus>,
+    ) -> Result<Self, StoreError> {
+        let db = match path {
+            Some(path) => {
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir).map_err(db_err)?;
+                }
+                Database::create(path).map_err(db_err)?
+            }
+            None => Database::builder()
+                .create_with_backend(ron_kernel::memstore::PagedMemory::new())
+                .map_err(db_err)?,
+        };
+        Self::init(db, Bodies::Remote(Arc::new(remote)), bus)
+    }
+
+    /// The bucket, when the bodies live in one.
+    pub fn remote(&self) -> Option<&Remote> {
+        match &*self.bodies {
+            Bodies::Remote(r) => Some(r),
+            _ => None,
+        }
     }
 
     fn init(db: Database, bodies: Bodies, bus: Option<Bus>) -> Result<Self, StoreError> {
@@ -631,6 +680,24 @@ impl ObjectStore {
                 write(map).insert(*hash, body);
                 chunks.insert(hash, &[][..]).map_err(db_err)?;
             }
+            Bodies::Remote(_) => {
+                // The bytes went to the bucket before this transaction
+                // (`upload_bodies`): only the row is kept here.
+                chunks
+                    .insert(hash, &remote_row(data.len())[..])
+                    .map_err(db_err)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Puts chunk bodies in the bucket (several at a time) before the
+    /// transaction that records them; nothing for a local store. A body
+    /// uploaded for a write that then fails is collected by the bucket's
+    /// sweep after its grace period.
+    fn upload_bodies(&self, bodies: &[([u8; 32], Bytes)]) -> Result<(), StoreError> {
+        if let Bodies::Remote(r) = &*self.bodies {
+            r.put_chunks(bodies)?;
         }
         Ok(())
     }
@@ -648,6 +715,9 @@ impl ObjectStore {
         Ok(Some(match &*self.bodies {
             Bodies::Table => old.value().len(),
             Bodies::Ram(map) => read(map).get(hash).map_or(0, Bytes::len),
+            // The bucket's copy stays: other replicas' objects may name it
+            // (only the bucket's sweep deletes chunks there).
+            Bodies::Remote(_) => remote_row_len(old.value()),
         }))
     }
 
@@ -697,13 +767,14 @@ impl ObjectStore {
         }
         let ram = match &*self.bodies {
             Bodies::Ram(map) => Some(read(map)),
-            Bodies::Table => None,
+            Bodies::Table | Bodies::Remote(_) => None,
         };
         for entry in chunks.iter().map_err(db_err)? {
             let (k, v) = entry.map_err(db_err)?;
-            s.stored_bytes += match &ram {
-                Some(m) => m.get(k.value()).map_or(0, Bytes::len),
-                None => v.value().len(),
+            s.stored_bytes += match (&ram, &*self.bodies) {
+                (Some(m), _) => m.get(k.value()).map_or(0, Bytes::len),
+                (None, Bodies::Remote(_)) => remote_row_len(v.value()),
+                (None, _) => v.value().len(),
             } as u64;
             s.chunks += 1;
         }
@@ -778,15 +849,25 @@ impl ObjectStore {
         // Read the epoch before the snapshot: a delete that commits after
         // our snapshot began bumps it, and we take back what we cached.
         let epoch = self.cache.as_ref().map(|c| c.epoch.load(Ordering::SeqCst));
-        let txn = self.db.begin_read().map_err(db_err)?;
-        let objects = txn.open_table(OBJECTS).map_err(db_err)?;
-        let meta = match objects.get(address.as_bytes()).map_err(db_err)? {
-            Some(raw) => Arc::new(
-                ObjectMeta::decode(*address, raw.value())
-                    .inspect_err(|e| self.integrity_failure(address, e))?,
-            ),
-            None => return Ok(None),
+        let raw = match &*self.bodies {
+            // With a bucket the manifest is the object, whichever replica
+            // wrote it (or deleted it since): this node's record is only
+            // the bookkeeping of its own writes.
+            Bodies::Remote(r) => r.get_manifest(address.as_bytes())?,
+            _ => {
+                let txn = self.db.begin_read().map_err(db_err)?;
+                let objects = txn.open_table(OBJECTS).map_err(db_err)?;
+                let got = objects.get(address.as_bytes()).map_err(db_err)?;
+                got.map(|raw| Bytes::copy_from_slice(raw.value()))
+            }
         };
+        let Some(raw) = raw else {
+            return Ok(None);
+        };
+        let meta = Arc::new(
+            ObjectMeta::decode(*address, &raw)
+                .inspect_err(|e| self.integrity_failure(address, e))?,
+        );
         self.touch(address.as_bytes());
         if let (Some(cache), Some(epoch)) = (&self.cache, epoch) {
             cache.meta.insert(*address.as_bytes(), meta.clone());
@@ -819,6 +900,7 @@ impl ObjectStore {
                 .and_then(|i| bodies.get(i))
                 .cloned()
                 .flatten(),
+            Source::Remote(r) => r.get_chunk(hash)?,
         };
         let Some(data) = data else {
             let e = StoreError::Integrity {
@@ -878,6 +960,7 @@ impl ObjectStore {
         // the snapshot is the chunks' `Bytes` themselves, taken now, so an
         // eviction or delete meanwhile does not cut the read short.
         let source = match &*self.bodies {
+            Bodies::Remote(r) => Source::Remote(r.clone()),
             Bodies::Table => Source::Table(
                 self.db
                     .begin_read()
@@ -923,6 +1006,24 @@ impl ObjectStore {
     /// Deletes an object; chunks it shared with other objects, or that an
     /// unfinished write holds, survive. Returns whether it existed.
     pub fn delete(&self, address: &ContentAddress) -> Result<bool, StoreError> {
+        // The bucket's manifest first: once it is gone no replica serves
+        // the object, whatever this node's record says.
+        let in_bucket = match &*self.bodies {
+            Bodies::Remote(r) => r.delete_manifest(address.as_bytes())?,
+            _ => false,
+        };
+        let here = self.delete_record(address)?;
+        if in_bucket && !here {
+            if let Some(cache) = &self.cache {
+                cache.epoch.fetch_add(1, Ordering::SeqCst);
+                cache.meta.remove(address.as_bytes());
+            }
+        }
+        Ok(in_bucket || here)
+    }
+
+    /// Deletes this node's record of an object and releases its chunks.
+    fn delete_record(&self, address: &ContentAddress) -> Result<bool, StoreError> {
         let mut freed = Vec::new();
         let mut delta = Delta::default();
         let mut txn = self.db.begin_write().map_err(db_err)?;
@@ -1013,6 +1114,21 @@ impl ObjectStore {
         self.forget(&freed);
         self.export(totals);
         Ok((-delta.chunks) as usize)
+    }
+
+    /// With a bucket: deletes the chunks there that no manifest names and
+    /// that are older than `grace` (`ronctl storage gc`); returns how many.
+    /// A store without a bucket has nothing to sweep (its `gc` runs at
+    /// every open and after every failed write).
+    pub fn sweep(&self, grace: std::time::Duration) -> Result<usize, StoreError> {
+        let Bodies::Remote(r) = &*self.bodies else {
+            return Ok(0);
+        };
+        Ok(r.sweep(grace, |address, raw| {
+            ObjectMeta::decode(ContentAddress::from_bytes(*address), raw)
+                .ok()
+                .map(|m| m.chunks)
+        })?)
     }
 
     /// The store's totals, as its last commit left them (one row read).
@@ -1134,6 +1250,10 @@ impl ObjectStore {
     }
 
     fn upload_part_once(&self, id: u64, n: u64, data: &[u8]) -> Result<PartOutcome, StoreError> {
+        let uploaded = match &*self.bodies {
+            Bodies::Remote(_) => Some(self.upload_part_bodies(id, data)?),
+            _ => None,
+        };
         let part_hash = *blake3::hash(data).as_bytes();
         let mut delta = Delta::default();
         let mut txn = self.db.begin_write().map_err(db_err)?;
@@ -1173,6 +1293,16 @@ impl ObjectStore {
                     new.push((*hash, *chunk));
                 }
             }
+            if let Some(up) = &uploaded {
+                if new.iter().any(|(h, _)| !up.contains(h)) {
+                    // Another request moved the upload on between our
+                    // upload of the bodies and this transaction.
+                    return Err(StoreError::PartOutOfOrder {
+                        expected: st.next_part,
+                        got: n,
+                    });
+                }
+            }
             self.check_room(&txn, delta.stored.max(0) as u64)?;
             for (hash, chunk) in &new {
                 self.insert_chunk(&mut chunks, hash, chunk, None)?;
@@ -1192,6 +1322,20 @@ impl ObjectStore {
         txn.commit().map_err(db_err)?;
         self.export(totals);
         Ok(outcome)
+    }
+
+    /// For a bucket: puts the full chunks part `n` of upload `id` makes in
+    /// the bucket, before the transaction that records them; their hashes.
+    fn upload_part_bodies(&self, id: u64, data: &[u8]) -> Result<HashSet<[u8; 32]>, StoreError> {
+        let st = self.upload_state(id)?;
+        let mut pending = st.tail;
+        pending.extend_from_slice(data);
+        let bodies: Vec<([u8; 32], Bytes)> = pending
+            .chunks_exact(CHUNK_BYTES)
+            .map(|c| (*blake3::hash(c).as_bytes(), Bytes::copy_from_slice(c)))
+            .collect();
+        self.upload_bodies(&bodies)?;
+        Ok(bodies.into_iter().map(|(h, _)| h).collect())
     }
 
     /// Fails with `Full` when the budget has no room for `need` more bytes
@@ -1227,6 +1371,7 @@ impl ObjectStore {
                 let body = read(map).get(hash).cloned();
                 Ok(body.map(|b| f(&b)))
             }
+            Bodies::Remote(r) => Ok(r.get_chunk(hash)?.map(|b| f(&b))),
         }
     }
 
@@ -1275,6 +1420,9 @@ impl ObjectStore {
             chunks: hashes,
         };
 
+        if let Some(h) = tail_hash {
+            self.upload_bodies(&[(h, Bytes::copy_from_slice(&st.tail))])?;
+        }
         let (meta, created) = self.with_room(|| self.complete_once(id, &st, &meta, tail_hash))?;
         self.touch(meta.address.as_bytes());
         Ok((meta, created))
@@ -1341,6 +1489,12 @@ impl ObjectStore {
             .is_some();
         let mut delta = Delta::default();
         prepare(&txn, exists, &mut delta)?;
+        if let Bodies::Remote(r) = &*self.bodies {
+            // Last, after every chunk it names: from here other replicas
+            // see the object. Written even when this node has a record of
+            // it (a delete elsewhere may have removed the manifest since).
+            r.put_manifest(address, meta.encode())?;
+        }
         if !exists {
             txn.open_table(OBJECTS)
                 .map_err(db_err)?
@@ -1439,6 +1593,7 @@ impl ObjectWriter {
         self.store.pin(&hash);
         self.pins.push(hash);
         let store = &self.store;
+        store.upload_bodies(&[(hash, chunk.clone())])?;
         store
             .with_room(|| {
                 let mut txn = store.db.begin_write().map_err(db_err)?;
@@ -1513,6 +1668,8 @@ impl ObjectWriter {
 /// (RAM) the chunks' `Bytes` taken when the read began, from chunk `first`.
 enum Source {
     Table(redb::ReadOnlyTable<&'static [u8; 32], &'static [u8]>),
+    /// Each chunk fetched from the bucket as the reader reaches it.
+    Remote(Arc<Remote>),
     Ram {
         first: usize,
         bodies: Vec<Option<Bytes>>,

@@ -1,0 +1,365 @@
+//! Chunk bodies and object manifests on an S3-compatible object store
+//! (`storage.backend = "s3"`), through the `object_store` crate.
+//!
+//! Layout, under `storage.s3.prefix`: `chunks/<hex>` holds a chunk's bytes
+//! (keyed by their BLAKE3 hash, so two writers of the same bytes write
+//! the same object and dedup is free); `objects/<hex>` holds an object's
+//! manifest — the same record the redb store keeps (size, checksum over
+//! address, size and chunk list, the chunk hashes) — written only after
+//! every chunk it names. An object exists once its manifest does, so
+//! replicas sharing a bucket need no coordination: everything is
+//! immutable and content-addressed, and a writer killed mid-upload leaves
+//! chunks but no manifest (collected by `sweep` after a grace period).
+//!
+//! Every call runs on the blocking pool (the store's callers put it there)
+//! and waits on the node's runtime; each is bounded by
+//! `storage.s3.request_timeout` and timed in
+//! `downstream_latency_seconds{service="s3"}`; transport failures count in
+//! `downstream_connect_errors_total{service="s3"}`. Nothing read back is
+//! trusted: the store verifies every chunk against its hash and every
+//! manifest against its checksum before serving a byte.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use object_store::path::Path as Key;
+use object_store::{ObjectStore as Bucket, ObjectStoreExt as _, PutPayload};
+use ron_kernel::metrics::names;
+
+use crate::config::S3Config;
+
+/// The `service` label of the S3 backend's downstream metrics.
+pub const SERVICE: &str = "s3";
+
+/// Chunk uploads in flight at once for one write.
+const PARALLEL_PUTS: usize = 8;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    #[error("S3 {1} did not answer within {0:?}")]
+    Timeout(Duration, &'static str),
+    #[error("S3 {what}: {detail}")]
+    Failed { what: &'static str, detail: String },
+    #[error("S3 backend settings: {0}")]
+    Config(String),
+}
+
+/// The bucket a store keeps its bodies and manifests in.
+pub struct Remote {
+    bucket: Arc<dyn Bucket>,
+    prefix: String,
+    runtime: tokio::runtime::Handle,
+    timeout: Duration,
+    /// What the readiness reason and errors name: the endpoint and bucket.
+    pub label: String,
+}
+
+impl std::fmt::Debug for Remote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Remote").field("at", &self.label).finish()
+    }
+}
+
+impl Remote {
+    /// The S3 bucket `cfg` names, with credentials from `cfg` (secrets)
+    /// or the standard `AWS_*` environment.
+    pub fn s3(cfg: &S3Config, runtime: tokio::runtime::Handle) -> Result<Self, RemoteError> {
+        use object_store::aws::AmazonS3Builder;
+        if cfg.bucket.is_empty() {
+            return Err(RemoteError::Config("storage.s3.bucket is empty".into()));
+        }
+        // Only the credential variables are read from the environment:
+        // `from_env` would also take every other `AWS_*` setting of the
+        // host (a CA bundle, an endpoint) over this section.
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let mut b = AmazonS3Builder::new();
+        if let (Some(id), Some(secret)) = (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) {
+            b = b.with_access_key_id(id).with_secret_access_key(secret);
+            if let Some(token) = env("AWS_SESSION_TOKEN") {
+                b = b.with_token(token);
+            }
+        }
+        // The client options first: they carry `allow_http` too, and set
+        // later they would put its default back.
+        let mut b = b
+            .with_client_options(
+                object_store::ClientOptions::new()
+                    .with_timeout(cfg.request_timeout)
+                    .with_connect_timeout(cfg.connect_timeout)
+                    .with_allow_http(cfg.allow_http),
+            )
+            .with_bucket_name(&cfg.bucket)
+            .with_region(&cfg.region)
+            .with_virtual_hosted_style_request(cfg.virtual_hosted_style)
+            .with_retry(object_store::RetryConfig {
+                // Every call here is idempotent (content-addressed puts,
+                // gets, deletes); the budget bounds the whole call.
+                max_retries: cfg.retries as usize,
+                retry_timeout: cfg.request_timeout,
+                ..Default::default()
+            });
+        if !cfg.endpoint.is_empty() {
+            b = b.with_endpoint(&cfg.endpoint);
+        }
+        if let Some(k) = &cfg.access_key_id {
+            b = b.with_access_key_id(k.expose());
+        }
+        if let Some(s) = &cfg.secret_access_key {
+            b = b.with_secret_access_key(s.expose());
+        }
+        let bucket = b.build().map_err(|e| RemoteError::Config(e.to_string()))?;
+        let at = if cfg.endpoint.is_empty() {
+            "AWS".to_owned()
+        } else {
+            cfg.endpoint.clone()
+        };
+        Ok(Self::new(
+            Arc::new(bucket),
+            &cfg.prefix,
+            runtime,
+            cfg.request_timeout.saturating_mul(cfg.retries + 1),
+            format!("bucket {:?} at {at}", cfg.bucket),
+        ))
+    }
+
+    /// Any `object_store` store (tests use `InMemory`).
+    pub fn new(
+        bucket: Arc<dyn Bucket>,
+        prefix: &str,
+        runtime: tokio::runtime::Handle,
+        timeout: Duration,
+        label: String,
+    ) -> Self {
+        let prefix = prefix.trim_matches('/');
+        Self {
+            bucket,
+            prefix: if prefix.is_empty() {
+                String::new()
+            } else {
+                format!("{prefix}/")
+            },
+            runtime,
+            timeout,
+            label,
+        }
+    }
+
+    fn chunk_key(&self, hash: &[u8; 32]) -> Key {
+        Key::from(format!("{}chunks/{}", self.prefix, hex(hash)))
+    }
+
+    fn manifest_key(&self, address: &[u8; 32]) -> Key {
+        Key::from(format!("{}objects/{}", self.prefix, hex(address)))
+    }
+
+    /// Runs one S3 call to its end on the node's runtime, within the
+    /// budget, timed and counted. Blocking: call from the blocking pool.
+    fn call<T>(
+        &self,
+        what: &'static str,
+        fut: impl Future<Output = object_store::Result<T>>,
+    ) -> Result<Option<T>, RemoteError> {
+        let start = Instant::now();
+        let out = self
+            .runtime
+            .block_on(async { tokio::time::timeout(self.timeout, fut).await });
+        metrics::histogram!(names::DOWNSTREAM_LATENCY_SECONDS, "service" => SERVICE)
+            .record(start.elapsed().as_secs_f64());
+        match out {
+            Ok(Ok(v)) => Ok(Some(v)),
+            Ok(Err(object_store::Error::NotFound { .. })) => Ok(None),
+            Ok(Err(e)) => {
+                metrics::counter!(names::DOWNSTREAM_CONNECT_ERRORS_TOTAL, "service" => SERVICE)
+                    .increment(1);
+                Err(RemoteError::Failed {
+                    what,
+                    detail: e.to_string(),
+                })
+            }
+            Err(_) => {
+                metrics::counter!(names::DOWNSTREAM_CONNECT_ERRORS_TOTAL, "service" => SERVICE)
+                    .increment(1);
+                Err(RemoteError::Timeout(self.timeout, what))
+            }
+        }
+    }
+
+    /// Stores chunks' bytes, several requests at a time (idempotent: each
+    /// key is its bytes' hash).
+    pub fn put_chunks(&self, chunks: &[([u8; 32], Bytes)]) -> Result<(), RemoteError> {
+        use futures::StreamExt as _;
+        if chunks.is_empty() {
+            return Ok(());
+        }
+        let puts = chunks.iter().map(|(hash, data)| {
+            let key = self.chunk_key(hash);
+            let payload = PutPayload::from(data.clone());
+            let bucket = self.bucket.clone();
+            async move { bucket.put(&key, payload).await.map(|_| ()) }
+        });
+        self.call("chunk put", async {
+            let mut running = futures::stream::iter(puts).buffer_unordered(PARALLEL_PUTS);
+            while let Some(done) = running.next().await {
+                done?;
+            }
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    /// A chunk's bytes as stored (unverified), `None` when missing.
+    pub fn get_chunk(&self, hash: &[u8; 32]) -> Result<Option<Bytes>, RemoteError> {
+        let key = self.chunk_key(hash);
+        self.call("chunk get", async {
+            self.bucket.get(&key).await?.bytes().await
+        })
+    }
+
+    /// Writes an object's manifest (after every chunk it names).
+    pub fn put_manifest(&self, address: &[u8; 32], record: Vec<u8>) -> Result<(), RemoteError> {
+        let key = self.manifest_key(address);
+        self.call(
+            "manifest put",
+            self.bucket.put(&key, PutPayload::from(record)),
+        )?;
+        Ok(())
+    }
+
+    /// An object's manifest as stored (unverified), `None` when missing.
+    pub fn get_manifest(&self, address: &[u8; 32]) -> Result<Option<Bytes>, RemoteError> {
+        let key = self.manifest_key(address);
+        self.call("manifest get", async {
+            self.bucket.get(&key).await?.bytes().await
+        })
+    }
+
+    /// Removes an object's manifest; whether it was there.
+    pub fn delete_manifest(&self, address: &[u8; 32]) -> Result<bool, RemoteError> {
+        let key = self.manifest_key(address);
+        if self
+            .call("manifest head", self.bucket.head(&key))?
+            .is_none()
+        {
+            return Ok(false);
+        }
+        self.call("manifest delete", self.bucket.delete(&key))?;
+        Ok(true)
+    }
+
+    /// Whether the bucket answers (a list of at most one key).
+    pub fn reachable(&self) -> Result<(), RemoteError> {
+        use futures::StreamExt as _;
+        let prefix = Key::from(format!("{}objects", self.prefix));
+        self.call("probe", async {
+            match self.bucket.list(Some(&prefix)).next().await {
+                Some(Err(e)) => Err(e),
+                _ => Ok(()),
+            }
+        })?;
+        Ok(())
+    }
+
+    /// Every key under `dir` (`chunks` or `objects`) with its age.
+    fn list(&self, dir: &str) -> Result<Vec<(String, Duration)>, RemoteError> {
+        use futures::TryStreamExt as _;
+        let prefix = Key::from(format!("{}{dir}", self.prefix));
+        let now = SystemTime::now();
+        let metas = self
+            .call(
+                "list",
+                self.bucket.list(Some(&prefix)).try_collect::<Vec<_>>(),
+            )?
+            .unwrap_or_default();
+        Ok(metas
+            .into_iter()
+            .filter_map(|m| {
+                let name = m.location.filename()?.to_owned();
+                let modified: SystemTime = m.last_modified.into();
+                Some((name, now.duration_since(modified).unwrap_or_default()))
+            })
+            .collect())
+    }
+
+    /// Deletes chunks no manifest names that are older than `grace` (a
+    /// writer on another replica may be about to name a newer one), and
+    /// returns how many went. `decode` gives a manifest's chunk hashes;
+    /// one that does not decode keeps every chunk (nothing is deleted on
+    /// a guess).
+    pub fn sweep(
+        &self,
+        grace: Duration,
+        decode: impl Fn(&[u8; 32], &[u8]) -> Option<Vec<[u8; 32]>>,
+    ) -> Result<usize, RemoteError> {
+        // Chunks first: one written after this list is not a candidate,
+        // and a manifest written after the manifest list names only
+        // chunks younger than the grace or already listed as named.
+        let chunks = self.list("chunks")?;
+        let mut named = HashSet::new();
+        for (name, _) in self.list("objects")? {
+            let Some(address) = parse_hex(&name) else {
+                continue;
+            };
+            let Some(raw) = self.get_manifest(&address)? else {
+                continue;
+            };
+            match decode(&address, &raw) {
+                Some(hashes) => named.extend(hashes),
+                None => {
+                    return Err(RemoteError::Failed {
+                        what: "sweep",
+                        detail: format!("manifest {name} does not verify; nothing deleted"),
+                    })
+                }
+            }
+        }
+        let mut removed = 0;
+        for (name, age) in chunks {
+            let Some(hash) = parse_hex(&name) else {
+                continue;
+            };
+            if age < grace || named.contains(&hash) {
+                continue;
+            }
+            // Looked at again just before it goes: a writer that stored
+            // the same bytes since the list made it young again.
+            let key = self.chunk_key(&hash);
+            let Some(meta) = self.call("chunk head", self.bucket.head(&key))? else {
+                continue;
+            };
+            let modified: SystemTime = meta.last_modified.into();
+            if SystemTime::now()
+                .duration_since(modified)
+                .unwrap_or_default()
+                < grace
+            {
+                continue;
+            }
+            self.call("chunk delete", self.bucket.delete(&key))?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+}
+
+fn hex(bytes: &[u8; 32]) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::with_capacity(64);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+fn parse_hex(s: &str) -> Option<[u8; 32]> {
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}

@@ -1,0 +1,172 @@
+//! Scale-out on an S3-compatible bucket (`storage.backend = "s3"`), with
+//! the real binaries and `s3s-fs` on loopback: two stateless gateway
+//! replicas (omnigate + storage, RAM only) share the bucket while the
+//! index and mailbox run on a third node they reach over HTTP. A PUT
+//! through one replica reads back through the other at once; a replica
+//! killed mid-upload leaves no object and the other keeps serving; wrong
+//! credentials keep a node unready with a reason naming the bucket, never
+//! crash it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or bench may panic
+
+mod common;
+#[path = "common/s3.rs"]
+mod s3;
+
+use std::time::Duration;
+
+use common::{body_of, request, request_bytes, Node, NodeBuilder};
+
+fn b3(data: &[u8]) -> String {
+    format!("b3:{}", blake3::hash(data).to_hex())
+}
+
+/// A gateway replica on the bucket: omnigate and storage in one process,
+/// nothing on disk, the index and mailbox at `names`.
+fn replica(server: &s3::Server, names: &Node, secret: &str) -> Node {
+    NodeBuilder::new()
+        .arg("--roles")
+        .arg("omnigate,storage")
+        .arg("--amnesia")
+        .config_extra(&format!(
+            "[omnigate.downstream]\nindex = \"http://{}\"\nmailbox = \"http://{}\"\n",
+            names.addr("index"),
+            names.addr("mailbox")
+        ))
+        .env("RON_STORAGE__BACKEND", "s3")
+        .env("RON_STORAGE__S3__ENDPOINT", &server.endpoint)
+        .env("RON_STORAGE__S3__BUCKET", s3::BUCKET)
+        .env("RON_STORAGE__S3__ALLOW_HTTP", "true")
+        .env("RON_STORAGE__S3__PREFIX", "scale-out")
+        .env("AWS_ACCESS_KEY_ID", s3::ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", secret)
+        .start()
+}
+
+/// The node the replicas share for names and topics.
+fn names_node() -> Node {
+    let names = NodeBuilder::new()
+        .arg("--roles")
+        .arg("index,mailbox")
+        .start();
+    names.wait_ready();
+    names
+}
+
+#[test]
+fn replicas_share_an_s3s_fs_bucket_and_survive_each_other() {
+    replicas_share_the_bucket(s3::Kind::S3sFs);
+}
+
+#[test]
+fn replicas_share_a_moto_bucket_and_survive_each_other() {
+    replicas_share_the_bucket(s3::Kind::Moto);
+}
+
+fn replicas_share_the_bucket(kind: s3::Kind) {
+    let Some(server) = s3::Server::start(kind) else {
+        return;
+    };
+    let names = names_node();
+    let mut a = replica(&server, &names, s3::SECRET_KEY);
+    let b = replica(&server, &names, s3::SECRET_KEY);
+    a.wait_ready();
+    b.wait_ready();
+    let (ga, gb) = (a.addr("omnigate"), b.addr("omnigate"));
+
+    // Written through A (several chunks), read through B at once: whole,
+    // ranged, and its name set through B resolves through A.
+    let data = body_of(300_000, 1);
+    let r = request(ga, "PUT", "/v1/o", &[], &data);
+    assert_eq!(r.status, 201, "{}\n{}", r.body, a.log_dump());
+    let address = b3(&data);
+    let (status, _, body) = request_bytes(gb, "GET", &format!("/v1/o/{address}"), &[], b"");
+    assert_eq!(status, 200, "{}", b.log_dump());
+    assert_eq!(body, data);
+    let (status, _, body) = request_bytes(
+        gb,
+        "GET",
+        &format!("/v1/o/{address}"),
+        &[("range", "bytes=65530-65545")],
+        b"",
+    );
+    assert_eq!(status, 206);
+    assert_eq!(body, &data[65530..=65545]);
+    let r = request(
+        gb,
+        "PUT",
+        "/v1/names/site/index",
+        &[("content-type", "application/json")],
+        format!(r#"{{"address":"{address}"}}"#).as_bytes(),
+    );
+    assert!(matches!(r.status, 200 | 201), "{} {}", r.status, r.body);
+    let r = request(ga, "GET", "/v1/view/site/index", &[], b"");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["size"], 300_000);
+
+    // A resumable upload on A, killed before it completes: no object
+    // appears anywhere, and B keeps serving what was acknowledged.
+    let big = body_of(3 * 65536 + 10, 2);
+    let r = request(ga, "POST", "/v1/uploads", &[], b"");
+    assert_eq!(r.status, 201, "{}", r.body);
+    let id = r.json()["id"].as_str().unwrap().to_owned();
+    let r = request(
+        ga,
+        "PUT",
+        &format!("/v1/uploads/{id}/0"),
+        &[],
+        &big[..150_000],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    a.signal("KILL");
+    a.wait_exit(Duration::from_secs(30));
+    let r = request(gb, "HEAD", &format!("/v1/o/{}", b3(&big)), &[], b"");
+    assert_eq!(r.status, 404, "an unfinished upload left an object");
+    let (status, _, body) = request_bytes(gb, "GET", &format!("/v1/o/{address}"), &[], b"");
+    assert_eq!((status, body == data), (200, true));
+    let health = b.addr("metrics");
+    assert_eq!(request(health, "GET", "/readyz", &[], b"").status, 200);
+
+    // Deleted through B: gone for every replica (a new one reads the
+    // bucket, not a record of its own).
+    let r = request(gb, "DELETE", &format!("/v1/o/{address}"), &[], b"");
+    assert_eq!(r.status, 204, "{}", r.body);
+    let c = replica(&server, &names, s3::SECRET_KEY);
+    c.wait_ready();
+    let r = request(
+        c.addr("omnigate"),
+        "GET",
+        &format!("/v1/o/{address}"),
+        &[],
+        b"",
+    );
+    assert_eq!(r.status, 404);
+}
+
+#[test]
+fn wrong_credentials_keep_the_node_unready_naming_the_bucket() {
+    let Some(server) = s3::Server::start(s3::Kind::S3sFs) else {
+        return;
+    };
+    let names = names_node();
+    let node = replica(&server, &names, "not-the-secret");
+    let health = node.addr("metrics");
+    let why = common::poll(Duration::from_secs(60), || {
+        let r = request(health, "GET", "/readyz", &[], b"");
+        let v = r.json();
+        let why = v["roles"]["storage"]["reason"].as_str()?.to_owned();
+        (r.status == 503 && why.contains(s3::BUCKET)).then_some(why)
+    })
+    .unwrap_or_else(|| panic!("never unready naming the bucket:\n{}", node.log_dump()));
+    assert!(why.contains(&server.endpoint), "{why}");
+    assert!(
+        !why.contains("not-the-secret"),
+        "a credential in a reason: {why}"
+    );
+    // A write is refused with a clear problem, and the node is still up.
+    let r = request(node.addr("omnigate"), "PUT", "/v1/o", &[], b"hello");
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(r.body.contains("S3"), "{}", r.body);
+    let r = request(health, "GET", "/healthz", &[], b"");
+    assert_eq!(r.status, 200);
+}
