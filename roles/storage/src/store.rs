@@ -102,6 +102,9 @@ pub enum StoreError {
 
 ron_kernel::db_error_type!(StoreError);
 
+/// Chunks an upload's completion reads back at once (16 × 64 KiB).
+const READBACK_BATCH: usize = 16;
+
 /// What the store knows about one object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectMeta {
@@ -1392,20 +1395,37 @@ impl ObjectStore {
                     .map_err(db_err)?
                     .ok_or_else(|| StoreError::Db("upload chunk list has a gap".into()))?
                     .value();
-                let ok = self
-                    .with_chunk(&chunks, &hash, |data| {
-                        let ok = blake3::hash(data).as_bytes() == &hash;
-                        hasher.update(data);
-                        ok
-                    })?
-                    .ok_or_else(|| StoreError::Db("an uploaded chunk is missing".into()))?;
-                if !ok {
+                hashes.push(hash);
+            }
+            // A batch at a time: a bucket fetches a batch's chunks in
+            // parallel; each is verified, then hashed in order.
+            let mut take = |hash: &[u8; 32], data: Option<&[u8]>| {
+                let data =
+                    data.ok_or_else(|| StoreError::Db("an uploaded chunk is missing".into()))?;
+                if blake3::hash(data).as_bytes() != hash {
                     return Err(StoreError::Integrity {
                         address: format!("upload {id:x}"),
                         what: "an uploaded chunk does not match its hash",
                     });
                 }
-                hashes.push(hash);
+                hasher.update(data);
+                Ok(())
+            };
+            match &*self.bodies {
+                Bodies::Remote(r) => {
+                    for batch in hashes.chunks(READBACK_BATCH) {
+                        for (hash, body) in batch.iter().zip(r.get_chunks(batch)?) {
+                            take(hash, body.as_deref())?;
+                        }
+                    }
+                }
+                // Local bytes are hashed where they lie.
+                _ => {
+                    for hash in &hashes {
+                        self.with_chunk(&chunks, hash, |data| take(hash, Some(data)))?
+                            .unwrap_or_else(|| take(hash, None))?;
+                    }
+                }
             }
         }
         hasher.update(&st.tail);
