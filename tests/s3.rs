@@ -141,6 +141,43 @@ fn replicas_share_the_bucket(kind: s3::Kind) {
         b"",
     );
     assert_eq!(r.status, 404);
+
+    // `ronctl storage gc` from the outside: the deleted object's chunks
+    // and the killed upload's go; a live object's stay (read through a
+    // replica that never cached it).
+    let keep = body_of(2 * 65536 + 1, 3);
+    let r = request(gb, "PUT", "/v1/o", &[], &keep);
+    assert_eq!(r.status, 201, "{}", r.body);
+    let out = std::process::Command::new(common::MACRONODE)
+        .args(["ctl", "--json", "storage", "gc", "--grace", "0s"])
+        .env("RON_STORAGE__BACKEND", "s3")
+        .env("RON_STORAGE__S3__ENDPOINT", &server.endpoint)
+        .env("RON_STORAGE__S3__BUCKET", s3::BUCKET)
+        .env("RON_STORAGE__S3__ALLOW_HTTP", "true")
+        .env("RON_STORAGE__S3__PREFIX", "scale-out")
+        .env("AWS_ACCESS_KEY_ID", s3::ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", s3::SECRET_KEY)
+        .env_remove("RON_CONFIG")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // 5 chunks of the deleted object and 2 full ones of the upload.
+    assert!(v["removed"].as_u64().unwrap() >= 7, "{v}");
+    let d = replica(&server, &names, s3::SECRET_KEY);
+    d.wait_ready();
+    let (status, _, body) = request_bytes(
+        d.addr("omnigate"),
+        "GET",
+        &format!("/v1/o/{}", b3(&keep)),
+        &[],
+        b"",
+    );
+    assert_eq!((status, body == keep), (200, true));
 }
 
 #[test]
@@ -169,4 +206,40 @@ fn wrong_credentials_keep_the_node_unready_naming_the_bucket() {
     assert!(r.body.contains("S3"), "{}", r.body);
     let r = request(health, "GET", "/healthz", &[], b"");
     assert_eq!(r.status, 200);
+}
+
+#[test]
+fn a_bucket_that_goes_away_is_named_in_readyz_and_the_node_recovers() {
+    let Some(mut server) = s3::Server::start(s3::Kind::S3sFs) else {
+        return;
+    };
+    let names = names_node();
+    let node = replica(&server, &names, s3::SECRET_KEY);
+    node.wait_ready();
+    let (g, health) = (node.addr("omnigate"), node.addr("metrics"));
+    let data = body_of(70_000, 4);
+    assert_eq!(request(g, "PUT", "/v1/o", &[], &data).status, 201);
+
+    server.stop();
+    let why = common::poll(Duration::from_secs(60), || {
+        let r = request(health, "GET", "/readyz", &[], b"");
+        let why = r.json()["roles"]["storage"]["reason"].as_str()?.to_owned();
+        (r.status == 503 && why.contains(s3::BUCKET)).then_some(why)
+    })
+    .unwrap_or_else(|| panic!("never unready:\n{}", node.log_dump()));
+    assert!(why.contains(&server.endpoint), "{why}");
+    // Writes fail fast and clearly while it is gone; nothing is half kept.
+    let r = request(g, "PUT", "/v1/o", &[], &body_of(1000, 5));
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(r.body.contains("downstream_down"), "{}", r.body);
+    assert!(
+        node.metric("downstream_connect_errors_total{service=\"s3\"}")
+            .unwrap_or(0.0)
+            > 0.0
+    );
+
+    server.restart();
+    node.wait_ready();
+    let (status, _, body) = request_bytes(g, "GET", &format!("/v1/o/{}", b3(&data)), &[], b"");
+    assert_eq!((status, body == data), (200, true));
 }

@@ -19,14 +19,15 @@ pub enum Kind {
 
 pub struct Server {
     child: Child,
+    kind: Kind,
+    port: u16,
     pub endpoint: String,
-    _root: tempfile::TempDir,
+    root: tempfile::TempDir,
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }
 
@@ -35,16 +36,22 @@ fn on_path(bin: &str) -> bool {
         .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
 }
 
+fn bin(kind: Kind) -> &'static str {
+    match kind {
+        Kind::S3sFs => "s3s-fs",
+        Kind::Moto => "moto_server",
+    }
+}
+
 impl Server {
     /// Starts the server, or says why not: `None` (skipped) outside CI
     /// when it is not installed; under CI a missing server fails.
     pub fn start(kind: Kind) -> Option<Server> {
-        let bin = match kind {
-            Kind::S3sFs => "s3s-fs",
-            Kind::Moto => "moto_server",
-        };
-        if !on_path(bin) {
-            let why = format!("{bin} is not installed (packaging/tools.sh installs it)");
+        if !on_path(bin(kind)) {
+            let why = format!(
+                "{} is not installed (packaging/tools.sh installs it)",
+                bin(kind)
+            );
             assert!(std::env::var_os("CI").is_none(), "{why}");
             eprintln!("skipped: {why}");
             return None;
@@ -55,10 +62,26 @@ impl Server {
             .unwrap()
             .port();
         let root = tempfile::tempdir().unwrap();
-        let mut cmd = Command::new(bin);
+        std::fs::create_dir_all(root.path().join(BUCKET)).unwrap();
+        let child = Self::spawn(kind, port, root.path());
+        let server = Server {
+            child,
+            kind,
+            port,
+            endpoint: format!("http://127.0.0.1:{port}"),
+            root,
+        };
+        server.wait_listening();
+        if let Kind::Moto = kind {
+            server.create_bucket_unsigned();
+        }
+        Some(server)
+    }
+
+    fn spawn(kind: Kind, port: u16, root: &std::path::Path) -> Child {
+        let mut cmd = Command::new(bin(kind));
         match kind {
             Kind::S3sFs => {
-                std::fs::create_dir_all(root.path().join(BUCKET)).unwrap();
                 cmd.args([
                     "--host",
                     "127.0.0.1",
@@ -69,31 +92,46 @@ impl Server {
                     "--secret-key",
                     SECRET_KEY,
                 ])
-                .arg(root.path());
+                .arg(root);
             }
             Kind::Moto => {
                 cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
             }
         }
-        let child = cmd
-            .stdout(Stdio::null())
+        cmd.stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap();
-        let server = Server {
-            child,
-            endpoint: format!("http://127.0.0.1:{port}"),
-            _root: root,
-        };
+            .unwrap()
+    }
+
+    fn wait_listening(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "{bin} did not listen on {port}");
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "{} did not listen on {}",
+                bin(self.kind),
+                self.port
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
-        if let Kind::Moto = kind {
-            server.create_bucket_unsigned();
+    }
+
+    /// Kills the server (its files stay).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same port and files (s3s-fs keeps its
+    /// objects; moto starts empty).
+    pub fn restart(&mut self) {
+        self.stop();
+        self.child = Self::spawn(self.kind, self.port, self.root.path());
+        self.wait_listening();
+        if let Kind::Moto = self.kind {
+            self.create_bucket_unsigned();
         }
-        Some(server)
     }
 
     /// moto takes an unsigned CreateBucket.
