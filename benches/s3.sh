@@ -8,10 +8,10 @@
 #    as one S3 object straight from s3s-fs (a second s3s-fs on the same
 #    root that takes unsigned requests, since wrk cannot sign). Same tool,
 #    64 connections, DURATION seconds each (default 10).
-#  - 64 MiB PUT through a resumable upload (1 MiB parts) next to an S3
-#    multipart upload of the same bytes in 1 MiB parts straight to s3s-fs,
-#    both from one Python client on one keep-alive connection
-#    (benches/s3_put.py).
+#  - 64 MiB PUT through a resumable upload (1 MiB parts, the body cap)
+#    next to an S3 multipart upload of the same bytes in 8 MiB parts (S3's
+#    minimum is 5 MiB) straight to s3s-fs, both from one Python client on
+#    one keep-alive connection (benches/s3_put.py).
 # Prints each figure and its ratio against its peer from the same run.
 # Installs wrk (Debian) and s3s-fs (packaging/tools.sh) when missing.
 # Every process listens on 127.0.0.1 only and is stopped on exit.

@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
-"""64 MiB PUT two ways, one keep-alive connection each, same 1 MiB parts:
-a resumable upload through the node (POST /v1/uploads, PUT each part,
-POST .../complete) next to an S3 multipart upload straight to s3s-fs
-(CreateMultipartUpload, UploadPart, CompleteMultipartUpload). Prints
-MB/s for both and the ratio. Used by benches/s3.sh.
+"""64 MiB PUT two ways, one keep-alive connection each: a resumable
+upload through the node in 1 MiB parts (POST /v1/uploads, PUT each part,
+POST .../complete; a part is at most limits.max_body_bytes, 1 MiB by
+default) next to an S3 multipart upload straight to s3s-fs in 8 MiB parts
+(S3 refuses parts under 5 MiB; CreateMultipartUpload, UploadPart,
+CompleteMultipartUpload). Prints MB/s for both and the ratio. Used by
+benches/s3.sh.
 
     s3_put.py NODE_HOST:PORT S3_HOST:PORT BUCKET
 """
@@ -16,6 +18,7 @@ import time
 
 SIZE = 64 << 20
 PART = 1 << 20
+S3_PART = 8 << 20
 
 
 def call(conn, method, path, body=b"", want=(200, 201)):
@@ -45,9 +48,9 @@ def straight_to_s3(host, bucket, data):
     _, body = call(conn, "POST", f"{key}?uploads")
     upload = re.search(rb"<UploadId>([^<]+)</UploadId>", body).group(1).decode()
     etags = []
-    for n in range(len(data) // PART):
+    for n in range(len(data) // S3_PART):
         resp, _ = call(conn, "PUT", f"{key}?partNumber={n + 1}&uploadId={upload}",
-                       data[n * PART:(n + 1) * PART])
+                       data[n * S3_PART:(n + 1) * S3_PART])
         etags.append(resp.getheader("ETag"))
     parts = "".join(f"<Part><PartNumber>{i + 1}</PartNumber><ETag>{e}</ETag></Part>"
                     for i, e in enumerate(etags))

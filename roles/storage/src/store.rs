@@ -102,6 +102,10 @@ pub enum StoreError {
 
 ron_kernel::db_error_type!(StoreError);
 
+/// Chunks a reader fetches from a bucket at once, in parallel (8 × 64 KiB
+/// held per reader at most).
+const READ_AHEAD: usize = 8;
+
 /// Chunks an upload's completion reads back at once (16 × 64 KiB).
 const READBACK_BATCH: usize = 16;
 
@@ -885,7 +889,7 @@ impl ObjectStore {
     /// (a cache hit was verified when it entered the cache).
     fn read_chunk(
         &self,
-        source: &Source,
+        source: &mut Source,
         idx: usize,
         address: &ContentAddress,
         hash: &[u8; 32],
@@ -903,7 +907,10 @@ impl ObjectStore {
                 .and_then(|i| bodies.get(i))
                 .cloned()
                 .flatten(),
-            Source::Remote(r) => r.get_chunk(hash)?,
+            Source::Remote { remote, ahead } => match ahead.remove(&idx) {
+                Some(body) => Some(body),
+                None => remote.get_chunk(hash)?,
+            },
         };
         let Some(data) = data else {
             let e = StoreError::Integrity {
@@ -963,7 +970,10 @@ impl ObjectStore {
         // the snapshot is the chunks' `Bytes` themselves, taken now, so an
         // eviction or delete meanwhile does not cut the read short.
         let source = match &*self.bodies {
-            Bodies::Remote(r) => Source::Remote(r.clone()),
+            Bodies::Remote(r) => Source::Remote {
+                remote: r.clone(),
+                ahead: HashMap::new(),
+            },
             Bodies::Table => Source::Table(
                 self.db
                     .begin_read()
@@ -1688,8 +1698,13 @@ impl ObjectWriter {
 /// (RAM) the chunks' `Bytes` taken when the read began, from chunk `first`.
 enum Source {
     Table(redb::ReadOnlyTable<&'static [u8; 32], &'static [u8]>),
-    /// Each chunk fetched from the bucket as the reader reaches it.
-    Remote(Arc<Remote>),
+    /// Chunks fetched from the bucket a few at a time, in parallel, as the
+    /// reader reaches them (`READ_AHEAD`); `ahead` holds the fetched ones
+    /// not yet verified and yielded, by index.
+    Remote {
+        remote: Arc<Remote>,
+        ahead: HashMap<usize, Bytes>,
+    },
     Ram {
         first: usize,
         bodies: Vec<Option<Bytes>>,
@@ -1714,6 +1729,42 @@ impl ObjectReader {
     }
 }
 
+impl ObjectReader {
+    /// From a bucket: fetches chunk `idx` and the next ones the range needs
+    /// (up to `READ_AHEAD`, those not cached) in parallel, unless `idx` is
+    /// already here.
+    fn fetch_ahead(&mut self, idx: usize) -> Result<(), StoreError> {
+        let Source::Remote { remote, ahead } = &mut self.source else {
+            return Ok(());
+        };
+        if ahead.contains_key(&idx) {
+            return Ok(());
+        }
+        let cached = |h: &[u8; 32]| {
+            self.store
+                .cache
+                .as_ref()
+                .is_some_and(|c| c.chunks.get(h).is_some())
+        };
+        if cached(&self.meta.chunks[idx]) {
+            return Ok(());
+        }
+        let last = (self.end.saturating_sub(1) / CHUNK_BYTES as u64) as usize;
+        let upto = (idx + READ_AHEAD).min(last + 1).min(self.meta.chunks.len());
+        let wanted: Vec<(usize, [u8; 32])> = (idx..upto)
+            .map(|i| (i, self.meta.chunks[i]))
+            .filter(|(_, h)| !cached(h))
+            .collect();
+        let hashes: Vec<[u8; 32]> = wanted.iter().map(|(_, h)| *h).collect();
+        for ((i, _), body) in wanted.iter().zip(remote.get_chunks(&hashes)?) {
+            if let Some(body) = body {
+                ahead.insert(*i, body);
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Iterator for ObjectReader {
     type Item = Result<Bytes, StoreError>;
 
@@ -1723,10 +1774,14 @@ impl Iterator for ObjectReader {
         }
         let idx = (self.pos / CHUNK_BYTES as u64) as usize;
         let chunk_start = idx as u64 * CHUNK_BYTES as u64;
-        let hash = self.meta.chunks.get(idx)?;
+        let hash = *self.meta.chunks.get(idx)?;
+        if let Err(e) = self.fetch_ahead(idx) {
+            self.pos = self.end;
+            return Some(Err(e));
+        }
         let data = match self
             .store
-            .read_chunk(&self.source, idx, &self.address, hash)
+            .read_chunk(&mut self.source, idx, &self.address, &hash)
         {
             Ok(d) => d,
             Err(e) => {

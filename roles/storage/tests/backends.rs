@@ -451,3 +451,46 @@ fn the_configured_client_reaches_s3s_fs_and_is_refused_with_a_wrong_secret() {
     assert!(!e.contains("builder error"), "{e}");
     assert!(!e.contains("wrong"), "a credential in an error: {e}");
 }
+
+/// A bucket that goes away fails reads and writes with a backend error
+/// (never an integrity error: nothing was found wrong with the bytes)
+/// within the budget, and the same store works again once it is back.
+#[test]
+fn a_bucket_that_goes_away_and_comes_back() {
+    let Some(mut server) = s3::Server::start(s3::Kind::S3sFs) else {
+        return;
+    };
+    let rt = runtime();
+    let cfg = ron_storage::S3Config {
+        endpoint: server.endpoint.clone(),
+        bucket: s3::BUCKET.into(),
+        allow_http: true,
+        prefix: "away".into(),
+        request_timeout: Duration::from_secs(2),
+        connect_timeout: Duration::from_millis(500),
+        retries: 1,
+        access_key_id: Some(ron_kernel::Secret::new(s3::ACCESS_KEY)),
+        secret_access_key: Some(ron_kernel::Secret::new(s3::SECRET_KEY)),
+        ..Default::default()
+    };
+    let store =
+        ObjectStore::with_remote(None, Remote::s3(&cfg, rt.handle().clone()).unwrap(), None)
+            .unwrap();
+    let data = pattern(3 * CHUNK_BYTES, 30);
+    let (meta, _) = store.put(&data).unwrap();
+    server.stop();
+    let started = std::time::Instant::now();
+    assert!(matches!(
+        store.get(&meta.address),
+        Err(StoreError::Backend(_))
+    ));
+    assert!(matches!(store.put(b"more"), Err(StoreError::Backend(_))));
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    server.restart();
+    assert_eq!(&store.get(&meta.address).unwrap()[..], &data[..]);
+    store.put(b"more").unwrap();
+}
