@@ -480,11 +480,12 @@ async fn get(api: Arc<StorageApi>, req: Request<ReqBody>, address: ContentAddres
                 if head_only || range.is_empty() {
                     return Ok(GetPlan::Empty(meta.size, status, range));
                 }
-                let (_, mut reader) = store.read(&address, Some(range.clone()))?;
+                let size = meta.size;
+                let (_, mut reader) = store.read_meta(&address, meta, Some(range.clone()))?;
                 let first = reader.next().transpose()?.unwrap_or_default();
                 let rest = (reader.remaining() > 0).then_some(reader);
                 Ok(GetPlan::Body(Box::new(BodyPlan {
-                    size: meta.size,
+                    size,
                     status,
                     range,
                     first,

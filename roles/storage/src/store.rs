@@ -954,6 +954,18 @@ impl ObjectStore {
         range: Option<Range<u64>>,
     ) -> Result<(ObjectMeta, ObjectReader), StoreError> {
         let meta = self.head_shared(address)?.ok_or(StoreError::NotFound)?;
+        self.read_meta(address, meta, range)
+    }
+
+    /// `read`, for a caller that already looked the record up
+    /// (`head_shared`): no second lookup (with a bucket, no second
+    /// manifest request).
+    pub fn read_meta(
+        &self,
+        address: &ContentAddress,
+        meta: Arc<ObjectMeta>,
+        range: Option<Range<u64>>,
+    ) -> Result<(ObjectMeta, ObjectReader), StoreError> {
         let range = match range {
             None => 0..meta.size,
             Some(r)
