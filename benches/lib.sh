@@ -41,11 +41,7 @@ TOML
   [ "${BENCH_ROLES:-}" = "all" ] && roles=()
   "./target/release/${BENCH_BIN:-macronode}" run --config "$WORK/node.toml" "${roles[@]}" >"$WORK/node.log" 2>&1 &
   NODE_PID=$!
-  for _ in $(seq 1 400); do
-    [ "$(curl -s -o /dev/null -w '%{http_code}' "http://$HEALTH/readyz" || true)" = "200" ] && break
-    kill -0 "$NODE_PID" 2>/dev/null || { cat "$WORK/node.log" >&2; exit 1; }
-    sleep 0.05
-  done
+  wait_ready
 
   mkdir -p "$WORK/www"
   # nginx workers run as an unprivileged user: let them read the files.
@@ -71,6 +67,17 @@ bench_cleanup() {
   [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true
   wait 2>/dev/null || true
   rm -rf "$WORK"
+}
+
+# Waits (up to 20 s) for the node $NODE_PID to answer /readyz 200 at
+# $HEALTH; exits with its log if it dies or never gets there.
+wait_ready() {
+  for _ in $(seq 1 400); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' "http://$HEALTH/readyz" || true)" = "200" ] && return 0
+    kill -0 "$NODE_PID" 2>/dev/null || { cat "$WORK/node.log" >&2; exit 1; }
+    sleep 0.05
+  done
+  echo "the node never became ready" >&2; cat "$WORK/node.log" >&2; exit 1
 }
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }

@@ -75,12 +75,7 @@ TOML
     ./target/release/macronode run --config "$WORK/node.toml" --roles omnigate,storage,index >"$WORK/node.log" 2>&1 &
   NODE_PID=$!
   PIDS+=("$NODE_PID")
-  for _ in $(seq 1 400); do
-    [ "$(curl -s -o /dev/null -w '%{http_code}' "http://$HEALTH/readyz" || true)" = "200" ] && return 0
-    kill -0 "$NODE_PID" 2>/dev/null || { cat "$WORK/node.log" >&2; exit 1; }
-    sleep 0.05
-  done
-  echo "the node never became ready" >&2; cat "$WORK/node.log" >&2; exit 1
+  wait_ready
 }
 
 stop_node() { kill "$NODE_PID"; wait "$NODE_PID" 2>/dev/null || true; }

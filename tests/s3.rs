@@ -33,14 +33,21 @@ fn replica(server: &s3::Server, names: &Node, secret: &str) -> Node {
             names.addr("index"),
             names.addr("mailbox")
         ))
-        .env("RON_STORAGE__BACKEND", "s3")
-        .env("RON_STORAGE__S3__ENDPOINT", &server.endpoint)
-        .env("RON_STORAGE__S3__BUCKET", s3::BUCKET)
-        .env("RON_STORAGE__S3__ALLOW_HTTP", "true")
-        .env("RON_STORAGE__S3__PREFIX", "scale-out")
-        .env("AWS_ACCESS_KEY_ID", s3::ACCESS_KEY)
-        .env("AWS_SECRET_ACCESS_KEY", secret)
+        .envs(bucket_env(server, secret))
         .start()
+}
+
+/// The environment that puts a node's objects in the test bucket.
+fn bucket_env(server: &s3::Server, secret: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("RON_STORAGE__BACKEND", "s3".into()),
+        ("RON_STORAGE__S3__ENDPOINT", server.endpoint.clone()),
+        ("RON_STORAGE__S3__BUCKET", s3::BUCKET.into()),
+        ("RON_STORAGE__S3__ALLOW_HTTP", "true".into()),
+        ("RON_STORAGE__S3__PREFIX", "scale-out".into()),
+        ("AWS_ACCESS_KEY_ID", s3::ACCESS_KEY.into()),
+        ("AWS_SECRET_ACCESS_KEY", secret.into()),
+    ]
 }
 
 /// The node the replicas share for names and topics.
@@ -150,13 +157,7 @@ fn replicas_share_the_bucket(kind: s3::Kind) {
     assert_eq!(r.status, 201, "{}", r.body);
     let out = std::process::Command::new(common::MACRONODE)
         .args(["ctl", "--json", "storage", "gc", "--grace", "0s"])
-        .env("RON_STORAGE__BACKEND", "s3")
-        .env("RON_STORAGE__S3__ENDPOINT", &server.endpoint)
-        .env("RON_STORAGE__S3__BUCKET", s3::BUCKET)
-        .env("RON_STORAGE__S3__ALLOW_HTTP", "true")
-        .env("RON_STORAGE__S3__PREFIX", "scale-out")
-        .env("AWS_ACCESS_KEY_ID", s3::ACCESS_KEY)
-        .env("AWS_SECRET_ACCESS_KEY", s3::SECRET_KEY)
+        .envs(bucket_env(&server, s3::SECRET_KEY))
         .env_remove("RON_CONFIG")
         .output()
         .unwrap();

@@ -156,6 +156,16 @@ impl NodeBuilder {
 
     /// Appends TOML to the base config (top-level keys must come first,
     /// so use sections here).
+    pub fn envs<K: AsRef<str>, V: AsRef<str>>(
+        mut self,
+        vars: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        for (k, v) in vars {
+            self = self.env(k.as_ref(), v.as_ref());
+        }
+        self
+    }
+
     pub fn config_extra(mut self, toml: &str) -> Self {
         let c = self.config.get_or_insert_with(String::new);
         c.push('\n');
