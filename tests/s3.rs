@@ -23,7 +23,7 @@ fn b3(data: &[u8]) -> String {
 
 /// A gateway replica on the bucket: omnigate and storage in one process,
 /// nothing on disk, the index and mailbox at `names`.
-fn replica(server: &s3::Server, names: &Node, secret: &str) -> Node {
+fn replica_builder(server: &s3::Server, names: &Node, secret: &str) -> NodeBuilder {
     NodeBuilder::new()
         .arg("--roles")
         .arg("omnigate,storage")
@@ -34,7 +34,10 @@ fn replica(server: &s3::Server, names: &Node, secret: &str) -> Node {
             names.addr("mailbox")
         ))
         .envs(bucket_env(server, secret))
-        .start()
+}
+
+fn replica(server: &s3::Server, names: &Node, secret: &str) -> Node {
+    replica_builder(server, names, secret).start()
 }
 
 /// The environment that puts a node's objects in the test bucket.
@@ -243,4 +246,44 @@ fn a_bucket_that_goes_away_is_named_in_readyz_and_the_node_recovers() {
     node.wait_ready();
     let (status, _, body) = request_bytes(g, "GET", &format!("/v1/o/{}", b3(&data)), &[], b"");
     assert_eq!((status, body == data), (200, true));
+}
+
+/// `storage.s3.gc_interval`: the node sweeps the bucket itself. A deleted
+/// object's chunks go (grace 0 here); a live object stays whole.
+#[test]
+fn the_periodic_sweep_collects_a_deleted_objects_chunks() {
+    let Some(server) = s3::Server::start(s3::Kind::S3sFs) else {
+        return;
+    };
+    let names = names_node();
+    let node = replica_builder(&server, &names, s3::SECRET_KEY)
+        .env("RON_STORAGE__S3__GC_INTERVAL", "1s")
+        .env("RON_STORAGE__S3__GC_GRACE", "0s")
+        .start();
+    node.wait_ready();
+    let g = node.addr("omnigate");
+    let (gone, kept) = (body_of(3 * 65536, 6), body_of(2 * 65536 + 9, 7));
+    assert_eq!(request(g, "PUT", "/v1/o", &[], &gone).status, 201);
+    assert_eq!(request(g, "PUT", "/v1/o", &[], &kept).status, 201);
+    let r = request(g, "DELETE", &format!("/v1/o/{}", b3(&gone)), &[], b"");
+    assert_eq!(r.status, 204, "{}", r.body);
+    let swept = node.wait_for_log(Duration::from_secs(60), |v| {
+        v["message"] == "storage: swept the bucket" && v["removed"].as_u64() >= Some(3)
+    });
+    assert!(
+        swept.is_some(),
+        "no sweep took the chunks:\n{}",
+        node.log_dump()
+    );
+    // Read through a replica that never cached it: every chunk is there.
+    let fresh = replica(&server, &names, s3::SECRET_KEY);
+    fresh.wait_ready();
+    let (status, _, body) = request_bytes(
+        fresh.addr("omnigate"),
+        "GET",
+        &format!("/v1/o/{}", b3(&kept)),
+        &[],
+        b"",
+    );
+    assert_eq!((status, body == kept), (200, true));
 }

@@ -64,7 +64,7 @@ impl Server {
         let root = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(root.path().join(BUCKET)).unwrap();
         let child = Self::spawn(kind, port, root.path());
-        let server = Server {
+        let mut server = Server {
             child,
             kind,
             port,
@@ -92,28 +92,53 @@ impl Server {
                     "--secret-key",
                     SECRET_KEY,
                 ])
-                .arg(root);
+                .arg(root)
+                // Its "server is running at …" line is logged at info.
+                .env("RUST_LOG", "info");
             }
             Kind::Moto => {
                 cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
             }
         }
-        cmd.stdout(Stdio::null())
-            .stderr(Stdio::null())
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap()
     }
 
-    fn wait_listening(&self) {
+    /// Waits for the server's own "running at http://127.0.0.1:PORT"
+    /// line (both servers print one once they listen); its output is
+    /// read to the end meanwhile, so a chatty server never blocks on a
+    /// full pipe.
+    fn wait_listening(&mut self) {
+        use std::io::BufRead as _;
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        let out: [Box<dyn std::io::Read + Send>; 2] = [
+            Box::new(self.child.stdout.take().unwrap()),
+            Box::new(self.child.stderr.take().unwrap()),
+        ];
+        for stream in out {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(stream)
+                    .lines()
+                    .map_while(Result::ok)
+                {
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        drop(tx);
+        let want = format!("http://127.0.0.1:{}", self.port);
         let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "{} did not listen on {}",
-                bin(self.kind),
-                self.port
-            );
-            std::thread::sleep(Duration::from_millis(50));
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) if line.contains(&want) => return,
+                Ok(_) => {}
+                Err(e) => panic!("{} never said it listens on {want}: {e}", bin(self.kind)),
+            }
         }
     }
 

@@ -128,10 +128,12 @@ async fn sweep_every(
     grace: std::time::Duration,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(every) => {}
+            _ = tick.tick() => {}
         }
         let s = store.clone();
         match tokio::task::spawn_blocking(move || s.sweep(grace)).await {
