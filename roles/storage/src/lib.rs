@@ -12,6 +12,7 @@
 
 pub mod config;
 pub mod http;
+mod pack;
 pub mod remote;
 pub mod store;
 

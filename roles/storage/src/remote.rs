@@ -1,15 +1,16 @@
 //! Chunk bodies and object manifests on an S3-compatible object store
 //! (`storage.backend = "s3"`), through the `object_store` crate.
 //!
-//! Layout, under `storage.s3.prefix`: `chunks/<hex>` holds a chunk's bytes
-//! (keyed by their BLAKE3 hash, so two writers of the same bytes write
-//! the same object and dedup is free); `objects/<hex>` holds an object's
-//! manifest — the same record the redb store keeps (size, checksum over
-//! address, size and chunk list, the chunk hashes) — written only after
-//! every chunk it names. An object exists once its manifest does, so
+//! Layout, under `storage.s3.prefix` (see `pack.rs`): `packs/<hex>` holds
+//! up to 16 consecutive chunks of one write, keyed by a hash of their
+//! hashes (two writers of the same chunks write the same key and bytes);
+//! `objects/<hex>` holds an object's manifest — its record (size, chunk
+//! hashes, a checksum binding them to the address), the packs holding its
+//! first chunks and the bytes of its last ones inline — written only after
+//! every pack it names. An object exists once its manifest does, so
 //! replicas sharing a bucket need no coordination: everything is
 //! immutable and content-addressed, and a writer killed mid-upload leaves
-//! chunks but no manifest (collected by `sweep` after a grace period).
+//! packs but no manifest (collected by `sweep` after a grace period).
 //!
 //! Every call runs on the blocking pool (the store's callers put it there)
 //! and waits on the node's runtime; each is bounded by
@@ -17,16 +18,17 @@
 //! `downstream_latency_seconds{service="s3"}`; transport failures count in
 //! `downstream_connect_errors_total{service="s3"}`. Nothing read back is
 //! trusted: the store verifies every chunk against its hash and every
-//! manifest against its checksum before serving a byte.
+//! manifest against its checksums before serving a byte.
 
 use std::collections::HashSet;
+use std::ops::Range;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use object_store::path::Path as Key;
-use object_store::{ObjectStore as Bucket, ObjectStoreExt as _, PutPayload};
+use object_store::{ObjectStore as Bucket, ObjectStoreExt as _};
 use ron_kernel::metrics::names;
 
 use crate::config::S3Config;
@@ -34,8 +36,8 @@ use crate::config::S3Config;
 /// The `service` label of the S3 backend's downstream metrics.
 pub const SERVICE: &str = "s3";
 
-/// Chunk requests in flight at once for one write or read-back.
-const PARALLEL_PUTS: usize = 8;
+/// Requests in flight at once for one read or check.
+const PARALLEL: usize = 8;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RemoteError {
@@ -147,8 +149,8 @@ impl Remote {
         }
     }
 
-    fn chunk_key(&self, hash: &[u8; 32]) -> Key {
-        Key::from(format!("{}chunks/{}", self.prefix, hex(hash)))
+    fn pack_key(&self, key: &[u8; 32]) -> Key {
+        Key::from(format!("{}packs/{}", self.prefix, hex(key)))
     }
 
     fn manifest_key(&self, address: &[u8; 32]) -> Key {
@@ -187,55 +189,38 @@ impl Remote {
         }
     }
 
-    /// Stores chunks' bytes, several requests at a time (idempotent: each
-    /// key is its bytes' hash).
-    pub fn put_chunks(&self, chunks: &[([u8; 32], Bytes)]) -> Result<(), RemoteError> {
-        use futures::StreamExt as _;
-        if chunks.is_empty() {
-            return Ok(());
-        }
-        let puts = chunks.iter().map(|(hash, data)| {
-            let key = self.chunk_key(hash);
-            let payload = PutPayload::from(data.clone());
-            let bucket = self.bucket.clone();
-            async move { bucket.put(&key, payload).await.map(|_| ()) }
-        });
-        self.call("chunk put", async {
-            let mut running = futures::stream::iter(puts).buffer_unordered(PARALLEL_PUTS);
-            while let Some(done) = running.next().await {
-                done?;
-            }
-            Ok(())
-        })?;
+    /// Stores a pack (idempotent: its key is a hash of what it holds).
+    pub fn put_pack(&self, key: &[u8; 32], bytes: Vec<Bytes>) -> Result<(), RemoteError> {
+        let key = self.pack_key(key);
+        self.call(
+            "pack put",
+            self.bucket.put(&key, bytes.into_iter().collect()),
+        )?;
         Ok(())
     }
 
-    /// A chunk's bytes as stored (unverified), `None` when missing.
-    pub fn get_chunk(&self, hash: &[u8; 32]) -> Result<Option<Bytes>, RemoteError> {
-        let key = self.chunk_key(hash);
-        self.call("chunk get", async {
-            self.bucket.get(&key).await?.bytes().await
-        })
-    }
-
-    /// Chunks' bytes as stored (unverified), in order, several requests
-    /// at a time; `None` for a missing one.
-    pub fn get_chunks(&self, hashes: &[[u8; 32]]) -> Result<Vec<Option<Bytes>>, RemoteError> {
+    /// Byte ranges of packs as stored (unverified), in order, several
+    /// requests at a time; `None` for a missing pack.
+    pub fn get_ranges(
+        &self,
+        wanted: &[([u8; 32], Range<u64>)],
+    ) -> Result<Vec<Option<Bytes>>, RemoteError> {
         use futures::StreamExt as _;
-        let gets = hashes.iter().map(|hash| {
-            let key = self.chunk_key(hash);
+        let gets = wanted.iter().map(|(pack, range)| {
+            let key = self.pack_key(pack);
             let bucket = self.bucket.clone();
+            let range = range.clone();
             async move {
-                match bucket.get(&key).await {
-                    Ok(got) => got.bytes().await.map(Some),
+                match bucket.get_range(&key, range).await {
+                    Ok(got) => Ok(Some(got)),
                     Err(object_store::Error::NotFound { .. }) => Ok(None),
                     Err(e) => Err(e),
                 }
             }
         });
-        let got = self.call("chunk get", async {
-            let mut out = Vec::with_capacity(hashes.len());
-            let mut running = futures::stream::iter(gets).buffered(PARALLEL_PUTS);
+        let got = self.call("pack get", async {
+            let mut out = Vec::with_capacity(wanted.len());
+            let mut running = futures::stream::iter(gets).buffered(PARALLEL);
             while let Some(body) = running.next().await {
                 out.push(body?);
             }
@@ -244,12 +229,40 @@ impl Remote {
         Ok(got.unwrap_or_default())
     }
 
-    /// Writes an object's manifest (after every chunk it names).
-    pub fn put_manifest(&self, address: &[u8; 32], record: Vec<u8>) -> Result<(), RemoteError> {
+    /// The first of `packs` the bucket does not have (HEADs, several at a
+    /// time), if any.
+    pub fn missing_pack(&self, packs: &[[u8; 32]]) -> Result<Option<[u8; 32]>, RemoteError> {
+        use futures::StreamExt as _;
+        let heads = packs.iter().map(|pack| {
+            let key = self.pack_key(pack);
+            let bucket = self.bucket.clone();
+            let pack = *pack;
+            async move {
+                match bucket.head(&key).await {
+                    Ok(_) => Ok(None),
+                    Err(object_store::Error::NotFound { .. }) => Ok(Some(pack)),
+                    Err(e) => Err(e),
+                }
+            }
+        });
+        let got = self.call("pack head", async {
+            let mut running = futures::stream::iter(heads).buffer_unordered(PARALLEL);
+            while let Some(missing) = running.next().await {
+                if let Some(pack) = missing? {
+                    return Ok(Some(pack));
+                }
+            }
+            Ok(None)
+        })?;
+        Ok(got.flatten())
+    }
+
+    /// Writes an object's manifest (after every pack it names).
+    pub fn put_manifest(&self, address: &[u8; 32], parts: Vec<Bytes>) -> Result<(), RemoteError> {
         let key = self.manifest_key(address);
         self.call(
             "manifest put",
-            self.bucket.put(&key, PutPayload::from(record)),
+            self.bucket.put(&key, parts.into_iter().collect()),
         )?;
         Ok(())
     }
@@ -260,6 +273,24 @@ impl Remote {
         self.call("manifest get", async {
             self.bucket.get(&key).await?.bytes().await
         })
+    }
+
+    /// The header of an object's manifest (unverified; without the inline
+    /// bytes, or with some of them), `None` when missing: a ranged GET of
+    /// its first bytes, and a second one when the header is longer.
+    pub fn get_manifest_header(&self, address: &[u8; 32]) -> Result<Option<Bytes>, RemoteError> {
+        const PROBE: u64 = 16 * 1024;
+        let key = self.manifest_key(address);
+        let Some(first) = self.call("manifest get", self.bucket.get_range(&key, 0..PROBE))? else {
+            return Ok(None);
+        };
+        match crate::pack::header_len(&first) {
+            Some(len) if len as u64 > PROBE && first.len() as u64 == PROBE => self.call(
+                "manifest get",
+                self.bucket.get_range(&key, 0..len as u64),
+            ),
+            _ => Ok(Some(first)),
+        }
     }
 
     /// Removes an object's manifest; whether it was there.
@@ -288,7 +319,7 @@ impl Remote {
         Ok(())
     }
 
-    /// Every key under `dir` (`chunks` or `objects`) with its age.
+    /// Every key under `dir` (`packs` or `objects`) with its age.
     fn list(&self, dir: &str) -> Result<Vec<(String, Duration)>, RemoteError> {
         use futures::TryStreamExt as _;
         let prefix = Key::from(format!("{}{dir}", self.prefix));
@@ -309,30 +340,31 @@ impl Remote {
             .collect())
     }
 
-    /// Deletes chunks no manifest names that are older than `grace` (a
+    /// Deletes packs no manifest names that are older than `grace` (a
     /// writer on another replica may be about to name a newer one), and
-    /// returns how many went. `decode` gives a manifest's chunk hashes;
-    /// one that does not decode keeps every chunk (nothing is deleted on
-    /// a guess).
+    /// returns how many went. `decode` gives the packs a manifest's header
+    /// names; one that does not decode keeps every pack (nothing is
+    /// deleted on a guess).
     pub fn sweep(
         &self,
         grace: Duration,
         decode: impl Fn(&[u8; 32], &[u8]) -> Option<Vec<[u8; 32]>>,
     ) -> Result<usize, RemoteError> {
-        // Chunks first: one written after this list is not a candidate,
+        // Packs first: one written after this list is not a candidate,
         // and a manifest written after the manifest list names only
-        // chunks younger than the grace or already listed as named.
-        let chunks = self.list("chunks")?;
+        // packs younger than the grace or already listed as named.
+        let packs = self.list("packs")?;
         let mut named = HashSet::new();
         for (name, _) in self.list("objects")? {
             let Some(address) = parse_hex(&name) else {
                 continue;
             };
-            let Some(raw) = self.get_manifest(&address)? else {
+            // The header only: an object's inline bytes are not needed.
+            let Some(raw) = self.get_manifest_header(&address)? else {
                 continue;
             };
             match decode(&address, &raw) {
-                Some(hashes) => named.extend(hashes),
+                Some(keys) => named.extend(keys),
                 None => {
                     return Err(RemoteError::Failed {
                         what: "sweep",
@@ -342,17 +374,17 @@ impl Remote {
             }
         }
         let mut removed = 0;
-        for (name, age) in chunks {
-            let Some(hash) = parse_hex(&name) else {
+        for (name, age) in packs {
+            let Some(pack) = parse_hex(&name) else {
                 continue;
             };
-            if age < grace || named.contains(&hash) {
+            if age < grace || named.contains(&pack) {
                 continue;
             }
             // Looked at again just before it goes: a writer that stored
-            // the same bytes since the list made it young again.
-            let key = self.chunk_key(&hash);
-            let Some(meta) = self.call("chunk head", self.bucket.head(&key))? else {
+            // the same pack since the list made it young again.
+            let key = self.pack_key(&pack);
+            let Some(meta) = self.call("pack head", self.bucket.head(&key))? else {
                 continue;
             };
             let modified: SystemTime = meta.last_modified.into();
@@ -363,7 +395,7 @@ impl Remote {
             {
                 continue;
             }
-            self.call("chunk delete", self.bucket.delete(&key))?;
+            self.call("pack delete", self.bucket.delete(&key))?;
             removed += 1;
         }
         Ok(removed)

@@ -42,6 +42,7 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinitio
 use ron_kernel::metrics::names;
 use ron_kernel::{Bus, ContentAddress, KernelEvent};
 
+use crate::pack::{self, Loc, Placement, Run, PACK_CHUNKS};
 use crate::remote::Remote;
 
 /// Objects are cut into chunks of this size (the last may be shorter).
@@ -58,6 +59,12 @@ const UPLOADS: TableDefinition<u64, &[u8]> = TableDefinition::new("uploads");
 /// (upload id, chunk index) → chunk hash. The upload holds a reference on
 /// each chunk, so collection never takes an acknowledged part away.
 const UPLOAD_CHUNKS: TableDefinition<(u64, u64), &[u8; 32]> = TableDefinition::new("upload_chunks");
+/// With a bucket: (upload id, chunk index) → the chunk's BLAKE3 chaining
+/// value, so completion hashes the object without reading it back.
+const UPLOAD_CVS: TableDefinition<(u64, u64), &[u8; 32]> = TableDefinition::new("upload_cvs");
+/// With a bucket: (upload id, index of the pack's first chunk) → the pack
+/// holding the chunks a part completed (key ‖ chunk count, big endian).
+const UPLOAD_PACKS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("upload_packs");
 /// The store's running totals, one row, changed in the same transaction as
 /// every chunk or object it counts: `(sequence, objects, chunks,
 /// logical_bytes, stored_bytes)`. The sequence orders exports of it.
@@ -102,12 +109,9 @@ pub enum StoreError {
 
 ron_kernel::db_error_type!(StoreError);
 
-/// Chunks a reader fetches from a bucket at once, in parallel (8 × 64 KiB
-/// held per reader at most).
-const READ_AHEAD: usize = 8;
-
-/// Chunks an upload's completion reads back at once (16 × 64 KiB).
-const READBACK_BATCH: usize = 16;
+/// Chunks a reader fetches from a bucket at once (one ranged GET per
+/// pack, in parallel; 2 MiB held per reader at most).
+const READ_AHEAD: usize = 2 * PACK_CHUNKS;
 
 /// What the store knows about one object.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,6 +119,9 @@ pub struct ObjectMeta {
     pub address: ContentAddress,
     pub size: u64,
     pub chunks: Vec<[u8; 32]>,
+    /// With a bucket, where the chunks are, as the manifest this record
+    /// came from says (`None`: not known here; a reader asks the bucket).
+    pub(crate) placement: Option<Arc<Placement>>,
 }
 
 impl ObjectMeta {
@@ -140,7 +147,7 @@ impl ObjectMeta {
         v
     }
 
-    fn decode(address: ContentAddress, raw: &[u8]) -> Result<Self, StoreError> {
+    pub(crate) fn decode(address: ContentAddress, raw: &[u8]) -> Result<Self, StoreError> {
         let corrupt = |what| StoreError::Integrity {
             address: address.to_string(),
             what,
@@ -169,7 +176,31 @@ impl ObjectMeta {
             address,
             size,
             chunks,
+            placement: None,
         })
+    }
+
+    /// An object's record and placement from its whole manifest, verified.
+    fn from_manifest(address: ContentAddress, raw: Bytes) -> Result<Self, StoreError> {
+        let corrupt = |what| StoreError::Integrity {
+            address: address.to_string(),
+            what,
+        };
+        let (record, runs, at) = pack::decode_header(address.as_bytes(), &raw).map_err(corrupt)?;
+        let mut meta = Self::decode(address, record)?;
+        let placement = pack::placement(runs, raw.slice(at..), meta.size, meta.chunks.len())
+            .map_err(corrupt)?;
+        meta.placement = Some(Arc::new(placement));
+        Ok(meta)
+    }
+
+    /// This record without its placement (what the read cache keeps: an
+    /// object's inline bytes are weighed as chunks there, not here).
+    fn record_only(&self) -> Self {
+        Self {
+            placement: None,
+            ..self.clone()
+        }
     }
 }
 
@@ -485,6 +516,8 @@ impl ObjectStore {
             txn.open_table(REFS).map_err(db_err)?;
             txn.open_table(UPLOADS).map_err(db_err)?;
             txn.open_table(UPLOAD_CHUNKS).map_err(db_err)?;
+            txn.open_table(UPLOAD_CVS).map_err(db_err)?;
+            txn.open_table(UPLOAD_PACKS).map_err(db_err)?;
             let mut totals = txn.open_table(TOTALS).map_err(db_err)?;
             match read_totals(&totals)? {
                 Some(t) => t,
@@ -688,23 +721,12 @@ impl ObjectStore {
                 chunks.insert(hash, &[][..]).map_err(db_err)?;
             }
             Bodies::Remote(_) => {
-                // The bytes went to the bucket before this transaction
-                // (`upload_bodies`): only the row is kept here.
+                // The bytes go to the bucket in a pack or the manifest:
+                // only the row is kept here.
                 chunks
                     .insert(hash, &remote_row(data.len())[..])
                     .map_err(db_err)?;
             }
-        }
-        Ok(())
-    }
-
-    /// Puts chunk bodies in the bucket (several at a time) before the
-    /// transaction that records them; nothing for a local store. A body
-    /// uploaded for a write that then fails is collected by the bucket's
-    /// sweep after its grace period.
-    fn upload_bodies(&self, bodies: &[([u8; 32], Bytes)]) -> Result<(), StoreError> {
-        if let Bodies::Remote(r) = &*self.bodies {
-            r.put_chunks(bodies)?;
         }
         Ok(())
     }
@@ -831,6 +853,8 @@ impl ObjectStore {
             fresh: Vec::new(),
             kept: false,
             size: 0,
+            unsent: Vec::new(),
+            runs: Vec::new(),
         }
     }
 
@@ -856,28 +880,31 @@ impl ObjectStore {
         // Read the epoch before the snapshot: a delete that commits after
         // our snapshot began bumps it, and we take back what we cached.
         let epoch = self.cache.as_ref().map(|c| c.epoch.load(Ordering::SeqCst));
-        let raw = match &*self.bodies {
+        let meta = match &*self.bodies {
             // With a bucket the manifest is the object, whichever replica
             // wrote it (or deleted it since): this node's record is only
             // the bookkeeping of its own writes.
-            Bodies::Remote(r) => r.get_manifest(address.as_bytes())?,
+            Bodies::Remote(r) => match r.get_manifest(address.as_bytes())? {
+                Some(raw) => ObjectMeta::from_manifest(*address, raw),
+                None => return Ok(None),
+            },
             _ => {
                 let txn = self.db.begin_read().map_err(db_err)?;
                 let objects = txn.open_table(OBJECTS).map_err(db_err)?;
-                let got = objects.get(address.as_bytes()).map_err(db_err)?;
-                got.map(|raw| Bytes::copy_from_slice(raw.value()))
+                match objects.get(address.as_bytes()).map_err(db_err)? {
+                    Some(raw) => ObjectMeta::decode(*address, raw.value()),
+                    None => return Ok(None),
+                }
             }
         };
-        let Some(raw) = raw else {
-            return Ok(None);
-        };
-        let meta = Arc::new(
-            ObjectMeta::decode(*address, &raw)
-                .inspect_err(|e| self.integrity_failure(address, e))?,
-        );
+        let meta = Arc::new(meta.inspect_err(|e| self.integrity_failure(address, e))?);
         self.touch(address.as_bytes());
         if let (Some(cache), Some(epoch)) = (&self.cache, epoch) {
-            cache.meta.insert(*address.as_bytes(), meta.clone());
+            let record = match meta.placement {
+                Some(_) => Arc::new(meta.record_only()),
+                None => meta.clone(),
+            };
+            cache.meta.insert(*address.as_bytes(), record);
             if cache.epoch.load(Ordering::SeqCst) != epoch {
                 cache.meta.remove(address.as_bytes());
             }
@@ -907,10 +934,8 @@ impl ObjectStore {
                 .and_then(|i| bodies.get(i))
                 .cloned()
                 .flatten(),
-            Source::Remote { remote, ahead } => match ahead.remove(&idx) {
-                Some(body) => Some(body),
-                None => remote.get_chunk(hash)?,
-            },
+            // `fetch_ahead` put it there (or found it missing).
+            Source::Remote { ahead, .. } => ahead.remove(&idx),
         };
         let Some(data) = data else {
             let e = StoreError::Integrity {
@@ -984,6 +1009,7 @@ impl ObjectStore {
         let source = match &*self.bodies {
             Bodies::Remote(r) => Source::Remote {
                 remote: r.clone(),
+                placement: meta.placement.clone(),
                 ahead: HashMap::new(),
             },
             Bodies::Table => Source::Table(
@@ -1150,9 +1176,9 @@ impl ObjectStore {
             return Ok(0);
         };
         Ok(r.sweep(grace, |address, raw| {
-            ObjectMeta::decode(ContentAddress::from_bytes(*address), raw)
-                .ok()
-                .map(|m| m.chunks)
+            let (record, runs, _) = pack::decode_header(address, raw).ok()?;
+            ObjectMeta::decode(ContentAddress::from_bytes(*address), record).ok()?;
+            Some(runs.into_iter().map(|r| r.pack).collect())
         })?)
     }
 
@@ -1224,6 +1250,15 @@ impl UploadState {
     }
 }
 
+/// A part's full chunks as `ship_part` hashed them (and, with a bucket,
+/// put them as one pack), and the upload state they follow.
+struct Shipped {
+    from: UploadState,
+    hashes: Vec<[u8; 32]>,
+    cvs: Vec<[u8; 32]>,
+    pack: Option<[u8; 32]>,
+}
+
 /// What happened to an uploaded part.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PartOutcome {
@@ -1275,8 +1310,8 @@ impl ObjectStore {
     }
 
     fn upload_part_once(&self, id: u64, n: u64, data: &[u8]) -> Result<PartOutcome, StoreError> {
-        let uploaded = match &*self.bodies {
-            Bodies::Remote(_) => Some(self.upload_part_bodies(id, data)?),
+        let shipped = match &*self.bodies {
+            Bodies::Remote(r) => self.ship_part(r, id, n, data)?,
             _ => None,
         };
         let part_hash = *blake3::hash(data).as_bytes();
@@ -1298,34 +1333,38 @@ impl ObjectStore {
                     got: n,
                 });
             }
+            if matches!(*self.bodies, Bodies::Remote(_))
+                && shipped.as_ref().is_none_or(|sh| sh.from != st)
+            {
+                // Another request moved the upload on between our pack
+                // and this transaction.
+                return Err(StoreError::PartOutOfOrder {
+                    expected: st.next_part,
+                    got: n,
+                });
+            }
             let mut chunks = txn.open_table(CHUNKS).map_err(db_err)?;
             let mut refs = txn.open_table(REFS).map_err(db_err)?;
             let mut list = txn.open_table(UPLOAD_CHUNKS).map_err(db_err)?;
+            let first = st.chunks;
             let mut pending = std::mem::take(&mut st.tail);
             pending.extend_from_slice(data);
             let full = pending.chunks_exact(CHUNK_BYTES);
             st.tail = full.remainder().to_vec();
             // First what is new (and so what the budget must hold), then
             // the bytes: a part the budget refuses leaves nothing behind.
-            let hashed: Vec<([u8; 32], &[u8])> = full
-                .map(|chunk| (*blake3::hash(chunk).as_bytes(), chunk))
-                .collect();
+            let hashed: Vec<([u8; 32], &[u8])> = match &shipped {
+                Some(sh) => sh.hashes.iter().copied().zip(full).collect(),
+                None => full
+                    .map(|chunk| (*blake3::hash(chunk).as_bytes(), chunk))
+                    .collect(),
+            };
             let mut new = Vec::new();
             let mut seen = HashSet::new();
             for (hash, chunk) in &hashed {
                 if seen.insert(*hash) && !Self::has_chunk(&chunks, hash)? {
                     delta.chunk(1, chunk.len());
                     new.push((*hash, *chunk));
-                }
-            }
-            if let Some(up) = &uploaded {
-                if new.iter().any(|(h, _)| !up.contains(h)) {
-                    // Another request moved the upload on between our
-                    // upload of the bodies and this transaction.
-                    return Err(StoreError::PartOutOfOrder {
-                        expected: st.next_part,
-                        got: n,
-                    });
                 }
             }
             self.check_room(&txn, delta.stored.max(0) as u64)?;
@@ -1336,6 +1375,23 @@ impl ObjectStore {
                 add_ref(&mut refs, hash)?;
                 list.insert((id, st.chunks), hash).map_err(db_err)?;
                 st.chunks += 1;
+            }
+            if let Some(Shipped {
+                cvs,
+                pack: Some(pack),
+                ..
+            }) = &shipped
+            {
+                let mut cv_rows = txn.open_table(UPLOAD_CVS).map_err(db_err)?;
+                for (i, cv) in (first..).zip(cvs) {
+                    cv_rows.insert((id, i), cv).map_err(db_err)?;
+                }
+                let mut row = pack.to_vec();
+                row.extend_from_slice(&(cvs.len() as u32).to_be_bytes());
+                txn.open_table(UPLOAD_PACKS)
+                    .map_err(db_err)?
+                    .insert((id, first), &row[..])
+                    .map_err(db_err)?;
             }
             st.size += data.len() as u64;
             st.next_part += 1;
@@ -1349,18 +1405,45 @@ impl ObjectStore {
         Ok(outcome)
     }
 
-    /// For a bucket: puts the full chunks part `n` of upload `id` makes in
-    /// the bucket, before the transaction that records them; their hashes.
-    fn upload_part_bodies(&self, id: u64, data: &[u8]) -> Result<HashSet<[u8; 32]>, StoreError> {
+    /// With a bucket: hashes the full chunks part `n` of upload `id`
+    /// completes and puts them in the bucket as one pack, before the
+    /// transaction that records them; `None` when `n` is not the part the
+    /// upload expects (that transaction tells the client which it is).
+    fn ship_part(
+        &self,
+        r: &Remote,
+        id: u64,
+        n: u64,
+        data: &[u8],
+    ) -> Result<Option<Shipped>, StoreError> {
         let st = self.upload_state(id)?;
-        let mut pending = st.tail;
+        if n != st.next_part {
+            return Ok(None);
+        }
+        let mut pending = Vec::with_capacity(st.tail.len() + data.len());
+        pending.extend_from_slice(&st.tail);
         pending.extend_from_slice(data);
-        let bodies: Vec<([u8; 32], Bytes)> = pending
+        let full = pending.len() / CHUNK_BYTES * CHUNK_BYTES;
+        let pending = Bytes::from(pending);
+        let (hashes, cvs): (Vec<[u8; 32]>, Vec<[u8; 32]>) = pending[..full]
             .chunks_exact(CHUNK_BYTES)
-            .map(|c| (*blake3::hash(c).as_bytes(), Bytes::copy_from_slice(c)))
-            .collect();
-        self.upload_bodies(&bodies)?;
-        Ok(bodies.into_iter().map(|(h, _)| h).collect())
+            .zip(st.chunks..)
+            .map(|(c, i)| (*blake3::hash(c).as_bytes(), pack::chunk_cv(i, c)))
+            .unzip();
+        let pack = match hashes.is_empty() {
+            true => None,
+            false => {
+                let key = pack::pack_key(&hashes);
+                r.put_pack(&key, vec![pending.slice(..full)])?;
+                Some(key)
+            }
+        };
+        Ok(Some(Shipped {
+            from: st,
+            hashes,
+            cvs,
+            pack,
+        }))
     }
 
     /// Fails with `Full` when the budget has no room for `need` more bytes
@@ -1396,78 +1479,162 @@ impl ObjectStore {
                 let body = read(map).get(hash).cloned();
                 Ok(body.map(|b| f(&b)))
             }
-            Bodies::Remote(r) => Ok(r.get_chunk(hash)?.map(|b| f(&b))),
+            // Never read back: an upload to a bucket keeps its chunks'
+            // chaining values instead (`bucket_upload`).
+            Bodies::Remote(_) => Ok(None),
         }
     }
 
-    /// Turns a finished upload into an object (verifying every chunk on the
-    /// way) and forgets the upload. Returns the object and whether it is new.
+    /// Turns a finished upload into an object and forgets the upload.
+    /// Returns the object and whether it is new.
     pub fn upload_complete(&self, id: u64) -> Result<(ObjectMeta, bool), StoreError> {
-        // Hash the content from what is stored, verified chunk by chunk.
         let st = self.upload_state(id)?;
-        let mut hasher = blake3::Hasher::new();
-        let mut hashes = Vec::with_capacity(st.chunks as usize + 1);
-        {
-            let txn = self.db.begin_read().map_err(db_err)?;
-            let list = txn.open_table(UPLOAD_CHUNKS).map_err(db_err)?;
-            let chunks = txn.open_table(CHUNKS).map_err(db_err)?;
-            for i in 0..st.chunks {
-                let hash = *list
+        let (meta, manifest) = match &*self.bodies {
+            Bodies::Remote(r) => self.bucket_upload(r, id, &st)?,
+            _ => (self.hash_upload(id, &st)?, None),
+        };
+        let tail_hash = (!st.tail.is_empty())
+            .then(|| meta.chunks.last().copied())
+            .flatten();
+        let (meta, created) = self.with_room(|| {
+            self.complete_once(id, &st, &meta, manifest.clone(), tail_hash)
+        })?;
+        self.touch(meta.address.as_bytes());
+        Ok((meta, created))
+    }
+
+    /// The chunk hashes an upload's parts made, in order.
+    fn upload_chunks(
+        txn: &redb::ReadTransaction,
+        id: u64,
+        st: &UploadState,
+    ) -> Result<Vec<[u8; 32]>, StoreError> {
+        let list = txn.open_table(UPLOAD_CHUNKS).map_err(db_err)?;
+        (0..st.chunks)
+            .map(|i| {
+                Ok(*list
                     .get((id, i))
                     .map_err(db_err)?
                     .ok_or_else(|| StoreError::Db("upload chunk list has a gap".into()))?
-                    .value();
-                hashes.push(hash);
+                    .value())
+            })
+            .collect()
+    }
+
+    /// Removes an upload's chunk list, chaining values and packs.
+    fn forget_upload_rows(
+        txn: &redb::WriteTransaction,
+        id: u64,
+        st: &UploadState,
+    ) -> Result<(), StoreError> {
+        let mut list = txn.open_table(UPLOAD_CHUNKS).map_err(db_err)?;
+        let mut cvs = txn.open_table(UPLOAD_CVS).map_err(db_err)?;
+        for i in 0..st.chunks {
+            list.remove((id, i)).map_err(db_err)?;
+            cvs.remove((id, i)).map_err(db_err)?;
+        }
+        txn.open_table(UPLOAD_PACKS)
+            .map_err(db_err)?
+            .retain_in((id, 0)..=(id, u64::MAX), |_, _| false)
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    /// A local upload's object: its content hashed from what is stored,
+    /// verified chunk by chunk.
+    fn hash_upload(&self, id: u64, st: &UploadState) -> Result<ObjectMeta, StoreError> {
+        let mut hasher = blake3::Hasher::new();
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let mut hashes = Self::upload_chunks(&txn, id, st)?;
+        let chunks = txn.open_table(CHUNKS).map_err(db_err)?;
+        let mut take = |hash: &[u8; 32], data: Option<&[u8]>| {
+            let data = data.ok_or_else(|| StoreError::Db("an uploaded chunk is missing".into()))?;
+            if blake3::hash(data).as_bytes() != hash {
+                return Err(StoreError::Integrity {
+                    address: format!("upload {id:x}"),
+                    what: "an uploaded chunk does not match its hash",
+                });
             }
-            // A batch at a time: a bucket fetches a batch's chunks in
-            // parallel; each is verified, then hashed in order.
-            let mut take = |hash: &[u8; 32], data: Option<&[u8]>| {
-                let data =
-                    data.ok_or_else(|| StoreError::Db("an uploaded chunk is missing".into()))?;
-                if blake3::hash(data).as_bytes() != hash {
-                    return Err(StoreError::Integrity {
-                        address: format!("upload {id:x}"),
-                        what: "an uploaded chunk does not match its hash",
-                    });
-                }
-                hasher.update(data);
-                Ok(())
-            };
-            match &*self.bodies {
-                Bodies::Remote(r) => {
-                    for batch in hashes.chunks(READBACK_BATCH) {
-                        for (hash, body) in batch.iter().zip(r.get_chunks(batch)?) {
-                            take(hash, body.as_deref())?;
-                        }
-                    }
-                }
-                // Local bytes are hashed where they lie.
-                _ => {
-                    for hash in &hashes {
-                        self.with_chunk(&chunks, hash, |data| take(hash, Some(data)))?
-                            .unwrap_or_else(|| take(hash, None))?;
-                    }
-                }
-            }
+            hasher.update(data);
+            Ok(())
+        };
+        for hash in &hashes {
+            self.with_chunk(&chunks, hash, |data| take(hash, Some(data)))?
+                .unwrap_or_else(|| take(hash, None))?;
         }
         hasher.update(&st.tail);
-        let address = ContentAddress::from_bytes(*hasher.finalize().as_bytes());
-        let tail_hash = (!st.tail.is_empty()).then(|| *blake3::hash(&st.tail).as_bytes());
-        if let Some(h) = tail_hash {
-            hashes.push(h);
+        if !st.tail.is_empty() {
+            hashes.push(*blake3::hash(&st.tail).as_bytes());
         }
-        let meta = ObjectMeta {
-            address,
+        Ok(ObjectMeta {
+            address: ContentAddress::from_bytes(*hasher.finalize().as_bytes()),
             size: st.size,
             chunks: hashes,
-        };
+            placement: None,
+        })
+    }
 
-        if let Some(h) = tail_hash {
-            self.upload_bodies(&[(h, Bytes::copy_from_slice(&st.tail))])?;
+    /// An upload to a bucket as an object and its manifest, without
+    /// reading a part back: the address is merged from the chunks'
+    /// chaining values, the parts' packs are the runs and the tail goes
+    /// inline. A pack the bucket no longer has (an upload that outlived
+    /// the sweep's grace) fails the completion instead of committing a
+    /// manifest naming it.
+    fn bucket_upload(
+        &self,
+        r: &Remote,
+        id: u64,
+        st: &UploadState,
+    ) -> Result<(ObjectMeta, Option<Vec<Bytes>>), StoreError> {
+        let (mut hashes, mut cvs, runs) = {
+            let txn = self.db.begin_read().map_err(db_err)?;
+            let hashes = Self::upload_chunks(&txn, id, st)?;
+            let table = txn.open_table(UPLOAD_CVS).map_err(db_err)?;
+            let cvs = (0..st.chunks)
+                .map(|i| match table.get((id, i)).map_err(db_err)? {
+                    Some(cv) => Ok(*cv.value()),
+                    None => Err(StoreError::Db("upload chaining values have a gap".into())),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let table = txn.open_table(UPLOAD_PACKS).map_err(db_err)?;
+            let mut runs = Vec::new();
+            for row in table.range((id, 0)..=(id, u64::MAX)).map_err(db_err)? {
+                let (_, v) = row.map_err(db_err)?;
+                let malformed = || StoreError::Db("an upload pack row is malformed".into());
+                let (pack, n) = v.value().split_at_checked(32).ok_or_else(malformed)?;
+                runs.push(Run {
+                    pack: pack.try_into().map_err(|_| malformed())?,
+                    chunks: u32::from_be_bytes(n.try_into().map_err(|_| malformed())?),
+                });
+            }
+            (hashes, cvs, runs)
+        };
+        let packs: Vec<[u8; 32]> = runs.iter().map(|r| r.pack).collect();
+        if r.missing_pack(&packs)?.is_some() {
+            return Err(StoreError::Integrity {
+                address: format!("upload {id:016x}"),
+                what: "a part of the upload is gone from the bucket (swept: \
+                       storage.s3.gc_grace must outlast an upload)",
+            });
         }
-        let (meta, created) = self.with_room(|| self.complete_once(id, &st, &meta, tail_hash))?;
-        self.touch(meta.address.as_bytes());
-        Ok((meta, created))
+        let tail = Bytes::copy_from_slice(&st.tail);
+        if !tail.is_empty() {
+            hashes.push(*blake3::hash(&tail).as_bytes());
+            cvs.push(pack::chunk_cv(st.chunks, &tail));
+        }
+        let address = match hashes.as_slice() {
+            [] => *blake3::hash(&[]).as_bytes(),
+            [one] => *one,
+            _ => pack::root_from_cvs(&cvs, st.size),
+        };
+        let meta = ObjectMeta {
+            address: ContentAddress::from_bytes(address),
+            size: st.size,
+            chunks: hashes,
+            placement: None,
+        };
+        let manifest = pack::encode(&address, &meta.encode(), &runs, [tail]);
+        Ok((meta, Some(manifest)))
     }
 
     /// `upload_complete`'s transaction: the upload becomes the object.
@@ -1476,19 +1643,17 @@ impl ObjectStore {
         id: u64,
         st: &UploadState,
         meta: &ObjectMeta,
+        manifest: Option<Vec<Bytes>>,
         tail_hash: Option<[u8; 32]>,
     ) -> Result<(ObjectMeta, bool), StoreError> {
-        let created = self.commit_object(meta, |txn, exists, delta| {
+        let created = self.commit_object(meta, manifest, |txn, exists, delta| {
             let mut uploads = txn.open_table(UPLOADS).map_err(db_err)?;
             match uploads.remove(id).map_err(db_err)? {
                 Some(raw) if UploadState::decode(raw.value())? == *st => {}
                 // Completed or changed meanwhile by another request.
                 _ => return Err(StoreError::UploadNotFound),
             }
-            let mut list = txn.open_table(UPLOAD_CHUNKS).map_err(db_err)?;
-            for i in 0..st.chunks {
-                list.remove((id, i)).map_err(db_err)?;
-            }
+            Self::forget_upload_rows(txn, id, st)?;
             let mut chunks = txn.open_table(CHUNKS).map_err(db_err)?;
             let mut refs = txn.open_table(REFS).map_err(db_err)?;
             if exists {
@@ -1518,6 +1683,7 @@ impl ObjectStore {
     fn commit_object(
         &self,
         meta: &ObjectMeta,
+        manifest: Option<Vec<Bytes>>,
         prepare: impl FnOnce(&redb::WriteTransaction, bool, &mut Delta) -> Result<(), StoreError>,
     ) -> Result<bool, StoreError> {
         let address = meta.address.as_bytes();
@@ -1532,10 +1698,12 @@ impl ObjectStore {
         let mut delta = Delta::default();
         prepare(&txn, exists, &mut delta)?;
         if let Bodies::Remote(r) = &*self.bodies {
-            // Last, after every chunk it names: from here other replicas
+            // Last, after every pack it names: from here other replicas
             // see the object. Written even when this node has a record of
             // it (a delete elsewhere may have removed the manifest since).
-            r.put_manifest(address, meta.encode())?;
+            let parts = manifest
+                .ok_or_else(|| StoreError::Db("a write to a bucket came without its manifest".into()))?;
+            r.put_manifest(address, parts)?;
         }
         if !exists {
             txn.open_table(OBJECTS)
@@ -1560,13 +1728,20 @@ impl ObjectStore {
                 Some(raw) => UploadState::decode(raw.value())?,
                 None => return Ok(false),
             };
-            let mut list = txn.open_table(UPLOAD_CHUNKS).map_err(db_err)?;
-            let mut refs = txn.open_table(REFS).map_err(db_err)?;
-            for i in 0..st.chunks {
-                if let Some(h) = list.remove((id, i)).map_err(db_err)? {
-                    let h = *h.value();
-                    release_ref(&mut refs, &h)?;
+            let hashes = {
+                let list = txn.open_table(UPLOAD_CHUNKS).map_err(db_err)?;
+                let mut hashes = Vec::with_capacity(st.chunks as usize);
+                for i in 0..st.chunks {
+                    if let Some(h) = list.get((id, i)).map_err(db_err)? {
+                        hashes.push(*h.value());
+                    }
                 }
+                hashes
+            };
+            Self::forget_upload_rows(&txn, id, &st)?;
+            let mut refs = txn.open_table(REFS).map_err(db_err)?;
+            for h in &hashes {
+                release_ref(&mut refs, h)?;
             }
         }
         txn.commit().map_err(db_err)?;
@@ -1590,6 +1765,10 @@ pub struct ObjectWriter {
     /// Whether `finish` committed an object referencing every chunk.
     kept: bool,
     size: u64,
+    /// With a bucket: the chunks not yet in a pack (for the next pack, or
+    /// inline in the manifest), and the packs put so far.
+    unsent: Vec<([u8; 32], Bytes)>,
+    runs: Vec<Run>,
 }
 
 impl Drop for ObjectWriter {
@@ -1634,8 +1813,22 @@ impl ObjectWriter {
         // takes this chunk away until the write ends.
         self.store.pin(&hash);
         self.pins.push(hash);
+        if let Bodies::Remote(r) = &*self.store.bodies {
+            // A full pack goes when a chunk follows it: the last (up to)
+            // `PACK_CHUNKS` travel inline in the manifest. Dropped
+            // unfinished, a write leaves its packs to the bucket's sweep.
+            if self.unsent.len() == PACK_CHUNKS {
+                let (hashes, bytes): (Vec<[u8; 32]>, Vec<Bytes>) = self.unsent.drain(..).unzip();
+                let key = pack::pack_key(&hashes);
+                r.put_pack(&key, bytes)?;
+                self.runs.push(Run {
+                    pack: key,
+                    chunks: PACK_CHUNKS as u32,
+                });
+            }
+            self.unsent.push((hash, chunk.clone()));
+        }
         let store = &self.store;
-        store.upload_bodies(&[(hash, chunk.clone())])?;
         store
             .with_room(|| {
                 let mut txn = store.db.begin_write().map_err(db_err)?;
@@ -1690,8 +1883,13 @@ impl ObjectWriter {
             address,
             size: self.size,
             chunks: std::mem::take(&mut self.chunks),
+            placement: None,
         };
-        let created = self.store.commit_object(&meta, |txn, exists, _| {
+        let manifest = matches!(*self.store.bodies, Bodies::Remote(_)).then(|| {
+            let inline = self.unsent.drain(..).map(|(_, b)| b);
+            pack::encode(address.as_bytes(), &meta.encode(), &self.runs, inline)
+        });
+        let created = self.store.commit_object(&meta, manifest, |txn, exists, _| {
             if !exists {
                 let mut refs = txn.open_table(REFS).map_err(db_err)?;
                 for c in &meta.chunks {
@@ -1710,11 +1908,15 @@ impl ObjectWriter {
 /// (RAM) the chunks' `Bytes` taken when the read began, from chunk `first`.
 enum Source {
     Table(redb::ReadOnlyTable<&'static [u8; 32], &'static [u8]>),
-    /// Chunks fetched from the bucket a few at a time, in parallel, as the
-    /// reader reaches them (`READ_AHEAD`); `ahead` holds the fetched ones
-    /// not yet verified and yielded, by index.
+    /// Chunks fetched from the bucket as the reader reaches them, up to
+    /// `READ_AHEAD` at a time: one ranged GET per pack, in parallel, and
+    /// the inline ones sliced from the manifest. `placement` is the
+    /// manifest's (asked for when the reader first needs a chunk, if the
+    /// record came from the cache); `ahead` holds the fetched chunks not
+    /// yet verified and yielded, by index.
     Remote {
         remote: Arc<Remote>,
+        placement: Option<Arc<Placement>>,
         ahead: HashMap<usize, Bytes>,
     },
     Ram {
@@ -1742,35 +1944,62 @@ impl ObjectReader {
 }
 
 impl ObjectReader {
-    /// From a bucket: fetches chunk `idx` and the next ones the range needs
-    /// (up to `READ_AHEAD`, those not cached) in parallel, unless `idx` is
-    /// already here.
+    /// From a bucket: fetches chunk `idx` and the next ones the range
+    /// needs (up to `READ_AHEAD`), unless `idx` is already here or cached.
     fn fetch_ahead(&mut self, idx: usize) -> Result<(), StoreError> {
-        let Source::Remote { remote, ahead } = &mut self.source else {
+        let Source::Remote {
+            remote,
+            placement,
+            ahead,
+        } = &mut self.source
+        else {
             return Ok(());
         };
-        if ahead.contains_key(&idx) {
+        let cache = self.store.cache.as_ref();
+        if ahead.contains_key(&idx) || cache.is_some_and(|c| c.chunks.get(&self.meta.chunks[idx]).is_some()) {
             return Ok(());
         }
-        let cached = |h: &[u8; 32]| {
-            self.store
-                .cache
-                .as_ref()
-                .is_some_and(|c| c.chunks.get(h).is_some())
+        let place = match placement {
+            Some(p) => p.clone(),
+            None => {
+                let raw = remote
+                    .get_manifest(self.address.as_bytes())?
+                    .ok_or(StoreError::NotFound)?;
+                let meta = ObjectMeta::from_manifest(self.address, raw)?;
+                placement.insert(meta.placement.ok_or(StoreError::NotFound)?).clone()
+            }
         };
-        if cached(&self.meta.chunks[idx]) {
-            return Ok(());
-        }
         let last = (self.end.saturating_sub(1) / CHUNK_BYTES as u64) as usize;
         let upto = (idx + READ_AHEAD).min(last + 1).min(self.meta.chunks.len());
-        let wanted: Vec<(usize, [u8; 32])> = (idx..upto)
-            .map(|i| (i, self.meta.chunks[i]))
-            .filter(|(_, h)| !cached(h))
-            .collect();
-        let hashes: Vec<[u8; 32]> = wanted.iter().map(|(_, h)| *h).collect();
-        for ((i, _), body) in wanted.iter().zip(remote.get_chunks(&hashes)?) {
-            if let Some(body) = body {
-                ahead.insert(*i, body);
+        // One span per pack, each a ranged GET of whole chunks; the inline
+        // chunks (always the last ones) are slices of the manifest.
+        let mut spans = Vec::new();
+        let mut i = idx;
+        while i < upto {
+            match place.locate(i as u64) {
+                Loc::Pack { pack, first, end } => {
+                    let stop = (end as usize).min(upto);
+                    let chunk = CHUNK_BYTES as u64;
+                    spans.push((i, (pack, (i as u64 - first) * chunk..(stop as u64 - first) * chunk)));
+                    i = stop;
+                }
+                Loc::Inline(at) => {
+                    let inline = &place.inline;
+                    if at < inline.len() {
+                        ahead.insert(i, inline.slice(at..(at + CHUNK_BYTES).min(inline.len())));
+                    }
+                    i += 1;
+                }
+            }
+        }
+        if spans.is_empty() {
+            return Ok(());
+        }
+        let ranges: Vec<([u8; 32], Range<u64>)> = spans.iter().map(|(_, r)| r.clone()).collect();
+        for ((start, _), body) in spans.iter().zip(remote.get_ranges(&ranges)?) {
+            let Some(body) = body else { continue };
+            for (k, from) in (0..body.len()).step_by(CHUNK_BYTES).enumerate() {
+                ahead.insert(start + k, body.slice(from..(from + CHUNK_BYTES).min(body.len())));
             }
         }
         Ok(())
@@ -1788,6 +2017,9 @@ impl Iterator for ObjectReader {
         let chunk_start = idx as u64 * CHUNK_BYTES as u64;
         let hash = *self.meta.chunks.get(idx)?;
         if let Err(e) = self.fetch_ahead(idx) {
+            if matches!(e, StoreError::Integrity { .. }) {
+                self.store.integrity_failure(&self.address, &e);
+            }
             self.pos = self.end;
             return Some(Err(e));
         }

@@ -126,6 +126,15 @@ impl Fixture {
             .unwrap();
     }
 
+    fn bucket_get(&self, key: &str) -> Vec<u8> {
+        let bucket = self.bucket.clone().unwrap();
+        let key = Key::from(format!("{}/{key}", self.prefix));
+        self.rt
+            .block_on(async { bucket.get(&key).await.unwrap().bytes().await })
+            .unwrap()
+            .to_vec()
+    }
+
     fn bucket_keys(&self, dir: &str) -> Vec<String> {
         use futures::TryStreamExt as _;
         let bucket = self.bucket.clone().unwrap();
@@ -150,6 +159,10 @@ fn runtime() -> Arc<tokio::runtime::Runtime> {
             .unwrap(),
     )
 }
+
+/// The bytes a bucket pack holds at most (16 chunks); a write's last
+/// chunks, up to this much, travel inline in its manifest.
+const PACK: usize = 16 * CHUNK_BYTES;
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
@@ -179,7 +192,9 @@ fn run_all(make: impl Fn() -> Fixture) {
 }
 
 fn round_trip_and_dedup(f: &Fixture) {
-    for len in [0, 1, CHUNK_BYTES, 3 * CHUNK_BYTES + 17] {
+    // Up to a pack (inline in a bucket's manifest), one chunk past it, two
+    // packs and a chunk.
+    for len in [0, 1, CHUNK_BYTES, 3 * CHUNK_BYTES + 17, PACK, PACK + 1, 2 * PACK + 5] {
         let data = pattern(len, 1);
         let (meta, created) = f.store.put(&data).unwrap();
         assert!(created, "len {len}");
@@ -210,13 +225,17 @@ fn streamed_writes(f: &Fixture) {
 }
 
 fn ranges(f: &Fixture) {
-    let data = pattern(3 * CHUNK_BYTES + 100, 3);
+    let data = pattern(PACK + 3 * CHUNK_BYTES + 100, 3);
     let (meta, _) = f.store.put(&data).unwrap();
+    let (c, p, n) = (CHUNK_BYTES as u64, PACK as u64, data.len() as u64);
     for (a, b) in [
         (0, 1),
-        (CHUNK_BYTES as u64 - 1, CHUNK_BYTES as u64 + 1),
-        (10, 3 * CHUNK_BYTES as u64 + 100),
-        (2 * CHUNK_BYTES as u64, 2 * CHUNK_BYTES as u64 + 5),
+        (c - 1, c + 1),
+        (10, n),
+        (2 * c, 2 * c + 5),
+        // Across a bucket's pack and the manifest's inline chunks.
+        (p - 1, p + 1),
+        (p + 2 * c + 1, n),
     ] {
         let (_, reader) = f.store.read(&meta.address, Some(a..b)).unwrap();
         let got: Vec<u8> = reader.flat_map(|p| p.unwrap().to_vec()).collect();
@@ -254,18 +273,33 @@ fn unfinished_write(f: &Fixture) {
 }
 
 fn resumable_upload(f: &Fixture) {
-    let data = pattern(2 * CHUNK_BYTES + 999, 6);
-    let id = f.store.upload_create().unwrap();
-    for (n, part) in data.chunks(50_000).enumerate() {
-        f.store.upload_part(id, n as u64, part).unwrap();
+    // Parts that split chunks and parts that hold several; uploads of
+    // nothing, of less than a chunk and of exactly one.
+    for (len, part) in [
+        (2 * CHUNK_BYTES + 999, 50_000),
+        (5 * PACK / 2 + 999, 300_001),
+        (2 * PACK, PACK),
+        (0, 1),
+        (10, 10),
+        (CHUNK_BYTES, 1000),
+    ] {
+        let data = pattern(len, 6);
+        let id = f.store.upload_create().unwrap();
+        for (n, part) in data.chunks(part).enumerate() {
+            f.store.upload_part(id, n as u64, part).unwrap();
+        }
+        let (meta, _) = f.store.upload_complete(id).unwrap();
+        assert_eq!(
+            meta.address.as_bytes(),
+            blake3::hash(&data).as_bytes(),
+            "{len} bytes in parts of {part}"
+        );
+        assert_eq!(&f.store.get(&meta.address).unwrap()[..], &data[..]);
+        assert!(matches!(
+            f.store.upload_state(id),
+            Err(StoreError::UploadNotFound)
+        ));
     }
-    let (meta, _) = f.store.upload_complete(id).unwrap();
-    assert_eq!(meta.address.as_bytes(), blake3::hash(&data).as_bytes());
-    assert_eq!(&f.store.get(&meta.address).unwrap()[..], &data[..]);
-    assert!(matches!(
-        f.store.upload_state(id),
-        Err(StoreError::UploadNotFound)
-    ));
 }
 
 #[test]
@@ -311,22 +345,23 @@ fn bucket_only_behaviours_on_memory() {
 fn bucket_behaviours(make: impl Fn() -> Fixture) {
     replicas_share_objects(&make());
     tampered_bytes_are_never_served(&make());
-    the_sweep_takes_only_old_unnamed_chunks(&make());
+    the_sweep_takes_only_old_unnamed_packs(&make());
 }
 
 fn replicas_share_objects(a: &Fixture) {
     let b = a.replica();
-    let data = pattern(2 * CHUNK_BYTES + 5, 7);
+    let data = pattern(2 * PACK + 5, 7);
     let (meta, _) = a.store.put(&data).unwrap();
     // Written through A, read through B at once.
     assert_eq!(&b.store.get(&meta.address).unwrap()[..], &data[..]);
-    // The same bytes through B: the same object, nothing new in the bucket.
-    let before = a.bucket_keys("chunks").len();
+    // The same bytes through B: the same object and packs, nothing new.
+    let before = a.bucket_keys("packs");
+    assert_eq!(before.len(), 2);
     b.store.put(&data).unwrap();
-    assert_eq!(a.bucket_keys("chunks").len(), before);
+    assert_eq!(a.bucket_keys("packs"), before);
     // A writer on A that never finishes leaves no manifest B could see.
     let mut w = a.store.writer();
-    w.write(&pattern(CHUNK_BYTES * 2, 8)).unwrap();
+    w.write(&pattern(PACK + CHUNK_BYTES * 2, 8)).unwrap();
     let unfinished = w.address();
     drop(w);
     assert!(b.store.head(&unfinished).unwrap().is_none());
@@ -339,16 +374,30 @@ fn replicas_share_objects(a: &Fixture) {
 }
 
 fn tampered_bytes_are_never_served(f: &Fixture) {
-    let data = pattern(2 * CHUNK_BYTES, 10);
+    let data = pattern(PACK + 2 * CHUNK_BYTES, 10);
     let (meta, _) = f.store.put(&data).unwrap();
-    // A chunk replaced in the bucket: a fresh node (nothing cached) must
-    // refuse it.
-    f.bucket_put(
-        &format!("chunks/{}", hex(&meta.chunks[1])),
-        vec![0u8; CHUNK_BYTES],
-    );
+    // The pack's second chunk replaced in the bucket: a fresh node
+    // (nothing cached) must refuse it, and serve the chunk before it.
+    let packs = f.bucket_keys("packs");
+    assert_eq!(packs.len(), 1);
+    let mut forged = data[..CHUNK_BYTES].to_vec();
+    forged.resize(PACK, 0);
+    f.bucket_put(&format!("packs/{}", packs[0]), forged);
     let fresh = f.replica();
     let (_, reader) = fresh.store.read(&meta.address, None).unwrap();
+    let pieces: Vec<_> = reader.collect();
+    assert!(pieces[0].is_ok());
+    assert!(matches!(pieces[1], Err(StoreError::Integrity { .. })));
+    // A byte of the manifest's inline chunks changed: that chunk is
+    // refused, the ones before it served.
+    let key = format!("objects/{}", hex(meta.address.as_bytes()));
+    let mut manifest = f.bucket_get(&key);
+    *manifest.last_mut().unwrap() ^= 1;
+    f.bucket_put(&key, manifest);
+    let last = meta.chunks.len() as u64 - 1;
+    let fresh = f.replica();
+    let at = last * CHUNK_BYTES as u64;
+    let (_, reader) = fresh.store.read(&meta.address, Some(at - 1..at + 1)).unwrap();
     let pieces: Vec<_> = reader.collect();
     assert!(pieces[0].is_ok());
     assert!(matches!(pieces[1], Err(StoreError::Integrity { .. })));
@@ -369,20 +418,22 @@ fn tampered_bytes_are_never_served(f: &Fixture) {
     assert!(e.contains(&hex(m2.address.as_bytes())), "{e}");
 }
 
-fn the_sweep_takes_only_old_unnamed_chunks(f: &Fixture) {
-    let kept = pattern(2 * CHUNK_BYTES, 12);
+fn the_sweep_takes_only_old_unnamed_packs(f: &Fixture) {
+    let kept = pattern(PACK + 2 * CHUNK_BYTES, 12);
     let (meta, _) = f.store.put(&kept).unwrap();
     let mut w = f.store.writer();
-    w.write(&pattern(CHUNK_BYTES, 13)).unwrap();
+    w.write(&pattern(PACK + CHUNK_BYTES, 13)).unwrap();
     let orphan = w.address();
     drop(w);
-    let chunks = f.bucket_keys("chunks").len();
+    // A deleted object's packs are garbage too.
+    let (gone, _) = f.store.put(&pattern(2 * PACK + 1, 14)).unwrap();
+    assert!(f.store.delete(&gone.address).unwrap());
+    assert_eq!(f.bucket_keys("packs").len(), 4);
     // Within the grace period nothing goes.
     assert_eq!(f.store.sweep(Duration::from_secs(3600)).unwrap(), 0);
-    // Past it, the orphan goes and every named chunk stays.
-    let removed = f.store.sweep(Duration::ZERO).unwrap();
-    assert!(removed >= 1, "the unfinished write's chunk is collected");
-    assert_eq!(f.bucket_keys("chunks").len(), chunks - removed);
+    // Past it, the orphan's and the deleted object's go; the named stays.
+    assert_eq!(f.store.sweep(Duration::ZERO).unwrap(), 3);
+    assert_eq!(f.bucket_keys("packs").len(), 1);
     assert_eq!(
         &f.replica().store.get(&meta.address).unwrap()[..],
         &kept[..]
