@@ -2,8 +2,8 @@
 # Side-by-side, on loopback, the storage role on an S3 bucket
 # (storage.backend = "s3", s3s-fs as the server) against a plain client of
 # the same server:
-#  - GETs of 4 KiB and 1 MiB objects through omnigate (every chunk
-#    fetched from the bucket and verified: read cache off, "cold"; and with
+#  - GETs of 4 KiB and 1 MiB objects through omnigate (fetched from the
+#    bucket and verified every time: read cache off, "cold"; and with
 #    the read cache on and warm) next to wrk GETting the same bytes stored
 #    as one S3 object straight from s3s-fs (a second s3s-fs on the same
 #    root that takes unsigned requests, since wrk cannot sign). Same tool,
@@ -12,6 +12,9 @@
 #    next to an S3 multipart upload of the same bytes in 8 MiB parts (S3's
 #    minimum is 5 MiB) straight to s3s-fs, both from one Python client on
 #    one keep-alive connection (benches/s3_put.py).
+# The node signs its request payloads (storage.s3.sign_payload = "auto"
+# over http://), so it pays a SHA-256 pass per byte sent that the
+# unsigned direct client does not.
 # Prints each figure and its ratio against its peer from the same run.
 # Installs wrk (Debian) and s3s-fs (packaging/tools.sh) when missing.
 # Every process listens on 127.0.0.1 only and is stopped on exit.

@@ -4,7 +4,8 @@ upload through the node in 1 MiB parts (POST /v1/uploads, PUT each part,
 POST .../complete; a part is at most limits.max_body_bytes, 1 MiB by
 default) next to an S3 multipart upload straight to s3s-fs in 8 MiB parts
 (S3 refuses parts under 5 MiB; CreateMultipartUpload, UploadPart,
-CompleteMultipartUpload). Prints MB/s for both and the ratio. Used by
+CompleteMultipartUpload). After a warm-up round of each, prints the
+median MB/s of 3 alternating rounds of each and their ratio. Used by
 benches/s3.sh.
 
     s3_put.py NODE_HOST:PORT S3_HOST:PORT BUCKET
@@ -13,12 +14,14 @@ import http.client
 import json
 import os
 import re
+import statistics
 import sys
 import time
 
 SIZE = 64 << 20
 PART = 1 << 20
 S3_PART = 8 << 20
+ROUNDS = 3
 
 
 def call(conn, method, path, body=b"", want=(200, 201)):
@@ -62,8 +65,16 @@ def straight_to_s3(host, bucket, data):
 def main():
     node, s3, bucket = sys.argv[1:4]
     data = os.urandom(SIZE)
-    t_node = through_node(node, data)
-    t_s3 = straight_to_s3(s3, bucket, data)
+    # One round each to warm connections and allocators, then the median
+    # of ROUNDS alternating rounds.
+    through_node(node, data)
+    straight_to_s3(s3, bucket, data)
+    node_times, s3_times = [], []
+    for _ in range(ROUNDS):
+        node_times.append(through_node(node, data))
+        s3_times.append(straight_to_s3(s3, bucket, data))
+    t_node = statistics.median(node_times)
+    t_s3 = statistics.median(s3_times)
     mb = SIZE / 1e6
     print(f"put64MiB resumable-upload  {mb / t_node:8.1f} MB/s  ({t_node:.2f} s)")
     print(f"put64MiB s3-multipart      {mb / t_s3:8.1f} MB/s  ({t_s3:.2f} s)")

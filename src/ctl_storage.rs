@@ -29,7 +29,7 @@ pub enum StorageAction {
 }
 
 #[derive(FromArgs, Debug)]
-/// Delete the bucket's chunks that no object names and that are older
+/// Delete the bucket's packs that no object names and that are older
 /// than the grace period.
 #[argh(subcommand, name = "gc")]
 pub struct GcCmd {
@@ -76,7 +76,7 @@ pub(crate) fn run(out: Out, c: StorageCmd) -> Result<(), CtlError> {
         }),
         || {
             format!(
-                "removed {removed} unnamed chunk(s) older than {} from bucket {:?}",
+                "removed {removed} unnamed pack(s) older than {} from bucket {:?}",
                 humantime::format_duration(grace),
                 s.s3.bucket
             )

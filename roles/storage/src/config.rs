@@ -40,6 +40,29 @@ pub enum Backend {
     S3,
 }
 
+/// `storage.s3.sign_payload`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SignPayload {
+    /// Over `http://` endpoints only.
+    Auto,
+    Always,
+    Never,
+}
+
+impl S3Config {
+    /// Whether this endpoint's payloads are signed.
+    pub fn signs_payload(&self) -> bool {
+        match self.sign_payload {
+            SignPayload::Always => true,
+            SignPayload::Never => false,
+            SignPayload::Auto => {
+                !self.endpoint.starts_with("https://") && !self.endpoint.is_empty()
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct S3Config {
@@ -47,7 +70,7 @@ pub struct S3Config {
     pub endpoint: String,
     pub bucket: String,
     pub region: String,
-    /// Key prefix of everything this store writes (`<prefix>/chunks/…`,
+    /// Key prefix of everything this store writes (`<prefix>/packs/…`,
     /// `<prefix>/objects/…`).
     pub prefix: String,
     /// Allow an `http://` endpoint (a service on a private network).
@@ -68,7 +91,10 @@ pub struct S3Config {
     pub connect_timeout: Duration,
     /// Retries of a failed request (every call is idempotent).
     pub retries: u32,
-    /// Chunks younger than this are never collected by `ronctl storage
+    /// Whether request payloads are SigV4-signed (`auto`: over `http://`
+    /// only; TLS protects them otherwise).
+    pub sign_payload: SignPayload,
+    /// Packs younger than this are never collected by `ronctl storage
     /// gc` (another replica's write may be about to name them).
     #[serde(with = "humantime_serde")]
     pub gc_grace: Duration,
@@ -93,6 +119,7 @@ impl Default for S3Config {
             request_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(2),
             retries: 2,
+            sign_payload: SignPayload::Auto,
             gc_grace: Duration::from_secs(3600),
             gc_interval: Duration::ZERO,
         }
@@ -172,5 +199,27 @@ impl RoleSection for StorageConfig {
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_are_signed_where_no_tls_protects_them() {
+        let at = |endpoint: &str, sign_payload| {
+            S3Config {
+                endpoint: endpoint.into(),
+                sign_payload,
+                ..S3Config::default()
+            }
+            .signs_payload()
+        };
+        assert!(at("http://minio.internal:9000", SignPayload::Auto));
+        assert!(!at("https://s3.example", SignPayload::Auto));
+        assert!(!at("", SignPayload::Auto), "AWS is https");
+        assert!(at("https://s3.example", SignPayload::Always));
+        assert!(!at("http://minio.internal:9000", SignPayload::Never));
     }
 }

@@ -23,7 +23,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use ron_kernel::http::ReqBody;
-use ron_kernel::http::{empty, full, json, pieces, Body, ChannelBody, Routed};
+use ron_kernel::http::{empty, json, pieces, Body, ChannelBody, Routed};
 use ron_kernel::range::{effective_range, parse_range, RangeRequest};
 use ron_kernel::request::{blocking, AsProblem};
 use ron_kernel::request::{body_refusal, stream_body, write_refusal};
@@ -343,15 +343,22 @@ async fn uploads(
             if let Some(p) = body_refusal(&req, settings.max_body_bytes) {
                 return problem(route, p);
             }
-            // A part is at most the body cap; it is gathered, then committed
-            // in one durable transaction.
+            // A part is at most the body cap; it is gathered (into one
+            // buffer of the announced length), then committed in one
+            // durable transaction.
+            let announced = req
+                .headers()
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+                .unwrap_or(0)
+                .min(settings.max_body_bytes as usize);
             let (tx, mut rx) = mpsc::channel::<Bytes>(4);
             let gather = tokio::task::spawn_blocking(move || {
-                let mut data = Vec::new();
+                let mut data = Vec::with_capacity(announced);
                 while let Some(b) = rx.blocking_recv() {
                     data.extend_from_slice(&b);
                 }
-                store.upload_part(id, n, &data)
+                store.upload_part(id, n, Bytes::from(data))
             });
             if let Err(p) = stream_body(req.into_body(), &settings, tx).await {
                 gather.abort();
@@ -402,6 +409,10 @@ fn object_headers(resp: &mut Response<Body>, tag: &str) {
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
 }
 
+/// At most this many pieces (of up to 64 KiB) are read on a GET's first
+/// trip to the blocking pool, when no I/O is needed for them.
+const FIRST_TRIP_PIECES: usize = 32;
+
 /// What a visit to the store (its cache, or redb on the blocking pool)
 /// decided about a GET or HEAD.
 enum GetPlan {
@@ -409,7 +420,7 @@ enum GetPlan {
     Unsatisfiable(u64),
     /// Headers only (HEAD, or an empty range).
     Empty(u64, StatusCode, std::ops::Range<u64>),
-    /// The first verified piece, and a reader for the rest if any remains.
+    /// The first verified pieces, and a reader for the rest if any remains.
     Body(Box<BodyPlan>),
     /// Every piece of the range, verified, from the read cache.
     Cached(u64, StatusCode, std::ops::Range<u64>, Vec<Bytes>),
@@ -419,7 +430,8 @@ struct BodyPlan {
     size: u64,
     status: StatusCode,
     range: std::ops::Range<u64>,
-    first: Bytes,
+    /// The first piece and those the reader had in hand after it.
+    first: Vec<Bytes>,
     rest: Option<crate::store::ObjectReader>,
 }
 
@@ -482,7 +494,14 @@ async fn get(api: Arc<StorageApi>, req: Request<ReqBody>, address: ContentAddres
                 }
                 let size = meta.size;
                 let (_, mut reader) = store.read_meta(&address, meta, Some(range.clone()))?;
-                let first = reader.next().transpose()?.unwrap_or_default();
+                let mut first = vec![reader.next().transpose()?.unwrap_or_default()];
+                // The pieces fetched with the first (a bucket's pack or
+                // manifest) or in RAM come along, up to 2 MiB: a small
+                // object is served without a second trip to the blocking
+                // pool, a large one starts as soon as before.
+                while first.len() < FIRST_TRIP_PIECES && reader.in_hand() {
+                    first.extend(reader.next().transpose()?);
+                }
                 let rest = (reader.remaining() > 0).then_some(reader);
                 Ok(GetPlan::Body(Box::new(BodyPlan {
                     size,
@@ -523,12 +542,14 @@ async fn get(api: Arc<StorageApi>, req: Request<ReqBody>, address: ContentAddres
                 rest,
             } = *plan;
             let body = match rest {
-                None => full(first),
+                None => pieces(first),
                 Some(rest) => {
                     let (tx, body) = ChannelBody::channel(4);
                     tokio::task::spawn_blocking(move || {
-                        if tx.blocking_send(first).is_err() {
-                            return;
+                        for piece in first {
+                            if tx.blocking_send(piece).is_err() {
+                                return;
+                            }
                         }
                         for piece in rest {
                             match piece {

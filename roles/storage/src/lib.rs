@@ -16,7 +16,7 @@ mod pack;
 pub mod remote;
 pub mod store;
 
-pub use config::{Backend, S3Config, StorageConfig};
+pub use config::{Backend, S3Config, SignPayload, StorageConfig};
 pub use store::{ObjectMeta, ObjectReader, ObjectStore, ObjectWriter, StoreError, StoreStats};
 
 use std::sync::Arc;

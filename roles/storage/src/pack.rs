@@ -197,7 +197,9 @@ pub fn placement(
         packed += u64::from(r.chunks);
     }
     // Packs hold full chunks only; the inline bytes are the rest.
-    let in_packs = packed.checked_mul(CHUNK_BYTES as u64).ok_or("manifest too large")?;
+    let in_packs = packed
+        .checked_mul(CHUNK_BYTES as u64)
+        .ok_or("manifest too large")?;
     if packed > chunks as u64 || in_packs > size || inline.len() as u64 != size - in_packs {
         return Err("manifest places more or fewer bytes than the object has");
     }
@@ -297,7 +299,10 @@ mod tests {
         assert_eq!(header_len(&raw[..21]), None, "too short to tell");
         assert_eq!(header_len(&raw[..22]), Some(raw.len() - 1000));
         let (record, got, at) = decode_header(&address, &raw).unwrap();
-        assert_eq!((record, &got[..], at), (&b"record"[..], &runs[..], raw.len() - 1000));
+        assert_eq!(
+            (record, &got[..], at),
+            (&b"record"[..], &runs[..], raw.len() - 1000)
+        );
         let size = 19 * CHUNK_BYTES as u64 + 1000;
         let p = placement(got, Bytes::copy_from_slice(&raw[at..]), size, 20).unwrap();
         assert_eq!(p.inline, inline);

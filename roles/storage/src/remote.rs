@@ -21,8 +21,8 @@
 //! manifest against its checksums before serving a byte.
 
 use std::collections::HashSet;
-use std::ops::Range;
 use std::future::Future;
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -96,6 +96,7 @@ impl Remote {
             .with_bucket_name(&cfg.bucket)
             .with_region(&cfg.region)
             .with_virtual_hosted_style_request(cfg.virtual_hosted_style)
+            .with_unsigned_payload(!cfg.signs_payload())
             .with_retry(object_store::RetryConfig {
                 // Every call here is idempotent (content-addressed puts,
                 // gets, deletes); the budget bounds the whole call.
@@ -157,17 +158,36 @@ impl Remote {
         Key::from(format!("{}objects/{}", self.prefix, hex(address)))
     }
 
-    /// Runs one S3 call to its end on the node's runtime, within the
-    /// budget, timed and counted. Blocking: call from the blocking pool.
-    fn call<T>(
+    /// Runs one S3 call, `f` given the bucket, to its end on the node's
+    /// runtime, within the budget, timed and counted. The call runs as a
+    /// task of the runtime, where its socket's events arrive, and the
+    /// caller waits once for its end (driven from the caller's thread, a
+    /// response body would wake it for every frame). Blocking: call from
+    /// the blocking pool.
+    fn call<T, F>(
         &self,
         what: &'static str,
-        fut: impl Future<Output = object_store::Result<T>>,
-    ) -> Result<Option<T>, RemoteError> {
+        f: impl FnOnce(Arc<dyn Bucket>) -> F,
+    ) -> Result<Option<T>, RemoteError>
+    where
+        F: Future<Output = object_store::Result<T>> + Send + 'static,
+        T: Send + 'static,
+    {
         let start = Instant::now();
-        let out = self
+        let (fut, budget) = (f(self.bucket.clone()), self.timeout);
+        // The timer is made inside the task: the caller's thread may not
+        // be one of the runtime's.
+        let task = self
             .runtime
-            .block_on(async { tokio::time::timeout(self.timeout, fut).await });
+            .spawn(async move { tokio::time::timeout(budget, fut).await });
+        let out = match self.runtime.block_on(task) {
+            Ok(out) => out,
+            // The task panicked or the runtime is shutting down.
+            Err(e) => Ok(Err(object_store::Error::Generic {
+                store: "S3",
+                source: Box::new(e),
+            })),
+        };
         metrics::histogram!(names::DOWNSTREAM_LATENCY_SECONDS, "service" => SERVICE)
             .record(start.elapsed().as_secs_f64());
         match out {
@@ -192,10 +212,8 @@ impl Remote {
     /// Stores a pack (idempotent: its key is a hash of what it holds).
     pub fn put_pack(&self, key: &[u8; 32], bytes: Vec<Bytes>) -> Result<(), RemoteError> {
         let key = self.pack_key(key);
-        self.call(
-            "pack put",
-            self.bucket.put(&key, bytes.into_iter().collect()),
-        )?;
+        let payload = bytes.into_iter().collect();
+        self.call("pack put", |b| async move { b.put(&key, payload).await })?;
         Ok(())
     }
 
@@ -206,20 +224,22 @@ impl Remote {
         wanted: &[([u8; 32], Range<u64>)],
     ) -> Result<Vec<Option<Bytes>>, RemoteError> {
         use futures::StreamExt as _;
-        let gets = wanted.iter().map(|(pack, range)| {
-            let key = self.pack_key(pack);
-            let bucket = self.bucket.clone();
-            let range = range.clone();
-            async move {
-                match bucket.get_range(&key, range).await {
-                    Ok(got) => Ok(Some(got)),
-                    Err(object_store::Error::NotFound { .. }) => Ok(None),
-                    Err(e) => Err(e),
+        let gets: Vec<_> = wanted
+            .iter()
+            .map(|(pack, range)| (self.pack_key(pack), range.clone()))
+            .collect();
+        let got = self.call("pack get", move |bucket| async move {
+            let gets = gets.into_iter().map(|(key, range)| {
+                let bucket = bucket.clone();
+                async move {
+                    match bucket.get_range(&key, range).await {
+                        Ok(got) => Ok(Some(got)),
+                        Err(object_store::Error::NotFound { .. }) => Ok(None),
+                        Err(e) => Err(e),
+                    }
                 }
-            }
-        });
-        let got = self.call("pack get", async {
-            let mut out = Vec::with_capacity(wanted.len());
+            });
+            let mut out = Vec::new();
             let mut running = futures::stream::iter(gets).buffered(PARALLEL);
             while let Some(body) = running.next().await {
                 out.push(body?);
@@ -233,19 +253,18 @@ impl Remote {
     /// time), if any.
     pub fn missing_pack(&self, packs: &[[u8; 32]]) -> Result<Option<[u8; 32]>, RemoteError> {
         use futures::StreamExt as _;
-        let heads = packs.iter().map(|pack| {
-            let key = self.pack_key(pack);
-            let bucket = self.bucket.clone();
-            let pack = *pack;
-            async move {
-                match bucket.head(&key).await {
-                    Ok(_) => Ok(None),
-                    Err(object_store::Error::NotFound { .. }) => Ok(Some(pack)),
-                    Err(e) => Err(e),
+        let heads: Vec<_> = packs.iter().map(|p| (self.pack_key(p), *p)).collect();
+        let got = self.call("pack head", move |bucket| async move {
+            let heads = heads.into_iter().map(|(key, pack)| {
+                let bucket = bucket.clone();
+                async move {
+                    match bucket.head(&key).await {
+                        Ok(_) => Ok(None),
+                        Err(object_store::Error::NotFound { .. }) => Ok(Some(pack)),
+                        Err(e) => Err(e),
+                    }
                 }
-            }
-        });
-        let got = self.call("pack head", async {
+            });
             let mut running = futures::stream::iter(heads).buffer_unordered(PARALLEL);
             while let Some(missing) = running.next().await {
                 if let Some(pack) = missing? {
@@ -260,9 +279,10 @@ impl Remote {
     /// Writes an object's manifest (after every pack it names).
     pub fn put_manifest(&self, address: &[u8; 32], parts: Vec<Bytes>) -> Result<(), RemoteError> {
         let key = self.manifest_key(address);
+        let payload = parts.into_iter().collect();
         self.call(
             "manifest put",
-            self.bucket.put(&key, parts.into_iter().collect()),
+            |b| async move { b.put(&key, payload).await },
         )?;
         Ok(())
     }
@@ -270,8 +290,8 @@ impl Remote {
     /// An object's manifest as stored (unverified), `None` when missing.
     pub fn get_manifest(&self, address: &[u8; 32]) -> Result<Option<Bytes>, RemoteError> {
         let key = self.manifest_key(address);
-        self.call("manifest get", async {
-            self.bucket.get(&key).await?.bytes().await
+        self.call("manifest get", |b| async move {
+            b.get(&key).await?.bytes().await
         })
     }
 
@@ -281,14 +301,18 @@ impl Remote {
     pub fn get_manifest_header(&self, address: &[u8; 32]) -> Result<Option<Bytes>, RemoteError> {
         const PROBE: u64 = 16 * 1024;
         let key = self.manifest_key(address);
-        let Some(first) = self.call("manifest get", self.bucket.get_range(&key, 0..PROBE))? else {
+        let probe = key.clone();
+        let Some(first) = self.call("manifest get", |b| async move {
+            b.get_range(&probe, 0..PROBE).await
+        })?
+        else {
             return Ok(None);
         };
         match crate::pack::header_len(&first) {
-            Some(len) if len as u64 > PROBE && first.len() as u64 == PROBE => self.call(
-                "manifest get",
-                self.bucket.get_range(&key, 0..len as u64),
-            ),
+            Some(len) if len as u64 > PROBE && first.len() as u64 == PROBE => self
+                .call("manifest get", |b| async move {
+                    b.get_range(&key, 0..len as u64).await
+                }),
             _ => Ok(Some(first)),
         }
     }
@@ -297,12 +321,15 @@ impl Remote {
     pub fn delete_manifest(&self, address: &[u8; 32]) -> Result<bool, RemoteError> {
         let key = self.manifest_key(address);
         if self
-            .call("manifest head", self.bucket.head(&key))?
+            .call("manifest head", |b| {
+                let key = key.clone();
+                async move { b.head(&key).await }
+            })?
             .is_none()
         {
             return Ok(false);
         }
-        self.call("manifest delete", self.bucket.delete(&key))?;
+        self.call("manifest delete", |b| async move { b.delete(&key).await })?;
         Ok(true)
     }
 
@@ -310,8 +337,8 @@ impl Remote {
     pub fn reachable(&self) -> Result<(), RemoteError> {
         use futures::StreamExt as _;
         let prefix = Key::from(format!("{}objects", self.prefix));
-        self.call("probe", async {
-            match self.bucket.list(Some(&prefix)).next().await {
+        self.call("probe", |b| async move {
+            match b.list(Some(&prefix)).next().await {
                 Some(Err(e)) => Err(e),
                 _ => Ok(()),
             }
@@ -325,10 +352,9 @@ impl Remote {
         let prefix = Key::from(format!("{}{dir}", self.prefix));
         let now = SystemTime::now();
         let metas = self
-            .call(
-                "list",
-                self.bucket.list(Some(&prefix)).try_collect::<Vec<_>>(),
-            )?
+            .call("list", |b| async move {
+                b.list(Some(&prefix)).try_collect::<Vec<_>>().await
+            })?
             .unwrap_or_default();
         Ok(metas
             .into_iter()
@@ -384,7 +410,11 @@ impl Remote {
             // Looked at again just before it goes: a writer that stored
             // the same pack since the list made it young again.
             let key = self.pack_key(&pack);
-            let Some(meta) = self.call("pack head", self.bucket.head(&key))? else {
+            let Some(meta) = self.call("pack head", |b| {
+                let key = key.clone();
+                async move { b.head(&key).await }
+            })?
+            else {
                 continue;
             };
             let modified: SystemTime = meta.last_modified.into();
@@ -395,7 +425,7 @@ impl Remote {
             {
                 continue;
             }
-            self.call("pack delete", self.bucket.delete(&key))?;
+            self.call("pack delete", |b| async move { b.delete(&key).await })?;
             removed += 1;
         }
         Ok(removed)

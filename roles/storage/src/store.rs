@@ -1254,6 +1254,8 @@ impl UploadState {
 /// put them as one pack), and the upload state they follow.
 struct Shipped {
     from: UploadState,
+    /// The upload's tail, then the part.
+    pending: Bytes,
     hashes: Vec<[u8; 32]>,
     cvs: Vec<[u8; 32]>,
     pack: Option<[u8; 32]>,
@@ -1305,11 +1307,11 @@ impl ObjectStore {
 
     /// Appends part `n` (parts go in order from 0). Durable when this
     /// returns: a crash afterwards loses nothing of it.
-    pub fn upload_part(&self, id: u64, n: u64, data: &[u8]) -> Result<PartOutcome, StoreError> {
-        self.with_room(|| self.upload_part_once(id, n, data))
+    pub fn upload_part(&self, id: u64, n: u64, data: Bytes) -> Result<PartOutcome, StoreError> {
+        self.with_room(|| self.upload_part_once(id, n, &data))
     }
 
-    fn upload_part_once(&self, id: u64, n: u64, data: &[u8]) -> Result<PartOutcome, StoreError> {
+    fn upload_part_once(&self, id: u64, n: u64, data: &Bytes) -> Result<PartOutcome, StoreError> {
         let shipped = match &*self.bodies {
             Bodies::Remote(r) => self.ship_part(r, id, n, data)?,
             _ => None,
@@ -1347,8 +1349,10 @@ impl ObjectStore {
             let mut refs = txn.open_table(REFS).map_err(db_err)?;
             let mut list = txn.open_table(UPLOAD_CHUNKS).map_err(db_err)?;
             let first = st.chunks;
-            let mut pending = std::mem::take(&mut st.tail);
-            pending.extend_from_slice(data);
+            let pending = match &shipped {
+                Some(sh) => sh.pending.clone(),
+                None => joined(&std::mem::take(&mut st.tail), data),
+            };
             let full = pending.chunks_exact(CHUNK_BYTES);
             st.tail = full.remainder().to_vec();
             // First what is new (and so what the budget must hold), then
@@ -1414,17 +1418,14 @@ impl ObjectStore {
         r: &Remote,
         id: u64,
         n: u64,
-        data: &[u8],
+        data: &Bytes,
     ) -> Result<Option<Shipped>, StoreError> {
         let st = self.upload_state(id)?;
         if n != st.next_part {
             return Ok(None);
         }
-        let mut pending = Vec::with_capacity(st.tail.len() + data.len());
-        pending.extend_from_slice(&st.tail);
-        pending.extend_from_slice(data);
+        let pending = joined(&st.tail, data);
         let full = pending.len() / CHUNK_BYTES * CHUNK_BYTES;
-        let pending = Bytes::from(pending);
         let (hashes, cvs): (Vec<[u8; 32]>, Vec<[u8; 32]>) = pending[..full]
             .chunks_exact(CHUNK_BYTES)
             .zip(st.chunks..)
@@ -1440,6 +1441,7 @@ impl ObjectStore {
         };
         Ok(Some(Shipped {
             from: st,
+            pending,
             hashes,
             cvs,
             pack,
@@ -1496,9 +1498,8 @@ impl ObjectStore {
         let tail_hash = (!st.tail.is_empty())
             .then(|| meta.chunks.last().copied())
             .flatten();
-        let (meta, created) = self.with_room(|| {
-            self.complete_once(id, &st, &meta, manifest.clone(), tail_hash)
-        })?;
+        let (meta, created) =
+            self.with_room(|| self.complete_once(id, &st, &meta, manifest.clone(), tail_hash))?;
         self.touch(meta.address.as_bytes());
         Ok((meta, created))
     }
@@ -1701,8 +1702,9 @@ impl ObjectStore {
             // Last, after every pack it names: from here other replicas
             // see the object. Written even when this node has a record of
             // it (a delete elsewhere may have removed the manifest since).
-            let parts = manifest
-                .ok_or_else(|| StoreError::Db("a write to a bucket came without its manifest".into()))?;
+            let parts = manifest.ok_or_else(|| {
+                StoreError::Db("a write to a bucket came without its manifest".into())
+            })?;
             r.put_manifest(address, parts)?;
         }
         if !exists {
@@ -1889,15 +1891,17 @@ impl ObjectWriter {
             let inline = self.unsent.drain(..).map(|(_, b)| b);
             pack::encode(address.as_bytes(), &meta.encode(), &self.runs, inline)
         });
-        let created = self.store.commit_object(&meta, manifest, |txn, exists, _| {
-            if !exists {
-                let mut refs = txn.open_table(REFS).map_err(db_err)?;
-                for c in &meta.chunks {
-                    add_ref(&mut refs, c)?;
+        let created = self
+            .store
+            .commit_object(&meta, manifest, |txn, exists, _| {
+                if !exists {
+                    let mut refs = txn.open_table(REFS).map_err(db_err)?;
+                    for c in &meta.chunks {
+                        add_ref(&mut refs, c)?;
+                    }
                 }
-            }
-            Ok(())
-        })?;
+                Ok(())
+            })?;
         self.kept = created;
         self.store.touch(address.as_bytes());
         Ok((meta, created))
@@ -1941,6 +1945,28 @@ impl ObjectReader {
     pub fn remaining(&self) -> u64 {
         self.end.saturating_sub(self.pos)
     }
+
+    /// Whether the next piece is already in memory (fetched from the
+    /// bucket with an earlier one, in RAM, or cached): `next` then waits
+    /// on no I/O.
+    pub fn in_hand(&self) -> bool {
+        if self.pos >= self.end {
+            return false;
+        }
+        let idx = (self.pos / CHUNK_BYTES as u64) as usize;
+        let cached = || {
+            let cache = self.store.cache.as_ref();
+            let hash = self.meta.chunks.get(idx);
+            cache
+                .zip(hash)
+                .is_some_and(|(c, h)| c.chunks.get(h).is_some())
+        };
+        match &self.source {
+            Source::Ram { .. } => true,
+            Source::Remote { ahead, .. } => ahead.contains_key(&idx) || cached(),
+            Source::Table(_) => cached(),
+        }
+    }
 }
 
 impl ObjectReader {
@@ -1956,7 +1982,9 @@ impl ObjectReader {
             return Ok(());
         };
         let cache = self.store.cache.as_ref();
-        if ahead.contains_key(&idx) || cache.is_some_and(|c| c.chunks.get(&self.meta.chunks[idx]).is_some()) {
+        if ahead.contains_key(&idx)
+            || cache.is_some_and(|c| c.chunks.get(&self.meta.chunks[idx]).is_some())
+        {
             return Ok(());
         }
         let place = match placement {
@@ -1966,7 +1994,9 @@ impl ObjectReader {
                     .get_manifest(self.address.as_bytes())?
                     .ok_or(StoreError::NotFound)?;
                 let meta = ObjectMeta::from_manifest(self.address, raw)?;
-                placement.insert(meta.placement.ok_or(StoreError::NotFound)?).clone()
+                placement
+                    .insert(meta.placement.ok_or(StoreError::NotFound)?)
+                    .clone()
             }
         };
         let last = (self.end.saturating_sub(1) / CHUNK_BYTES as u64) as usize;
@@ -1980,7 +2010,13 @@ impl ObjectReader {
                 Loc::Pack { pack, first, end } => {
                     let stop = (end as usize).min(upto);
                     let chunk = CHUNK_BYTES as u64;
-                    spans.push((i, (pack, (i as u64 - first) * chunk..(stop as u64 - first) * chunk)));
+                    spans.push((
+                        i,
+                        (
+                            pack,
+                            (i as u64 - first) * chunk..(stop as u64 - first) * chunk,
+                        ),
+                    ));
                     i = stop;
                 }
                 Loc::Inline(at) => {
@@ -1999,7 +2035,10 @@ impl ObjectReader {
         for ((start, _), body) in spans.iter().zip(remote.get_ranges(&ranges)?) {
             let Some(body) = body else { continue };
             for (k, from) in (0..body.len()).step_by(CHUNK_BYTES).enumerate() {
-                ahead.insert(start + k, body.slice(from..(from + CHUNK_BYTES).min(body.len())));
+                ahead.insert(
+                    start + k,
+                    body.slice(from..(from + CHUNK_BYTES).min(body.len())),
+                );
             }
         }
         Ok(())
@@ -2045,6 +2084,18 @@ impl Iterator for ObjectReader {
         self.pos = chunk_start + to as u64;
         Some(Ok(data.slice(from..to)))
     }
+}
+
+/// `tail` then `data` as one buffer: `data` itself (no copy) when there
+/// is no tail.
+fn joined(tail: &[u8], data: &Bytes) -> Bytes {
+    if tail.is_empty() {
+        return data.clone();
+    }
+    let mut v = Vec::with_capacity(tail.len() + data.len());
+    v.extend_from_slice(tail);
+    v.extend_from_slice(data);
+    Bytes::from(v)
 }
 
 type RefTable<'t> = redb::Table<'t, &'static [u8; 32], u64>;

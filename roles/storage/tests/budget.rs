@@ -141,7 +141,9 @@ fn resumable_uploads_keep_to_the_budget() {
     let data = pattern(3 * CHUNK_BYTES + 100, 8);
     let id = store.upload_create().unwrap();
     for (n, part) in data.chunks(CHUNK_BYTES + 1000).enumerate() {
-        store.upload_part(id, n as u64, part).unwrap();
+        store
+            .upload_part(id, n as u64, bytes::Bytes::copy_from_slice(part))
+            .unwrap();
     }
     let (meta, created) = store.upload_complete(id).unwrap();
     assert!(created);

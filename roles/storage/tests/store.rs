@@ -206,11 +206,15 @@ fn resumable_uploads_survive_reopening_and_make_the_same_object() {
     let id = {
         let store = ObjectStore::open(&path, None).unwrap();
         let id = store.upload_create().unwrap();
-        store.upload_part(id, 0, parts[0]).unwrap();
-        store.upload_part(id, 1, parts[1]).unwrap();
+        store
+            .upload_part(id, 0, bytes::Bytes::copy_from_slice(parts[0]))
+            .unwrap();
+        store
+            .upload_part(id, 1, bytes::Bytes::copy_from_slice(parts[1]))
+            .unwrap();
         // Out of order is refused with where to resume.
         assert!(matches!(
-            store.upload_part(id, 3, parts[3]),
+            store.upload_part(id, 3, bytes::Bytes::copy_from_slice(parts[3])),
             Err(StoreError::PartOutOfOrder {
                 expected: 2,
                 got: 3
@@ -219,7 +223,7 @@ fn resumable_uploads_survive_reopening_and_make_the_same_object() {
         // A retry of the last part (lost acknowledgement) changes nothing.
         let st = store.upload_state(id).unwrap();
         assert!(matches!(
-            store.upload_part(id, 1, parts[1]).unwrap(),
+            store.upload_part(id, 1, bytes::Bytes::copy_from_slice(parts[1])).unwrap(),
             ron_storage::store::PartOutcome::Duplicate(ref s) if *s == st
         ));
         id
@@ -231,7 +235,9 @@ fn resumable_uploads_survive_reopening_and_make_the_same_object() {
     assert_eq!(st.next_part, 2);
     assert_eq!(st.size, 120_000);
     for (n, p) in parts.iter().enumerate().skip(2) {
-        store.upload_part(id, n as u64, p).unwrap();
+        store
+            .upload_part(id, n as u64, bytes::Bytes::copy_from_slice(p))
+            .unwrap();
     }
     let (meta, created) = store.upload_complete(id).unwrap();
     assert!(created);
@@ -253,7 +259,11 @@ fn aborted_uploads_release_their_chunks() {
     let store = ObjectStore::in_memory(None).unwrap();
     let id = store.upload_create().unwrap();
     store
-        .upload_part(id, 0, &pattern(3 * CHUNK_BYTES, 12))
+        .upload_part(
+            id,
+            0,
+            bytes::Bytes::copy_from_slice(&pattern(3 * CHUNK_BYTES, 12)),
+        )
         .unwrap();
     assert_eq!(store.stats().unwrap().chunks, 3);
     assert!(store.upload_abort(id).unwrap());
@@ -366,14 +376,22 @@ fn the_totals_row_follows_every_commit_and_survives_reopening() {
 
     let id = store.upload_create().unwrap();
     store
-        .upload_part(id, 0, &pattern(CHUNK_BYTES + 9, 4))
+        .upload_part(
+            id,
+            0,
+            bytes::Bytes::copy_from_slice(&pattern(CHUNK_BYTES + 9, 4)),
+        )
         .unwrap();
     check(&store, "an upload part");
     store.upload_complete(id).unwrap();
     check(&store, "an upload's completion");
     let id = store.upload_create().unwrap();
     store
-        .upload_part(id, 0, &pattern(3 * CHUNK_BYTES, 5))
+        .upload_part(
+            id,
+            0,
+            bytes::Bytes::copy_from_slice(&pattern(3 * CHUNK_BYTES, 5)),
+        )
         .unwrap();
     store.upload_abort(id).unwrap();
     check(&store, "an upload's abort");
