@@ -12,9 +12,10 @@
 #    next to an S3 multipart upload of the same bytes in 8 MiB parts (S3's
 #    minimum is 5 MiB) straight to s3s-fs, both from one Python client on
 #    one keep-alive connection (benches/s3_put.py).
-# The node signs its request payloads (storage.s3.sign_payload = "auto"
-# over http://), so it pays a SHA-256 pass per byte sent that the
-# unsigned direct client does not.
+# The PUT runs twice: with the node signing its request payloads (the
+# default, storage.s3.sign_payload = "auto", over http://: a SHA-256 pass
+# per byte sent, on both ends, that the unsigned direct client does not
+# pay) and without (sign_payload = "never", the default over https://).
 # Prints each figure and its ratio against its peer from the same run.
 # Installs wrk (Debian) and s3s-fs (packaging/tools.sh) when missing.
 # Every process listens on 127.0.0.1 only and is stopped on exit.
@@ -52,7 +53,8 @@ for port in "$SIGNED" "$ANON"; do
 done
 
 # Starts a node (omnigate, storage, index in RAM; objects in the bucket)
-# with read cache $1 bytes; sets SPORT, HEALTH and NODE_PID.
+# with read cache $1 bytes and storage.s3.sign_payload $2 (default
+# "auto"); sets SPORT, HEALTH and NODE_PID.
 start_node() {
   SPORT=$(free_port); HEALTH="127.0.0.1:$(free_port)"
   cat > "$WORK/node.toml" <<TOML
@@ -73,6 +75,7 @@ endpoint = "http://127.0.0.1:$SIGNED"
 bucket = "bench"
 allow_http = true
 prefix = "node"
+sign_payload = "${2:-auto}"
 TOML
   AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench-secret \
     ./target/release/macronode run --config "$WORK/node.toml" --roles omnigate,storage,index >"$WORK/node.log" 2>&1 &
@@ -83,7 +86,8 @@ TOML
 
 stop_node() { kill "$NODE_PID"; wait "$NODE_PID" 2>/dev/null || true; }
 
-run_wrk() { # url -> "req/s MB/s p50ms p99ms"
+run_wrk() { # url -> "req/s MB/s p50ms p99ms", after a 2 s warm-up (connections, pools)
+  wrk -t"$THREADS" -c"$CONNS" -d2s "$1" > /dev/null
   wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --latency "$1" > "$WORK/wrk.out"
   wrk_summary "$WORK/wrk.out"
 }
@@ -112,6 +116,13 @@ for cache in 0 67108864; do
     printf '%-8s %-6s %-12s %10s %9s %8s %8s\n' "$label" "$size" s3s-fs "$d_rps" "$d_mbs" "$d_p50" "$d_p99"
     python3 -c "print(f'{\"$label\":<8} {$size:<6} ratio        req/s {$m_rps/$d_rps:.2f}x  p99 {$m_p99/$d_p99:.2f}x  (macronode/s3s-fs)')"
   done
-  [ "$cache" = 0 ] || python3 benches/s3_put.py "127.0.0.1:$SPORT" "127.0.0.1:$ANON" bench
+  if [ "$cache" != 0 ]; then
+    echo "# PUT, the node signing its payloads (the default over http://)"
+    python3 benches/s3_put.py "127.0.0.1:$SPORT" "127.0.0.1:$ANON" bench
+  fi
   stop_node
 done
+echo '# PUT, the node not signing payloads, as the direct client (sign_payload = "never"; the default over https://)'
+start_node 67108864 never
+python3 benches/s3_put.py "127.0.0.1:$SPORT" "127.0.0.1:$ANON" bench
+stop_node
