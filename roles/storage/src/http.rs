@@ -460,6 +460,75 @@ fn plan_from_cache(
     Some(GetPlan::Cached(meta.size, status, range, got))
 }
 
+/// A GET or HEAD with its record known: answered already, or a range
+/// to read.
+enum Settled {
+    Plan(GetPlan),
+    Read(Box<ToRead>),
+}
+
+struct ToRead {
+    size: u64,
+    status: StatusCode,
+    range: std::ops::Range<u64>,
+    reader: crate::store::ObjectReader,
+}
+
+/// Settles a GET or HEAD against the object's record: not modified, a
+/// range it cannot satisfy, headers only, or a range to read.
+fn settle(
+    store: &ObjectStore,
+    address: ContentAddress,
+    meta: Arc<ObjectMeta>,
+    not_modified: bool,
+    range_header: Option<&str>,
+    head_only: bool,
+) -> Result<Settled, StoreError> {
+    if not_modified {
+        return Ok(Settled::Plan(GetPlan::NotModified));
+    }
+    let (status, range) = match parse_range(range_header, meta.size) {
+        RangeRequest::Full => (StatusCode::OK, 0..meta.size),
+        RangeRequest::Partial(r) => (StatusCode::PARTIAL_CONTENT, r),
+        RangeRequest::Unsatisfiable => return Ok(Settled::Plan(GetPlan::Unsatisfiable(meta.size))),
+    };
+    if head_only || range.is_empty() {
+        return Ok(Settled::Plan(GetPlan::Empty(meta.size, status, range)));
+    }
+    let size = meta.size;
+    let (_, reader) = store.read_meta(&address, meta, Some(range.clone()))?;
+    Ok(Settled::Read(Box::new(ToRead {
+        size,
+        status,
+        range,
+        reader,
+    })))
+}
+
+/// Reads and verifies the first piece, and those in hand after it (fetched
+/// with it from a bucket, or in RAM) up to 2 MiB: a small object is
+/// served whole from here, a large one starts as soon as before.
+fn first_pieces(read: ToRead) -> Result<GetPlan, StoreError> {
+    let ToRead {
+        size,
+        status,
+        range,
+        mut reader,
+    } = read;
+    let mut first = vec![reader.next().transpose()?.unwrap_or_default()];
+    while first.len() < FIRST_TRIP_PIECES && reader.in_hand() {
+        first.extend(reader.next().transpose()?);
+    }
+    let rest = (reader.remaining() > 0).then_some(reader);
+    Ok(GetPlan::Body(Box::new(BodyPlan {
+        size,
+        status,
+        range,
+        first,
+        rest,
+    })))
+}
+
 async fn get(api: Arc<StorageApi>, req: Request<ReqBody>, address: ContentAddress) -> Routed {
     let tag = etag(&address);
     let not_modified = if_none_match(&req, &tag);
@@ -473,43 +542,50 @@ async fn get(api: Arc<StorageApi>, req: Request<ReqBody>, address: ContentAddres
         range_header.as_deref(),
         head_only,
     );
-    // Otherwise one trip to the blocking pool: look the object up, settle
-    // the range, and read and verify the first piece before answering, so a
-    // damaged object is a clean 500 rather than a cut body whenever it can be.
+    // Otherwise the record, then the first pieces: read and verified
+    // before answering, so a damaged object is a clean 500 rather than a
+    // cut body whenever it can be. On redb that is one trip to the
+    // blocking pool. With a bucket the record is the manifest, asked for
+    // from here; the blocking pool is needed only when the first piece is
+    // in a pack (an object of up to 1 MiB came whole with its manifest).
     let plan = match cached {
         Some(plan) => Ok(plan),
+        None if store.remote().is_some() => {
+            let looked_up = match store.head_remote(&address).await {
+                Ok(Some(meta)) => settle(
+                    &store,
+                    address,
+                    meta,
+                    not_modified,
+                    range_header.as_deref(),
+                    head_only,
+                ),
+                Ok(None) => Err(StoreError::NotFound),
+                Err(e) => Err(e),
+            };
+            match looked_up {
+                Ok(Settled::Plan(plan)) => Ok(plan),
+                Ok(Settled::Read(read)) if !read.reader.needs_io() => {
+                    first_pieces(*read).map_err(|e| e.as_problem())
+                }
+                Ok(Settled::Read(read)) => blocking(move || first_pieces(*read)).await,
+                Err(e) => Err(e.as_problem()),
+            }
+        }
         None => {
-            blocking(move || -> Result<GetPlan, StoreError> {
+            blocking(move || {
                 let meta = store.head_shared(&address)?.ok_or(StoreError::NotFound)?;
-                if not_modified {
-                    return Ok(GetPlan::NotModified);
+                match settle(
+                    &store,
+                    address,
+                    meta,
+                    not_modified,
+                    range_header.as_deref(),
+                    head_only,
+                )? {
+                    Settled::Plan(plan) => Ok(plan),
+                    Settled::Read(read) => first_pieces(*read),
                 }
-                let (status, range) = match parse_range(range_header.as_deref(), meta.size) {
-                    RangeRequest::Full => (StatusCode::OK, 0..meta.size),
-                    RangeRequest::Partial(r) => (StatusCode::PARTIAL_CONTENT, r),
-                    RangeRequest::Unsatisfiable => return Ok(GetPlan::Unsatisfiable(meta.size)),
-                };
-                if head_only || range.is_empty() {
-                    return Ok(GetPlan::Empty(meta.size, status, range));
-                }
-                let size = meta.size;
-                let (_, mut reader) = store.read_meta(&address, meta, Some(range.clone()))?;
-                let mut first = vec![reader.next().transpose()?.unwrap_or_default()];
-                // The pieces fetched with the first (a bucket's pack or
-                // manifest) or in RAM come along, up to 2 MiB: a small
-                // object is served without a second trip to the blocking
-                // pool, a large one starts as soon as before.
-                while first.len() < FIRST_TRIP_PIECES && reader.in_hand() {
-                    first.extend(reader.next().transpose()?);
-                }
-                let rest = (reader.remaining() > 0).then_some(reader);
-                Ok(GetPlan::Body(Box::new(BodyPlan {
-                    size,
-                    status,
-                    range,
-                    first,
-                    rest,
-                })))
             })
             .await
         }

@@ -181,19 +181,45 @@ impl Remote {
             .runtime
             .spawn(async move { tokio::time::timeout(budget, fut).await });
         let out = match self.runtime.block_on(task) {
-            Ok(out) => out,
+            Ok(out) => out.ok(),
             // The task panicked or the runtime is shutting down.
-            Err(e) => Ok(Err(object_store::Error::Generic {
+            Err(e) => Some(Err(object_store::Error::Generic {
                 store: "S3",
                 source: Box::new(e),
             })),
         };
+        self.settle(what, start, out)
+    }
+
+    /// `call` from async code: the call runs in the caller's task.
+    async fn call_async<T, F>(
+        &self,
+        what: &'static str,
+        f: impl FnOnce(Arc<dyn Bucket>) -> F,
+    ) -> Result<Option<T>, RemoteError>
+    where
+        F: Future<Output = object_store::Result<T>>,
+    {
+        let start = Instant::now();
+        let out = tokio::time::timeout(self.timeout, f(self.bucket.clone()))
+            .await
+            .ok();
+        self.settle(what, start, out)
+    }
+
+    /// A call's end (`None`: out of time), timed and counted.
+    fn settle<T>(
+        &self,
+        what: &'static str,
+        start: Instant,
+        out: Option<object_store::Result<T>>,
+    ) -> Result<Option<T>, RemoteError> {
         metrics::histogram!(names::DOWNSTREAM_LATENCY_SECONDS, "service" => SERVICE)
             .record(start.elapsed().as_secs_f64());
         match out {
-            Ok(Ok(v)) => Ok(Some(v)),
-            Ok(Err(object_store::Error::NotFound { .. })) => Ok(None),
-            Ok(Err(e)) => {
+            Some(Ok(v)) => Ok(Some(v)),
+            Some(Err(object_store::Error::NotFound { .. })) => Ok(None),
+            Some(Err(e)) => {
                 metrics::counter!(names::DOWNSTREAM_CONNECT_ERRORS_TOTAL, "service" => SERVICE)
                     .increment(1);
                 Err(RemoteError::Failed {
@@ -201,7 +227,7 @@ impl Remote {
                     detail: e.to_string(),
                 })
             }
-            Err(_) => {
+            None => {
                 metrics::counter!(names::DOWNSTREAM_CONNECT_ERRORS_TOTAL, "service" => SERVICE)
                     .increment(1);
                 Err(RemoteError::Timeout(self.timeout, what))
@@ -290,9 +316,17 @@ impl Remote {
     /// An object's manifest as stored (unverified), `None` when missing.
     pub fn get_manifest(&self, address: &[u8; 32]) -> Result<Option<Bytes>, RemoteError> {
         let key = self.manifest_key(address);
-        self.call("manifest get", |b| async move {
-            b.get(&key).await?.bytes().await
-        })
+        self.call("manifest get", |b| manifest_get(b, key))
+    }
+
+    /// `get_manifest` from async code.
+    pub async fn get_manifest_async(
+        &self,
+        address: &[u8; 32],
+    ) -> Result<Option<Bytes>, RemoteError> {
+        let key = self.manifest_key(address);
+        self.call_async("manifest get", |b| manifest_get(b, key))
+            .await
     }
 
     /// The header of an object's manifest (unverified; without the inline
@@ -430,6 +464,10 @@ impl Remote {
         }
         Ok(removed)
     }
+}
+
+async fn manifest_get(bucket: Arc<dyn Bucket>, key: Key) -> object_store::Result<Bytes> {
+    bucket.get(&key).await?.bytes().await
 }
 
 fn hex(bytes: &[u8; 32]) -> String {

@@ -897,6 +897,39 @@ impl ObjectStore {
                 }
             }
         };
+        self.admit(address, meta, epoch).map(Some)
+    }
+
+    /// `head_shared` for a store on a bucket, from async code: the
+    /// manifest is asked for in the caller's task, no blocking thread
+    /// waits on it. `None` also when the store has no bucket.
+    pub async fn head_remote(
+        &self,
+        address: &ContentAddress,
+    ) -> Result<Option<Arc<ObjectMeta>>, StoreError> {
+        let Bodies::Remote(r) = &*self.bodies else {
+            return Ok(None);
+        };
+        if let Some(m) = self.cached_meta(address) {
+            return Ok(Some(m));
+        }
+        let epoch = self.cache.as_ref().map(|c| c.epoch.load(Ordering::SeqCst));
+        let meta = match r.get_manifest_async(address.as_bytes()).await? {
+            Some(raw) => ObjectMeta::from_manifest(*address, raw),
+            None => return Ok(None),
+        };
+        self.admit(address, meta, epoch).map(Some)
+    }
+
+    /// A record just read (`epoch`: the cache's delete epoch before the
+    /// read began): a bad one is an integrity failure; a good one is
+    /// touched and cached unless a delete committed meanwhile.
+    fn admit(
+        &self,
+        address: &ContentAddress,
+        meta: Result<ObjectMeta, StoreError>,
+        epoch: Option<u64>,
+    ) -> Result<Arc<ObjectMeta>, StoreError> {
         let meta = Arc::new(meta.inspect_err(|e| self.integrity_failure(address, e))?);
         self.touch(address.as_bytes());
         if let (Some(cache), Some(epoch)) = (&self.cache, epoch) {
@@ -909,7 +942,7 @@ impl ObjectStore {
                 cache.meta.remove(address.as_bytes());
             }
         }
-        Ok(Some(meta))
+        Ok(meta)
     }
 
     /// Chunk `idx` (hash `hash`) of `address`, verified against its hash
@@ -1944,6 +1977,24 @@ impl ObjectReader {
     /// Bytes of the range not yet yielded.
     pub fn remaining(&self) -> u64 {
         self.end.saturating_sub(self.pos)
+    }
+
+    /// Whether `next` has to wait on I/O: for a bucket, when the next
+    /// chunk is in a pack (or where it is is not known yet) and not
+    /// fetched or cached; for redb, unless cached. Inline chunks are in
+    /// the manifest, already here.
+    pub fn needs_io(&self) -> bool {
+        if self.pos >= self.end || self.in_hand() {
+            return false;
+        }
+        let idx = self.pos / CHUNK_BYTES as u64;
+        match &self.source {
+            Source::Remote {
+                placement: Some(p), ..
+            } => !matches!(p.locate(idx), Loc::Inline(_)),
+            Source::Ram { .. } => false,
+            _ => true,
+        }
     }
 
     /// Whether the next piece is already in memory (fetched from the
