@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use ron_kernel::ContentAddress;
 use ron_overlay::identity::Identity;
-use ron_overlay::net::{Limits, Overlay};
+use ron_overlay::state::{Limits, Overlay};
 use ron_overlay::tls::{client_config, peer_name, server_config, Pins};
 use ron_overlay::{OverlayConfig, PqMode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

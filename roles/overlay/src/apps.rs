@@ -16,30 +16,25 @@
 //! through `Registry::apply` (chain, hash, quorum) before it counts — a
 //! follower without HTTP access to the primary.
 
-use std::collections::{HashSet, VecDeque};
-use std::sync::Mutex;
+use std::collections::VecDeque;
 
 use bytes::Bytes;
 use ron_kernel::handles::DescriptorLog;
 use ron_kernel::HandleError;
 use serde::{Deserialize, Serialize};
 
-use crate::net::{Command, Overlay};
-
-pub const PROTO_GOSSIP: u16 = 1;
-pub const PROTO_SYNC: u16 = 3;
+pub use crate::proto::{PROTO_GOSSIP, PROTO_SYNC};
+use crate::state::{Command, Overlay};
+pub use crate::state::{Hints, Seen};
 /// Peers a message is forwarded to.
 pub const FANOUT: usize = 8;
 /// Hops a new message may travel.
 pub const HOPS: u8 = 4;
 /// Versions one sync answer carries at most.
 pub const SYNC_BATCH: u64 = 1000;
-const SEEN: usize = 4096;
 
 pub const TOPIC_REGISTRY_HEAD: &str = "registry.head";
 pub const TOPIC_OBJECT_STORED: &str = "object.stored";
-/// Addresses remembered with the node that announced them.
-const HINTS: usize = 4096;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Gossip {
@@ -59,63 +54,6 @@ impl Gossip {
 
     pub fn to_bytes(&self) -> Bytes {
         Bytes::from(serde_json::to_vec(self).unwrap_or_default())
-    }
-}
-
-/// The ids in a set for lookup, and in arrival order for eviction.
-type SeenIds = (HashSet<[u8; 32]>, VecDeque<[u8; 32]>);
-
-/// Ids of recent messages.
-#[derive(Debug, Default)]
-pub struct Seen {
-    inner: Mutex<SeenIds>,
-}
-
-impl Seen {
-    /// Records `id`; true when it was new.
-    pub fn insert(&self, id: [u8; 32]) -> bool {
-        // Plain set updates only; a panic cannot leave them half-done.
-        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let (set, order) = &mut *g;
-        if !set.insert(id) {
-            return false;
-        }
-        order.push_back(id);
-        if order.len() > SEEN {
-            if let Some(old) = order.pop_front() {
-                set.remove(&old);
-            }
-        }
-        true
-    }
-}
-
-/// Which node announced which address (`object.stored`), the most recent
-/// `HINTS` of them.
-#[derive(Debug, Default)]
-pub struct Hints {
-    inner: Mutex<(std::collections::HashMap<String, String>, VecDeque<String>)>,
-}
-
-impl Hints {
-    pub fn insert(&self, address: &str, node_id: &str) {
-        // Plain map updates only; a panic cannot leave them half-done.
-        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let (map, order) = &mut *g;
-        if map.insert(address.to_owned(), node_id.to_owned()).is_none() {
-            order.push_back(address.to_owned());
-            if order.len() > HINTS {
-                if let Some(old) = order.pop_front() {
-                    map.remove(&old);
-                }
-            }
-        }
-    }
-
-    /// The node that last announced `address`.
-    pub fn get(&self, address: &str) -> Option<String> {
-        let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        g.0.get(address).cloned()
     }
 }
 
@@ -298,22 +236,4 @@ pub fn apply_sync(overlay: &Overlay, parts: &[Bytes]) -> Result<usize, String> {
         }
     }
     Ok(applied)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hints_keep_the_latest_announcer_and_forget_the_oldest() {
-        let h = Hints::default();
-        h.insert("b3:a", "n1");
-        h.insert("b3:a", "n2");
-        assert_eq!(h.get("b3:a").as_deref(), Some("n2"));
-        for i in 0..HINTS {
-            h.insert(&format!("b3:{i}"), "n3");
-        }
-        assert_eq!(h.get("b3:a"), None);
-        assert_eq!(h.get(&format!("b3:{}", HINTS - 1)).as_deref(), Some("n3"));
-    }
 }

@@ -14,13 +14,16 @@
 //! `PeerFetch` and `Peers`.
 
 pub mod apps;
+pub mod blob;
 pub mod config;
 pub mod identity;
 pub mod net;
 pub mod oap_health;
 pub mod peers;
+pub mod proto;
 pub mod quic;
 pub mod session;
+pub mod state;
 pub mod tls;
 
 use std::sync::Arc;
@@ -86,12 +89,12 @@ pub async fn run(ctx: RoleContext, cfg: Live<OverlayConfig>) -> RoleResult {
         PqMode::Classical => "X25519",
     };
     tracing::info!(role = ctx.name.as_str(), node_id = %identity.node_id(), pq_mode = ?c.pq_mode, peers = keys.len(), "overlay identity");
-    let overlay = Arc::new(net::Overlay::new(
+    let overlay = Arc::new(state::Overlay::new(
         identity,
         pins,
         acceptor,
         connector,
-        net::Limits::from_config(&c),
+        state::Limits::from_config(&c),
         ctx.shutdown.clone(),
         kex_preference,
         ctx.handles.clone(),
@@ -277,7 +280,7 @@ pub async fn run(ctx: RoleContext, cfg: Live<OverlayConfig>) -> RoleResult {
 
 /// Starts the dialer of one peer on the right transport.
 struct Dialer {
-    overlay: Arc<net::Overlay>,
+    overlay: Arc<state::Overlay>,
     /// The QUIC endpoint and client config, when a listener gave one.
     quic: Option<(quinn::Endpoint, quinn::ClientConfig)>,
 }
@@ -314,7 +317,7 @@ impl Dialer {
 /// Folds new registry versions into `directory`: `Some(changed)` when the
 /// registry runs here and its head moved, `None` otherwise.
 async fn refresh_directory(
-    overlay: &Arc<net::Overlay>,
+    overlay: &Arc<state::Overlay>,
     directory: &mut peers::Directory,
 ) -> Option<bool> {
     let registry = overlay.handles.get::<dyn DescriptorLog>().ok()?;
@@ -341,7 +344,7 @@ async fn refresh_directory(
 
 /// What the overlay promises other roles: fetching from peers
 /// ([`PeerFetch`]) and its sessions for the admin plane ([`Peers`]).
-pub struct OverlayHandle(Arc<net::Overlay>);
+pub struct OverlayHandle(Arc<state::Overlay>);
 
 impl PeerFetch for OverlayHandle {
     fn fetch(

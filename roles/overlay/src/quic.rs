@@ -13,8 +13,9 @@ use ron_kernel::metrics::names;
 use rustls::pki_types::CertificateDer;
 
 use crate::identity::cert_public_key;
-use crate::net::{handshake, keep_dialing, Overlay};
+use crate::net::keep_dialing;
 use crate::session::run_session;
+use crate::state::{handshake, Overlay};
 
 #[derive(Debug, thiserror::Error)]
 #[error("QUIC setup: {0}")]

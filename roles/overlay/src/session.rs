@@ -31,13 +31,12 @@ use ron_oap::{
 };
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
+use crate::blob::{local_get, Pieces, Refusal};
 use crate::identity::hex;
-use crate::net::{
-    handshake, local_get, Command, Overlay, Pieces, Refusal, SessionInfo, PROTO_BLOB,
-};
+use crate::proto::PROTO_BLOB;
+use crate::state::{handshake, Command, Overlay, SessionInfo};
 
-/// App protocol 4: ping. A one-frame REQ answered by a one-frame RESP.
-pub const PROTO_PING: u16 = 4;
+pub use crate::proto::PROTO_PING;
 const BLOB_FRAME: usize = 64 * 1024;
 /// Unanswered pings remembered per session.
 const PINGS: usize = 8;
