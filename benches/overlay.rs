@@ -560,8 +560,8 @@ async fn idle_sessions() -> f64 {
             at,
             key,
             "X25519".into(),
-            "out",
-            "tcp",
+            ron_overlay::state::Direction::Out,
+            ron_overlay::state::Transport::Tcp,
         ));
     }
     while holder.peers().len() < IDLE || asker.peers().len() < IDLE {

@@ -102,6 +102,15 @@ pub enum Transport {
     Quic,
 }
 
+impl Transport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Tcp => "tcp",
+            Transport::Quic => "quic",
+        }
+    }
+}
+
 impl Default for OverlayConfig {
     fn default() -> Self {
         Self {

@@ -17,7 +17,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::identity::{cert_public_key, hex};
-use crate::state::{handshake, Overlay};
+use crate::state::{handshake, Direction, Overlay, Transport};
 
 fn kex_name(conn: &rustls::CommonState) -> String {
     conn.negotiated_key_exchange_group()
@@ -74,7 +74,8 @@ pub async fn listen(overlay: Arc<Overlay>, listener: TcpListener) {
                 return;
             };
             handshake("ok", &kex);
-            crate::session::run_session(ov, tls, peer, key, kex, "in", "tcp").await;
+            crate::session::run_session(ov, tls, peer, key, kex, Direction::In, Transport::Tcp)
+                .await;
         });
     }
 }
@@ -165,6 +166,15 @@ async fn connect(overlay: &Arc<Overlay>, addr: SocketAddr, key: [u8; 32]) -> Res
     // In TLS 1.3 the server judges our certificate after our side is done:
     // the outcome is known when its HELLO (or its alert) arrives, and
     // run_session counts it then.
-    crate::session::run_session(overlay.clone(), tls, addr, key, kex, "out", "tcp").await;
+    crate::session::run_session(
+        overlay.clone(),
+        tls,
+        addr,
+        key,
+        kex,
+        Direction::Out,
+        Transport::Tcp,
+    )
+    .await;
     Ok(())
 }

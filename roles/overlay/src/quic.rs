@@ -15,7 +15,7 @@ use rustls::pki_types::CertificateDer;
 use crate::identity::cert_public_key;
 use crate::net::keep_dialing;
 use crate::session::run_session;
-use crate::state::{handshake, Overlay};
+use crate::state::{handshake, Direction, Overlay, Transport};
 
 #[derive(Debug, thiserror::Error)]
 #[error("QUIC setup: {0}")]
@@ -117,8 +117,8 @@ pub async fn listen(overlay: Arc<Overlay>, endpoint: quinn::Endpoint) {
                 remote,
                 key,
                 kex,
-                "in",
-                "quic",
+                Direction::In,
+                Transport::Quic,
             )
             .await;
             conn.close(0u32.into(), b"done");
@@ -178,8 +178,8 @@ async fn connect(
         addr,
         key,
         kex,
-        "out",
-        "quic",
+        Direction::Out,
+        Transport::Quic,
     )
     .await;
     conn.close(0u32.into(), b"done");

@@ -34,7 +34,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use crate::blob::{local_get, Pieces, Refusal};
 use crate::identity::hex;
 use crate::proto::PROTO_BLOB;
-use crate::state::{handshake, Command, Overlay, SessionInfo};
+use crate::state::{handshake, Command, Direction, Overlay, SessionInfo, Transport};
 
 pub use crate::proto::PROTO_PING;
 const BLOB_FRAME: usize = 64 * 1024;
@@ -462,8 +462,8 @@ pub async fn run_session<S>(
     addr: SocketAddr,
     key: [u8; 32],
     kex: String,
-    direction: &'static str,
-    transport: &'static str,
+    direction: Direction,
+    transport: Transport,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -499,7 +499,7 @@ pub async fn run_session<S>(
     let hello = conn.session.local_hello(&overlay.identity.node_id());
     // OAP-1 §4: the dialer's HELLO is the request, the acceptor's the
     // response (both are sent at once, neither waits for the other).
-    let hello_flags = if direction == "out" {
+    let hello_flags = if direction == Direction::Out {
         Flags::REQ
     } else {
         Flags::RESP
@@ -521,7 +521,7 @@ pub async fn run_session<S>(
     let mut requests = crate::apps::Budget::with(rps, rps);
     // Streams this side opens: odd ids from the dialer, even from the
     // acceptor, so the two never collide.
-    let mut next_corr: u64 = if direction == "out" { 1 } else { 2 };
+    let mut next_corr: u64 = if direction == Direction::Out { 1 } else { 2 };
     let mut pending: BTreeMap<u64, Pending> = BTreeMap::new();
     let mut outgoing: BTreeMap<u64, Outgoing> = BTreeMap::new();
     let mut pings: BTreeMap<u64, Instant> = BTreeMap::new();
@@ -622,7 +622,7 @@ pub async fn run_session<S>(
                         break 'session Err("HELLO node_id mismatch".into());
                     }
                     info.ack_window.store(u64::from(h.ack_window), Relaxed);
-                    if direction == "out" {
+                    if direction == Direction::Out {
                         handshake("ok", &kex);
                     }
                     up = Some(ron_kernel::metrics::GaugeGuard::up(
@@ -637,7 +637,7 @@ pub async fn run_session<S>(
                     if let Some(payload) = crate::apps::head_announcement(&overlay) {
                         let _ = cmd_tx.try_send(Command::Gossip { payload });
                     }
-                    tracing::info!(peer = %peer_id, %addr, transport, direction, kex = %kex, "overlay session up");
+                    tracing::info!(peer = %peer_id, %addr, transport = transport.as_str(), direction = direction.as_str(), kex = %kex, "overlay session up");
                 }
                 Event::Start {
                     corr_id,
@@ -1007,7 +1007,7 @@ pub async fn run_session<S>(
     for (_, p) in pending {
         let _ = p.reply.send(Err("session ended".into()));
     }
-    if up.is_none() && direction == "out" {
+    if up.is_none() && direction == Direction::Out {
         handshake("refused", &kex);
     }
     drop(up);
@@ -1138,8 +1138,8 @@ mod tests {
         let info = Arc::new(SessionInfo::new(
             "p".into(),
             "127.0.0.1:1".into(),
-            "tcp",
-            "out",
+            Transport::Tcp,
+            Direction::Out,
             "X25519".into(),
             "now".into(),
         ));

@@ -14,16 +14,34 @@ use tokio_util::sync::CancellationToken;
 
 use ron_kernel::metrics::names;
 
+pub use crate::config::Transport;
 use crate::identity::Identity;
 use crate::tls::Pins;
+
+/// Which side dialed: `out` for the dialer, `in` for the acceptor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    In,
+    Out,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::In => "in",
+            Direction::Out => "out",
+        }
+    }
+}
 
 /// One live session, as `GET /api/v1/peers` and the logs describe it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct PeerSession {
     pub peer_id: String,
     pub addr: String,
-    pub transport: &'static str,
-    pub direction: &'static str,
+    pub transport: Transport,
+    pub direction: Direction,
     pub kex: String,
     pub since: String,
     /// Round trip of the last ping, in milliseconds.
@@ -43,8 +61,8 @@ pub struct PeerSession {
 pub struct SessionInfo {
     pub(crate) peer_id: String,
     pub(crate) addr: String,
-    pub(crate) transport: &'static str,
-    pub(crate) direction: &'static str,
+    pub(crate) transport: Transport,
+    pub(crate) direction: Direction,
     pub(crate) kex: String,
     pub(crate) since: String,
     pub(crate) rtt_us: AtomicU64,
@@ -61,8 +79,8 @@ impl SessionInfo {
     pub(crate) fn new(
         peer_id: String,
         addr: String,
-        transport: &'static str,
-        direction: &'static str,
+        transport: Transport,
+        direction: Direction,
         kex: String,
         since: String,
     ) -> Self {
