@@ -71,6 +71,21 @@ fn upload(g: SocketAddr, data: &[u8]) -> String {
     address
 }
 
+/// A replica that never cached anything serves `data` whole: every pack
+/// and manifest it needs is in the bucket.
+fn a_fresh_replica_serves(server: &s3::Server, names: &Node, data: &[u8]) {
+    let r = replica(server, names, s3::SECRET_KEY);
+    r.wait_ready();
+    let (status, _, body) = request_bytes(
+        r.addr("omnigate"),
+        "GET",
+        &format!("/v1/o/{}", b3(data)),
+        &[],
+        b"",
+    );
+    assert_eq!((status, body == data), (200, true));
+}
+
 /// The node the replicas share for names and topics.
 fn names_node() -> Node {
     let names = NodeBuilder::new()
@@ -202,16 +217,7 @@ fn replicas_share_the_bucket(kind: s3::Kind) {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     // The deleted object's 2 packs and the killed upload's part.
     assert!(v["removed"].as_u64().unwrap() >= 3, "{v}");
-    let d = replica(&server, &names, s3::SECRET_KEY);
-    d.wait_ready();
-    let (status, _, body) = request_bytes(
-        d.addr("omnigate"),
-        "GET",
-        &format!("/v1/o/{}", b3(&keep)),
-        &[],
-        b"",
-    );
-    assert_eq!((status, body == keep), (200, true));
+    a_fresh_replica_serves(&server, &names, &keep);
 }
 
 #[test]
@@ -310,15 +316,5 @@ fn the_periodic_sweep_collects_a_deleted_objects_packs() {
         "no sweep took the packs:\n{}",
         node.log_dump()
     );
-    // Read through a replica that never cached it: every pack is there.
-    let fresh = replica(&server, &names, s3::SECRET_KEY);
-    fresh.wait_ready();
-    let (status, _, body) = request_bytes(
-        fresh.addr("omnigate"),
-        "GET",
-        &format!("/v1/o/{}", b3(&kept)),
-        &[],
-        b"",
-    );
-    assert_eq!((status, body == kept), (200, true));
+    a_fresh_replica_serves(&server, &names, &kept);
 }

@@ -435,27 +435,41 @@ struct BodyPlan {
     rest: Option<crate::store::ObjectReader>,
 }
 
+/// What a GET or HEAD asks: answered from the record alone, or a range to
+/// read.
+struct Ask {
+    not_modified: bool,
+    range: Option<String>,
+    head_only: bool,
+}
+
+impl Ask {
+    /// The answer from the record alone (`Err`: not modified, a range it
+    /// cannot satisfy, headers only), or the status and range to read.
+    fn against(&self, meta: &ObjectMeta) -> Result<(StatusCode, std::ops::Range<u64>), GetPlan> {
+        if self.not_modified {
+            return Err(GetPlan::NotModified);
+        }
+        let (status, range) = match parse_range(self.range.as_deref(), meta.size) {
+            RangeRequest::Full => (StatusCode::OK, 0..meta.size),
+            RangeRequest::Partial(r) => (StatusCode::PARTIAL_CONTENT, r),
+            RangeRequest::Unsatisfiable => return Err(GetPlan::Unsatisfiable(meta.size)),
+        };
+        if self.head_only || range.is_empty() {
+            return Err(GetPlan::Empty(meta.size, status, range));
+        }
+        Ok((status, range))
+    }
+}
+
 /// Serves the request from the read cache alone, without the blocking pool,
 /// when the record and every chunk the range needs are cached.
-fn plan_from_cache(
-    store: &ObjectStore,
-    address: &ContentAddress,
-    not_modified: bool,
-    range_header: Option<&str>,
-    head_only: bool,
-) -> Option<GetPlan> {
+fn plan_from_cache(store: &ObjectStore, address: &ContentAddress, ask: &Ask) -> Option<GetPlan> {
     let meta = store.cached_meta(address)?;
-    if not_modified {
-        return Some(GetPlan::NotModified);
-    }
-    let (status, range) = match parse_range(range_header, meta.size) {
-        RangeRequest::Full => (StatusCode::OK, 0..meta.size),
-        RangeRequest::Partial(r) => (StatusCode::PARTIAL_CONTENT, r),
-        RangeRequest::Unsatisfiable => return Some(GetPlan::Unsatisfiable(meta.size)),
+    let (status, range) = match ask.against(&meta) {
+        Ok(read) => read,
+        Err(plan) => return Some(plan),
     };
-    if head_only || range.is_empty() {
-        return Some(GetPlan::Empty(meta.size, status, range));
-    }
     let got = store.cached_pieces(&meta, range.clone())?;
     Some(GetPlan::Cached(meta.size, status, range, got))
 }
@@ -474,27 +488,18 @@ struct ToRead {
     reader: crate::store::ObjectReader,
 }
 
-/// Settles a GET or HEAD against the object's record: not modified, a
-/// range it cannot satisfy, headers only, or a range to read.
+/// Settles a GET or HEAD against the object's record: answered from it, or
+/// a reader over the range.
 fn settle(
     store: &ObjectStore,
     address: ContentAddress,
     meta: Arc<ObjectMeta>,
-    not_modified: bool,
-    range_header: Option<&str>,
-    head_only: bool,
+    ask: &Ask,
 ) -> Result<Settled, StoreError> {
-    if not_modified {
-        return Ok(Settled::Plan(GetPlan::NotModified));
-    }
-    let (status, range) = match parse_range(range_header, meta.size) {
-        RangeRequest::Full => (StatusCode::OK, 0..meta.size),
-        RangeRequest::Partial(r) => (StatusCode::PARTIAL_CONTENT, r),
-        RangeRequest::Unsatisfiable => return Ok(Settled::Plan(GetPlan::Unsatisfiable(meta.size))),
+    let (status, range) = match ask.against(&meta) {
+        Ok(read) => read,
+        Err(plan) => return Ok(Settled::Plan(plan)),
     };
-    if head_only || range.is_empty() {
-        return Ok(Settled::Plan(GetPlan::Empty(meta.size, status, range)));
-    }
     let size = meta.size;
     let (_, reader) = store.read_meta(&address, meta, Some(range.clone()))?;
     Ok(Settled::Read(Box::new(ToRead {
@@ -531,35 +536,23 @@ fn first_pieces(read: ToRead) -> Result<GetPlan, StoreError> {
 
 async fn get(api: Arc<StorageApi>, req: Request<ReqBody>, address: ContentAddress) -> Routed {
     let tag = etag(&address);
-    let not_modified = if_none_match(&req, &tag);
-    let range_header = effective_range(req.method(), req.headers(), &tag).map(str::to_owned);
-    let head_only = req.method() == Method::HEAD;
+    let ask = Ask {
+        not_modified: if_none_match(&req, &tag),
+        range: effective_range(req.method(), req.headers(), &tag).map(str::to_owned),
+        head_only: req.method() == Method::HEAD,
+    };
     let store = api.store.clone();
-    let cached = plan_from_cache(
-        &store,
-        &address,
-        not_modified,
-        range_header.as_deref(),
-        head_only,
-    );
     // Otherwise the record, then the first pieces: read and verified
     // before answering, so a damaged object is a clean 500 rather than a
     // cut body whenever it can be. On redb that is one trip to the
     // blocking pool. With a bucket the record is the manifest, asked for
     // from here; the blocking pool is needed only when the first piece is
     // in a pack (an object of up to 1 MiB came whole with its manifest).
-    let plan = match cached {
+    let plan = match plan_from_cache(&store, &address, &ask) {
         Some(plan) => Ok(plan),
         None if store.remote().is_some() => {
             let looked_up = match store.head_remote(&address).await {
-                Ok(Some(meta)) => settle(
-                    &store,
-                    address,
-                    meta,
-                    not_modified,
-                    range_header.as_deref(),
-                    head_only,
-                ),
+                Ok(Some(meta)) => settle(&store, address, meta, &ask),
                 Ok(None) => Err(StoreError::NotFound),
                 Err(e) => Err(e),
             };
@@ -575,14 +568,7 @@ async fn get(api: Arc<StorageApi>, req: Request<ReqBody>, address: ContentAddres
         None => {
             blocking(move || {
                 let meta = store.head_shared(&address)?.ok_or(StoreError::NotFound)?;
-                match settle(
-                    &store,
-                    address,
-                    meta,
-                    not_modified,
-                    range_header.as_deref(),
-                    head_only,
-                )? {
+                match settle(&store, address, meta, &ask)? {
                     Settled::Plan(plan) => Ok(plan),
                     Settled::Read(read) => first_pieces(*read),
                 }

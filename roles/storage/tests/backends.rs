@@ -356,6 +356,8 @@ fn bucket_behaviours(make: impl Fn() -> Fixture) {
     replicas_share_objects(&make());
     tampered_bytes_are_never_served(&make());
     the_sweep_takes_only_old_unnamed_packs(&make());
+    a_cached_record_finds_its_packs_again(&make());
+    an_upload_whose_part_was_swept_does_not_complete(&make());
 }
 
 fn replicas_share_objects(a: &Fixture) {
@@ -454,6 +456,42 @@ fn the_sweep_takes_only_old_unnamed_packs(f: &Fixture) {
     assert!(f.store.head(&orphan).unwrap().is_none());
 }
 
+/// The read cache keeps records without where their chunks are: a read
+/// that needs an uncached chunk asks the bucket for the manifest again.
+fn a_cached_record_finds_its_packs_again(f: &Fixture) {
+    let data = pattern(2 * PACK + 5, 15);
+    let (meta, _) = f.store.put(&data).unwrap();
+    let read = |a: usize, b: usize| -> Vec<u8> {
+        let (_, reader) = f
+            .store
+            .read(&meta.address, Some(a as u64..b as u64))
+            .unwrap();
+        reader.flat_map(|p| p.unwrap().to_vec()).collect()
+    };
+    // The record is cached by the first read; chunk 0 never was.
+    assert_eq!(read(PACK + 1, 2 * PACK), &data[PACK + 1..2 * PACK]);
+    assert_eq!(read(0, 10), &data[..10]);
+    assert_eq!(read(0, data.len()), data);
+}
+
+/// An upload whose pack the sweep took (it outlived the grace) fails its
+/// completion as an integrity error and commits no object missing bytes.
+fn an_upload_whose_part_was_swept_does_not_complete(f: &Fixture) {
+    let data = pattern(PACK + 7, 16);
+    let id = f.store.upload_create().unwrap();
+    f.store
+        .upload_part(id, 0, bytes::Bytes::copy_from_slice(&data))
+        .unwrap();
+    assert_eq!(f.store.sweep(Duration::ZERO).unwrap(), 1);
+    let e = f.store.upload_complete(id).unwrap_err();
+    assert!(
+        matches!(e, StoreError::Integrity { .. }) && e.to_string().contains("gc_grace"),
+        "{e}"
+    );
+    let address = ron_kernel::ContentAddress::from_bytes(*blake3::hash(&data).as_bytes());
+    assert!(f.store.head(&address).unwrap().is_none());
+}
+
 #[test]
 fn an_unreachable_bucket_is_a_clear_error_not_a_hang() {
     // A loopback port nothing listens on.
@@ -501,12 +539,23 @@ fn the_configured_client_reaches_s3s_fs_and_is_refused_with_a_wrong_secret() {
         secret_access_key: Some(ron_kernel::Secret::new(s3::SECRET_KEY)),
         ..Default::default()
     };
-    let remote = Remote::s3(&cfg, rt.handle().clone()).unwrap();
-    remote.reachable().unwrap();
-    let store = ObjectStore::with_remote(None, remote, None).unwrap();
-    let data = pattern(CHUNK_BYTES + 3, 20);
-    let (meta, _) = store.put(&data).unwrap();
-    assert_eq!(&store.get(&meta.address).unwrap()[..], &data[..]);
+    // Payloads signed (the default over http://) and not.
+    for sign in [
+        ron_storage::SignPayload::Auto,
+        ron_storage::SignPayload::Never,
+    ] {
+        cfg.sign_payload = sign;
+        let remote = Remote::s3(&cfg, rt.handle().clone()).unwrap();
+        remote.reachable().unwrap();
+        let store = ObjectStore::with_remote(None, remote, None).unwrap();
+        let data = pattern(PACK + CHUNK_BYTES + 3, 20);
+        let (meta, _) = store.put(&data).unwrap();
+        assert_eq!(
+            &store.get(&meta.address).unwrap()[..],
+            &data[..],
+            "{sign:?}"
+        );
+    }
 
     cfg.secret_access_key = Some(ron_kernel::Secret::new("wrong"));
     let remote = Remote::s3(&cfg, rt.handle().clone()).unwrap();
