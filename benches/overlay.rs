@@ -250,6 +250,7 @@ async fn node_to_node(quic: bool, blobs: &[Bytes], into_store: bool) -> Duration
                         (tx, count)
                     })
                     .await
+                    .map_err(|e| e.to_string())
                 })
             })
             .collect();

@@ -1,5 +1,5 @@
 //! App protocols 1 (gossip) and 3 (registry sync) — what a session hands
-//! to the node and back. Blob fetch (2) lives with the session loop.
+//! to the node and back. Blob fetch (2) is in `blob.rs`.
 //!
 //! Gossip: a message is `{topic, hops, body}`; its id is BLAKE3 over the
 //! topic and the body, so the same news arriving by two paths is handled
@@ -23,6 +23,7 @@ use ron_kernel::handles::DescriptorLog;
 use ron_kernel::HandleError;
 use serde::{Deserialize, Serialize};
 
+use crate::error::Result;
 pub use crate::proto::{PROTO_GOSSIP, PROTO_SYNC};
 use crate::state::{Command, Overlay};
 pub use crate::state::{Hints, Seen};
@@ -69,24 +70,24 @@ pub struct Budget {
 
 impl Budget {
     /// Gossip: 100 messages per second, bursting to 200.
-    pub fn new() -> Self {
-        Self::with(100.0, 200.0)
+    pub fn gossip(now: std::time::Instant) -> Self {
+        Self::with(100.0, 200.0, now)
     }
 
-    /// `rate` per second, starting full at `burst`.
-    pub fn with(rate: f64, burst: f64) -> Self {
+    /// `rate` per second, starting full at `burst` at `now`.
+    pub fn with(rate: f64, burst: f64, now: std::time::Instant) -> Self {
         Budget {
             tokens: burst,
             rate,
             burst,
-            at: std::time::Instant::now(),
+            at: now,
         }
     }
 
-    pub fn take(&mut self) -> bool {
-        let now = std::time::Instant::now();
-        let dt = now.duration_since(self.at).as_secs_f64();
-        self.at = now;
+    /// Takes a token at `now` if one is left.
+    pub fn take(&mut self, now: std::time::Instant) -> bool {
+        let dt = now.saturating_duration_since(self.at).as_secs_f64();
+        self.at = self.at.max(now);
         self.tokens = (self.tokens + dt * self.rate).min(self.burst);
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
@@ -94,12 +95,6 @@ impl Budget {
         } else {
             false
         }
-    }
-}
-
-impl Default for Budget {
-    fn default() -> Self {
-        Self::new()
     }
 }
 
@@ -190,14 +185,14 @@ pub fn on_gossip(overlay: &Overlay, from: u64, payload: &[u8]) -> Option<u64> {
 }
 
 /// The answer to a sync request: artifacts after `since`, one per frame.
-pub fn sync_frames(overlay: &Overlay, since: u64) -> Result<Option<VecDeque<Bytes>>, String> {
+pub fn sync_frames(overlay: &Overlay, since: u64) -> Result<Option<VecDeque<Bytes>>> {
     let Ok(r) = overlay.handles.get::<dyn DescriptorLog>() else {
         return Ok(None);
     };
     let head = r.head().version;
     let mut out = VecDeque::new();
     for v in since + 1..=head.min(since + SYNC_BATCH) {
-        match r.artifact_json(v).map_err(|e| e.to_string())? {
+        match r.artifact_json(v)? {
             Some(raw) => out.push_back(raw),
             // A follower that started from a checkpoint lacks early
             // versions: the asker needs an unbroken chain, so stop here.
@@ -212,12 +207,9 @@ pub fn sync_frames(overlay: &Overlay, since: u64) -> Result<Option<VecDeque<Byte
 
 /// Applies synced artifacts in order, each fully checked. Returns how
 /// many were applied; stops at the first that does not verify.
-pub fn apply_sync(overlay: &Overlay, parts: &[Bytes]) -> Result<usize, String> {
+pub fn apply_sync(overlay: &Overlay, parts: &[Bytes]) -> Result<usize> {
     use ron_kernel::metrics::names;
-    let r = overlay
-        .handles
-        .get::<dyn DescriptorLog>()
-        .map_err(|e| e.to_string())?;
+    let r = overlay.handles.get::<dyn DescriptorLog>()?;
     let mut applied = 0;
     for raw in parts {
         match r.apply_json(raw) {
@@ -231,7 +223,7 @@ pub fn apply_sync(overlay: &Overlay, parts: &[Bytes]) -> Result<usize, String> {
                     metrics::counter!(names::REGISTRY_FOLLOWER_REJECTED_TOTAL, "reason" => "sync")
                         .increment(1);
                 }
-                return Err(e.to_string());
+                return Err(e.into());
             }
         }
     }

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use ron_kernel::handles::{ObjectSink, Objects};
 use ron_kernel::HandleError;
 
+use crate::error::OverlayError;
 use crate::state::{Command, Overlay};
 
 /// Why this node does not serve a request; sent as the stream's ERROR.
@@ -67,7 +68,8 @@ pub(crate) fn local_get(
 
 /// A fetch attempt's consumer: what it made of the bytes, and their
 /// address (see [`Overlay::fetch_with`]).
-pub type Consumer<T> = tokio::task::JoinHandle<Result<(T, ron_kernel::ContentAddress), String>>;
+pub type Consumer<T> =
+    tokio::task::JoinHandle<Result<(T, ron_kernel::ContentAddress), OverlayError>>;
 
 /// Stores the bytes of one fetch attempt as they arrive, in a blocking
 /// task; when the sink closes, the writer (nothing committed yet) and the
@@ -84,7 +86,7 @@ fn store_as_it_arrives(
                 // This node's own failure (a full disk): no other peer is
                 // asked, and the gateway answers 404, so say it here.
                 tracing::warn!(error = %e, "storing an object fetched from a peer failed");
-                return Err(e.to_string());
+                return Err(OverlayError::Handle(e));
             }
         }
         let got = w.address();
@@ -109,7 +111,7 @@ impl Overlay {
         &self,
         address: ron_kernel::ContentAddress,
         mut attempt: F,
-    ) -> Result<T, String>
+    ) -> Result<T, OverlayError>
     where
         F: FnMut() -> (tokio::sync::mpsc::UnboundedSender<Bytes>, Consumer<T>),
     {
@@ -119,9 +121,9 @@ impl Overlay {
             links.sort_by_key(|(peer, _)| *peer != holder);
         }
         if links.is_empty() {
-            return Err("no peer is connected".into());
+            return Err(OverlayError::NoPeer);
         }
-        let mut last = String::new();
+        let mut last = OverlayError::NoPeer;
         for (peer, tx) in links {
             let (reply, complete) = tokio::sync::oneshot::channel();
             let (sink, consumer) = attempt();
@@ -138,7 +140,7 @@ impl Overlay {
             }
             let complete = complete.await;
             // The session has dropped the sink: the consumer ends.
-            let consumed = consumer.await.map_err(|e| e.to_string())?;
+            let consumed = consumer.await?;
             match complete {
                 Ok(Ok(())) => {
                     // A consumer that failed (a full disk) is this node's
@@ -150,11 +152,18 @@ impl Overlay {
                     }
                     let detail =
                         format!("{peer} sent corrupt bytes for {address} (they hash to {got})");
-                    let _ = tx.send(Command::Corrupt { detail }).await;
-                    last = format!("{peer}: the peer sent bytes that do not match the address");
+                    let _ = tx
+                        .send(Command::Corrupt {
+                            detail: detail.clone(),
+                        })
+                        .await;
+                    last = OverlayError::Corrupt(detail);
                 }
-                Ok(Err(e)) => last = format!("{peer}: {e}"),
-                Err(_) => last = format!("{peer}: session ended"),
+                Ok(Err(e)) => {
+                    tracing::info!(%address, %peer, error = %e, "overlay fetch from a peer failed");
+                    last = e;
+                }
+                Err(_) => last = OverlayError::SessionEnded,
             }
         }
         Err(last)
@@ -173,8 +182,7 @@ impl Overlay {
                 let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
                 (tx, store_as_it_arrives(objects.clone(), rx))
             })
-            .await
-            .map_err(HandleError::Failed)?;
+            .await?;
         tokio::task::spawn_blocking(move || writer.finish())
             .await
             .map_err(HandleError::failed)?

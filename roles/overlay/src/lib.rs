@@ -16,12 +16,14 @@
 pub mod apps;
 pub mod blob;
 pub mod config;
+pub mod error;
 pub mod identity;
 pub mod net;
 pub mod oap_health;
 pub mod peers;
 pub mod proto;
 pub mod quic;
+mod sansio;
 pub mod session;
 pub mod state;
 pub mod tls;
@@ -150,7 +152,7 @@ pub async fn run(ctx: RoleContext, cfg: Live<OverlayConfig>) -> RoleResult {
         let ov = overlay.clone();
         let mut bus = ctx.bus.subscribe();
         let stop = ctx.shutdown.clone();
-        let mut announce = apps::Budget::with(50.0, 100.0);
+        let mut announce = apps::Budget::with(50.0, 100.0, std::time::Instant::now());
         tasks.spawn(async move {
             loop {
                 let msg = tokio::select! {
@@ -166,7 +168,7 @@ pub async fn run(ctx: RoleContext, cfg: Live<OverlayConfig>) -> RoleResult {
                         // Hints are best effort: past the budget (which
                         // keeps a bulk upload under the peers' gossip
                         // budgets) announcements are skipped.
-                        if announce.take() {
+                        if announce.take(std::time::Instant::now()) {
                             apps::publish(
                                 &ov,
                                 apps::TOPIC_OBJECT_STORED,

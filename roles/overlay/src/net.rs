@@ -16,6 +16,7 @@ use ron_kernel::metrics::names;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
+use crate::error::OverlayError;
 use crate::identity::{cert_public_key, hex};
 use crate::state::{handshake, Direction, Overlay, Transport};
 
@@ -93,7 +94,7 @@ pub(crate) async fn keep_dialing<F, Fut>(
     connect: F,
 ) where
     F: Fn() -> Fut,
-    Fut: std::future::Future<Output = Result<(), String>>,
+    Fut: std::future::Future<Output = Result<(), OverlayError>>,
 {
     let peer_id = hex(&key);
     let mut backoff = Duration::from_millis(100);
@@ -128,11 +129,14 @@ pub async fn dial(overlay: Arc<Overlay>, stop: CancellationToken, addr: SocketAd
     keep_dialing(overlay, stop, addr, key, || connect(&ov, addr, key)).await
 }
 
-async fn connect(overlay: &Arc<Overlay>, addr: SocketAddr, key: [u8; 32]) -> Result<(), String> {
+async fn connect(
+    overlay: &Arc<Overlay>,
+    addr: SocketAddr,
+    key: [u8; 32],
+) -> Result<(), OverlayError> {
     let tcp = tokio::time::timeout(overlay.handshake_timeout, TcpStream::connect(addr))
         .await
-        .map_err(|_| "connect timed out".to_owned())?
-        .map_err(|e| e.to_string())?;
+        .map_err(|_| OverlayError::Timeout { what: "connect" })??;
     let _ = tcp.set_nodelay(true);
     let tls = match tokio::time::timeout(
         overlay.handshake_timeout,
@@ -142,11 +146,15 @@ async fn connect(overlay: &Arc<Overlay>, addr: SocketAddr, key: [u8; 32]) -> Res
     {
         Err(_) => {
             handshake("timeout", "none");
-            return Err("TLS handshake timed out".into());
+            return Err(OverlayError::Timeout {
+                what: "TLS handshake",
+            });
         }
         Ok(Err(e)) => {
             handshake("refused", "none");
-            return Err(format!("TLS handshake refused: {e}"));
+            return Err(OverlayError::Handshake(format!(
+                "TLS handshake refused: {e}"
+            )));
         }
         Ok(Ok(t)) => t,
     };
@@ -161,7 +169,7 @@ async fn connect(overlay: &Arc<Overlay>, addr: SocketAddr, key: [u8; 32]) -> Res
     if got != Some(key) {
         // Pinned, but not the key this address should have.
         handshake("refused", &kex);
-        return Err("the peer presented another node's key".into());
+        return Err(OverlayError::WrongKey);
     }
     // In TLS 1.3 the server judges our certificate after our side is done:
     // the outcome is known when its HELLO (or its alert) arrives, and

@@ -16,6 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 
 use ron_kernel::handles::DescriptorLog;
+use ron_kernel::HandleError;
 
 use crate::config::Transport;
 
@@ -88,7 +89,7 @@ impl Directory {
     /// Folds the registry's versions after `folded()` up to its head;
     /// starts over when the head went back (a restored registry). True
     /// when the pinned or dialed set changed.
-    pub fn refresh(&mut self, registry: &dyn DescriptorLog) -> Result<bool, String> {
+    pub fn refresh(&mut self, registry: &dyn DescriptorLog) -> Result<bool, HandleError> {
         let head = registry.head().version;
         let before = self.nodes.clone();
         if head < self.folded {
@@ -98,10 +99,7 @@ impl Directory {
         for v in self.folded + 1..=head {
             // A follower that started from a checkpoint lacks early
             // versions; what it has is all there is to fold.
-            let nodes = registry
-                .nodes_at(v)
-                .map_err(|e| e.to_string())?
-                .unwrap_or_default();
+            let nodes = registry.nodes_at(v)?.unwrap_or_default();
             self.fold_nodes(
                 v,
                 nodes

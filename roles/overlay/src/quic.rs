@@ -12,6 +12,7 @@ use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use ron_kernel::metrics::names;
 use rustls::pki_types::CertificateDer;
 
+use crate::error::OverlayError;
 use crate::identity::cert_public_key;
 use crate::net::keep_dialing;
 use crate::session::run_session;
@@ -150,28 +151,35 @@ async fn connect(
     client: quinn::ClientConfig,
     addr: SocketAddr,
     key: [u8; 32],
-) -> Result<(), String> {
+) -> Result<(), OverlayError> {
     let kex = kex_label(overlay);
     let connecting = endpoint
         .connect_with(client, addr, "ron-node")
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| OverlayError::Handshake(e.to_string()))?;
     let conn = match tokio::time::timeout(overlay.handshake_timeout, connecting).await {
         Err(_) => {
             handshake("timeout", "none");
-            return Err("QUIC handshake timed out".into());
+            return Err(OverlayError::Timeout {
+                what: "QUIC handshake",
+            });
         }
         Ok(Err(e)) => {
             handshake("refused", "none");
-            return Err(format!("QUIC handshake refused: {e}"));
+            return Err(OverlayError::Handshake(format!(
+                "QUIC handshake refused: {e}"
+            )));
         }
         Ok(Ok(c)) => c,
     };
     if peer_key(&conn) != Some(key) {
         handshake("refused", &kex);
         conn.close(1u32.into(), b"unexpected key");
-        return Err("the peer presented another node's key".into());
+        return Err(OverlayError::WrongKey);
     }
-    let (send, recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+    let (send, recv) = conn
+        .open_bi()
+        .await
+        .map_err(|e| OverlayError::Handshake(e.to_string()))?;
     run_session(
         overlay.clone(),
         tokio::io::join(recv, send),

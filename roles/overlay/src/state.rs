@@ -320,7 +320,7 @@ pub enum Command {
     Fetch {
         address: ron_kernel::ContentAddress,
         sink: tokio::sync::mpsc::UnboundedSender<Bytes>,
-        reply: tokio::sync::oneshot::Sender<Result<(), String>>,
+        reply: tokio::sync::oneshot::Sender<crate::error::Result<()>>,
     },
     /// The peer's answer to a fetch did not hash to the address: end the
     /// session, counted as `blob_mismatch`.
