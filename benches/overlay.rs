@@ -237,20 +237,10 @@ async fn node_to_node(quic: bool, blobs: &[Bytes], into_store: bool) -> Duration
                             .map(|()| OBJECT)
                             .map_err(|e| e.to_string());
                     }
-                    ov.fetch_with(a, || {
-                        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
-                        let count = tokio::spawn(async move {
-                            let (mut n, mut hasher) = (0usize, blake3::Hasher::new());
-                            while let Some(p) = rx.recv().await {
-                                hasher.update(&p);
-                                n += p.len();
-                            }
-                            Ok((n, ContentAddress::from_bytes(*hasher.finalize().as_bytes())))
-                        });
-                        (tx, count)
-                    })
-                    .await
-                    .map_err(|e| e.to_string())
+                    ov.fetch_groups(a, Count::default())
+                        .await
+                        .map(|c| c.bytes)
+                        .map_err(|e| e.to_string())
                 })
             })
             .collect();
@@ -263,6 +253,36 @@ async fn node_to_node(quic: bool, blobs: &[Bytes], into_store: bool) -> Duration
     assert_eq!(got, BULK);
     stop.cancel();
     took
+}
+
+/// Verified groups counted and dropped: fetch-and-verify only.
+#[derive(Default)]
+struct Count {
+    size: Option<u64>,
+    bytes: usize,
+}
+
+impl ron_overlay::blob::GroupSink for Count {
+    fn sized(&mut self, size: u64) -> Result<(), ron_overlay::error::OverlayError> {
+        self.size = Some(size);
+        Ok(())
+    }
+
+    fn group(
+        &mut self,
+        _: &ron_kernel::outboard::Expect,
+        data: Bytes,
+    ) -> Result<(), ron_overlay::error::OverlayError> {
+        self.bytes += data.len();
+        Ok(())
+    }
+
+    fn wanted(&self) -> Option<std::ops::Range<u64>> {
+        match self.size {
+            None => Some(0..u64::MAX),
+            Some(s) => ((self.bytes as u64) < s).then_some(self.bytes as u64..s),
+        }
+    }
 }
 
 /// CPU time and minor page faults of this process, from /proc/self/stat

@@ -90,6 +90,16 @@ fn put_object(node: &common::Node, data: &[u8]) -> String {
     r.json()["address"].as_str().unwrap().to_owned()
 }
 
+/// The START payload of a blob request (app protocol 2) for all of
+/// `address`.
+fn blob_request(address: &str) -> Vec<u8> {
+    serde_json::to_vec(&ron_overlay::blob::BlobRequest {
+        address: address.to_owned(),
+        range: None,
+    })
+    .unwrap()
+}
+
 fn id_of(seed: u8) -> String {
     ron_overlay::identity::Identity::from_seed([seed; 32])
         .unwrap()
@@ -514,15 +524,20 @@ fn a_peer_sending_corrupt_blob_bytes_is_disconnected_and_nothing_is_served() {
             let mut buf = BytesMut::new();
             while tls.read_buf(&mut buf).await.is_ok_and(|n| n > 0) {
                 while let Ok(Decoded::Frame(frame)) = dec.decode(&mut buf) {
+                    let asked: Option<ron_overlay::blob::BlobRequest> =
+                        serde_json::from_slice(&frame.payload).ok();
                     if frame.header.app_proto_id == 2
                         && frame.header.code == 0
-                        && frame.payload != stall_req.as_bytes()
+                        && asked.is_some_and(|a| a.address != stall_req)
                     {
+                        // The right size for "the real content" and no
+                        // proof (one group), then other bytes of that
+                        // length.
+                        let mut wrong = 16u64.to_le_bytes().to_vec();
+                        wrong.extend_from_slice(b"not what you ask");
                         let spec = FrameSpec::start(2, frame.header.corr_id, Flags::RESP)
                             .with_flags(Flags::END);
-                        let f = enc
-                            .encode(&spec, &[], Bytes::from_static(b"not what you asked for"))
-                            .unwrap();
+                        let f = enc.encode(&spec, &[], Bytes::from(wrong)).unwrap();
                         let _ = tls.write_all(&f.to_vec()).await;
                     }
                 }
@@ -577,10 +592,316 @@ fn a_peer_sending_corrupt_blob_bytes_is_disconnected_and_nothing_is_served() {
         v["message"] == "overlay session ended"
             && v["error"]
                 .as_str()
-                .is_some_and(|e| e.contains("corrupt bytes"))
+                .is_some_and(|e| e.contains("do not match the address"))
     });
     assert!(dropped.is_some(), "{}", b.log_dump());
     b.wait_ready();
+}
+
+const GROUP: usize = ron_kernel::outboard::GROUP_BYTES as usize;
+
+/// How a scripted holder answers blob requests for its one object.
+#[derive(Clone, Copy)]
+enum Script {
+    /// Size, proof and the groups asked for, as a node would.
+    Honest,
+    /// As `Honest`, with one byte of this group flipped.
+    FlipByteIn(u64),
+    /// As `Honest`, but the connection is dropped after this many groups.
+    DieAfter(usize),
+}
+
+/// A peer (node key `seed`) that dials `node` (key `node_key`), says
+/// HELLO and answers blob requests for `data` by `script`; every range it
+/// is asked for is pushed to `asked`. Returns once its HELLO is sent.
+fn scripted_holder(
+    rt: &tokio::runtime::Runtime,
+    seed: u8,
+    node: std::net::SocketAddr,
+    node_key: [u8; 32],
+    data: std::sync::Arc<Vec<u8>>,
+    script: Script,
+    asked: std::sync::Arc<std::sync::Mutex<Vec<Option<[u64; 2]>>>>,
+) {
+    use bytes::{Bytes, BytesMut};
+    use ron_kernel::outboard;
+    use ron_oap::{Decoded, Decoder, Encoder, Flags, FrameSpec};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let me = ron_overlay::identity::Identity::from_seed([seed; 32]).unwrap();
+    let connector = harness_connector(&me, node_key);
+    let address = format!("b3:{}", blake3::hash(&data).to_hex());
+    let tree = outboard::Tree::of(&data);
+    let mut tls = rt.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(node).await.unwrap();
+        let mut tls = connector
+            .connect(ron_overlay::tls::peer_name(), tcp)
+            .await
+            .unwrap();
+        tls.write_all(&hello_wire(&me.node_id())).await.unwrap();
+        tls
+    });
+    rt.spawn(async move {
+        let (dec, mut enc, mut buf) = (Decoder::default(), Encoder::default(), BytesMut::new());
+        while tls.read_buf(&mut buf).await.is_ok_and(|n| n > 0) {
+            while let Ok(Decoded::Frame(frame)) = dec.decode(&mut buf) {
+                let h = frame.header;
+                if h.app_proto_id != 2 || h.code != 0 {
+                    continue;
+                }
+                let Ok(req) =
+                    serde_json::from_slice::<ron_overlay::blob::BlobRequest>(&frame.payload)
+                else {
+                    continue;
+                };
+                asked.lock().unwrap().push(req.range);
+                assert_eq!(req.address, address);
+                let size = data.len() as u64;
+                let range = req.range.map(|[a, b]| a..b);
+                let mut head = size.to_le_bytes().to_vec();
+                head.extend(tree.proof(&outboard::ranges_for(size, range.clone())));
+                let mut payloads = vec![Bytes::from(head)];
+                for r in outboard::runs(size, range) {
+                    for at in (r.start as usize..r.end as usize).step_by(GROUP) {
+                        let mut g = data[at..(at + GROUP).min(r.end as usize)].to_vec();
+                        if matches!(script, Script::FlipByteIn(k) if at == k as usize * GROUP) {
+                            g[1] ^= 0xff;
+                        }
+                        payloads.push(Bytes::from(g));
+                    }
+                }
+                let n = payloads.len();
+                for (i, p) in payloads.into_iter().enumerate() {
+                    if matches!(script, Script::DieAfter(k) if i == k + 1) {
+                        return; // the connection drops mid-answer
+                    }
+                    let spec = match (i, i + 1 == n) {
+                        (0, true) => {
+                            FrameSpec::start(2, h.corr_id, Flags::RESP).with_flags(Flags::END)
+                        }
+                        (0, false) => FrameSpec::start(2, h.corr_id, Flags::RESP),
+                        (_, false) => FrameSpec::data(2, h.corr_id, Flags::RESP),
+                        (_, true) => FrameSpec::end(2, h.corr_id, Flags::RESP),
+                    };
+                    let f = enc.encode(&spec, &[], p).unwrap();
+                    if tls.write_all(&f.to_vec()).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// A node with storage, omnigate fetching from peers, and the keys of
+/// `seeds` pinned (they dial it).
+fn node_pinning(seed: u8, seeds: &[u8]) -> (common::Node, [u8; 32]) {
+    let mut peers = String::new();
+    for s in seeds {
+        peers.push_str(&format!(
+            "[[overlay.peers]]\npublic_key = \"{}\"\n",
+            id_of(*s)
+        ));
+    }
+    let node = full_node(seed, "fetch_from_peers = true", &peers);
+    let key = ron_overlay::identity::parse_key_hex(&id_of(seed)).unwrap();
+    (node, key)
+}
+
+/// Waits until `node` has a session up with the peer `seed`.
+fn wait_session(node: &common::Node, seed: u8) {
+    let id = id_of(seed);
+    let up = node.wait_for_log(Duration::from_secs(60), |v| {
+        v["message"] == "overlay session up" && v["peer"] == id.as_str()
+    });
+    assert!(up.is_some(), "{}", node.log_dump());
+}
+
+fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn a_range_of_an_object_only_a_holds_comes_through_bs_gateway_verified_and_alone() {
+    let a = full_node(
+        30,
+        "",
+        &format!(
+            "[[overlay.peers]]\npublic_key = \"{}\"\n[limits]\nmax_body_bytes = 16777216\n",
+            id_of(31)
+        ),
+    );
+    let b = full_node(
+        31,
+        "fetch_from_peers = true",
+        &format!(
+            "[[overlay.peers]]\npublic_key = \"{}\"\naddr = \"{}\"\n",
+            id_of(30),
+            a.addr("overlay")
+        ),
+    );
+    wait_session(&b, 30);
+    let data = common::body_of((8 << 20) + 5, 7);
+    let address = put_object(&a, &data);
+    let path = format!("/v1/o/{address}");
+    let bytes_in = |n: &common::Node| n.metric("overlay_bytes_total{dir=\"in\"}").unwrap_or(0.0);
+
+    // 1 MiB at 3 MiB: the range's 16 groups, the last group (the size's
+    // proof) and the proof's pairs cross the wire, nothing else of it.
+    let before = bytes_in(&b);
+    let (status, headers, body) = common::request_bytes(
+        b.addr("omnigate"),
+        "GET",
+        &path,
+        &[("Range", "bytes=3145728-4194303")],
+        b"",
+    );
+    assert_eq!(status, 206);
+    assert_eq!(
+        common::header(&headers, "content-range"),
+        Some(format!("bytes 3145728-4194303/{}", data.len()).as_str())
+    );
+    assert!(body == data[3 << 20..4 << 20], "exactly the range");
+    let moved = bytes_in(&b) - before;
+    let budget = (1 << 20) + GROUP + 64 * 1024;
+    assert!(
+        moved < budget as f64,
+        "{moved} bytes came in for a 1 MiB range"
+    );
+
+    // Any bytes, across group boundaries; and past the end.
+    for (from, to) in [
+        (100usize, 199usize),
+        (GROUP - 3, 2 * GROUP + 7),
+        (data.len() - 10, data.len() - 1),
+    ] {
+        let (status, _, body) = common::request_bytes(
+            b.addr("omnigate"),
+            "GET",
+            &path,
+            &[("Range", &format!("bytes={from}-{to}"))],
+            b"",
+        );
+        assert_eq!(status, 206);
+        assert!(body == data[from..=to], "{from}-{to}");
+    }
+    let (status, headers, _) = common::request_bytes(
+        b.addr("omnigate"),
+        "GET",
+        &path,
+        &[("Range", "bytes=99999999-")],
+        b"",
+    );
+    assert_eq!(status, 416);
+    assert_eq!(
+        common::header(&headers, "content-range"),
+        Some(format!("bytes */{}", data.len()).as_str())
+    );
+    // A range is streamed, not kept: with A gone B has nothing.
+    drop(a);
+    let r = common::request(
+        b.addr("omnigate"),
+        "GET",
+        &path,
+        &[("Range", "bytes=0-9")],
+        b"",
+    );
+    assert_eq!(r.status, 404, "{}", r.body);
+}
+
+#[test]
+fn a_holder_that_corrupts_one_byte_of_a_range_is_caught_at_that_group_and_nothing_is_served() {
+    let (b, b_key) = node_pinning(33, &[34]);
+    let rt = current_thread();
+    let data = std::sync::Arc::new(common::body_of(8 * GROUP - 100, 9));
+    let asked = std::sync::Arc::default();
+    let addr = b.addr("overlay");
+    scripted_holder(
+        &rt,
+        34,
+        addr,
+        b_key,
+        data.clone(),
+        Script::FlipByteIn(2),
+        asked,
+    );
+    wait_session(&b, 34);
+    let address = format!("b3:{}", blake3::hash(&data).to_hex());
+    let range = format!("bytes={}-{}", 2 * GROUP + 10, 2 * GROUP + 20);
+    let r = common::request(
+        b.addr("omnigate"),
+        "GET",
+        &format!("/v1/o/{address}"),
+        &[("Range", &range)],
+        b"",
+    );
+    assert_eq!(r.status, 404, "no byte of a group that failed: {}", r.body);
+    assert!(
+        metric_at_least(&b, "rejected_total{reason=\"blob_mismatch\"}", 1.0),
+        "{}",
+        b.get("metrics", "/metrics").body
+    );
+    let cut = b.wait_for_log(Duration::from_secs(30), |v| {
+        v["message"] == "overlay session ended"
+            && v["error"].as_str().is_some_and(|e| {
+                e.contains(&format!("bytes {}..{}", 2 * GROUP, 3 * GROUP))
+                    && e.contains("do not match the address")
+            })
+    });
+    assert!(cut.is_some(), "{}", b.log_dump());
+    b.wait_ready();
+}
+
+#[test]
+fn a_fetch_cut_off_half_way_resumes_at_the_next_peer_from_the_verified_groups() {
+    let (b, b_key) = node_pinning(35, &[36, 37]);
+    let rt = current_thread();
+    let data = std::sync::Arc::new(common::body_of(12 * GROUP - 7, 11));
+    let addr = b.addr("overlay");
+    let first: std::sync::Arc<std::sync::Mutex<Vec<Option<[u64; 2]>>>> = Default::default();
+    let second: std::sync::Arc<std::sync::Mutex<Vec<Option<[u64; 2]>>>> = Default::default();
+    // The peer that comes up first is asked first: it sends 6 groups
+    // and its connection drops.
+    scripted_holder(
+        &rt,
+        36,
+        addr,
+        b_key,
+        data.clone(),
+        Script::DieAfter(6),
+        first.clone(),
+    );
+    wait_session(&b, 36);
+    scripted_holder(
+        &rt,
+        37,
+        addr,
+        b_key,
+        data.clone(),
+        Script::Honest,
+        second.clone(),
+    );
+    wait_session(&b, 37);
+    let address = format!("b3:{}", blake3::hash(&data).to_hex());
+    let (status, _, body) = common::request_bytes(
+        b.addr("omnigate"),
+        "GET",
+        &format!("/v1/o/{address}"),
+        &[],
+        b"",
+    );
+    assert_eq!(status, 200);
+    assert!(body == data[..], "the whole object, verified and kept");
+    assert_eq!(*first.lock().unwrap(), [None], "the whole object, first");
+    assert_eq!(
+        *second.lock().unwrap(),
+        [Some([6 * GROUP as u64, data.len() as u64])],
+        "only what the first peer did not deliver"
+    );
 }
 
 /// One committed version holding a region on `registry`, signed by the
@@ -885,7 +1206,7 @@ fn an_ack_past_what_was_sent_is_rejected_as_ack_regress() {
         let mut wire = hello_wire(&evil.node_id());
         let ask = FrameSpec::start(2, 1, Flags::REQ).with_flags(Flags::END);
         wire.extend(
-            enc.encode(&ask, &[], Bytes::from(address))
+            enc.encode(&ask, &[], Bytes::from(blob_request(&address)))
                 .unwrap()
                 .to_vec(),
         );
@@ -1093,7 +1414,7 @@ fn a_peer_that_does_not_ack_holds_at_most_inflight_frames_and_flips_readiness() 
     let got = rt.block_on(async {
         raw.send(
             FrameSpec::start(2, 1, Flags::REQ).with_flags(Flags::END),
-            address.as_bytes(),
+            &blob_request(&address),
         )
         .await;
         // Everything the node sends before answering a later ping is what
@@ -1203,7 +1524,7 @@ fn a_peer_that_stops_reading_is_cut_at_the_write_timeout() {
         let mut raw = Raw::over(&evil, &id_of(55), tcp, 256).await;
         raw.send(
             FrameSpec::start(2, 1, Flags::REQ).with_flags(Flags::END),
-            address.as_bytes(),
+            &blob_request(&address),
         )
         .await;
         raw // kept open, never read

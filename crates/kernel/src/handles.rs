@@ -165,6 +165,11 @@ pub trait Objects: HttpApi {
     /// A writer that hashes and stores what it is given; nothing is
     /// visible until `finish`, and a dropped writer leaves nothing behind.
     fn writer(&self) -> Box<dyn ObjectSink>;
+    /// The object's BLAKE3 tree above its 64 KiB groups (what proves a
+    /// range of it to a peer), `None` when it is not here. Blocking; free
+    /// for objects whose chunk ids are the tree's leaves, one verified read
+    /// of the object otherwise.
+    fn tree(&self, address: &ContentAddress) -> HandleResult<Option<crate::outboard::Tree>>;
 }
 
 impl Handle for dyn Objects {
@@ -174,6 +179,14 @@ impl Handle for dyn Objects {
 /// An object being written (see [`Objects::writer`]). Blocking.
 pub trait ObjectSink: Send {
     fn write(&mut self, data: &[u8]) -> HandleResult<()>;
+    /// The next 64 KiB group of the object (or its last, shorter one),
+    /// whose tree hash `hash` the caller already checked against the
+    /// address (`outboard::Expect::verify`): a store keyed by those hashes
+    /// keeps it without hashing it again.
+    fn write_verified(&mut self, data: bytes::Bytes, hash: [u8; 32]) -> HandleResult<()> {
+        let _ = hash;
+        self.write(&data)
+    }
     /// The address of what was written so far.
     fn address(&self) -> ContentAddress;
     /// Commits the object; returns its address.
@@ -254,7 +267,19 @@ pub trait PeerFetch: Send + Sync {
     /// Resolves once the object is verified against its address and
     /// stored locally.
     fn fetch(&self, address: ContentAddress) -> BoxFuture<HandleResult<()>>;
+    /// Bytes `range` of an object (to its end when `range.end` is past
+    /// it), fetched from peers and verified group by group as they arrive;
+    /// nothing is stored. Resolves with the object's proved size and the
+    /// range's bytes in order, as they verify (an `Err` ends them early).
+    fn fetch_range(
+        &self,
+        address: ContentAddress,
+        range: Range<u64>,
+    ) -> BoxFuture<HandleResult<(u64, PeerBytes)>>;
 }
+
+/// The verified bytes of a [`PeerFetch::fetch_range`], in order.
+pub type PeerBytes = tokio::sync::mpsc::Receiver<Result<bytes::Bytes, String>>;
 
 impl Handle for dyn PeerFetch {
     const OWNER: RoleName = RoleName::Overlay;

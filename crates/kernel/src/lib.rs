@@ -30,6 +30,7 @@ pub mod http;
 pub mod listener;
 pub mod memstore;
 pub mod metrics;
+pub mod outboard;
 pub mod problem;
 pub mod range;
 pub mod readiness;

@@ -404,6 +404,22 @@ impl Gate {
         else {
             return miss;
         };
+        // A range of it is fetched alone, verified group by group against
+        // the address as it arrives, and streamed; nothing is stored.
+        let tag = format!("\"{address}\"");
+        let range =
+            ron_kernel::range::effective_range(&method, &headers, &tag).and_then(open_range);
+        if let Some(range) = range {
+            return match peers.fetch_range(address, range.clone()).await {
+                Ok((size, bytes)) => {
+                    Routed::new(ROUTE_PEER_RANGE, peer_range(&tag, size, range, bytes))
+                }
+                Err(e) => {
+                    tracing::debug!(%address, error = %e, "not found at peers either");
+                    miss
+                }
+            };
+        }
         if let Err(e) = peers.fetch(address).await {
             tracing::debug!(%address, error = %e, "not found at peers either");
             return miss;
@@ -659,6 +675,93 @@ impl hyper::body::Body for Guarded {
             hint.set_upper(upper + rest);
         }
         hint
+    }
+}
+
+/// The route label of a range answered from peers (the object is not
+/// stored here).
+const ROUTE_PEER_RANGE: &str = "/v1/o/{address}";
+
+/// `bytes=a-b` or `bytes=a-` as `a..b+1` / `a..u64::MAX`; anything else
+/// (a suffix, several ranges, junk) is `None`, and the whole object is
+/// fetched and stored instead.
+fn open_range(v: &str) -> Option<std::ops::Range<u64>> {
+    let (a, b) = v.strip_prefix("bytes=")?.trim().split_once('-')?;
+    let start = a.trim().parse::<u64>().ok()?;
+    match b.trim() {
+        "" => Some(start..u64::MAX),
+        b => {
+            let last = b.parse::<u64>().ok()?;
+            (last >= start).then(|| start..last.saturating_add(1))
+        }
+    }
+}
+
+/// A 206 (or 416) for bytes `range` of an object of `size` bytes whose
+/// verified bytes arrive from peers on `bytes`.
+fn peer_range(
+    tag: &str,
+    size: u64,
+    range: std::ops::Range<u64>,
+    bytes: ron_kernel::handles::PeerBytes,
+) -> http::Response<Body> {
+    let satisfiable = range.start < size;
+    let end = range.end.min(size);
+    let mut resp = if satisfiable {
+        let mut r = http::Response::new(PeerBody(bytes).boxed());
+        *r.status_mut() = StatusCode::PARTIAL_CONTENT;
+        r
+    } else {
+        let mut r = http::Response::new(ron_kernel::http::empty());
+        *r.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
+        r
+    };
+    let h = resp.headers_mut();
+    if let Ok(v) = header::HeaderValue::from_str(tag) {
+        h.insert(header::ETAG, v);
+    }
+    h.insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("public, max-age=31536000, immutable"),
+    );
+    h.insert(
+        header::ACCEPT_RANGES,
+        header::HeaderValue::from_static("bytes"),
+    );
+    let content_range = if satisfiable {
+        h.insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("application/octet-stream"),
+        );
+        h.insert(
+            header::CONTENT_LENGTH,
+            header::HeaderValue::from(end - range.start),
+        );
+        format!("bytes {}-{}/{size}", range.start, end - 1)
+    } else {
+        format!("bytes */{size}")
+    };
+    if let Ok(v) = header::HeaderValue::from_str(&content_range) {
+        h.insert(header::CONTENT_RANGE, v);
+    }
+    resp
+}
+
+/// Verified bytes from peers as a response body; a fetch that fails
+/// midway cuts the response (never a silently short body).
+struct PeerBody(ron_kernel::handles::PeerBytes);
+
+impl hyper::body::Body for PeerBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|item| item.map(|r| r.map(Frame::data).map_err(BoxError::from)))
     }
 }
 

@@ -1,15 +1,32 @@
-//! Blob transfer (app protocol 2) on the node's side: what this node
-//! serves from its store (`local_get`, read lazily as verified pieces) and
-//! how it fetches from peers (`Overlay::fetch_with`, verified by the
-//! consumer's hash before anything is kept; `fetch_into_store`).
+//! Blob transfer (app protocol 2), verified as it streams.
+//!
+//! The asker names an object and optionally a byte range
+//! ([`BlobRequest`]). The holder answers with the object's size (8 bytes,
+//! little-endian), the proof for the groups it sends (`kernel::outboard`:
+//! the parent pairs from the address down to them) and then those 64 KiB
+//! groups, one frame each: the groups covering the range, and always the
+//! object's last group, which proves the size. The asker checks the whole
+//! proof against the address before it takes a byte of data, then each
+//! group against the hash the proof gave it as the group arrives; a holder
+//! that sends one wrong byte is caught at that group, disconnected
+//! (`rejected_total{reason="blob_mismatch"}`), and nothing after the last
+//! good group is used. What the asker does with verified groups is a
+//! [`GroupSink`]: store them ([`Overlay::fetch_into_store`]), stream a
+//! range of them ([`Overlay::fetch_range`]), or count them (benches). A
+//! fetch that a peer leaves unfinished resumes at the next peer from the
+//! first group the sink still lacks.
 
+use std::ops::Range;
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use ron_kernel::handles::{ObjectSink, Objects};
-use ron_kernel::HandleError;
+use ron_kernel::outboard::{self, Expect, GROUP_BYTES};
+use ron_kernel::{ContentAddress, HandleError};
+use serde::{Deserialize, Serialize};
 
 use crate::error::OverlayError;
+use crate::sansio::{Outgoing, BLOB_FRAME};
 use crate::state::{Command, Overlay};
 
 /// Why this node does not serve a request; sent as the stream's ERROR.
@@ -34,161 +51,421 @@ impl Refusal {
 /// order, as the stream's window asks for them.
 pub(crate) type Pieces = Box<dyn Iterator<Item = Result<Bytes, Refusal>> + Send>;
 
-/// An object from the local store: its size and a reader of its verified
-/// 64 KiB chunks (the store's chunk size is the blob frame size: each piece
-/// is one frame, and nothing is concatenated). Nothing is read yet: the
-/// session reads ahead of the peer's window, a few pieces at a time, so a
-/// served object never sits in memory whole. `None` when it is not here;
-/// refused when it is larger than `max` (the asker would drop it anyway).
-pub(crate) fn local_get(
+/// The START payload of a blob request (JSON).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlobRequest {
+    /// `b3:<hex>`.
+    pub address: String,
+    /// Bytes `[start, end)` (an `end` past the object is its end); the
+    /// whole object when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range: Option<[u64; 2]>,
+}
+
+/// The holder's answer to a blob request (blocking: the store): the size
+/// and proof, then the groups, read lazily. `None` when the object is not
+/// here; refused when the bytes asked for exceed `max`.
+pub(crate) fn serve_blob(
     overlay: &Overlay,
-    address: &ron_kernel::ContentAddress,
+    request: &[u8],
     max: usize,
-) -> Result<Option<(u64, Pieces)>, Refusal> {
+) -> Result<Option<Outgoing>, Refusal> {
+    let bad = |d: String| Refusal::new(400, "bad_request", d);
+    let req: BlobRequest = serde_json::from_slice(request).map_err(|e| bad(e.to_string()))?;
+    let address = ContentAddress::parse(&req.address).map_err(|e| bad(e.to_string()))?;
     // Without storage in this node there is nothing to serve.
     let Ok(objects) = overlay.handles.get::<dyn Objects>() else {
         return Ok(None);
     };
     let store_error = |e: HandleError| Refusal::new(500, "store", e.to_string());
-    let Some((size, reader)) = objects.read(address, None).map_err(store_error)? else {
+    let Some(tree) = objects.tree(&address).map_err(store_error)? else {
         return Ok(None);
     };
-    if size > max as u64 {
+    let size = tree.size();
+    let range = req.range.map(|[a, b]| a..b);
+    let runs = outboard::runs(size, range.clone());
+    let len: u64 = runs.iter().map(|r| r.end - r.start).sum();
+    if len > max as u64 {
         return Err(Refusal::new(
             413,
             "too_large",
-            format!("{size} bytes, above the overlay fetch limit {max}"),
+            format!("{len} bytes asked for, above the overlay fetch limit {max}"),
         ));
     }
-    Ok(Some((
-        size,
-        Box::new(reader.map(move |r| r.map_err(store_error))),
-    )))
+    let mut head = size.to_le_bytes().to_vec();
+    head.extend_from_slice(&tree.proof(&outboard::ranges_for(size, range)));
+    let head = Bytes::from(head);
+    let head = (0..head.len())
+        .step_by(BLOB_FRAME)
+        .map(|at| head.slice(at..(at + BLOB_FRAME).min(head.len())))
+        .collect();
+    // Each run read from the store as its verified chunks, lazily.
+    let mut parts = Vec::with_capacity(runs.len());
+    for r in runs {
+        let Some((_, reader)) = objects.read(&address, Some(r)).map_err(store_error)? else {
+            return Ok(None); // deleted meanwhile
+        };
+        parts.push(reader);
+    }
+    let pieces: Pieces = Box::new(
+        parts
+            .into_iter()
+            .flatten()
+            .map(move |r| r.map_err(store_error)),
+    );
+    Outgoing::blob(head, len, pieces).map(Some)
 }
 
-/// A fetch attempt's consumer: what it made of the bytes, and their
-/// address (see [`Overlay::fetch_with`]).
-pub type Consumer<T> =
-    tokio::task::JoinHandle<Result<(T, ron_kernel::ContentAddress), OverlayError>>;
+/// What a fetch does with the groups it receives, each verified, in order.
+pub trait GroupSink: Send + 'static {
+    /// The object's size, proved (before any group; again on a resumed
+    /// attempt).
+    fn sized(&mut self, size: u64) -> Result<(), OverlayError>;
+    /// A verified group (one the sink already has may come again).
+    fn group(&mut self, g: &Expect, data: Bytes) -> Result<(), OverlayError>;
+    /// The bytes still wanted: the whole request before the size is known,
+    /// `None` once the sink has all it wants.
+    fn wanted(&self) -> Option<Range<u64>>;
+}
 
-/// Stores the bytes of one fetch attempt as they arrive, in a blocking
-/// task; when the sink closes, the writer (nothing committed yet) and the
-/// address of what was written. The writer hashes what it stores anyway,
-/// so this is the fetch's verification too, at no extra cost.
-fn store_as_it_arrives(
-    objects: Arc<dyn Objects>,
-    mut pieces: tokio::sync::mpsc::UnboundedReceiver<Bytes>,
-) -> Consumer<Box<dyn ObjectSink>> {
-    tokio::task::spawn_blocking(move || {
-        let mut w = objects.writer();
-        while let Some(piece) = pieces.blocking_recv() {
-            if let Err(e) = w.write(&piece) {
-                // This node's own failure (a full disk): no other peer is
-                // asked, and the gateway answers 404, so say it here.
-                tracing::warn!(error = %e, "storing an object fetched from a peer failed");
-                return Err(OverlayError::Handle(e));
-            }
+/// How an attempt at one peer ended, on the asker's side.
+enum Fail {
+    /// The peer's bytes did not verify: disconnect it.
+    Corrupt(String),
+    /// The answer stopped short (the session says why).
+    Short,
+    /// This node failed (a full disk): no other peer is asked.
+    Local(OverlayError),
+}
+
+/// The payloads of one answer, read as a byte stream: whole frames are
+/// handed on without a copy when a read wants exactly what one holds.
+struct Stream {
+    frames: tokio::sync::mpsc::UnboundedReceiver<Bytes>,
+    pending: Bytes,
+}
+
+impl Stream {
+    fn take(&mut self, n: usize) -> Result<Bytes, Fail> {
+        while self.pending.is_empty() && n > 0 {
+            self.pending = self.frames.blocking_recv().ok_or(Fail::Short)?;
         }
-        let got = w.address();
-        Ok((w, got))
-    })
+        if self.pending.len() >= n {
+            return Ok(self.pending.split_to(n));
+        }
+        let mut out = BytesMut::with_capacity(n);
+        while out.len() < n {
+            if self.pending.is_empty() {
+                self.pending = self.frames.blocking_recv().ok_or(Fail::Short)?;
+            }
+            let k = (n - out.len()).min(self.pending.len());
+            out.extend_from_slice(&self.pending.split_to(k));
+        }
+        Ok(out.freeze())
+    }
+
+    /// Whether anything is left after the answer's last byte.
+    fn has_more(&mut self) -> bool {
+        !self.pending.is_empty() || self.frames.blocking_recv().is_some_and(|b| !b.is_empty())
+    }
+}
+
+/// Verifies one answer for bytes `range` of `address` as it arrives and
+/// hands each good group to `sink` (blocking: runs off the session task,
+/// so reading and hashing use both cores). One BLAKE3 pass per byte.
+fn verify_answer<S: GroupSink>(
+    address: &ContentAddress,
+    range: Option<Range<u64>>,
+    max: u64,
+    frames: tokio::sync::mpsc::UnboundedReceiver<Bytes>,
+    sink: &mut S,
+) -> Result<(), Fail> {
+    let mut s = Stream {
+        frames,
+        pending: Bytes::new(),
+    };
+    let head = s.take(8)?;
+    let mut le = [0u8; 8];
+    le.copy_from_slice(&head);
+    let size = u64::from_le_bytes(le);
+    // What the claimed size implies is bounded before any work is done
+    // for it (the holder refuses the same with 413).
+    let runs = outboard::runs(size, range.clone());
+    if runs.iter().map(|r| r.end - r.start).sum::<u64>() > max {
+        return Err(Fail::Local(OverlayError::TooLarge));
+    }
+    let ranges = outboard::ranges_for(size, range);
+    let proof = s.take(outboard::proof_len(size, &ranges))?;
+    let expect = outboard::check_proof(address.as_bytes(), size, &ranges, &proof)
+        .map_err(|e| Fail::Corrupt(format!("its proof for {address} failed: {e}")))?;
+    sink.sized(size).map_err(Fail::Local)?;
+    for e in &expect {
+        let data = s.take(e.len)?;
+        if !e.verify(&data) {
+            return Err(Fail::Corrupt(format!(
+                "its bytes {}..{} of {address} do not match the address",
+                e.offset(),
+                e.offset() + e.len as u64
+            )));
+        }
+        sink.group(e, data).map_err(Fail::Local)?;
+    }
+    if s.has_more() {
+        return Err(Fail::Corrupt(format!(
+            "it sent more than its answer for {address} holds"
+        )));
+    }
+    Ok(())
 }
 
 impl Overlay {
-    /// Fetches `address` from connected peers, one after the other (the one
-    /// that announced it first), until one delivers bytes that hash to it.
-    ///
-    /// For each attempt `attempt` starts a consumer of the frames' payloads
-    /// (in order, as they arrive, not yet verified) and returns the channel
-    /// that feeds it. When the channel closes the consumer returns what it
-    /// made and the BLAKE3 address of the bytes it consumed (consumers hash
-    /// as they go, off the session's task, and a store writer hashes
-    /// anyway). Its result is returned only when that address is the one
-    /// asked for; a peer whose bytes hash to anything else is disconnected
-    /// (`rejected_total{reason="blob_mismatch"}`) and the consumer's result
-    /// is dropped, so it must not have made anything visible.
-    pub async fn fetch_with<T, F>(
+    /// Fetches what `sink` wants of `address` from connected peers, one
+    /// after the other (the one that announced it first), each attempt
+    /// asking for what the sink still lacks, until it has all of it.
+    /// A peer whose bytes do not verify is disconnected
+    /// (`rejected_total{reason="blob_mismatch"}`); what it sent before the
+    /// bad group was verified and stays with the sink.
+    pub async fn fetch_groups<S: GroupSink>(
         &self,
-        address: ron_kernel::ContentAddress,
-        mut attempt: F,
-    ) -> Result<T, OverlayError>
-    where
-        F: FnMut() -> (tokio::sync::mpsc::UnboundedSender<Bytes>, Consumer<T>),
-    {
+        address: ContentAddress,
+        mut sink: S,
+    ) -> Result<S, OverlayError> {
         let mut links = self.peer_links();
         // The peer that announced this object (if any) is asked first.
         if let Some(holder) = self.hints.get(&address.to_string()) {
             links.sort_by_key(|(peer, _)| *peer != holder);
         }
-        if links.is_empty() {
-            return Err(OverlayError::NoPeer);
-        }
         let mut last = OverlayError::NoPeer;
+        let max = self.limits.fetch_max_bytes as u64;
         for (peer, tx) in links {
+            let Some(want) = sink.wanted() else {
+                return Ok(sink);
+            };
+            let range = (want != (0..u64::MAX)).then_some(want);
+            let request = BlobRequest {
+                address: address.to_string(),
+                range: range.clone().map(|r| [r.start, r.end]),
+            };
+            let request = Bytes::from(serde_json::to_vec(&request).unwrap_or_default());
             let (reply, complete) = tokio::sync::oneshot::channel();
-            let (sink, consumer) = attempt();
+            let (frames, rx) = tokio::sync::mpsc::unbounded_channel();
+            let verify = tokio::task::spawn_blocking(move || {
+                let r = verify_answer(&address, range, max, rx, &mut sink);
+                (sink, r)
+            });
             let fetch = Command::Fetch {
-                address,
-                sink,
+                request,
+                sink: frames,
                 reply,
             };
-            if tx.send(fetch).await.is_err() {
-                // The command (and the sink in it) is dropped: the
-                // consumer ends.
-                let _ = consumer.await;
-                continue;
-            }
+            // A session that is gone drops the command (and the frame
+            // channel in it): the verifier ends short.
+            let _ = tx.send(fetch).await;
             let complete = complete.await;
-            // The session has dropped the sink: the consumer ends.
-            let consumed = consumer.await?;
-            match complete {
-                Ok(Ok(())) => {
-                    // A consumer that failed (a full disk) is this node's
-                    // problem, not the peer's: no other peer is asked.
-                    let (out, got) = consumed?;
-                    if got == address {
-                        tracing::info!(%address, %peer, "overlay fetched an object");
-                        return Ok(out);
-                    }
-                    let detail =
-                        format!("{peer} sent corrupt bytes for {address} (they hash to {got})");
+            let (back, verified) = verify.await?;
+            sink = back;
+            match verified {
+                Ok(()) => {}
+                Err(Fail::Local(e)) => return Err(e),
+                Err(Fail::Corrupt(why)) => {
+                    let detail = format!("{peer}: {why}");
                     let _ = tx
                         .send(Command::Corrupt {
                             detail: detail.clone(),
                         })
                         .await;
                     last = OverlayError::Corrupt(detail);
+                    continue;
                 }
-                Ok(Err(e)) => {
-                    tracing::info!(%address, %peer, error = %e, "overlay fetch from a peer failed");
-                    last = e;
+                Err(Fail::Short) => {
+                    last = match complete {
+                        Ok(Err(e)) => e,
+                        _ => OverlayError::SessionEnded,
+                    };
+                    tracing::info!(%address, %peer, error = %last, "overlay fetch from a peer failed");
+                    continue;
                 }
-                Err(_) => last = OverlayError::SessionEnded,
+            }
+            if sink.wanted().is_none() {
+                tracing::info!(%address, %peer, "overlay fetched an object");
+                return Ok(sink);
             }
         }
         Err(last)
     }
 
-    /// Fetches `address` from peers straight into the local store: pieces
-    /// are written as they arrive (nothing holds the whole object), and
-    /// the object is committed only once the bytes are verified.
-    pub async fn fetch_into_store(
-        &self,
-        address: ron_kernel::ContentAddress,
-    ) -> Result<(), HandleError> {
+    /// Fetches `address` from peers straight into the local store: each
+    /// group is verified once as it arrives and stored under the hash
+    /// that verified it (no second pass), and the object is committed
+    /// only once whole.
+    pub async fn fetch_into_store(&self, address: ContentAddress) -> Result<(), HandleError> {
         let objects = self.handles.get::<dyn Objects>()?;
-        let writer = self
-            .fetch_with(address, || {
-                let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-                (tx, store_as_it_arrives(objects.clone(), rx))
-            })
-            .await?;
-        tokio::task::spawn_blocking(move || writer.finish())
-            .await
-            .map_err(HandleError::failed)?
-            .map(|_| ())
-            .inspect_err(|e| {
-                tracing::warn!(%address, error = %e, "storing an object fetched from a peer failed");
-            })
+        let sink = StoreSink {
+            writer: Some(objects.writer()),
+            size: None,
+            next: 0,
+            max: self.limits.fetch_max_bytes as u64,
+        };
+        let mut sink = self.fetch_groups(address, sink).await?;
+        let writer = sink.writer.take();
+        let stored = tokio::task::spawn_blocking(move || match writer {
+            Some(w) if w.address() == address => w.finish().map(|_| ()),
+            _ => Err(HandleError::Failed(format!(
+                "the fetched object does not hash to {address}"
+            ))),
+        })
+        .await
+        .map_err(HandleError::failed)?;
+        stored.inspect_err(|e| {
+            tracing::warn!(%address, error = %e, "storing an object fetched from a peer failed");
+        })
+    }
+
+    /// Bytes `range` of `address` (to its end when `range.end` is past it)
+    /// from peers, verified group by group and streamed as they arrive;
+    /// nothing is stored. Resolves once the range's first group verified
+    /// (or a peer proved the range is past the object's end) with the
+    /// object's size and a channel of the range's bytes in order (an `Err`
+    /// in it ends the stream early).
+    pub async fn fetch_range(
+        self: &Arc<Self>,
+        address: ContentAddress,
+        range: Range<u64>,
+    ) -> Result<(u64, RangeStream), OverlayError> {
+        let (bytes, rx) = tokio::sync::mpsc::channel(8);
+        let (size_tx, size_rx) = tokio::sync::oneshot::channel();
+        let sink = RangeSink {
+            range,
+            sent_to: None,
+            size: None,
+            size_tx: Some(size_tx),
+            bytes: bytes.clone(),
+        };
+        let ov = self.clone();
+        let task = tokio::spawn(async move {
+            if let Err(e) = ov.fetch_groups(address, sink).await {
+                // After the size went out, the reader learns it here.
+                let _ = bytes.send(Err(e.to_string())).await;
+                return Err(e);
+            }
+            Ok(())
+        });
+        match size_rx.await {
+            Ok(size) => Ok((size, rx)),
+            Err(_) => match task.await {
+                Ok(Err(e)) => Err(e),
+                Ok(Ok(())) => Err(OverlayError::SessionEnded),
+                Err(e) => Err(e.into()),
+            },
+        }
+    }
+}
+
+/// The bytes of a range fetch, in order (`Err`: the fetch failed after the
+/// size was known).
+pub type RangeStream = ron_kernel::handles::PeerBytes;
+
+/// Groups into a store writer, in order, under the hashes that verified
+/// them.
+struct StoreSink {
+    writer: Option<Box<dyn ObjectSink>>,
+    size: Option<u64>,
+    /// The next group the writer takes.
+    next: u64,
+    max: u64,
+}
+
+impl GroupSink for StoreSink {
+    fn sized(&mut self, size: u64) -> Result<(), OverlayError> {
+        if size > self.max {
+            return Err(OverlayError::TooLarge);
+        }
+        self.size = Some(size);
+        Ok(())
+    }
+
+    fn group(&mut self, g: &Expect, data: Bytes) -> Result<(), OverlayError> {
+        if g.index != self.next {
+            return Ok(()); // had it already
+        }
+        let w = self.writer.as_mut().ok_or(OverlayError::SessionEnded)?;
+        w.write_verified(data, g.hash).inspect_err(|e| {
+            // This node's own failure (a full disk): no other peer is
+            // asked, and the gateway answers 404, so say it here.
+            tracing::warn!(error = %e, "storing an object fetched from a peer failed");
+        })?;
+        self.next += 1;
+        Ok(())
+    }
+
+    fn wanted(&self) -> Option<Range<u64>> {
+        match self.size {
+            None => Some(0..u64::MAX),
+            Some(size) => {
+                (self.next < outboard::groups(size)).then(|| self.next * GROUP_BYTES..size)
+            }
+        }
+    }
+}
+
+/// The bytes of one range, streamed as their groups verify.
+struct RangeSink {
+    range: Range<u64>,
+    /// Where the stream is (`None`: nothing sent yet).
+    sent_to: Option<u64>,
+    size: Option<u64>,
+    size_tx: Option<tokio::sync::oneshot::Sender<u64>>,
+    bytes: tokio::sync::mpsc::Sender<Result<Bytes, String>>,
+}
+
+impl RangeSink {
+    fn end(&self) -> u64 {
+        self.size.map_or(self.range.end, |s| self.range.end.min(s))
+    }
+}
+
+impl RangeSink {
+    /// Resolves the fetch's first step: with the range's first verified
+    /// bytes (a peer whose first group fails has the gateway answer as if
+    /// the object were nowhere), or at once when the range holds none.
+    fn ready(&mut self) {
+        if let (Some(tx), Some(size)) = (self.size_tx.take(), self.size) {
+            let _ = tx.send(size);
+        }
+    }
+}
+
+impl GroupSink for RangeSink {
+    fn sized(&mut self, size: u64) -> Result<(), OverlayError> {
+        self.size = Some(size);
+        if self.range.start >= self.end() {
+            self.ready();
+        }
+        Ok(())
+    }
+
+    fn group(&mut self, g: &Expect, data: Bytes) -> Result<(), OverlayError> {
+        let from = self.sent_to.unwrap_or(self.range.start).max(g.offset());
+        let to = self.end().min(g.offset() + g.len as u64);
+        if from >= to {
+            return Ok(()); // outside the range (the size proof), or sent
+        }
+        let piece = data.slice((from - g.offset()) as usize..(to - g.offset()) as usize);
+        self.ready();
+        // The reader went away (the client hung up): stop fetching.
+        self.bytes
+            .blocking_send(Ok(piece))
+            .map_err(|_| OverlayError::SessionEnded)?;
+        self.sent_to = Some(to);
+        Ok(())
+    }
+
+    fn wanted(&self) -> Option<Range<u64>> {
+        let from = self.sent_to.unwrap_or(self.range.start);
+        match self.size {
+            None => Some(self.range.clone()),
+            Some(_) => (from < self.end()).then(|| from..self.end()),
+        }
     }
 }

@@ -357,6 +357,21 @@ impl PeerFetch for OverlayHandle {
         let ov = self.0.clone();
         Box::pin(async move { ov.fetch_into_store(address).await })
     }
+
+    fn fetch_range(
+        &self,
+        address: ron_kernel::ContentAddress,
+        range: std::ops::Range<u64>,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = HandleResult<(u64, ron_kernel::handles::PeerBytes)>>
+                + Send
+                + 'static,
+        >,
+    > {
+        let ov = self.0.clone();
+        Box::pin(async move { Ok(ov.fetch_range(address, range).await?) })
+    }
 }
 
 impl Peers for OverlayHandle {

@@ -262,22 +262,24 @@ impl Outgoing {
         }
     }
 
-    /// An object of `size` bytes from the store, with its first pieces
-    /// read (blocking).
-    pub(crate) fn blob(size: u64, mut source: Pieces) -> Result<Self, Refusal> {
-        let mut left = size;
+    /// A blob answer: the `head` frames (size and proof), then `len`
+    /// bytes from the store, with their first pieces read (blocking).
+    pub(crate) fn blob(head: Vec<Bytes>, len: u64, mut source: Pieces) -> Result<Self, Refusal> {
+        let mut left = len;
         let first = read_ahead(&mut source, &mut left)?;
-        if first.is_empty() {
-            return Ok(Outgoing::whole(PROTO_BLOB, VecDeque::new()));
-        }
+        let mut frames = VecDeque::with_capacity(head.len() + 2 * READ_AHEAD);
+        frames.extend(head);
         let mut o = Outgoing {
             proto: PROTO_BLOB,
-            frames: VecDeque::with_capacity(2 * READ_AHEAD),
+            frames,
             started: false,
             source: None,
             left,
         };
         o.refilled(first, source, left);
+        if o.frames.is_empty() {
+            o.frames.push_back(Bytes::new());
+        }
         Ok(o)
     }
 
@@ -575,13 +577,13 @@ impl SessionCore {
     pub(crate) fn handle_command(&mut self, now: Instant, cmd: Command) -> Result<()> {
         match cmd {
             Command::Fetch {
-                address,
+                request,
                 sink,
                 reply,
             } => {
                 let corr = self.open();
                 let spec = FrameSpec::start(PROTO_BLOB, corr, Flags::REQ).with_flags(Flags::END);
-                self.send(now, spec, Bytes::from(address.to_string()))?;
+                self.send(now, spec, request)?;
                 self.pending.insert(
                     corr,
                     Pending {
@@ -897,7 +899,7 @@ impl SessionCore {
         p.progress = now;
         // A consumer that went away just misses the rest.
         let _ = p.sink.send(payload);
-        if p.size > self.limits.fetch_max_bytes {
+        if p.size > self.limits.fetch_max_answer() {
             if let Some(p) = self.pending.remove(&corr) {
                 let _ = p.reply.send(Err(OverlayError::TooLarge));
             }

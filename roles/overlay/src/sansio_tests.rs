@@ -103,7 +103,7 @@ impl Node {
                 Action::Up { ack_window } => self.notes.push(format!("up:{ack_window}")),
                 Action::Serve { corr, proto, .. } => match &self.blob {
                     Some(b) => {
-                        let o = Outgoing::blob(b.len() as u64, pieces_of(b.clone()));
+                        let o = Outgoing::blob(Vec::new(), b.len() as u64, pieces_of(b.clone()));
                         c.handle_served(now, Served::Answer(corr, proto, o.map(Some)))?;
                     }
                     None => self.unanswered.push(corr),
@@ -174,11 +174,11 @@ fn fetch(
 ) {
     let (sink, data) = mpsc::unbounded_channel();
     let (reply, done) = oneshot::channel();
-    let address = ron_kernel::ContentAddress::from_bytes(*blake3::hash(b"x").as_bytes());
+    let request = Bytes::from_static(br#"{"address":"b3:00"}"#);
     c.handle_command(
         now,
         Command::Fetch {
-            address,
+            request,
             sink,
             reply,
         },
@@ -505,7 +505,7 @@ fn an_unknown_app_protocol_is_answered_501_and_gossip_past_its_burst_is_dropped(
 fn a_blob_is_read_a_batch_at_a_time_not_whole() {
     let size = 20 * BLOB_FRAME as u64;
     let blob = Bytes::from(vec![1u8; size as usize]);
-    let o = Outgoing::blob(size, pieces_of(blob)).expect("blob");
+    let o = Outgoing::blob(Vec::new(), size, pieces_of(blob)).expect("blob");
     assert_eq!(o.frames.len(), READ_AHEAD);
     assert_eq!(o.left, size - (READ_AHEAD * BLOB_FRAME) as u64);
     assert!(o.source.is_some(), "the rest is still to be read");
@@ -541,7 +541,7 @@ fn a_store_error_or_a_short_object_is_a_500_never_a_short_answer() {
 
     // The store yields fewer bytes than the object's recorded size.
     let short = Bytes::from(vec![0u8; 3 * BLOB_FRAME]);
-    let e = Outgoing::blob(5 * BLOB_FRAME as u64, pieces_of(short))
+    let e = Outgoing::blob(Vec::new(), 5 * BLOB_FRAME as u64, pieces_of(short))
         .err()
         .expect("short");
     assert_eq!(e.status, 500);
@@ -549,7 +549,7 @@ fn a_store_error_or_a_short_object_is_a_500_never_a_short_answer() {
 
 #[test]
 fn an_empty_answer_is_one_empty_frame() {
-    let o = Outgoing::blob(0, pieces_of(Bytes::new())).expect("blob");
+    let o = Outgoing::blob(Vec::new(), 0, pieces_of(Bytes::new())).expect("blob");
     assert_eq!(o.frames.len(), 1);
     assert!(o.frames[0].is_empty() && o.left == 0 && o.source.is_none());
     assert_eq!(Outgoing::whole(PROTO_BLOB, VecDeque::new()).frames.len(), 1);

@@ -23,7 +23,7 @@ use ron_oap::HEADER_LEN;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use crate::blob::{local_get, Refusal};
+use crate::blob::{serve_blob, Refusal};
 use crate::error::{OverlayError, Result};
 use crate::identity::hex;
 use crate::proto::{PROTO_BLOB, PROTO_SYNC};
@@ -252,16 +252,7 @@ impl Link {
 /// registry): what to send, `None` when it is not here, or why not.
 fn serve(ov: &Overlay, proto: u16, request: &[u8]) -> Result<Option<Outgoing>, Refusal> {
     match proto {
-        PROTO_BLOB => {
-            let address = std::str::from_utf8(request)
-                .ok()
-                .and_then(|s| ron_kernel::ContentAddress::parse(s).ok())
-                .ok_or_else(|| Refusal::new(400, "bad_request", "not a content address"))?;
-            let found = local_get(ov, &address, ov.limits.fetch_max_bytes)?;
-            found
-                .map(|(size, src)| Outgoing::blob(size, src))
-                .transpose()
-        }
+        PROTO_BLOB => serve_blob(ov, request, ov.limits.fetch_max_bytes),
         PROTO_SYNC => {
             let since = serde_json::from_slice::<serde_json::Value>(request)
                 .ok()

@@ -129,12 +129,18 @@ pub struct Limits {
     pub write_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_conns: usize,
-    /// Largest object a fetch accepts.
+    /// Most object bytes one fetch asks for (a whole object, or a range).
     pub fetch_max_bytes: usize,
     pub peer: crate::config::PeerLimits,
 }
 
 impl Limits {
+    /// Most bytes one blob answer may carry: the object bytes and their
+    /// size and proof (64 bytes per 64 KiB group at most, and a path).
+    pub fn fetch_max_answer(&self) -> usize {
+        self.fetch_max_bytes + self.fetch_max_bytes / 1024 + 64 * 64 + 8
+    }
+
     pub fn from_config(c: &crate::config::OverlayConfig) -> Self {
         Limits {
             handshake_timeout: c.handshake_timeout,
@@ -313,12 +319,12 @@ struct Link {
 /// Work other tasks hand a session.
 #[derive(Debug)]
 pub enum Command {
-    /// Fetch an object by address. The frames' payloads go to `sink` as
-    /// they arrive; `reply` says whether the peer sent the whole answer
-    /// (the sink closes either way). The bytes are verified by whoever
-    /// consumes them (see `Overlay::fetch_with`).
+    /// Send a blob request (`blob::BlobRequest`, encoded). The answer's
+    /// payloads go to `sink` as they arrive; `reply` says whether the peer
+    /// sent the whole answer (the sink closes either way). The bytes are
+    /// verified by whoever consumes them (see `Overlay::fetch_groups`).
     Fetch {
-        address: ron_kernel::ContentAddress,
+        request: Bytes,
         sink: tokio::sync::mpsc::UnboundedSender<Bytes>,
         reply: tokio::sync::oneshot::Sender<crate::error::Result<()>>,
     },

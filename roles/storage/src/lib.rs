@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use ron_kernel::handles::{HandleResult, Names, ObjectSink, Objects, Pieces};
 use ron_kernel::metrics::names;
-use ron_kernel::{ContentAddress, HandleError, Live, RoleContext, RoleName, RoleResult};
+use ron_kernel::{outboard, ContentAddress, HandleError, Live, RoleContext, RoleName, RoleResult};
 
 /// Opens the role's store as the node settings say (file or RAM), with
 /// its read cache and byte budget.
@@ -104,11 +104,19 @@ impl Objects for http::StorageApi {
     fn writer(&self) -> Box<dyn ObjectSink> {
         Box::new(self.store.writer())
     }
+
+    fn tree(&self, address: &ContentAddress) -> HandleResult<Option<outboard::Tree>> {
+        self.store.tree(address).map_err(HandleError::failed)
+    }
 }
 
 impl ObjectSink for ObjectWriter {
     fn write(&mut self, data: &[u8]) -> HandleResult<()> {
         ObjectWriter::write(self, data).map_err(HandleError::failed)
+    }
+
+    fn write_verified(&mut self, data: bytes::Bytes, hash: [u8; 32]) -> HandleResult<()> {
+        ObjectWriter::write_verified(self, data, hash).map_err(HandleError::failed)
     }
 
     fn address(&self) -> ContentAddress {

@@ -25,11 +25,8 @@
 //! needs the object's BLAKE3 hash without reading the parts back, so each
 //! chunk's chaining value (its subtree of the BLAKE3 tree: every 64 KiB
 //! chunk is a whole, aligned subtree) is kept with the upload and the
-//! root is merged from them ([`chunk_cv`], [`root_from_cvs`]).
+//! root is merged from them (`kernel::outboard::{group_cv, root}`).
 
-use blake3::hazmat::{
-    left_subtree_len, merge_subtrees_non_root, merge_subtrees_root, HasherExt as _, Mode,
-};
 use bytes::Bytes;
 
 use crate::store::CHUNK_BYTES;
@@ -213,71 +210,12 @@ pub fn placement(
     })
 }
 
-/// The chaining value of chunk `index` of an object (its subtree of the
-/// BLAKE3 tree), for [`root_from_cvs`].
-pub fn chunk_cv(index: u64, data: &[u8]) -> [u8; 32] {
-    let mut h = blake3::Hasher::new();
-    h.set_input_offset(index * CHUNK_BYTES as u64);
-    h.update(data);
-    h.finalize_non_root()
-}
-
-/// The BLAKE3 hash of an input of `size` bytes, more than one chunk, from
-/// its chunks' chaining values: the tree merged the way BLAKE3 builds it
-/// (each left subtree the largest power of two below its parent's length;
-/// with 64 KiB chunks every split falls on a chunk boundary).
-pub fn root_from_cvs(cvs: &[[u8; 32]], size: u64) -> [u8; 32] {
-    fn subtree(cvs: &[[u8; 32]], len: u64) -> (blake3::hazmat::ChainingValue, [u8; 32]) {
-        let left = left_subtree_len(len);
-        let n = (left / CHUNK_BYTES as u64) as usize;
-        let side = |cvs: &[[u8; 32]], len: u64| match cvs {
-            [one] => *one,
-            _ => subtree(cvs, len).0,
-        };
-        let (l, r) = (side(&cvs[..n], left), side(&cvs[n..], len - left));
-        (
-            merge_subtrees_non_root(&l, &r, Mode::Hash),
-            *merge_subtrees_root(&l, &r, Mode::Hash).as_bytes(),
-        )
-    }
-    subtree(cvs, size).1
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn data(len: usize) -> Vec<u8> {
         (0..len).map(|i| (i * 31 % 251) as u8).collect()
-    }
-
-    #[test]
-    fn the_root_merged_from_chunk_values_is_blake3() {
-        let c = CHUNK_BYTES;
-        for len in [
-            c + 1,
-            2 * c,
-            2 * c + 1,
-            3 * c,
-            3 * c + 7,
-            4 * c,
-            5 * c + 1000,
-            16 * c,
-            17 * c + 1,
-            33 * c - 1,
-        ] {
-            let d = data(len);
-            let cvs: Vec<[u8; 32]> = d
-                .chunks(c)
-                .enumerate()
-                .map(|(i, part)| chunk_cv(i as u64, part))
-                .collect();
-            assert_eq!(
-                &root_from_cvs(&cvs, len as u64),
-                blake3::hash(&d).as_bytes(),
-                "{len} bytes"
-            );
-        }
     }
 
     #[test]

@@ -40,13 +40,14 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use bytes::{Bytes, BytesMut};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use ron_kernel::metrics::names;
-use ron_kernel::{Bus, ContentAddress, KernelEvent};
+use ron_kernel::{outboard, Bus, ContentAddress, KernelEvent};
 
 use crate::pack::{self, Loc, Placement, Run, PACK_CHUNKS};
 use crate::remote::Remote;
 
-/// Objects are cut into chunks of this size (the last may be shorter).
-pub const CHUNK_BYTES: usize = 64 * 1024;
+/// Objects are cut into chunks of this size (the last may be shorter):
+/// the groups of the object's BLAKE3 tree (`kernel::outboard`), 64 KiB.
+pub const CHUNK_BYTES: usize = outboard::GROUP_BYTES as usize;
 
 /// At most this many spare chunk buffers (4 MiB) wait for reuse.
 const SPARE_BUFFERS: usize = 64;
@@ -118,7 +119,14 @@ const READ_AHEAD: usize = 2 * PACK_CHUNKS;
 pub struct ObjectMeta {
     pub address: ContentAddress,
     pub size: u64,
+    /// The chunks' ids: their BLAKE3 chaining values at their offsets in
+    /// the object (the leaves of its tree, `tree_ids`), or — for objects
+    /// completed from resumable uploads and objects written before tree
+    /// ids — each chunk's own BLAKE3 hash. An object of one chunk has one
+    /// id either way: its address.
     pub chunks: Vec<[u8; 32]>,
+    /// Whether `chunks` are tree leaves (they merge to the address).
+    pub(crate) tree_ids: bool,
     /// With a bucket, where the chunks are, as the manifest this record
     /// came from says (`None`: not known here; a reader asks the bucket).
     pub(crate) placement: Option<Arc<Placement>>,
@@ -172,12 +180,37 @@ impl ObjectMeta {
         if chunks.len() as u64 != size.div_ceil(CHUNK_BYTES as u64) {
             return Err(corrupt("object record chunk count does not match its size"));
         }
+        // Which ids these are: tree leaves merge to the address (one
+        // merge per chunk, no pass over the data); plain hashes do not.
+        let tree_ids = chunks.len() <= 1 || outboard::root(&chunks, size) == *address.as_bytes();
         Ok(Self {
             address,
             size,
             chunks,
+            tree_ids,
             placement: None,
         })
+    }
+
+    /// Whether `data` is chunk `idx` of this object (one BLAKE3 pass).
+    pub(crate) fn chunk_matches(&self, idx: usize, data: &[u8]) -> bool {
+        let Some(id) = self.chunks.get(idx) else {
+            return false;
+        };
+        let got = if self.tree_ids && self.chunks.len() > 1 {
+            outboard::group_cv(idx as u64, data)
+        } else {
+            *blake3::hash(data).as_bytes()
+        };
+        got == *id
+    }
+
+    /// The object's BLAKE3 tree, when its ids are the leaves (no pass
+    /// over the data).
+    pub fn tree(&self) -> Option<outboard::Tree> {
+        self.tree_ids
+            .then(|| outboard::Tree::new(self.size, self.chunks.clone()).ok())
+            .flatten()
     }
 
     /// An object's record and placement from its whole manifest, verified.
@@ -847,7 +880,6 @@ impl ObjectStore {
         ObjectWriter {
             store: self.clone(),
             buf: self.chunk_buffer(),
-            hasher: blake3::Hasher::new(),
             chunks: Vec::new(),
             pins: Vec::new(),
             fresh: Vec::new(),
@@ -867,6 +899,30 @@ impl ObjectStore {
 
     pub fn head(&self, address: &ContentAddress) -> Result<Option<ObjectMeta>, StoreError> {
         Ok(self.head_shared(address)?.map(|m| (*m).clone()))
+    }
+
+    /// The object's BLAKE3 tree: from its record when the chunk ids are
+    /// the leaves, else from one verified read of its chunks.
+    pub fn tree(&self, address: &ContentAddress) -> Result<Option<outboard::Tree>, StoreError> {
+        let Some(meta) = self.head_shared(address)? else {
+            return Ok(None);
+        };
+        if let Some(t) = meta.tree() {
+            return Ok(Some(t));
+        }
+        let (meta, reader) = self.read(address, None)?;
+        let n = meta.chunks.len();
+        // The reader yields whole chunks, in order.
+        let leaves = reader
+            .enumerate()
+            .map(|(i, piece)| piece.map(|p| outboard::leaf_hash(i as u64, &p, n == 1)))
+            .collect::<Result<Vec<_>, _>>()?;
+        outboard::Tree::new(meta.size, leaves)
+            .map(Some)
+            .map_err(|_| StoreError::Integrity {
+                address: address.to_string(),
+                what: "the object's chunks do not make its tree",
+            })
     }
 
     /// The object's record, from the cache or from redb (then cached).
@@ -945,15 +1001,21 @@ impl ObjectStore {
         Ok(meta)
     }
 
-    /// Chunk `idx` (hash `hash`) of `address`, verified against its hash
-    /// (a cache hit was verified when it entered the cache).
+    /// Chunk `idx` of the object, verified against its id (a cache hit
+    /// was verified when it entered the cache).
     fn read_chunk(
         &self,
         source: &mut Source,
         idx: usize,
-        address: &ContentAddress,
-        hash: &[u8; 32],
+        meta: &ObjectMeta,
     ) -> Result<Bytes, StoreError> {
+        let address = &meta.address;
+        let Some(hash) = meta.chunks.get(idx) else {
+            return Err(StoreError::Integrity {
+                address: address.to_string(),
+                what: "a chunk is past the object's record",
+            });
+        };
         if let Some(hit) = self.cache.as_ref().and_then(|c| c.chunks.get(hash)) {
             return Ok(hit);
         }
@@ -978,7 +1040,7 @@ impl ObjectStore {
             self.integrity_failure(address, &e);
             return Err(e);
         };
-        if blake3::hash(&data).as_bytes() != hash {
+        if !meta.chunk_matches(idx, &data) {
             let e = StoreError::Integrity {
                 address: address.to_string(),
                 what: "a chunk does not match its hash",
@@ -1462,7 +1524,7 @@ impl ObjectStore {
         let (hashes, cvs): (Vec<[u8; 32]>, Vec<[u8; 32]>) = pending[..full]
             .chunks_exact(CHUNK_BYTES)
             .zip(st.chunks..)
-            .map(|(c, i)| (*blake3::hash(c).as_bytes(), pack::chunk_cv(i, c)))
+            .map(|(c, i)| (*blake3::hash(c).as_bytes(), outboard::group_cv(i, c)))
             .unzip();
         let pack = match hashes.is_empty() {
             true => None,
@@ -1603,6 +1665,7 @@ impl ObjectStore {
         Ok(ObjectMeta {
             address: ContentAddress::from_bytes(*hasher.finalize().as_bytes()),
             size: st.size,
+            tree_ids: hashes.len() <= 1,
             chunks: hashes,
             placement: None,
         })
@@ -1654,16 +1717,16 @@ impl ObjectStore {
         let tail = Bytes::copy_from_slice(&st.tail);
         if !tail.is_empty() {
             hashes.push(*blake3::hash(&tail).as_bytes());
-            cvs.push(pack::chunk_cv(st.chunks, &tail));
+            cvs.push(outboard::group_cv(st.chunks, &tail));
         }
         let address = match hashes.as_slice() {
-            [] => *blake3::hash(&[]).as_bytes(),
             [one] => *one,
-            _ => pack::root_from_cvs(&cvs, st.size),
+            _ => outboard::root(&cvs, st.size),
         };
         let meta = ObjectMeta {
             address: ContentAddress::from_bytes(address),
             size: st.size,
+            tree_ids: hashes.len() <= 1,
             chunks: hashes,
             placement: None,
         };
@@ -1789,8 +1852,12 @@ impl ObjectStore {
 /// Dropping it unfinished stores nothing (its chunks are collected later).
 pub struct ObjectWriter {
     store: ObjectStore,
+    /// The chunk being filled; a full one is stored when more bytes come
+    /// (or at `finish`), since an object's only chunk is hashed as the
+    /// root and any other as a subtree.
     buf: BytesMut,
-    hasher: blake3::Hasher,
+    /// The stored chunks' ids: their chaining values (the tree's leaves),
+    /// or for an object of one chunk its hash.
     chunks: Vec<[u8; 32]>,
     /// Chunks this write pinned (released when it ends, finished or not).
     pins: Vec<[u8; 32]>,
@@ -1823,27 +1890,42 @@ impl ObjectWriter {
         self.size
     }
 
+    /// Takes the next bytes of the object. Each chunk is hashed once, as
+    /// its subtree of the object's BLAKE3 tree: that one pass gives the
+    /// chunk's id, the tree's leaves and (merged at `finish`) the address.
     pub fn write(&mut self, mut data: &[u8]) -> Result<(), StoreError> {
-        self.hasher.update(data);
         self.size += data.len() as u64;
         while !data.is_empty() {
+            if self.buf.len() == CHUNK_BYTES {
+                // More bytes follow: the full chunk is not the only one.
+                let chunk = std::mem::take(&mut self.buf).freeze();
+                let id = outboard::group_cv(self.chunks.len() as u64, &chunk);
+                self.store_chunk(chunk, id)?;
+            }
             let take = (CHUNK_BYTES - self.buf.len()).min(data.len());
             self.buf.extend_from_slice(&data[..take]);
             data = &data[take..];
-            if self.buf.len() == CHUNK_BYTES {
-                self.flush_chunk()?;
-            }
         }
         Ok(())
     }
 
-    /// Writes the buffered chunk unless a chunk with its hash exists. The
+    /// Takes the next chunk of the object whose tree hash the caller has
+    /// already checked against the address's tree (`kernel::outboard`:
+    /// the group's chaining value, or for a one-group object its address):
+    /// it is stored under that id without hashing it again. Anything but a
+    /// whole chunk at a chunk boundary is hashed as `write` does.
+    pub fn write_verified(&mut self, data: Bytes, id: [u8; 32]) -> Result<(), StoreError> {
+        if !self.buf.is_empty() || data.len() > CHUNK_BYTES || self.size % CHUNK_BYTES as u64 != 0 {
+            return self.write(&data);
+        }
+        self.size += data.len() as u64;
+        self.store_chunk(data, id)
+    }
+
+    /// Stores a chunk under `id` unless a chunk with that id exists. The
     /// transaction is not fsynced: the object's final commit is, and redb
     /// makes every earlier commit durable with it.
-    fn flush_chunk(&mut self) -> Result<(), StoreError> {
-        // The chunk takes the whole buffer (kept as is in RAM).
-        let chunk = std::mem::take(&mut self.buf).freeze();
-        let hash = *blake3::hash(&chunk).as_bytes();
+    fn store_chunk(&mut self, chunk: Bytes, hash: [u8; 32]) -> Result<(), StoreError> {
         // Pinned before the transaction: from here no delete or collection
         // takes this chunk away until the write ends.
         self.store.pin(&hash);
@@ -1890,34 +1972,48 @@ impl ObjectWriter {
         self.chunks.push(hash);
         // The next chunk's buffer: this one again when nothing kept it (on
         // disk, where redb copied the bytes), else a spare or a new one.
-        self.buf = match chunk.try_into_mut() {
-            Ok(mut b) => {
-                b.clear();
-                b
-            }
-            Err(_) => self.store.chunk_buffer(),
-        };
+        if self.buf.capacity() == 0 {
+            self.buf = match chunk.try_into_mut() {
+                Ok(mut b) => {
+                    b.clear();
+                    b
+                }
+                Err(_) => self.store.chunk_buffer(),
+            };
+        }
         Ok(())
+    }
+
+    /// The id of the buffered (last) chunk.
+    fn last_id(&self) -> [u8; 32] {
+        outboard::leaf_hash(self.chunks.len() as u64, &self.buf, self.chunks.is_empty())
     }
 
     /// The address of the bytes written so far: the object's address once
     /// every byte is in. Nothing is committed; a caller that expected
     /// another address drops the writer instead of finishing it.
     pub fn address(&self) -> ContentAddress {
-        ContentAddress::from_bytes(*self.hasher.clone().finalize().as_bytes())
+        let mut ids = self.chunks.clone();
+        if !self.buf.is_empty() {
+            ids.push(self.last_id());
+        }
+        ContentAddress::from_bytes(outboard::root(&ids, self.size))
     }
 
     /// Commits the object durably. Returns its metadata and whether it is
     /// new (`false`: the same content was already stored).
     pub fn finish(mut self) -> Result<(ObjectMeta, bool), StoreError> {
         if !self.buf.is_empty() {
-            self.flush_chunk()?;
+            let id = self.last_id();
+            let chunk = std::mem::take(&mut self.buf).freeze();
+            self.store_chunk(chunk, id)?;
         }
-        let address = ContentAddress::from_bytes(*self.hasher.finalize().as_bytes());
+        let address = ContentAddress::from_bytes(outboard::root(&self.chunks, self.size));
         let meta = ObjectMeta {
             address,
             size: self.size,
             chunks: std::mem::take(&mut self.chunks),
+            tree_ids: true,
             placement: None,
         };
         let manifest = matches!(*self.store.bodies, Bodies::Remote(_)).then(|| {
@@ -2105,7 +2201,7 @@ impl Iterator for ObjectReader {
         }
         let idx = (self.pos / CHUNK_BYTES as u64) as usize;
         let chunk_start = idx as u64 * CHUNK_BYTES as u64;
-        let hash = *self.meta.chunks.get(idx)?;
+        self.meta.chunks.get(idx)?;
         if let Err(e) = self.fetch_ahead(idx) {
             if matches!(e, StoreError::Integrity { .. }) {
                 self.store.integrity_failure(&self.address, &e);
@@ -2113,10 +2209,7 @@ impl Iterator for ObjectReader {
             self.pos = self.end;
             return Some(Err(e));
         }
-        let data = match self
-            .store
-            .read_chunk(&mut self.source, idx, &self.address, &hash)
-        {
+        let data = match self.store.read_chunk(&mut self.source, idx, &self.meta) {
             Ok(d) => d,
             Err(e) => {
                 self.pos = self.end;

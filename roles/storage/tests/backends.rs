@@ -437,7 +437,9 @@ fn the_sweep_takes_only_old_unnamed_packs(f: &Fixture) {
     let kept = pattern(PACK + 2 * CHUNK_BYTES, 12);
     let (meta, _) = f.store.put(&kept).unwrap();
     let mut w = f.store.writer();
-    w.write(&pattern(PACK + CHUNK_BYTES, 13)).unwrap();
+    // A pack goes up once a chunk follows it (and a full chunk once a
+    // byte follows it): one byte past 17 chunks ships the first 16.
+    w.write(&pattern(PACK + CHUNK_BYTES + 1, 13)).unwrap();
     let orphan = w.address();
     drop(w);
     // A deleted object's packs are garbage too.

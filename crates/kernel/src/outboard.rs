@@ -1,0 +1,496 @@
+//! An object's BLAKE3 tree above its 64 KiB chunk groups: what proves a
+//! range of an object against its address without the rest of it
+//! (verified streaming, as iroh-blobs does with `bao-tree`, whose tree
+//! geometry and traversal order this uses).
+//!
+//! The leaves are the chaining values of the object's 64 KiB groups at
+//! their offsets — the store's chunk size, so a group is one stored chunk
+//! and one blob frame. For an object of one group the only "leaf" is the
+//! address itself. A [`Tree`] holds the leaves and every level above them
+//! (about 0.1 % of the object); the address is its root.
+//!
+//! A proof for some byte ranges is the parent pairs (64 bytes each) on the
+//! paths from the root to the groups covering those ranges, in the
+//! pre-order `bao-tree` visits them. The asker checks the whole proof
+//! against the address first ([`check_proof`]), which yields the hash each
+//! group must have; each group is then checked as it arrives
+//! ([`Expect::verify`]), so a liar is caught within one group.
+
+use std::ops::Range;
+
+use bao_tree::iter::BaoChunk;
+use bao_tree::{BaoTree, BlockSize, ChunkNum, ChunkRanges, TreeNode};
+use blake3::hazmat::{merge_subtrees_non_root, merge_subtrees_root, HasherExt, Mode};
+
+/// BLAKE3 chunks (1 KiB) per group, as a power of two: 64 KiB groups.
+const GROUP_LOG: u8 = 6;
+/// Bytes per group.
+pub const GROUP_BYTES: u64 = 1024 << GROUP_LOG;
+
+pub fn block_size() -> BlockSize {
+    BlockSize::from_chunk_log(GROUP_LOG)
+}
+
+/// Groups in an object of `size` bytes (an empty object has none).
+pub fn groups(size: u64) -> u64 {
+    size.div_ceil(GROUP_BYTES)
+}
+
+/// The chaining value of group `index` of an object that has more than
+/// one group (its subtree of the BLAKE3 tree, not a root).
+pub fn group_cv(index: u64, data: &[u8]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new();
+    h.set_input_offset(index * GROUP_BYTES);
+    h.update(data);
+    h.finalize_non_root()
+}
+
+/// A group's hash as the tree knows it: the chaining value, or for an
+/// object of one group the object's BLAKE3 hash (its address).
+pub fn leaf_hash(index: u64, data: &[u8], is_root: bool) -> [u8; 32] {
+    if is_root {
+        *blake3::hash(data).as_bytes()
+    } else {
+        group_cv(index, data)
+    }
+}
+
+fn parent(l: &[u8; 32], r: &[u8; 32], is_root: bool) -> [u8; 32] {
+    if is_root {
+        *merge_subtrees_root(l, r, Mode::Hash).as_bytes()
+    } else {
+        merge_subtrees_non_root(l, r, Mode::Hash)
+    }
+}
+
+/// The address of an object of `size` bytes from its groups' hashes,
+/// merged the way BLAKE3 builds its tree (each left subtree the largest
+/// power of two below its parent's length; with 64 KiB groups every split
+/// falls on a group boundary) without keeping the levels.
+pub fn root(leaves: &[[u8; 32]], size: u64) -> [u8; 32] {
+    fn subtree(leaves: &[[u8; 32]], len: u64, is_root: bool) -> [u8; 32] {
+        match leaves {
+            [] => *blake3::hash(&[]).as_bytes(),
+            [one] => *one,
+            _ => {
+                let left = blake3::hazmat::left_subtree_len(len);
+                let n = (left / GROUP_BYTES) as usize;
+                let l = subtree(&leaves[..n], left, false);
+                let r = subtree(&leaves[n..], len - left, false);
+                parent(&l, &r, is_root)
+            }
+        }
+    }
+    subtree(leaves, size, true)
+}
+
+/// An object's tree: its size and every level from the group hashes up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tree {
+    size: u64,
+    /// `levels[0]` are the groups' hashes; `levels[j][i]` is the chaining
+    /// value of groups `[i·2^j, (i+1)·2^j)` (the last one of a level may be
+    /// short: merging pairwise and carrying an odd one up builds exactly
+    /// BLAKE3's left-leaning tree). The top level has at most two.
+    levels: Vec<Vec<[u8; 32]>>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ProofError {
+    #[error("{got} group hashes for an object of {size} bytes (needs {want})")]
+    Groups { size: u64, got: usize, want: u64 },
+    #[error("the proof has {got} bytes, {want} expected")]
+    Length { got: usize, want: usize },
+    #[error("the proof does not lead to the address (tree node at chunk {chunk}, level {level})")]
+    Mismatch { chunk: u64, level: u32 },
+}
+
+impl Tree {
+    /// The tree of an object of `size` bytes from its groups' hashes (for
+    /// one group, that group's hash is the address; none for an empty
+    /// object).
+    pub fn new(size: u64, leaves: Vec<[u8; 32]>) -> Result<Self, ProofError> {
+        let want = groups(size);
+        if leaves.len() as u64 != want {
+            return Err(ProofError::Groups {
+                size,
+                got: leaves.len(),
+                want,
+            });
+        }
+        let mut levels = vec![leaves];
+        while let Some(top) = levels.last().filter(|t| t.len() > 2) {
+            let up = top
+                .chunks(2)
+                .map(|p| match p {
+                    [l, r] => parent(l, r, false),
+                    [one] => *one,
+                    _ => unreachable!("chunks(2) yields one or two"),
+                })
+                .collect();
+            levels.push(up);
+        }
+        Ok(Tree { size, levels })
+    }
+
+    /// The tree of `data`, hashed here (one pass).
+    pub fn of(data: &[u8]) -> Self {
+        let n = groups(data.len() as u64);
+        let leaves = data
+            .chunks(GROUP_BYTES as usize)
+            .enumerate()
+            .map(|(i, g)| leaf_hash(i as u64, g, n == 1))
+            .collect();
+        // The leaf count is the group count by construction.
+        Tree::new(data.len() as u64, leaves).unwrap_or_else(|_| unreachable!())
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The groups' hashes.
+    pub fn leaves(&self) -> &[[u8; 32]] {
+        &self.levels[0]
+    }
+
+    /// The BLAKE3 hash of the whole object: its address.
+    pub fn root(&self) -> [u8; 32] {
+        match self.levels.last().map(Vec::as_slice) {
+            Some([one]) => *one,
+            Some([l, r]) => parent(l, r, true),
+            _ => *blake3::hash(&[]).as_bytes(),
+        }
+    }
+
+    pub fn bao(&self) -> BaoTree {
+        BaoTree::new(self.size, block_size())
+    }
+
+    /// The child pair of a parent node above the groups.
+    fn pair(&self, node: TreeNode) -> Option<([u8; 32], [u8; 32])> {
+        let level = node.level();
+        let j = level.checked_sub(u32::from(GROUP_LOG))? as usize;
+        let left = (node.chunk_range().start.0 >> level) as usize;
+        let row = self.levels.get(j)?;
+        Some((*row.get(left)?, *row.get(left + 1)?))
+    }
+
+    /// The proof for `ranges` (see the module docs).
+    pub fn proof(&self, ranges: &ChunkRanges) -> Vec<u8> {
+        let mut out = Vec::new();
+        for item in self.bao().ranges_pre_order_chunks_iter_ref(ranges, 0) {
+            if let BaoChunk::Parent { node, .. } = item {
+                // Every parent the traversal visits is in the tree.
+                let (l, r) = self.pair(node).unwrap_or_else(|| unreachable!());
+                out.extend_from_slice(&l);
+                out.extend_from_slice(&r);
+            }
+        }
+        out
+    }
+}
+
+impl bao_tree::io::sync::Outboard for Tree {
+    fn root(&self) -> blake3::Hash {
+        blake3::Hash::from(Tree::root(self))
+    }
+
+    fn tree(&self) -> BaoTree {
+        self.bao()
+    }
+
+    fn load(&self, node: TreeNode) -> std::io::Result<Option<(blake3::Hash, blake3::Hash)>> {
+        Ok(self
+            .pair(node)
+            .map(|(l, r)| (blake3::Hash::from(l), blake3::Hash::from(r))))
+    }
+}
+
+/// The byte runs a fetch of bytes `range` of an object of `size` bytes
+/// (all of it for `None`) receives: the groups covering the range, and
+/// always the last group — a proof that includes the last group proves
+/// the size too. Sorted, apart, group-aligned (the last may end short at
+/// `size`).
+pub fn runs(size: u64, range: Option<Range<u64>>) -> Vec<Range<u64>> {
+    let n = groups(size);
+    if n == 0 {
+        return Vec::new();
+    }
+    let (first, end) = match range {
+        None => (0, n),
+        Some(r) => {
+            let first = (r.start / GROUP_BYTES).min(n - 1);
+            let end = r.end.min(size).div_ceil(GROUP_BYTES).clamp(first + 1, n);
+            (first, end)
+        }
+    };
+    let bytes = |g: u64| (g * GROUP_BYTES).min(size);
+    let mut out = Vec::with_capacity(2);
+    out.push(bytes(first)..bytes(end));
+    if end < n {
+        out.push(bytes(n - 1)..size);
+    }
+    out
+}
+
+/// [`runs`] as the BLAKE3 chunk ranges `bao-tree` traverses.
+pub fn ranges_for(size: u64, range: Option<Range<u64>>) -> ChunkRanges {
+    let mut out = ChunkRanges::empty();
+    for r in runs(size, range) {
+        let start = ChunkNum(r.start / 1024);
+        let end = ChunkNum(r.end.div_ceil(GROUP_BYTES) << GROUP_LOG);
+        out |= ChunkRanges::from(start..end);
+    }
+    out
+}
+
+/// A group the asker is to receive, and the hash it must have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expect {
+    pub index: u64,
+    pub len: usize,
+    pub hash: [u8; 32],
+    pub is_root: bool,
+}
+
+impl Expect {
+    /// Where the group starts in the object.
+    pub fn offset(&self) -> u64 {
+        self.index * GROUP_BYTES
+    }
+
+    /// Whether `data` is this group (one BLAKE3 pass over it).
+    pub fn verify(&self, data: &[u8]) -> bool {
+        data.len() == self.len && leaf_hash(self.index, data, self.is_root) == self.hash
+    }
+}
+
+/// The proof's length for `ranges` of an object of `size` bytes.
+pub fn proof_len(size: u64, ranges: &ChunkRanges) -> usize {
+    let tree = BaoTree::new(size, block_size());
+    64 * tree
+        .ranges_pre_order_chunks_iter_ref(ranges, 0)
+        .filter(|c| matches!(c, BaoChunk::Parent { .. }))
+        .count()
+}
+
+/// Checks a proof for `ranges` of the object `address` of `size` bytes:
+/// every parent pair against the hash its parent gave it, from the
+/// address down. Returns the groups to expect, in order, with their
+/// hashes.
+pub fn check_proof(
+    address: &[u8; 32],
+    size: u64,
+    ranges: &ChunkRanges,
+    proof: &[u8],
+) -> Result<Vec<Expect>, ProofError> {
+    let want = proof_len(size, ranges);
+    if proof.len() != want {
+        return Err(ProofError::Length {
+            got: proof.len(),
+            want,
+        });
+    }
+    let tree = BaoTree::new(size, block_size());
+    let mut pairs = proof.chunks_exact(64);
+    let mut stack = vec![*address];
+    let mut out = Vec::new();
+    for item in tree.ranges_pre_order_chunks_iter_ref(ranges, 0) {
+        match item {
+            BaoChunk::Parent {
+                node,
+                is_root,
+                left,
+                right,
+                ..
+            } => {
+                let mismatch = ProofError::Mismatch {
+                    chunk: node.chunk_range().start.0,
+                    level: node.level(),
+                };
+                let (pair, expected) = match (pairs.next(), stack.pop()) {
+                    (Some(p), Some(e)) => (p, e),
+                    _ => return Err(mismatch),
+                };
+                let mut l = [0u8; 32];
+                let mut r = [0u8; 32];
+                l.copy_from_slice(&pair[..32]);
+                r.copy_from_slice(&pair[32..]);
+                if parent(&l, &r, is_root) != expected {
+                    return Err(mismatch);
+                }
+                if right {
+                    stack.push(r);
+                }
+                if left {
+                    stack.push(l);
+                }
+            }
+            BaoChunk::Leaf {
+                start_chunk,
+                size: len,
+                is_root,
+                ..
+            } => {
+                let hash = stack.pop().ok_or(ProofError::Mismatch {
+                    chunk: start_chunk.0,
+                    level: 0,
+                })?;
+                out.push(Expect {
+                    index: start_chunk.0 >> GROUP_LOG,
+                    len,
+                    hash,
+                    is_root,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 7 % 251) as u8).collect()
+    }
+
+    const G: usize = GROUP_BYTES as usize;
+
+    #[test]
+    fn the_root_is_the_blake3_hash_for_every_shape() {
+        for len in [
+            0,
+            1,
+            G - 1,
+            G,
+            G + 1,
+            2 * G,
+            3 * G + 5,
+            4 * G,
+            5 * G,
+            7 * G + 1,
+            33 * G,
+        ] {
+            let d = data(len);
+            let t = Tree::of(&d);
+            assert_eq!(t.root(), *blake3::hash(&d).as_bytes(), "len {len}");
+            assert_eq!(t.leaves().len() as u64, groups(len as u64));
+        }
+    }
+
+    #[test]
+    fn the_root_merged_from_group_values_is_blake3() {
+        for len in [
+            0,
+            5,
+            G,
+            G + 1,
+            2 * G + 1,
+            3 * G + 7,
+            4 * G,
+            16 * G,
+            17 * G + 1,
+            33 * G - 1,
+        ] {
+            let d = data(len);
+            let n = groups(len as u64);
+            let leaves: Vec<[u8; 32]> = d
+                .chunks(G)
+                .enumerate()
+                .map(|(i, g)| leaf_hash(i as u64, g, n == 1))
+                .collect();
+            assert_eq!(
+                &root(&leaves, len as u64),
+                blake3::hash(&d).as_bytes(),
+                "{len} bytes"
+            );
+        }
+    }
+
+    #[test]
+    fn bao_tree_itself_verifies_a_range_encoded_from_this_outboard() {
+        use bao_tree::io::sync::{encode_ranges, DecodeResponseIter};
+        for len in [G + 1, 5 * G, 9 * G + 100] {
+            let d = data(len);
+            let t = Tree::of(&d);
+            let ranges = ranges_for(len as u64, Some(G as u64 + 10..2 * G as u64));
+            let mut encoded = Vec::new();
+            encode_ranges(&d[..], &t, &ranges, &mut encoded).expect("encode");
+            let root = blake3::Hash::from(t.root());
+            let mut n = 0;
+            for item in DecodeResponseIter::new(root, t.bao(), &encoded[..], &ranges) {
+                item.expect("verifies");
+                n += 1;
+            }
+            assert!(n > 0);
+        }
+    }
+
+    #[test]
+    fn a_checked_proof_names_each_groups_hash_and_a_forged_one_fails() {
+        let len = 9 * G + 100;
+        let d = data(len);
+        let t = Tree::of(&d);
+        let address = t.root();
+        let ranges = ranges_for(len as u64, Some(3 * G as u64 + 1..5 * G as u64));
+        let proof = t.proof(&ranges);
+        assert_eq!(proof.len(), proof_len(len as u64, &ranges));
+        let expect = check_proof(&address, len as u64, &ranges, &proof).expect("proof");
+        let indices: Vec<u64> = expect.iter().map(|e| e.index).collect();
+        assert_eq!(indices, [3, 4, 9], "the range's groups and the last one");
+        for e in &expect {
+            let at = e.offset() as usize;
+            let group = &d[at..(at + e.len)];
+            assert!(e.verify(group));
+            let mut bad = group.to_vec();
+            bad[e.len / 2] ^= 1;
+            assert!(!e.verify(&bad), "one flipped byte");
+        }
+        // A forged pair anywhere, a short proof, another address.
+        for i in (0..proof.len()).step_by(32) {
+            let mut forged = proof.clone();
+            forged[i] ^= 1;
+            assert!(matches!(
+                check_proof(&address, len as u64, &ranges, &forged),
+                Err(ProofError::Mismatch { .. })
+            ));
+        }
+        assert!(check_proof(&address, len as u64, &ranges, &proof[..64]).is_err());
+        let other = *blake3::hash(b"other").as_bytes();
+        assert!(check_proof(&other, len as u64, &ranges, &proof).is_err());
+        // A lie about the size changes the shape: refused.
+        assert!(check_proof(&address, len as u64 + G as u64, &ranges, &proof).is_err());
+    }
+
+    #[test]
+    fn runs_cover_the_range_in_whole_groups_and_the_last_group() {
+        let size = 10 * GROUP_BYTES + 7;
+        let g = GROUP_BYTES;
+        assert_eq!(runs(size, None), vec![(0..size)]);
+        assert_eq!(runs(size, Some(g + 1..3 * g)), [g..3 * g, 10 * g..size]);
+        assert_eq!(runs(size, Some(9 * g..size)), vec![(9 * g..size)]);
+        assert_eq!(
+            runs(size, Some(5..5)),
+            [0..g, 10 * g..size],
+            "an empty range still proves the size"
+        );
+        assert_eq!(runs(size, Some(size + 5..size + 9)), vec![(10 * g..size)]);
+        assert_eq!(runs(0, None), []);
+    }
+
+    #[test]
+    fn one_group_needs_no_proof_and_is_checked_against_the_address() {
+        let d = data(1000);
+        let t = Tree::of(&d);
+        let ranges = ranges_for(1000, None);
+        assert!(t.proof(&ranges).is_empty());
+        let e = check_proof(&t.root(), 1000, &ranges, &[]).expect("proof");
+        assert_eq!(e.len(), 1);
+        assert!(e[0].is_root && e[0].verify(&d));
+        let empty = check_proof(blake3::hash(&[]).as_bytes(), 0, &ranges_for(0, None), &[]);
+        assert_eq!(empty.expect("empty"), []);
+    }
+}
