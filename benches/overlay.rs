@@ -240,7 +240,7 @@ async fn node_to_node(quic: bool, blobs: &[Bytes], into_store: bool) -> Duration
                     ov.fetch_groups(a, Count::default())
                         .await
                         .map(|c| c.bytes)
-                        .map_err(|e| e.to_string())
+                        .map_err(|e| e.error.to_string())
                 })
             })
             .collect();

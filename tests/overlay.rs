@@ -654,8 +654,17 @@ fn scripted_holder(
                 else {
                     continue;
                 };
+                if req.address != address {
+                    let spec = FrameSpec::error(2, h.corr_id, 404, Flags::RESP);
+                    let body =
+                        Bytes::from_static(br#"{"reason":"not_found","message":"not here"}"#);
+                    let f = enc.encode(&spec, &[], body).unwrap();
+                    if tls.write_all(&f.to_vec()).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
                 asked.lock().unwrap().push(req.range);
-                assert_eq!(req.address, address);
                 let size = data.len() as u64;
                 let range = req.range.map(|[a, b]| a..b);
                 let mut head = size.to_le_bytes().to_vec();
@@ -858,7 +867,7 @@ fn a_holder_that_corrupts_one_byte_of_a_range_is_caught_at_that_group_and_nothin
 
 #[test]
 fn a_fetch_cut_off_half_way_resumes_at_the_next_peer_from_the_verified_groups() {
-    let (b, b_key) = node_pinning(35, &[36, 37]);
+    let (b, b_key) = node_pinning(35, &[36, 37, 38, 39]);
     let rt = current_thread();
     let data = std::sync::Arc::new(common::body_of(12 * GROUP - 7, 11));
     let addr = b.addr("overlay");
@@ -901,6 +910,46 @@ fn a_fetch_cut_off_half_way_resumes_at_the_next_peer_from_the_verified_groups() 
         *second.lock().unwrap(),
         [Some([6 * GROUP as u64, data.len() as u64])],
         "only what the first peer did not deliver"
+    );
+
+    // The only peer dies half-way: the fetch fails (404) but keeps the
+    // groups that verified; a later fetch, from a peer that came since,
+    // asks only for the rest.
+    let data = std::sync::Arc::new(common::body_of(10 * GROUP + 3, 12));
+    let address = format!("b3:{}", blake3::hash(&data).to_hex());
+    let path = format!("/v1/o/{address}");
+    let dying: std::sync::Arc<std::sync::Mutex<Vec<Option<[u64; 2]>>>> = Default::default();
+    scripted_holder(
+        &rt,
+        38,
+        addr,
+        b_key,
+        data.clone(),
+        Script::DieAfter(4),
+        dying.clone(),
+    );
+    wait_session(&b, 38);
+    let r = common::request(b.addr("omnigate"), "GET", &path, &[], b"");
+    assert_eq!(r.status, 404, "{}", r.body);
+    assert_eq!(*dying.lock().unwrap(), [None]);
+    let later: std::sync::Arc<std::sync::Mutex<Vec<Option<[u64; 2]>>>> = Default::default();
+    scripted_holder(
+        &rt,
+        39,
+        addr,
+        b_key,
+        data.clone(),
+        Script::Honest,
+        later.clone(),
+    );
+    wait_session(&b, 39);
+    let (status, _, body) = common::request_bytes(b.addr("omnigate"), "GET", &path, &[], b"");
+    assert_eq!(status, 200);
+    assert!(body == data[..]);
+    assert_eq!(
+        *later.lock().unwrap(),
+        [Some([4 * GROUP as u64, data.len() as u64])],
+        "the second fetch resumed the first one's verified groups"
     );
 }
 

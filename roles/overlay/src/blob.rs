@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::OverlayError;
 use crate::sansio::{Outgoing, BLOB_FRAME};
-use crate::state::{Command, Overlay};
+use crate::state::{Command, Overlay, Partial};
 
 /// Why this node does not serve a request; sent as the stream's ERROR.
 #[derive(Debug)]
@@ -230,7 +230,7 @@ impl Overlay {
         &self,
         address: ContentAddress,
         mut sink: S,
-    ) -> Result<S, OverlayError> {
+    ) -> Result<S, FetchFailed<S>> {
         let mut links = self.peer_links();
         // The peer that announced this object (if any) is asked first.
         if let Some(holder) = self.hints.get(&address.to_string()) {
@@ -263,11 +263,25 @@ impl Overlay {
             // channel in it): the verifier ends short.
             let _ = tx.send(fetch).await;
             let complete = complete.await;
-            let (back, verified) = verify.await?;
+            let (back, verified) = match verify.await {
+                Ok(v) => v,
+                // The verifier panicked: the sink is gone with it.
+                Err(e) => {
+                    return Err(FetchFailed {
+                        error: e.into(),
+                        sink: None,
+                    })
+                }
+            };
             sink = back;
             match verified {
                 Ok(()) => {}
-                Err(Fail::Local(e)) => return Err(e),
+                Err(Fail::Local(error)) => {
+                    return Err(FetchFailed {
+                        error,
+                        sink: Some(sink),
+                    })
+                }
                 Err(Fail::Corrupt(why)) => {
                     let detail = format!("{peer}: {why}");
                     let _ = tx
@@ -292,22 +306,61 @@ impl Overlay {
                 return Ok(sink);
             }
         }
-        Err(last)
+        if sink.wanted().is_none() {
+            return Ok(sink);
+        }
+        Err(FetchFailed {
+            error: last,
+            sink: Some(sink),
+        })
     }
 
     /// Fetches `address` from peers straight into the local store: each
     /// group is verified once as it arrives and stored under the hash
     /// that verified it (no second pass), and the object is committed
-    /// only once whole.
+    /// only once whole. A fetch every peer left short keeps what verified
+    /// (`Partials`) and the next fetch of the address resumes from there.
     pub async fn fetch_into_store(&self, address: ContentAddress) -> Result<(), HandleError> {
         let objects = self.handles.get::<dyn Objects>()?;
-        let sink = StoreSink {
-            writer: Some(objects.writer()),
-            size: None,
-            next: 0,
-            max: self.limits.fetch_max_bytes as u64,
+        let max = self.limits.fetch_max_bytes as u64;
+        let sink = match self.partials.take(&address) {
+            Some(p) => {
+                tracing::info!(%address, bytes = p.groups * GROUP_BYTES, "overlay fetch resumes a partial object");
+                StoreSink {
+                    writer: Some(p.writer),
+                    size: Some(p.size),
+                    next: p.groups,
+                    max,
+                }
+            }
+            None => StoreSink {
+                writer: Some(objects.writer()),
+                size: None,
+                next: 0,
+                max,
+            },
         };
-        let mut sink = self.fetch_groups(address, sink).await?;
+        let mut sink = match self.fetch_groups(address, sink).await {
+            Ok(sink) => sink,
+            Err(FetchFailed { error, sink }) => {
+                if let Some(StoreSink {
+                    writer: Some(writer),
+                    size: Some(size),
+                    next,
+                    ..
+                }) = sink.filter(|s| s.next > 0 && !matches!(error, OverlayError::Handle(_)))
+                {
+                    tracing::info!(%address, bytes = next * GROUP_BYTES, "overlay fetch keeps a partial object");
+                    let p = Partial {
+                        writer,
+                        groups: next,
+                        size,
+                    };
+                    self.partials.park(address, p);
+                }
+                return Err(error.into());
+            }
+        };
         let writer = sink.writer.take();
         let stored = tokio::task::spawn_blocking(move || match writer {
             Some(w) if w.address() == address => w.finish().map(|_| ()),
@@ -344,10 +397,10 @@ impl Overlay {
         };
         let ov = self.clone();
         let task = tokio::spawn(async move {
-            if let Err(e) = ov.fetch_groups(address, sink).await {
+            if let Err(FetchFailed { error, .. }) = ov.fetch_groups(address, sink).await {
                 // After the size went out, the reader learns it here.
-                let _ = bytes.send(Err(e.to_string())).await;
-                return Err(e);
+                let _ = bytes.send(Err(error.to_string())).await;
+                return Err(error);
             }
             Ok(())
         });
@@ -360,6 +413,13 @@ impl Overlay {
             },
         }
     }
+}
+
+/// A fetch no peer completed: why (the last peer's failure), and the sink
+/// with what did verify (`None` if it was lost with a panicked task).
+pub struct FetchFailed<S> {
+    pub error: OverlayError,
+    pub sink: Option<S>,
 }
 
 /// The bytes of a range fetch, in order (`Err`: the fetch failed after the

@@ -174,6 +174,9 @@ pub struct Overlay {
     pub seen: Seen,
     /// Which peer announced which object (`object.stored` gossip).
     pub hints: Hints,
+    /// Fetches into the store that every peer left short, for the next
+    /// fetch of the same object to resume.
+    pub(crate) partials: Partials,
     /// Frames sent and not yet acknowledged, over all sessions.
     inflight: AtomicU64,
     pub shutdown: CancellationToken,
@@ -210,6 +213,7 @@ impl Overlay {
             handles,
             seen: Seen::default(),
             hints: Hints::default(),
+            partials: Partials::default(),
             inflight: AtomicU64::new(0),
             shutdown,
             kex_preference,
@@ -419,6 +423,44 @@ impl Hints {
     pub fn get(&self, address: &str) -> Option<String> {
         let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         g.0.get(address).cloned()
+    }
+}
+
+/// Partial objects kept: at most this many (the oldest is dropped, and
+/// with it the chunks its writer stored).
+const PARTIALS: usize = 16;
+
+/// An object fetched in part: a store writer holding its first `groups`
+/// verified groups (stored, nothing committed) and its proved size.
+pub(crate) struct Partial {
+    pub writer: Box<dyn ron_kernel::handles::ObjectSink>,
+    pub groups: u64,
+    pub size: u64,
+}
+
+/// The partial objects kept, oldest first.
+#[derive(Default)]
+pub(crate) struct Partials {
+    inner: Mutex<VecDeque<(ron_kernel::ContentAddress, Partial)>>,
+}
+
+impl Partials {
+    /// Keeps `p` for the next fetch of `address`.
+    pub(crate) fn park(&self, address: ron_kernel::ContentAddress, p: Partial) {
+        // Plain queue updates only; a panic cannot leave them half-done.
+        let mut q = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        q.retain(|(a, _)| *a != address);
+        q.push_back((address, p));
+        while q.len() > PARTIALS {
+            q.pop_front();
+        }
+    }
+
+    /// The partial object of `address`, taken.
+    pub(crate) fn take(&self, address: &ron_kernel::ContentAddress) -> Option<Partial> {
+        let mut q = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let i = q.iter().position(|(a, _)| a == address)?;
+        q.remove(i).map(|(_, p)| p)
     }
 }
 
