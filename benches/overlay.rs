@@ -12,6 +12,14 @@
 //!   stream; each raw peer also runs once more with the BLAKE3 work blob
 //!   fetch must do (the sender hashes each 64 KiB chunk, the receiver each
 //!   object), which shows what the session itself costs;
+//! - the same 1 GiB fetched into the asker's store (as omnigate's peer
+//!   fetch does) next to fetch-and-verify only, with the BLAKE3 passes per
+//!   byte the asker made (its verifier's and its store's hashed bytes,
+//!   counted);
+//! - 32 ranges of 1 MiB out of one 1 GiB object (`fetch_range`): time to
+//!   the first verified byte, and bytes on the wire next to the range plus
+//!   its proof (the parent pairs, and the last group, which proves the
+//!   size);
 //! - idle session cost: this process's resident memory before and after
 //!   1,000 idle overlay sessions (TLS + HELLO + pings, both ends in this
 //!   process, so the figure is per pair of ends), next to 1,000 idle plain
@@ -21,7 +29,8 @@
 //! side alone: `BENCH_ONLY=tls|quic|raw-tls|raw-quic|raw-tls-verify|
 //! raw-quic-verify|idle` on the built bench binary (it then also prints the
 //! CPUs busy and page faults of the transfer); `tls-store|quic-store` fetch
-//! into the asker's store as omnigate's peer fetch does.
+//! into the asker's store as omnigate's peer fetch does; `range-tls|
+//! range-quic` run the ranges alone.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test or bench may panic
 
@@ -164,7 +173,7 @@ fn blobs() -> Vec<Bytes> {
 /// 1 GiB of blobs fetched from a holder to an asker over `transport`;
 /// with `into_store`, into the asker's store as omnigate's peer fetch does
 /// (`fetch_into_store`), else only hashed and counted.
-async fn node_to_node(quic: bool, blobs: &[Bytes], into_store: bool) -> Duration {
+async fn node_to_node(quic: bool, blobs: &[Bytes], into_store: bool) -> (Duration, f64) {
     let stop = CancellationToken::new();
     // Without a read cache: every chunk is read from redb and verified.
     let store = ron_storage::ObjectStore::in_memory(None).expect("store");
@@ -173,13 +182,73 @@ async fn node_to_node(quic: bool, blobs: &[Bytes], into_store: bool) -> Duration
         let (meta, _) = store.put(data).expect("put");
         addrs.push(meta.address);
     }
-    let (holder, holder_tls, _) = overlay(1, 2, store, &stop);
-    let (asker, _, asker_tls) = overlay(
-        2,
-        1,
-        ron_storage::ObjectStore::in_memory(None).expect("store"),
-        &stop,
-    );
+    let (holder, asker, asker_store) = connected(quic, store, &stop).await;
+    let t = Instant::now();
+    let c = Cpu::now();
+    let mut got = 0usize;
+    for batch in addrs.chunks(PARALLEL) {
+        let fetches: Vec<_> = batch
+            .iter()
+            .map(|a: &ContentAddress| {
+                let ov = asker.clone();
+                let a = *a;
+                // Each payload is consumed as it arrives (hashed, counted
+                // and dropped; the raw peers' reader only drops), and the
+                // fetch returns once the object's address is checked.
+                tokio::spawn(async move {
+                    if into_store {
+                        return ov
+                            .fetch_into_store(a)
+                            .await
+                            .map(|()| OBJECT)
+                            .map_err(|e| e.to_string());
+                    }
+                    ov.fetch_groups(a, Count::default())
+                        .await
+                        .map(|c| c.bytes)
+                        .map_err(|e| e.error.to_string())
+                })
+            })
+            .collect();
+        for f in fetches {
+            got += f.await.expect("join").expect("fetch");
+        }
+    }
+    let took = t.elapsed();
+    c.report("oap", took);
+    assert_eq!(got, BULK);
+    // BLAKE3 passes per fetched byte on the asker: its verifier's and its
+    // store's (a store that keeps a group under the hash that verified it
+    // hashes nothing more).
+    let hashed = asker
+        .verified_bytes
+        .load(std::sync::atomic::Ordering::Relaxed)
+        + asker_store.hashed_bytes();
+    let passes = hashed as f64 / BULK as f64;
+    drop(holder);
+    stop.cancel();
+    (took, passes)
+}
+
+/// A holder with `store` and an asker with an empty store, connected over
+/// TLS/TCP or QUIC on loopback.
+async fn connected(
+    quic: bool,
+    store: ron_storage::ObjectStore,
+    stop: &CancellationToken,
+) -> (Arc<Overlay>, Arc<Overlay>, ron_storage::ObjectStore) {
+    let (holder, holder_tls, _) = overlay(1, 2, store, stop);
+    // The asker's store in RAM (an amnesia node), or with
+    // `BENCH_STORE=disk` a redb file under the temp dir, as a node on disk.
+    let asker_store = if std::env::var("BENCH_STORE").as_deref() == Ok("disk") {
+        let path =
+            std::env::temp_dir().join(format!("ron-bench-asker-{}.redb", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        ron_storage::ObjectStore::open(&path, None).expect("store")
+    } else {
+        ron_storage::ObjectStore::in_memory(None).expect("store")
+    };
+    let (asker, _, asker_tls) = overlay(2, 1, asker_store.clone(), stop);
     let holder_key = holder.identity.public_key();
     if quic {
         let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
@@ -217,42 +286,64 @@ async fn node_to_node(quic: bool, blobs: &[Bytes], into_store: bool) -> Duration
     while !asker.connected(&holder_id) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let t = Instant::now();
-    let c = Cpu::now();
-    let mut got = 0usize;
-    for batch in addrs.chunks(PARALLEL) {
-        let fetches: Vec<_> = batch
-            .iter()
-            .map(|a: &ContentAddress| {
-                let ov = asker.clone();
-                let a = *a;
-                // Each payload is consumed as it arrives (hashed, counted
-                // and dropped; the raw peers' reader only drops), and the
-                // fetch returns once the object's address is checked.
-                tokio::spawn(async move {
-                    if into_store {
-                        return ov
-                            .fetch_into_store(a)
-                            .await
-                            .map(|()| OBJECT)
-                            .map_err(|e| e.to_string());
-                    }
-                    ov.fetch_groups(a, Count::default())
-                        .await
-                        .map(|c| c.bytes)
-                        .map_err(|e| e.error.to_string())
-                })
-            })
-            .collect();
-        for f in fetches {
-            got += f.await.expect("join").expect("fetch");
-        }
+    (holder, asker, asker_store)
+}
+
+/// 1 MiB ranges of one 1 GiB object, fetched one after the other through
+/// `fetch_range`: the time to the first verified byte (median, p99), and
+/// the bytes that crossed the wire next to the range and its proof (the
+/// pairs, and the last group that proves the size).
+async fn ranges(quic: bool, blobs: &[Bytes]) -> (Duration, Duration, f64, f64) {
+    const RANGE: u64 = 1 << 20;
+    const N: u64 = 32;
+    let stop = CancellationToken::new();
+    let store = ron_storage::ObjectStore::in_memory(None).expect("store");
+    let mut w = store.writer();
+    for data in blobs {
+        w.write(data).expect("write");
     }
-    let took = t.elapsed();
-    c.report("oap", took);
-    assert_eq!(got, BULK);
+    let (meta, _) = w.finish().expect("finish");
+    let (address, size) = (meta.address, meta.size);
+    let (holder, asker, _) = connected(quic, store, &stop).await;
+    let wire_in = || asker.peers().iter().map(|p| p.bytes_in).sum::<u64>();
+    let (mut ttfb, mut moved, mut wanted, mut pairs) = (Vec::new(), 0u64, 0u64, 0u64);
+    for i in 0..N {
+        // Spread over the object, aligned and not.
+        let start = i * (size / N) + (i % 2) * 12_345;
+        let range = start..start + RANGE;
+        let proof = ron_kernel::outboard::proof_len(
+            size,
+            &ron_kernel::outboard::ranges_for(size, Some(range.clone())),
+        ) as u64;
+        let before = wire_in();
+        let t = Instant::now();
+        let (_, mut rx) = asker
+            .fetch_range(address, range.clone())
+            .await
+            .expect("range");
+        let first = rx.recv().await.expect("bytes").expect("ok");
+        ttfb.push(t.elapsed());
+        let mut got = first.len() as u64;
+        while let Some(b) = rx.recv().await {
+            got += b.expect("ok").len() as u64;
+        }
+        assert_eq!(got, RANGE);
+        // The answer's last frame is in before the stream ends.
+        moved += wire_in() - before;
+        wanted += RANGE;
+        pairs += proof;
+    }
+    let last_group =
+        size - (ron_kernel::outboard::groups(size) - 1) * ron_kernel::outboard::GROUP_BYTES;
+    drop(holder);
     stop.cancel();
-    took
+    let (p50, p99) = (pct(&mut ttfb, 50), pct(&mut ttfb, 99));
+    (
+        p50,
+        p99,
+        moved as f64 / (wanted + pairs + N * last_group) as f64,
+        moved as f64 / (wanted + pairs) as f64,
+    )
 }
 
 /// Verified groups counted and dropped: fetch-and-verify only.
@@ -476,13 +567,18 @@ fn main() {
             return;
         }
         let blobs = blobs();
+        if let Some(which) = only.as_deref().and_then(|w| w.strip_prefix("range-")) {
+            let (p50, p99, with_size, pairs) = ranges(which == "quic", &blobs).await;
+            println!("range-{which}: first verified byte p50 {p50:?} p99 {p99:?}, wire {with_size:.3}x / {pairs:.3}x");
+            return;
+        }
         if let Some(which) = only {
             let d = match which.as_str() {
                 "raw-tls" => raw_tls(&blobs, false).await,
                 "raw-quic" => raw_quic(&blobs, false).await,
                 "raw-tls-verify" => raw_tls(&blobs, true).await,
                 "raw-quic-verify" => raw_quic(&blobs, true).await,
-                w => node_to_node(w.starts_with("quic"), &blobs, w.ends_with("-store")).await,
+                w => node_to_node(w.starts_with("quic"), &blobs, w.ends_with("-store")).await.0,
             };
             println!("{which}: {:.0} MiB/s", 1024.0 / d.as_secs_f64());
             return;
@@ -510,7 +606,8 @@ fn main() {
         // shared 2-core machine is noisy from one second to the next).
         let mbs = |d: Duration| (BULK as f64 / (1 << 20) as f64) / d.as_secs_f64();
         for (quic, name, peer) in [(false, "TLS/TCP", "raw rustls"), (true, "QUIC", "raw quinn")] {
-            let (mut raw, mut checked, mut oap) = (Vec::new(), Vec::new(), Vec::new());
+            let (mut raw, mut checked, mut oap, mut stored) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            let mut passes = 0.0;
             for _ in 0..3 {
                 for (verify, into) in [(false, &mut raw), (true, &mut checked)] {
                     into.push(if quic {
@@ -519,9 +616,17 @@ fn main() {
                         raw_tls(&blobs, verify).await
                     });
                 }
-                oap.push(node_to_node(quic, &blobs, false).await);
+                oap.push(node_to_node(quic, &blobs, false).await.0);
+                let (d, p) = node_to_node(quic, &blobs, true).await;
+                stored.push(d);
+                passes = p;
             }
-            let (raw, checked, oap) = (pct(&mut raw, 50), pct(&mut checked, 50), pct(&mut oap, 50));
+            let (raw, checked, oap, stored) = (
+                pct(&mut raw, 50),
+                pct(&mut checked, 50),
+                pct(&mut oap, 50),
+                pct(&mut stored, 50),
+            );
             println!(
                 "overlay/node→node 1 GiB over {name} (median of 3): OAP/1 blob fetch {:.0} MiB/s | {peer} {:.0} MiB/s, ratio {:.2}x | {peer} + the same BLAKE3 checks {:.0} MiB/s, ratio {:.2}x",
                 mbs(oap),
@@ -529,6 +634,16 @@ fn main() {
                 mbs(oap) / mbs(raw),
                 mbs(checked),
                 mbs(oap) / mbs(checked)
+            );
+            println!(
+                "overlay/fetch-into-store 1 GiB over {name} (median of 3): {:.0} MiB/s | fetch-and-verify only {:.0} MiB/s, ratio {:.2}x | BLAKE3 passes per byte on the asker {passes:.2}",
+                mbs(stored),
+                mbs(oap),
+                mbs(stored) / mbs(oap)
+            );
+            let (p50, p99, with_size, pairs_only) = ranges(quic, &blobs).await;
+            println!(
+                "overlay/range 1 MiB of a 1 GiB object over {name} (32 ranges): first verified byte p50 {p50:?} p99 {p99:?} | bytes on the wire / (range + proof pairs + size-proof group) {with_size:.3}x | / (range + proof pairs) {pairs_only:.3}x"
             );
         }
     });

@@ -169,7 +169,7 @@ pub trait Objects: HttpApi {
     /// range of it to a peer), `None` when it is not here. Blocking; free
     /// for objects whose chunk ids are the tree's leaves, one verified read
     /// of the object otherwise.
-    fn tree(&self, address: &ContentAddress) -> HandleResult<Option<crate::outboard::Tree>>;
+    fn tree(&self, address: &ContentAddress) -> HandleResult<Option<Arc<crate::outboard::Tree>>>;
 }
 
 impl Handle for dyn Objects {

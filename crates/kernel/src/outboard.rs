@@ -133,6 +133,57 @@ impl Tree {
         Ok(Tree { size, levels })
     }
 
+    /// The tree as bytes: the size (u64, little-endian), then every
+    /// level's hashes from the leaves up.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let n: usize = self.levels.iter().map(Vec::len).sum();
+        let mut out = Vec::with_capacity(8 + 32 * n);
+        out.extend_from_slice(&self.size.to_le_bytes());
+        for level in &self.levels {
+            for h in level {
+                out.extend_from_slice(h);
+            }
+        }
+        out
+    }
+
+    /// A tree from [`Tree::to_bytes`], whose root must be `address` (one
+    /// merge: the levels below are trusted as stored; a wrong hash there
+    /// makes a proof that its asker refuses).
+    pub fn from_bytes(address: &[u8; 32], raw: &[u8]) -> Result<Self, ProofError> {
+        let short = ProofError::Length {
+            got: raw.len(),
+            want: 8,
+        };
+        let (size, rest) = raw.split_first_chunk::<8>().ok_or(short)?;
+        let size = u64::from_le_bytes(*size);
+        let mut lens = vec![groups(size) as usize];
+        while let Some(&l) = lens.last().filter(|l| **l > 2) {
+            lens.push(l.div_ceil(2));
+        }
+        let want = 32 * lens.iter().sum::<usize>();
+        if rest.len() != want {
+            return Err(ProofError::Length {
+                got: rest.len(),
+                want,
+            });
+        }
+        let mut hashes = rest.chunks_exact(32).map(|c| {
+            let mut h = [0u8; 32];
+            h.copy_from_slice(c);
+            h
+        });
+        let levels: Vec<Vec<[u8; 32]>> = lens
+            .iter()
+            .map(|&l| hashes.by_ref().take(l).collect())
+            .collect();
+        let tree = Tree { size, levels };
+        if tree.root() != *address {
+            return Err(ProofError::Mismatch { chunk: 0, level: 0 });
+        }
+        Ok(tree)
+    }
+
     /// The tree of `data`, hashed here (one pass).
     pub fn of(data: &[u8]) -> Self {
         let n = groups(data.len() as u64);
@@ -407,6 +458,21 @@ mod tests {
                 blake3::hash(&d).as_bytes(),
                 "{len} bytes"
             );
+        }
+    }
+
+    #[test]
+    fn a_tree_survives_its_bytes_and_refuses_another_address() {
+        for len in [0, 10, G, 3 * G + 1, 17 * G] {
+            let t = Tree::of(&data(len));
+            let raw = t.to_bytes();
+            assert_eq!(
+                Tree::from_bytes(&t.root(), &raw),
+                Ok(t.clone()),
+                "len {len}"
+            );
+            assert!(Tree::from_bytes(&[9; 32], &raw).is_err());
+            assert!(Tree::from_bytes(&t.root(), &raw[..raw.len() - 1]).is_err());
         }
     }
 

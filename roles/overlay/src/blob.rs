@@ -26,7 +26,7 @@ use ron_kernel::{ContentAddress, HandleError};
 use serde::{Deserialize, Serialize};
 
 use crate::error::OverlayError;
-use crate::sansio::{Outgoing, BLOB_FRAME};
+use crate::proto::BLOB_FRAME;
 use crate::state::{Command, Overlay, Partial};
 
 /// Why this node does not serve a request; sent as the stream's ERROR.
@@ -63,14 +63,22 @@ pub struct BlobRequest {
     pub range: Option<[u64; 2]>,
 }
 
-/// The holder's answer to a blob request (blocking: the store): the size
-/// and proof, then the groups, read lazily. `None` when the object is not
-/// here; refused when the bytes asked for exceed `max`.
+/// What a holder sends for a blob request: the `head` frames (size and
+/// proof), then `len` bytes of groups read lazily from its store.
+pub(crate) struct BlobAnswer {
+    pub head: Vec<Bytes>,
+    pub len: u64,
+    pub groups: Pieces,
+}
+
+/// The holder's answer to a blob request (blocking: the store). `None`
+/// when the object is not here; refused when the bytes asked for exceed
+/// `max`.
 pub(crate) fn serve_blob(
     overlay: &Overlay,
     request: &[u8],
     max: usize,
-) -> Result<Option<Outgoing>, Refusal> {
+) -> Result<Option<BlobAnswer>, Refusal> {
     let bad = |d: String| Refusal::new(400, "bad_request", d);
     let req: BlobRequest = serde_json::from_slice(request).map_err(|e| bad(e.to_string()))?;
     let address = ContentAddress::parse(&req.address).map_err(|e| bad(e.to_string()))?;
@@ -100,21 +108,30 @@ pub(crate) fn serve_blob(
         .step_by(BLOB_FRAME)
         .map(|at| head.slice(at..(at + BLOB_FRAME).min(head.len())))
         .collect();
-    // Each run read from the store as its verified chunks, lazily.
-    let mut parts = Vec::with_capacity(runs.len());
-    for r in runs {
-        let Some((_, reader)) = objects.read(&address, Some(r)).map_err(store_error)? else {
-            return Ok(None); // deleted meanwhile
-        };
-        parts.push(reader);
-    }
-    let pieces: Pieces = Box::new(
-        parts
-            .into_iter()
-            .flatten()
-            .map(move |r| r.map_err(store_error)),
-    );
-    Outgoing::blob(head, len, pieces).map(Some)
+    // Each run read from the store as its verified chunks, lazily: the
+    // first now (the object may be gone), the next when the stream gets
+    // there (each read looks the record up again).
+    let mut runs = runs.into_iter();
+    let first: Pieces = match runs.next() {
+        None => Box::new(std::iter::empty()),
+        Some(r) => match objects.read(&address, Some(r)).map_err(store_error)? {
+            Some((_, reader)) => Box::new(reader.map(move |r| r.map_err(store_error))),
+            None => return Ok(None), // deleted meanwhile
+        },
+    };
+    let rest = runs.flat_map(move |r| -> Pieces {
+        match objects.read(&address, Some(r)) {
+            Ok(Some((_, reader))) => Box::new(reader.map(move |r| r.map_err(store_error))),
+            Ok(None) => Box::new(std::iter::once(Err(Refusal::new(
+                404,
+                "not_found",
+                "the object was deleted while it was sent",
+            )))),
+            Err(e) => Box::new(std::iter::once(Err(store_error(e)))),
+        }
+    });
+    let groups: Pieces = Box::new(first.chain(rest));
+    Ok(Some(BlobAnswer { head, len, groups }))
 }
 
 /// What a fetch does with the groups it receives, each verified, in order.
@@ -180,6 +197,7 @@ fn verify_answer<S: GroupSink>(
     max: u64,
     frames: tokio::sync::mpsc::UnboundedReceiver<Bytes>,
     sink: &mut S,
+    hashed: &mut u64,
 ) -> Result<(), Fail> {
     let mut s = Stream {
         frames,
@@ -202,6 +220,7 @@ fn verify_answer<S: GroupSink>(
     sink.sized(size).map_err(Fail::Local)?;
     for e in &expect {
         let data = s.take(e.len)?;
+        *hashed += data.len() as u64;
         if !e.verify(&data) {
             return Err(Fail::Corrupt(format!(
                 "its bytes {}..{} of {address} do not match the address",
@@ -251,8 +270,9 @@ impl Overlay {
             let (reply, complete) = tokio::sync::oneshot::channel();
             let (frames, rx) = tokio::sync::mpsc::unbounded_channel();
             let verify = tokio::task::spawn_blocking(move || {
-                let r = verify_answer(&address, range, max, rx, &mut sink);
-                (sink, r)
+                let mut hashed = 0;
+                let r = verify_answer(&address, range, max, rx, &mut sink, &mut hashed);
+                (sink, r, hashed)
             });
             let fetch = Command::Fetch {
                 request,
@@ -264,7 +284,11 @@ impl Overlay {
             let _ = tx.send(fetch).await;
             let complete = complete.await;
             let (back, verified) = match verify.await {
-                Ok(v) => v,
+                Ok((sink, r, hashed)) => {
+                    self.verified_bytes
+                        .fetch_add(hashed, std::sync::atomic::Ordering::Relaxed);
+                    (sink, r)
+                }
                 // The verifier panicked: the sink is gone with it.
                 Err(e) => {
                     return Err(FetchFailed {

@@ -10,3 +10,7 @@ pub const PROTO_BLOB: u16 = 2;
 pub const PROTO_SYNC: u16 = 3;
 /// Ping: a one-frame REQ answered by a one-frame RESP (the session's rtt).
 pub const PROTO_PING: u16 = 4;
+
+/// The largest payload the overlay puts in one frame: a blob's 64 KiB
+/// group (the store's chunk), so each group is one frame.
+pub const BLOB_FRAME: usize = 64 * 1024;

@@ -43,7 +43,7 @@ use crate::oap_health::OapHook;
 use crate::proto::{PROTO_BLOB, PROTO_GOSSIP, PROTO_PING, PROTO_SYNC};
 use crate::state::{Command, Direction, Limits, SessionInfo};
 
-pub(crate) const BLOB_FRAME: usize = 64 * 1024;
+pub(crate) use crate::proto::BLOB_FRAME;
 /// Unanswered pings remembered per session.
 const PINGS: usize = 8;
 
@@ -224,10 +224,20 @@ pub(crate) struct Outgoing {
 /// blocking-pool hop per 512 KiB), 32 no faster than 16.
 pub(crate) const READ_AHEAD: usize = 16;
 
+/// Store pieces read before an answer's first frame goes: few, so the
+/// asker's first verified byte does not wait for a whole read-ahead (the
+/// next one starts as soon as these are queued).
+pub(crate) const FIRST_PIECES: usize = 2;
+
 /// Reads up to `READ_AHEAD` pieces of a blob (blocking: the store).
 pub(crate) fn read_ahead(src: &mut Pieces, left: &mut u64) -> Result<Vec<Bytes>, Refusal> {
-    let mut pieces = Vec::with_capacity(READ_AHEAD);
-    while pieces.len() < READ_AHEAD && *left > 0 {
+    read_pieces(src, left, READ_AHEAD)
+}
+
+/// Reads up to `n` pieces of a blob, no more than `left` bytes.
+fn read_pieces(src: &mut Pieces, left: &mut u64, n: usize) -> Result<Vec<Bytes>, Refusal> {
+    let mut pieces = Vec::with_capacity(n);
+    while pieces.len() < n && *left > 0 {
         match src.next() {
             Some(Ok(b)) if !b.is_empty() && b.len() as u64 <= *left => {
                 *left -= b.len() as u64;
@@ -266,7 +276,7 @@ impl Outgoing {
     /// bytes from the store, with their first pieces read (blocking).
     pub(crate) fn blob(head: Vec<Bytes>, len: u64, mut source: Pieces) -> Result<Self, Refusal> {
         let mut left = len;
-        let first = read_ahead(&mut source, &mut left)?;
+        let first = read_pieces(&mut source, &mut left, FIRST_PIECES)?;
         let mut frames = VecDeque::with_capacity(head.len() + 2 * READ_AHEAD);
         frames.extend(head);
         let mut o = Outgoing {

@@ -252,7 +252,10 @@ impl Link {
 /// registry): what to send, `None` when it is not here, or why not.
 fn serve(ov: &Overlay, proto: u16, request: &[u8]) -> Result<Option<Outgoing>, Refusal> {
     match proto {
-        PROTO_BLOB => serve_blob(ov, request, ov.limits.fetch_max_bytes),
+        PROTO_BLOB => match serve_blob(ov, request, ov.limits.fetch_max_bytes)? {
+            Some(a) => Outgoing::blob(a.head, a.len, a.groups).map(Some),
+            None => Ok(None),
+        },
         PROTO_SYNC => {
             let since = serde_json::from_slice::<serde_json::Value>(request)
                 .ok()

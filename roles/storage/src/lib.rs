@@ -105,7 +105,7 @@ impl Objects for http::StorageApi {
         Box::new(self.store.writer())
     }
 
-    fn tree(&self, address: &ContentAddress) -> HandleResult<Option<outboard::Tree>> {
+    fn tree(&self, address: &ContentAddress) -> HandleResult<Option<Arc<outboard::Tree>>> {
         self.store.tree(address).map_err(HandleError::failed)
     }
 }

@@ -55,6 +55,10 @@ const SPARE_BUFFERS: usize = 64;
 const CHUNKS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("chunks");
 const REFS: TableDefinition<&[u8; 32], u64> = TableDefinition::new("chunk_refs");
 const OBJECTS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("objects");
+/// Each object's BLAKE3 tree (`outboard::Tree::to_bytes`): written with a
+/// streamed object's record, or made on an object's first ranged serve;
+/// removed with the record.
+const OUTBOARDS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("outboards");
 /// Resumable uploads: id → `UploadState`.
 const UPLOADS: TableDefinition<u64, &[u8]> = TableDefinition::new("uploads");
 /// (upload id, chunk index) → chunk hash. The upload holds a reference on
@@ -125,8 +129,6 @@ pub struct ObjectMeta {
     /// ids — each chunk's own BLAKE3 hash. An object of one chunk has one
     /// id either way: its address.
     pub chunks: Vec<[u8; 32]>,
-    /// Whether `chunks` are tree leaves (they merge to the address).
-    pub(crate) tree_ids: bool,
     /// With a bucket, where the chunks are, as the manifest this record
     /// came from says (`None`: not known here; a reader asks the bucket).
     pub(crate) placement: Option<Arc<Placement>>,
@@ -180,37 +182,38 @@ impl ObjectMeta {
         if chunks.len() as u64 != size.div_ceil(CHUNK_BYTES as u64) {
             return Err(corrupt("object record chunk count does not match its size"));
         }
-        // Which ids these are: tree leaves merge to the address (one
-        // merge per chunk, no pass over the data); plain hashes do not.
-        let tree_ids = chunks.len() <= 1 || outboard::root(&chunks, size) == *address.as_bytes();
         Ok(Self {
             address,
             size,
             chunks,
-            tree_ids,
             placement: None,
         })
     }
 
-    /// Whether `data` is chunk `idx` of this object (one BLAKE3 pass).
-    pub(crate) fn chunk_matches(&self, idx: usize, data: &[u8]) -> bool {
+    /// Whether `data` is chunk `idx` of this object: one BLAKE3 pass, as
+    /// its tree's leaf or (ids of an upload) as a hash of its own. `ids`
+    /// carries what the reader's earlier chunks showed: only a reader's
+    /// first chunk of an upload-made object is hashed both ways. (A chunk
+    /// whose other hash equals its id would be a BLAKE3 preimage.)
+    pub(crate) fn chunk_matches(&self, idx: usize, data: &[u8], ids: &mut Option<Ids>) -> bool {
         let Some(id) = self.chunks.get(idx) else {
             return false;
         };
-        let got = if self.tree_ids && self.chunks.len() > 1 {
-            outboard::group_cv(idx as u64, data)
-        } else {
-            *blake3::hash(data).as_bytes()
-        };
-        got == *id
-    }
-
-    /// The object's BLAKE3 tree, when its ids are the leaves (no pass
-    /// over the data).
-    pub fn tree(&self) -> Option<outboard::Tree> {
-        self.tree_ids
-            .then(|| outboard::Tree::new(self.size, self.chunks.clone()).ok())
-            .flatten()
+        let tree = || self.chunks.len() > 1 && outboard::group_cv(idx as u64, data) == *id;
+        let own = || blake3::hash(data).as_bytes() == id;
+        match *ids {
+            Some(Ids::Tree) => tree(),
+            Some(Ids::Own) => own(),
+            None if tree() => {
+                *ids = Some(Ids::Tree);
+                true
+            }
+            None if own() => {
+                *ids = Some(Ids::Own);
+                true
+            }
+            None => false,
+        }
     }
 
     /// An object's record and placement from its whole manifest, verified.
@@ -235,6 +238,14 @@ impl ObjectMeta {
             ..self.clone()
         }
     }
+}
+
+/// How an object's chunk ids were made: as the leaves of its BLAKE3 tree
+/// (a streamed write), or each chunk's own hash (a resumable upload).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ids {
+    Tree,
+    Own,
 }
 
 /// Totals for metrics and status.
@@ -353,7 +364,16 @@ pub struct ObjectStore {
     /// Sequence of the totals last exported as gauges: two writers that
     /// commit in one order and export in the other leave the newer totals.
     exported: Arc<Mutex<u64>>,
+    /// Bytes run through BLAKE3 by writes and verified reads (benches
+    /// report passes per byte from it).
+    hashed: Arc<AtomicU64>,
+    /// Trees of objects served by range lately (a seek through a large
+    /// object loads its tree once); emptied by deletes.
+    trees: Arc<Mutex<HashMap<[u8; 32], Arc<outboard::Tree>>>>,
 }
+
+/// Trees kept in memory at most.
+const TREES: usize = 64;
 
 /// Where chunk bytes live.
 enum Bodies {
@@ -541,6 +561,8 @@ impl ObjectStore {
             bus,
             cache: None,
             exported: Arc::new(Mutex::new(0)),
+            hashed: Arc::default(),
+            trees: Arc::default(),
         };
         let txn = store.db.begin_write().map_err(db_err)?;
         let totals = {
@@ -551,6 +573,7 @@ impl ObjectStore {
             txn.open_table(UPLOAD_CHUNKS).map_err(db_err)?;
             txn.open_table(UPLOAD_CVS).map_err(db_err)?;
             txn.open_table(UPLOAD_PACKS).map_err(db_err)?;
+            txn.open_table(OUTBOARDS).map_err(db_err)?;
             let mut totals = txn.open_table(TOTALS).map_err(db_err)?;
             match read_totals(&totals)? {
                 Some(t) => t,
@@ -886,6 +909,7 @@ impl ObjectStore {
             kept: false,
             size: 0,
             unsent: Vec::new(),
+            staged: Vec::with_capacity(STAGED_CHUNKS),
             runs: Vec::new(),
         }
     }
@@ -901,28 +925,90 @@ impl ObjectStore {
         Ok(self.head_shared(address)?.map(|m| (*m).clone()))
     }
 
-    /// The object's BLAKE3 tree: from its record when the chunk ids are
-    /// the leaves, else from one verified read of its chunks.
-    pub fn tree(&self, address: &ContentAddress) -> Result<Option<outboard::Tree>, StoreError> {
+    /// The object's BLAKE3 tree: as stored (`outboards`), else made once
+    /// — from its record when the chunk ids are the tree's leaves, from one
+    /// verified read of its chunks when they are not — and stored.
+    pub fn tree(
+        &self,
+        address: &ContentAddress,
+    ) -> Result<Option<Arc<outboard::Tree>>, StoreError> {
+        if let Some(t) = lock(&self.trees).get(address.as_bytes()) {
+            return Ok(Some(t.clone()));
+        }
+        let tree = self.tree_uncached(address)?.map(Arc::new);
+        if let Some(t) = &tree {
+            let mut trees = lock(&self.trees);
+            if trees.len() >= TREES {
+                // The cache is small: start it over rather than track use.
+                trees.clear();
+            }
+            trees.insert(*address.as_bytes(), t.clone());
+        }
+        Ok(tree)
+    }
+
+    fn tree_uncached(
+        &self,
+        address: &ContentAddress,
+    ) -> Result<Option<outboard::Tree>, StoreError> {
+        let stored = {
+            let txn = self.db.begin_read().map_err(db_err)?;
+            let table = txn.open_table(OUTBOARDS).map_err(db_err)?;
+            let row = table.get(address.as_bytes()).map_err(db_err)?;
+            row.map(|raw| outboard::Tree::from_bytes(address.as_bytes(), raw.value()))
+        };
+        match stored {
+            Some(Ok(t)) => return Ok(Some(t)),
+            Some(Err(e)) => {
+                tracing::warn!(%address, error = %e, "a stored object tree is damaged; making it again");
+            }
+            None => {}
+        }
         let Some(meta) = self.head_shared(address)? else {
             return Ok(None);
         };
-        if let Some(t) = meta.tree() {
-            return Ok(Some(t));
+        let tree = if outboard::root(&meta.chunks, meta.size) == *address.as_bytes() {
+            outboard::Tree::new(meta.size, meta.chunks.clone()).ok()
+        } else {
+            let (meta, reader) = self.read(address, None)?;
+            let n = meta.chunks.len();
+            // The reader yields whole chunks, in order.
+            let leaves = reader
+                .enumerate()
+                .map(|(i, piece)| piece.map(|p| outboard::leaf_hash(i as u64, &p, n == 1)))
+                .collect::<Result<Vec<_>, _>>()?;
+            outboard::Tree::new(meta.size, leaves).ok()
+        };
+        let tree = tree.ok_or_else(|| StoreError::Integrity {
+            address: address.to_string(),
+            what: "the object's chunks do not make its tree",
+        })?;
+        let mut txn = self.db.begin_write().map_err(db_err)?;
+        txn.set_durability(Durability::None).map_err(db_err)?;
+        {
+            // Only for an object still here (a delete may have come since).
+            let here = txn
+                .open_table(OBJECTS)
+                .map_err(db_err)?
+                .get(address.as_bytes())
+                .map_err(db_err)?
+                .is_some();
+            if here {
+                txn.open_table(OUTBOARDS)
+                    .map_err(db_err)?
+                    .insert(address.as_bytes(), &tree.to_bytes()[..])
+                    .map_err(db_err)?;
+            }
         }
-        let (meta, reader) = self.read(address, None)?;
-        let n = meta.chunks.len();
-        // The reader yields whole chunks, in order.
-        let leaves = reader
-            .enumerate()
-            .map(|(i, piece)| piece.map(|p| outboard::leaf_hash(i as u64, &p, n == 1)))
-            .collect::<Result<Vec<_>, _>>()?;
-        outboard::Tree::new(meta.size, leaves)
-            .map(Some)
-            .map_err(|_| StoreError::Integrity {
-                address: address.to_string(),
-                what: "the object's chunks do not make its tree",
-            })
+        txn.commit().map_err(db_err)?;
+        Ok(Some(tree))
+    }
+
+    /// Bytes this store has run through BLAKE3 since it opened: chunks
+    /// written (not those stored under a hash a caller verified) and
+    /// chunks verified on read.
+    pub fn hashed_bytes(&self) -> u64 {
+        self.hashed.load(Ordering::Relaxed)
     }
 
     /// The object's record, from the cache or from redb (then cached).
@@ -1008,6 +1094,7 @@ impl ObjectStore {
         source: &mut Source,
         idx: usize,
         meta: &ObjectMeta,
+        ids: &mut Option<Ids>,
     ) -> Result<Bytes, StoreError> {
         let address = &meta.address;
         let Some(hash) = meta.chunks.get(idx) else {
@@ -1040,7 +1127,17 @@ impl ObjectStore {
             self.integrity_failure(address, &e);
             return Err(e);
         };
-        if !meta.chunk_matches(idx, &data) {
+        let known = ids.is_some();
+        let matched = meta.chunk_matches(idx, &data, ids);
+        // A reader's first chunk of an upload-made object was hashed twice.
+        let passes = if !known && *ids == Some(Ids::Own) && meta.chunks.len() > 1 {
+            2
+        } else {
+            1
+        };
+        self.hashed
+            .fetch_add(passes * data.len() as u64, Ordering::Relaxed);
+        if !matched {
             let e = StoreError::Integrity {
                 address: address.to_string(),
                 what: "a chunk does not match its hash",
@@ -1133,6 +1230,7 @@ impl ObjectStore {
             source,
             address: *address,
             meta: meta.clone(),
+            ids: None,
             pos: range.start,
             end: range.end,
         };
@@ -1180,6 +1278,11 @@ impl ObjectStore {
                 Some(raw) => ObjectMeta::decode(*address, raw.value())?,
                 None => return Ok(false),
             };
+            txn.open_table(OUTBOARDS)
+                .map_err(db_err)?
+                .remove(address.as_bytes())
+                .map_err(db_err)?;
+            lock(&self.trees).remove(address.as_bytes());
             delta.object(-1, meta.size);
             let mut refs = txn.open_table(REFS).map_err(db_err)?;
             let mut chunks = txn.open_table(CHUNKS).map_err(db_err)?;
@@ -1665,7 +1768,6 @@ impl ObjectStore {
         Ok(ObjectMeta {
             address: ContentAddress::from_bytes(*hasher.finalize().as_bytes()),
             size: st.size,
-            tree_ids: hashes.len() <= 1,
             chunks: hashes,
             placement: None,
         })
@@ -1726,7 +1828,6 @@ impl ObjectStore {
         let meta = ObjectMeta {
             address: ContentAddress::from_bytes(address),
             size: st.size,
-            tree_ids: hashes.len() <= 1,
             chunks: hashes,
             placement: None,
         };
@@ -1871,7 +1972,13 @@ pub struct ObjectWriter {
     /// inline in the manifest), and the packs put so far.
     unsent: Vec<([u8; 32], Bytes)>,
     runs: Vec<Run>,
+    /// Chunks hashed and pinned, to be stored in the next transaction
+    /// (one per `STAGED_CHUNKS`, not one per chunk).
+    staged: Vec<([u8; 32], Bytes)>,
 }
+
+/// Chunks a writer stores per transaction (1 MiB).
+const STAGED_CHUNKS: usize = 16;
 
 impl Drop for ObjectWriter {
     fn drop(&mut self) {
@@ -1900,6 +2007,9 @@ impl ObjectWriter {
                 // More bytes follow: the full chunk is not the only one.
                 let chunk = std::mem::take(&mut self.buf).freeze();
                 let id = outboard::group_cv(self.chunks.len() as u64, &chunk);
+                self.store
+                    .hashed
+                    .fetch_add(chunk.len() as u64, Ordering::Relaxed);
                 self.store_chunk(chunk, id)?;
             }
             let take = (CHUNK_BYTES - self.buf.len()).min(data.len());
@@ -1919,6 +2029,17 @@ impl ObjectWriter {
             return self.write(&data);
         }
         self.size += data.len() as u64;
+        // A store that keeps chunks as `Bytes` in RAM keeps its own copy:
+        // the caller's bytes are a slice of a larger buffer (a network
+        // read), which would stay allocated whole. (On disk redb copies.)
+        let data = match &*self.store.bodies {
+            Bodies::Ram(_) => {
+                let mut own = self.store.chunk_buffer();
+                own.extend_from_slice(&data);
+                own.freeze()
+            }
+            _ => data,
+        };
         self.store_chunk(data, id)
     }
 
@@ -1945,47 +2066,73 @@ impl ObjectWriter {
             }
             self.unsent.push((hash, chunk.clone()));
         }
+        self.chunks.push(hash);
+        self.staged.push((hash, chunk));
+        if self.staged.len() == STAGED_CHUNKS {
+            self.commit_staged()?;
+        }
+        // The next chunk's buffer: a spare or a new one (the staged
+        // chunks' buffers become spares once committed).
+        if self.buf.capacity() == 0 {
+            self.buf = self.store.chunk_buffer();
+        }
+        Ok(())
+    }
+
+    /// Stores the staged chunks not stored yet, in one transaction. It is
+    /// not fsynced: the object's final commit is, and redb makes every
+    /// earlier commit durable with it.
+    fn commit_staged(&mut self) -> Result<(), StoreError> {
+        if self.staged.is_empty() {
+            return Ok(());
+        }
         let store = &self.store;
-        store
-            .with_room(|| {
-                let mut txn = store.db.begin_write().map_err(db_err)?;
-                txn.set_durability(Durability::None).map_err(db_err)?;
-                let mut delta = Delta::default();
-                {
-                    let mut chunks = txn.open_table(CHUNKS).map_err(db_err)?;
-                    if !ObjectStore::has_chunk(&chunks, &hash)? {
-                        store.check_room(&txn, chunk.len() as u64)?;
-                        store.insert_chunk(&mut chunks, &hash, &chunk, Some(&chunk))?;
+        let staged = &self.staged;
+        let fresh = store.with_room(|| {
+            let mut txn = store.db.begin_write().map_err(db_err)?;
+            txn.set_durability(Durability::None).map_err(db_err)?;
+            let mut delta = Delta::default();
+            let mut fresh = Vec::new();
+            {
+                let mut chunks = txn.open_table(CHUNKS).map_err(db_err)?;
+                // The batch's new bytes so far: the totals row counts
+                // them only when the transaction ends.
+                let mut added = 0u64;
+                for (hash, chunk) in staged {
+                    if !ObjectStore::has_chunk(&chunks, hash)? && !fresh.contains(hash) {
+                        added += chunk.len() as u64;
+                        store.check_room(&txn, added)?;
+                        store.insert_chunk(&mut chunks, hash, chunk, Some(chunk))?;
                         delta.chunk(1, chunk.len());
+                        fresh.push(*hash);
                     }
                 }
-                let totals = apply_delta(&txn, &delta)?;
-                txn.commit().map_err(db_err)?;
-                store.export(totals);
-                Ok(delta.chunks > 0)
-            })
-            .map(|fresh| {
-                if fresh {
-                    self.fresh.push(hash);
-                }
-            })?;
-        self.chunks.push(hash);
-        // The next chunk's buffer: this one again when nothing kept it (on
-        // disk, where redb copied the bytes), else a spare or a new one.
-        if self.buf.capacity() == 0 {
-            self.buf = match chunk.try_into_mut() {
-                Ok(mut b) => {
+            }
+            let totals = apply_delta(&txn, &delta)?;
+            txn.commit().map_err(db_err)?;
+            store.export(totals);
+            Ok(fresh)
+        })?;
+        self.fresh.extend(fresh);
+        // Buffers nothing kept (on disk, where redb copied the bytes) are
+        // spares for the next chunks.
+        let mut spare = lock(&self.store.spare);
+        for (_, chunk) in self.staged.drain(..) {
+            if chunk.len() == CHUNK_BYTES && spare.len() < SPARE_BUFFERS {
+                if let Ok(mut b) = chunk.try_into_mut() {
                     b.clear();
-                    b
+                    spare.push(b);
                 }
-                Err(_) => self.store.chunk_buffer(),
-            };
+            }
         }
         Ok(())
     }
 
     /// The id of the buffered (last) chunk.
     fn last_id(&self) -> [u8; 32] {
+        self.store
+            .hashed
+            .fetch_add(self.buf.len() as u64, Ordering::Relaxed);
         outboard::leaf_hash(self.chunks.len() as u64, &self.buf, self.chunks.is_empty())
     }
 
@@ -2008,12 +2155,12 @@ impl ObjectWriter {
             let chunk = std::mem::take(&mut self.buf).freeze();
             self.store_chunk(chunk, id)?;
         }
+        self.commit_staged()?;
         let address = ContentAddress::from_bytes(outboard::root(&self.chunks, self.size));
         let meta = ObjectMeta {
             address,
             size: self.size,
             chunks: std::mem::take(&mut self.chunks),
-            tree_ids: true,
             placement: None,
         };
         let manifest = matches!(*self.store.bodies, Bodies::Remote(_)).then(|| {
@@ -2027,6 +2174,15 @@ impl ObjectWriter {
                     let mut refs = txn.open_table(REFS).map_err(db_err)?;
                     for c in &meta.chunks {
                         add_ref(&mut refs, c)?;
+                    }
+                    // The ids are the tree's leaves: its levels above are
+                    // merged from them (one compression per chunk, no pass
+                    // over the data) and kept for ranged serves.
+                    if let Ok(tree) = outboard::Tree::new(meta.size, meta.chunks.clone()) {
+                        txn.open_table(OUTBOARDS)
+                            .map_err(db_err)?
+                            .insert(address.as_bytes(), &tree.to_bytes()[..])
+                            .map_err(db_err)?;
                     }
                 }
                 Ok(())
@@ -2065,6 +2221,8 @@ pub struct ObjectReader {
     source: Source,
     address: ContentAddress,
     meta: Arc<ObjectMeta>,
+    /// How the chunk ids were made, once the first chunk showed it.
+    ids: Option<Ids>,
     pos: u64,
     end: u64,
 }
@@ -2209,7 +2367,10 @@ impl Iterator for ObjectReader {
             self.pos = self.end;
             return Some(Err(e));
         }
-        let data = match self.store.read_chunk(&mut self.source, idx, &self.meta) {
+        let data = match self
+            .store
+            .read_chunk(&mut self.source, idx, &self.meta, &mut self.ids)
+        {
             Ok(d) => d,
             Err(e) => {
                 self.pos = self.end;

@@ -109,15 +109,17 @@ fn shared_chunks_are_stored_once_and_survive_a_delete() {
 fn an_unfinished_write_leaves_nothing() {
     let store = ObjectStore::in_memory(None).unwrap();
     let mut w = store.writer();
-    w.write(&pattern(3 * CHUNK_BYTES, 2)).unwrap();
+    w.write(&pattern(18 * CHUNK_BYTES, 2)).unwrap();
     assert_eq!(
         store.gc().unwrap(),
         0,
         "no collection of what an open write holds"
     );
-    // The last full chunk waits in the writer until a byte follows it (or
-    // `finish`): until then it cannot know whether it is the only one.
-    assert_eq!(store.stats().unwrap().chunks, 2);
+    // Chunks are stored 16 per transaction; the 17th waits for the next
+    // batch, and the last full chunk waits in the writer until a byte
+    // follows it (or `finish`): until then it cannot know whether it is
+    // the only one.
+    assert_eq!(store.stats().unwrap().chunks, 16);
     drop(w);
     assert_eq!(
         store.stats().unwrap().chunks,
@@ -495,7 +497,7 @@ fn a_written_object_records_its_tree_and_a_verified_write_stores_it_again_unhash
         let data = pattern(len, 3);
         let (meta, _) = store.put(&data).unwrap();
         let tree = store.tree(&meta.address).unwrap().expect("here");
-        assert_eq!(tree, Tree::of(&data), "len {len}");
+        assert_eq!(*tree, Tree::of(&data), "len {len}");
         assert_eq!(
             tree.leaves(),
             &meta.chunks[..],
@@ -525,8 +527,19 @@ fn a_written_object_records_its_tree_and_a_verified_write_stores_it_again_unhash
         meta.chunks[0],
         *blake3::hash(&data[..CHUNK_BYTES]).as_bytes()
     );
-    assert_eq!(store.tree(&meta.address).unwrap(), Some(Tree::of(&data)));
+    assert_eq!(
+        store.tree(&meta.address).unwrap().as_deref(),
+        Some(&Tree::of(&data))
+    );
+    assert_eq!(
+        store.tree(&meta.address).unwrap().as_deref(),
+        Some(&Tree::of(&data)),
+        "kept"
+    );
     assert_eq!(&store.get(&meta.address).unwrap()[..], &data[..]);
+    // The tree goes with its object.
+    assert!(store.delete(&meta.address).unwrap());
+    assert_eq!(store.tree(&meta.address).unwrap(), None);
 }
 
 #[test]
