@@ -759,16 +759,14 @@ fn a_range_of_an_object_only_a_holds_comes_through_bs_gateway_verified_and_alone
     let path = format!("/v1/o/{address}");
     let bytes_in = |n: &common::Node| n.metric("overlay_bytes_total{dir=\"in\"}").unwrap_or(0.0);
 
+    let get_range = |spec: &str| {
+        common::request_bytes(b.addr("omnigate"), "GET", &path, &[("Range", spec)], b"")
+    };
+
     // 1 MiB at 3 MiB: the range's 16 groups, the last group (the size's
     // proof) and the proof's pairs cross the wire, nothing else of it.
     let before = bytes_in(&b);
-    let (status, headers, body) = common::request_bytes(
-        b.addr("omnigate"),
-        "GET",
-        &path,
-        &[("Range", "bytes=3145728-4194303")],
-        b"",
-    );
+    let (status, headers, body) = get_range("bytes=3145728-4194303");
     assert_eq!(status, 206);
     assert_eq!(
         common::header(&headers, "content-range"),
@@ -788,23 +786,11 @@ fn a_range_of_an_object_only_a_holds_comes_through_bs_gateway_verified_and_alone
         (GROUP - 3, 2 * GROUP + 7),
         (data.len() - 10, data.len() - 1),
     ] {
-        let (status, _, body) = common::request_bytes(
-            b.addr("omnigate"),
-            "GET",
-            &path,
-            &[("Range", &format!("bytes={from}-{to}"))],
-            b"",
-        );
+        let (status, _, body) = get_range(&format!("bytes={from}-{to}"));
         assert_eq!(status, 206);
         assert!(body == data[from..=to], "{from}-{to}");
     }
-    let (status, headers, _) = common::request_bytes(
-        b.addr("omnigate"),
-        "GET",
-        &path,
-        &[("Range", "bytes=99999999-")],
-        b"",
-    );
+    let (status, headers, _) = get_range("bytes=99999999-");
     assert_eq!(status, 416);
     assert_eq!(
         common::header(&headers, "content-range"),

@@ -279,7 +279,7 @@ pub trait PeerFetch: Send + Sync {
 }
 
 /// The verified bytes of a [`PeerFetch::fetch_range`], in order.
-pub type PeerBytes = tokio::sync::mpsc::Receiver<Result<bytes::Bytes, String>>;
+pub type PeerBytes = tokio::sync::mpsc::Receiver<Result<bytes::Bytes, crate::http::BoxError>>;
 
 impl Handle for dyn PeerFetch {
     const OWNER: RoleName = RoleName::Overlay;

@@ -127,6 +127,11 @@ impl ChannelBody {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         (BodySender { tx }, ChannelBody { rx }.boxed())
     }
+
+    /// A body fed by an existing channel (a peer fetch's verified bytes).
+    pub fn from_receiver(rx: mpsc::Receiver<Result<Bytes, BoxError>>) -> Body {
+        ChannelBody { rx }.boxed()
+    }
 }
 
 impl hyper::body::Body for ChannelBody {

@@ -708,7 +708,7 @@ fn peer_range(
     let satisfiable = range.start < size;
     let end = range.end.min(size);
     let mut resp = if satisfiable {
-        let mut r = http::Response::new(PeerBody(bytes).boxed());
+        let mut r = http::Response::new(ron_kernel::http::ChannelBody::from_receiver(bytes));
         *r.status_mut() = StatusCode::PARTIAL_CONTENT;
         r
     } else {
@@ -745,24 +745,6 @@ fn peer_range(
         h.insert(header::CONTENT_RANGE, v);
     }
     resp
-}
-
-/// Verified bytes from peers as a response body; a fetch that fails
-/// midway cuts the response (never a silently short body).
-struct PeerBody(ron_kernel::handles::PeerBytes);
-
-impl hyper::body::Body for PeerBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        self.0
-            .poll_recv(cx)
-            .map(|item| item.map(|r| r.map(Frame::data).map_err(BoxError::from)))
-    }
 }
 
 #[cfg(test)]

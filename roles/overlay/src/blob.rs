@@ -367,20 +367,33 @@ impl Overlay {
         let mut sink = match self.fetch_groups(address, sink).await {
             Ok(sink) => sink,
             Err(FetchFailed { error, sink }) => {
-                if let Some(StoreSink {
-                    writer: Some(writer),
-                    size: Some(size),
-                    next,
-                    ..
-                }) = sink.filter(|s| s.next > 0 && !matches!(error, OverlayError::Handle(_)))
-                {
-                    tracing::info!(%address, bytes = next * GROUP_BYTES, "overlay fetch keeps a partial object");
-                    let p = Partial {
-                        writer,
-                        groups: next,
-                        size,
-                    };
-                    self.partials.park(address, p);
+                // Writers go on the blocking pool: a dropped one removes
+                // the chunks it stored.
+                let mut dropped: Vec<Box<dyn ObjectSink>> = Vec::new();
+                match sink {
+                    Some(StoreSink {
+                        writer: Some(writer),
+                        size: Some(size),
+                        next,
+                        ..
+                    }) if next > 0 && !matches!(error, OverlayError::Handle(_)) => {
+                        tracing::info!(%address, bytes = next * GROUP_BYTES, "overlay fetch keeps a partial object");
+                        let p = Partial {
+                            writer,
+                            groups: next,
+                            size,
+                        };
+                        dropped
+                            .extend(self.partials.park(address, p).into_iter().map(|p| p.writer));
+                    }
+                    Some(StoreSink {
+                        writer: Some(writer),
+                        ..
+                    }) => dropped.push(writer),
+                    _ => {}
+                }
+                if !dropped.is_empty() {
+                    tokio::task::spawn_blocking(move || drop(dropped));
                 }
                 return Err(error.into());
             }
@@ -423,7 +436,7 @@ impl Overlay {
         let task = tokio::spawn(async move {
             if let Err(FetchFailed { error, .. }) = ov.fetch_groups(address, sink).await {
                 // After the size went out, the reader learns it here.
-                let _ = bytes.send(Err(error.to_string())).await;
+                let _ = bytes.send(Err(error.to_string().into())).await;
                 return Err(error);
             }
             Ok(())
@@ -500,7 +513,7 @@ struct RangeSink {
     sent_to: Option<u64>,
     size: Option<u64>,
     size_tx: Option<tokio::sync::oneshot::Sender<u64>>,
-    bytes: tokio::sync::mpsc::Sender<Result<Bytes, String>>,
+    bytes: tokio::sync::mpsc::Sender<Result<Bytes, ron_kernel::http::BoxError>>,
 }
 
 impl RangeSink {

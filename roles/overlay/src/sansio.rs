@@ -47,24 +47,9 @@ pub(crate) use crate::proto::BLOB_FRAME;
 /// Unanswered pings remembered per session.
 const PINGS: usize = 8;
 
-const KINDS: [FrameKind; 6] = [
-    FrameKind::Hello,
-    FrameKind::Ack,
-    FrameKind::Start,
-    FrameKind::Data,
-    FrameKind::End,
-    FrameKind::Error,
-];
-
+/// A frame kind's place in `FrameKind::ALL` (declared in that order).
 fn kind_index(k: FrameKind) -> usize {
-    match k {
-        FrameKind::Hello => 0,
-        FrameKind::Ack => 1,
-        FrameKind::Start => 2,
-        FrameKind::Data => 3,
-        FrameKind::End => 4,
-        FrameKind::Error => 5,
-    }
+    k as usize
 }
 
 /// `overlay_frames_total{dir,kind}` and `overlay_bytes_total{dir}` for one
@@ -77,7 +62,7 @@ struct Wire {
 impl Wire {
     fn new(dir: &'static str) -> Self {
         Wire {
-            frames: KINDS.map(|k| {
+            frames: FrameKind::ALL.map(|k| {
                 metrics::counter!(names::OVERLAY_FRAMES_TOTAL, "dir" => dir, "kind" => k.label())
             }),
             bytes: metrics::counter!(names::OVERLAY_BYTES_TOTAL, "dir" => dir),

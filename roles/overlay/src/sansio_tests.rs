@@ -610,3 +610,10 @@ fn transmit_puts_every_frame_on_the_wire_whole_and_in_order_in_any_write_sizes()
         );
     }
 }
+
+#[test]
+fn frame_kinds_count_in_the_order_of_frame_kind_all() {
+    for (i, k) in FrameKind::ALL.into_iter().enumerate() {
+        assert_eq!(kind_index(k), i, "{k:?}");
+    }
+}

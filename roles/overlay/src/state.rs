@@ -449,15 +449,21 @@ pub(crate) struct Partials {
 }
 
 impl Partials {
-    /// Keeps `p` for the next fetch of `address`.
-    pub(crate) fn park(&self, address: ron_kernel::ContentAddress, p: Partial) {
+    /// Keeps `p` for the next fetch of `address`; returns the partial
+    /// objects that make room for it (their writers remove their chunks
+    /// when dropped: blocking, so not on the runtime).
+    pub(crate) fn park(&self, address: ron_kernel::ContentAddress, p: Partial) -> Vec<Partial> {
         // Plain queue updates only; a panic cannot leave them half-done.
         let mut q = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        q.retain(|(a, _)| *a != address);
+        let mut out = Vec::new();
+        while let Some(i) = q.iter().position(|(a, _)| *a == address) {
+            out.extend(q.remove(i).map(|(_, p)| p));
+        }
         q.push_back((address, p));
         while q.len() > PARTIALS {
-            q.pop_front();
+            out.extend(q.pop_front().map(|(_, p)| p));
         }
+        out
     }
 
     /// The partial object of `address`, taken.
