@@ -9,21 +9,29 @@
 //! address itself. A [`Tree`] holds the leaves and every level above them
 //! (about 0.1 % of the object); the address is its root.
 //!
-//! A proof for some byte ranges is the parent pairs (64 bytes each) on the
-//! paths from the root to the groups covering those ranges, in the
-//! pre-order `bao-tree` visits them. The asker checks the whole proof
-//! against the address first ([`check_proof`]), which yields the hash each
-//! group must have; each group is then checked as it arrives
-//! ([`Expect::verify`]), so a liar is caught within one group.
+//! An answer for a byte range carries the range rounded out to BLAKE3's
+//! 1 KiB chunks, and the object's last chunk (which proves its size), as
+//! *pieces*: whole groups inside the range, and below a group where the
+//! range ends inside one, the largest whole subtrees (down to single
+//! chunks) — `bao-tree`'s response traversal with 64 KiB chunk groups.
+//! Its proof is the parent pairs (64 bytes each) on the paths from the
+//! root to those pieces, in the pre-order `bao-tree` visits them: pairs
+//! above the groups come from the [`Tree`], pairs inside an edge group are
+//! hashed from that group's bytes when the proof is made. The asker checks
+//! the whole proof against the address first ([`check_proof`]), which
+//! yields the hash each piece must have; each piece is then checked as it
+//! arrives ([`Expect::verify`]), so a liar is caught within one group.
 
 use std::ops::Range;
 
-use bao_tree::iter::BaoChunk;
+use bao_tree::iter::{BaoChunk, ResponseIterRef};
 use bao_tree::{BaoTree, BlockSize, ChunkNum, ChunkRanges, TreeNode};
 use blake3::hazmat::{merge_subtrees_non_root, merge_subtrees_root, HasherExt, Mode};
 
 /// BLAKE3 chunks (1 KiB) per group, as a power of two: 64 KiB groups.
 const GROUP_LOG: u8 = 6;
+/// Bytes per BLAKE3 chunk, the finest piece an answer carries.
+const CHUNK_BYTES: u64 = 1024;
 /// Bytes per group.
 pub const GROUP_BYTES: u64 = 1024 << GROUP_LOG;
 
@@ -39,19 +47,25 @@ pub fn groups(size: u64) -> u64 {
 /// The chaining value of group `index` of an object that has more than
 /// one group (its subtree of the BLAKE3 tree, not a root).
 pub fn group_cv(index: u64, data: &[u8]) -> [u8; 32] {
-    let mut h = blake3::Hasher::new();
-    h.set_input_offset(index * GROUP_BYTES);
-    h.update(data);
-    h.finalize_non_root()
+    subtree_hash(index << GROUP_LOG, data, false)
 }
 
 /// A group's hash as the tree knows it: the chaining value, or for an
 /// object of one group the object's BLAKE3 hash (its address).
 pub fn leaf_hash(index: u64, data: &[u8], is_root: bool) -> [u8; 32] {
+    subtree_hash(index << GROUP_LOG, data, is_root)
+}
+
+/// The hash of the whole subtree of `data` starting at chunk `start`: its
+/// chaining value, or the BLAKE3 hash when it is the whole object.
+fn subtree_hash(start: u64, data: &[u8], is_root: bool) -> [u8; 32] {
     if is_root {
         *blake3::hash(data).as_bytes()
     } else {
-        group_cv(index, data)
+        let mut h = blake3::Hasher::new();
+        h.set_input_offset(start * CHUNK_BYTES);
+        h.update(data);
+        h.finalize_non_root()
     }
 }
 
@@ -227,18 +241,51 @@ impl Tree {
         Some((*row.get(left)?, *row.get(left + 1)?))
     }
 
-    /// The proof for `ranges` (see the module docs).
-    pub fn proof(&self, ranges: &ChunkRanges) -> Vec<u8> {
+    /// The proof for `ranges` (see the module docs). Where a range ends
+    /// inside a group, the pairs below it are hashed from that group's
+    /// bytes, which `group(index)` gives (asked once per such group, at
+    /// most three per answer: a range's two ends and the last group).
+    pub fn proof<B: AsRef<[u8]>, E>(
+        &self,
+        ranges: &ChunkRanges,
+        mut group: impl FnMut(u64) -> Result<B, E>,
+    ) -> Result<Vec<u8>, E> {
         let mut out = Vec::new();
-        for item in self.bao().ranges_pre_order_chunks_iter_ref(ranges, 0) {
-            if let BaoChunk::Parent { node, .. } = item {
-                // Every parent the traversal visits is in the tree.
-                let (l, r) = self.pair(node).unwrap_or_else(|| unreachable!());
-                out.extend_from_slice(&l);
-                out.extend_from_slice(&r);
-            }
+        let mut read: Option<(u64, B)> = None;
+        for item in ResponseIterRef::new(self.bao(), ranges) {
+            let BaoChunk::Parent { node, .. } = item else {
+                continue;
+            };
+            let (l, r) = match self.pair(node) {
+                // Every parent the traversal visits at a group's level or
+                // above is in the tree (`pair` is `None` only below it).
+                Some(pair) => pair,
+                None if node.level() >= u32::from(GROUP_LOG) => unreachable!(),
+                None => {
+                    // A parent inside group `g`: both children are bytes of
+                    // it (the traversal visits no parent whose right child
+                    // is past the end).
+                    let chunks = node.chunk_range();
+                    let (start, mid) = (chunks.start.0, node.mid().0);
+                    let g = start >> GROUP_LOG;
+                    if read.as_ref().is_none_or(|(at, _)| *at != g) {
+                        read = Some((g, group(g)?));
+                    }
+                    let bytes = read.as_ref().map_or(&[][..], |(_, b)| b.as_ref());
+                    let at = |chunk: u64| {
+                        (((chunk - (g << GROUP_LOG)) * CHUNK_BYTES) as usize).min(bytes.len())
+                    };
+                    let end = at(chunks.end.0);
+                    (
+                        subtree_hash(start, &bytes[at(start)..at(mid)], false),
+                        subtree_hash(mid, &bytes[at(mid)..end], false),
+                    )
+                }
+            };
+            out.extend_from_slice(&l);
+            out.extend_from_slice(&r);
         }
-        out
+        Ok(out)
     }
 }
 
@@ -258,77 +305,99 @@ impl bao_tree::io::sync::Outboard for Tree {
     }
 }
 
-/// The byte runs a fetch of bytes `range` of an object of `size` bytes
-/// (all of it for `None`) receives: the groups covering the range, and
-/// always the last group — a proof that includes the last group proves
-/// the size too. Sorted, apart, group-aligned (the last may end short at
-/// `size`).
-pub fn runs(size: u64, range: Option<Range<u64>>) -> Vec<Range<u64>> {
-    let n = groups(size);
+/// The chunk spans an answer for bytes `range` of an object of `size`
+/// bytes (all of it for `None`) carries: the range rounded out to whole
+/// chunks, then from the object's last chunk to its end (a proof that
+/// includes the last chunk proves the size). Sorted and apart.
+fn spans(size: u64, range: Option<Range<u64>>) -> Vec<Range<u64>> {
+    let n = size.div_ceil(CHUNK_BYTES);
     if n == 0 {
         return Vec::new();
     }
     let (first, end) = match range {
         None => (0, n),
-        Some(r) => {
-            let first = (r.start / GROUP_BYTES).min(n - 1);
-            let end = r.end.min(size).div_ceil(GROUP_BYTES).clamp(first + 1, n);
-            (first, end)
-        }
+        // An empty range (or one past the end) carries only the last chunk.
+        Some(r) if r.start >= r.end.min(size) => (0, 0),
+        Some(r) => (r.start / CHUNK_BYTES, r.end.min(size).div_ceil(CHUNK_BYTES)),
     };
-    let bytes = |g: u64| (g * GROUP_BYTES).min(size);
+    let last = n - 1;
     let mut out = Vec::with_capacity(2);
-    out.push(bytes(first)..bytes(end));
-    if end < n {
-        out.push(bytes(n - 1)..size);
+    if first < end && end < last {
+        out.push(first..end);
     }
+    // The last chunk's run, joined with the range's where they touch.
+    out.push(if first < end && end >= last { first } else { last }..n);
     out
 }
 
-/// [`runs`] as the BLAKE3 chunk ranges `bao-tree` traverses.
+/// The byte runs an answer for bytes `range` of an object of `size` bytes
+/// carries (see [`spans`]): the range rounded out to 1 KiB chunks, and the
+/// last chunk. Sorted and apart; the last run ends at `size`.
+pub fn runs(size: u64, range: Option<Range<u64>>) -> Vec<Range<u64>> {
+    spans(size, range)
+        .into_iter()
+        .map(|c| c.start * CHUNK_BYTES..(c.end * CHUNK_BYTES).min(size))
+        .collect()
+}
+
+/// [`runs`] as the BLAKE3 chunk ranges `bao-tree` traverses (the last one
+/// open-ended, as `bao-tree` asks for a size proof).
 pub fn ranges_for(size: u64, range: Option<Range<u64>>) -> ChunkRanges {
     let mut out = ChunkRanges::empty();
-    for r in runs(size, range) {
-        let start = ChunkNum(r.start / 1024);
-        let end = ChunkNum(r.end.div_ceil(GROUP_BYTES) << GROUP_LOG);
-        out |= ChunkRanges::from(start..end);
+    let spans = spans(size, range);
+    let n = spans.len();
+    for (i, c) in spans.into_iter().enumerate() {
+        out |= if i + 1 == n {
+            ChunkRanges::from(ChunkNum(c.start)..)
+        } else {
+            ChunkRanges::from(ChunkNum(c.start)..ChunkNum(c.end))
+        };
     }
     out
 }
 
-/// A group the asker is to receive, and the hash it must have.
+/// A piece the asker is to receive (a whole group, or a whole subtree of
+/// an edge group), and the hash it must have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Expect {
-    pub index: u64,
+    /// Its first BLAKE3 chunk.
+    pub chunk: u64,
     pub len: usize,
     pub hash: [u8; 32],
     pub is_root: bool,
 }
 
 impl Expect {
-    /// Where the group starts in the object.
+    /// Where the piece starts in the object.
     pub fn offset(&self) -> u64 {
-        self.index * GROUP_BYTES
+        self.chunk * CHUNK_BYTES
     }
 
-    /// Whether `data` is this group (one BLAKE3 pass over it).
+    /// The group it is, if it is one whole group of an object of `size`
+    /// bytes (its hash then is the group's, what a store keys it by).
+    pub fn group(&self, size: u64) -> Option<u64> {
+        let whole = GROUP_BYTES.min(size.saturating_sub(self.offset()));
+        (self.offset() % GROUP_BYTES == 0 && self.len as u64 == whole)
+            .then_some(self.offset() / GROUP_BYTES)
+    }
+
+    /// Whether `data` is this piece (one BLAKE3 pass over it).
     pub fn verify(&self, data: &[u8]) -> bool {
-        data.len() == self.len && leaf_hash(self.index, data, self.is_root) == self.hash
+        data.len() == self.len && subtree_hash(self.chunk, data, self.is_root) == self.hash
     }
 }
 
 /// The proof's length for `ranges` of an object of `size` bytes.
 pub fn proof_len(size: u64, ranges: &ChunkRanges) -> usize {
     let tree = BaoTree::new(size, block_size());
-    64 * tree
-        .ranges_pre_order_chunks_iter_ref(ranges, 0)
+    64 * ResponseIterRef::new(tree, ranges)
         .filter(|c| matches!(c, BaoChunk::Parent { .. }))
         .count()
 }
 
 /// Checks a proof for `ranges` of the object `address` of `size` bytes:
 /// every parent pair against the hash its parent gave it, from the
-/// address down. Returns the groups to expect, in order, with their
+/// address down. Returns the pieces to expect, in order, with their
 /// hashes.
 pub fn check_proof(
     address: &[u8; 32],
@@ -343,11 +412,16 @@ pub fn check_proof(
             want,
         });
     }
+    // An empty object has no piece to carry its proof: its address is
+    // the hash of nothing (a peer claiming size 0 for another is lying).
+    if size == 0 && *address != *blake3::hash(&[]).as_bytes() {
+        return Err(ProofError::Mismatch { chunk: 0, level: 0 });
+    }
     let tree = BaoTree::new(size, block_size());
     let mut pairs = proof.chunks_exact(64);
     let mut stack = vec![*address];
     let mut out = Vec::new();
-    for item in tree.ranges_pre_order_chunks_iter_ref(ranges, 0) {
+    for item in ResponseIterRef::new(tree, ranges) {
         match item {
             BaoChunk::Parent {
                 node,
@@ -389,7 +463,7 @@ pub fn check_proof(
                     level: 0,
                 })?;
                 out.push(Expect {
-                    index: start_chunk.0 >> GROUP_LOG,
+                    chunk: start_chunk.0,
                     len,
                     hash,
                     is_root,
@@ -476,42 +550,121 @@ mod tests {
         }
     }
 
+    /// The proof for `range` of `d`, its groups read from `d`.
+    fn proof_of(t: &Tree, d: &[u8], ranges: &ChunkRanges) -> Vec<u8> {
+        t.proof(ranges, |g| -> Result<&[u8], ()> {
+            let at = (g * GROUP_BYTES) as usize;
+            Ok(&d[at..(at + G).min(d.len())])
+        })
+        .expect("proof")
+    }
+
+    /// Every shape and range, against bao-tree's own encoder: its
+    /// pre-order stream, split into parent pairs and data, is exactly our
+    /// proof and our runs' bytes; bao-tree's decoder verifies it; and our
+    /// checker gives pieces that tile the runs and verify.
     #[test]
-    fn bao_tree_itself_verifies_a_range_encoded_from_this_outboard() {
+    fn answers_are_bao_trees_encoding_split_into_proof_and_data() {
         use bao_tree::io::sync::{encode_ranges, DecodeResponseIter};
-        for len in [G + 1, 5 * G, 9 * G + 100] {
-            let d = data(len);
+        let g = GROUP_BYTES;
+        let cases: &[(u64, Option<Range<u64>>)] = &[
+            (1, None),
+            (1000, Some(10..20)),
+            (G as u64 - 1, Some(3000..5000)),
+            (g + 1, Some(g + 10..2 * g)),
+            (5 * g, Some(0..1)),
+            (5 * g, Some(g..2 * g)),
+            (5 * g, Some(12_345..12_345 + g)),
+            (9 * g + 100, Some(g + 10..2 * g)),
+            (9 * g + 100, Some(3 * g + 1..5 * g)),
+            (9 * g + 100, Some(8 * g + 5..9 * g + 50)),
+            (9 * g + 100, Some(7..7)),
+            (9 * g + 100, Some(20 * g..21 * g)),
+            (33 * g - 1, Some(17 * g - 1..17 * g + 1)),
+            (33 * g - 1, None),
+        ];
+        for (size, range) in cases {
+            let (size, what) = (*size, format!("{size} bytes, {range:?}"));
+            let d = data(size as usize);
             let t = Tree::of(&d);
-            let ranges = ranges_for(len as u64, Some(G as u64 + 10..2 * G as u64));
+            let ranges = ranges_for(size, range.clone());
+            let proof = proof_of(&t, &d, &ranges);
+            assert_eq!(proof.len(), proof_len(size, &ranges), "{what}");
+            let runs = runs(size, range.clone());
+            let carried: Vec<u8> = runs
+                .iter()
+                .flat_map(|r| d[r.start as usize..r.end as usize].iter().copied())
+                .collect();
+            // bao-tree's encoding of the same ranges from the same tree.
             let mut encoded = Vec::new();
             encode_ranges(&d[..], &t, &ranges, &mut encoded).expect("encode");
-            let root = blake3::Hash::from(t.root());
-            let mut n = 0;
-            for item in DecodeResponseIter::new(root, t.bao(), &encoded[..], &ranges) {
-                item.expect("verifies");
-                n += 1;
+            let (mut pairs, mut bytes, mut at) = (Vec::new(), Vec::new(), 0);
+            for item in ResponseIterRef::new(t.bao(), &ranges) {
+                let n = match item {
+                    BaoChunk::Parent { .. } => 64,
+                    BaoChunk::Leaf { size, .. } => size,
+                };
+                let out = if n == 64 && matches!(item, BaoChunk::Parent { .. }) {
+                    &mut pairs
+                } else {
+                    &mut bytes
+                };
+                out.extend_from_slice(&encoded[at..at + n]);
+                at += n;
             }
-            assert!(n > 0);
+            assert_eq!(at, encoded.len(), "{what}");
+            assert_eq!(pairs, proof, "{what}: the proof");
+            assert_eq!(bytes, carried, "{what}: the data");
+            let root = blake3::Hash::from(t.root());
+            for item in DecodeResponseIter::new(root, t.bao(), &encoded[..], &ranges) {
+                item.expect("bao-tree verifies it");
+            }
+            let expect = check_proof(&t.root(), size, &ranges, &proof).expect("proof");
+            let mut covered = Vec::new();
+            for e in &expect {
+                let at = e.offset() as usize;
+                assert!(e.verify(&d[at..at + e.len]), "{what}: piece at {at}");
+                match covered.last_mut() {
+                    Some(r @ Range { .. }) if r.end == e.offset() => r.end += e.len as u64,
+                    _ => covered.push(e.offset()..e.offset() + e.len as u64),
+                }
+            }
+            assert_eq!(covered, runs, "{what}: the pieces tile the runs");
+            // The wire carries the range, rounded to 1 KiB at its ends.
+            if let Some(r) = range.clone().filter(|r| r.start < r.end.min(size)) {
+                let (a, b) = (r.start, r.end.min(size));
+                assert!(runs[0].start <= a && a - runs[0].start < 1024, "{what}");
+                let last = runs.iter().find(|x| x.end >= b).expect("covers");
+                assert!(last.end - b < 1024 || last.end == size, "{what}");
+            }
         }
     }
 
     #[test]
-    fn a_checked_proof_names_each_groups_hash_and_a_forged_one_fails() {
+    fn a_checked_proof_names_each_pieces_hash_and_a_forged_one_fails() {
         let len = 9 * G + 100;
         let d = data(len);
         let t = Tree::of(&d);
         let address = t.root();
         let ranges = ranges_for(len as u64, Some(3 * G as u64 + 1..5 * G as u64));
-        let proof = t.proof(&ranges);
-        assert_eq!(proof.len(), proof_len(len as u64, &ranges));
+        let proof = proof_of(&t, &d, &ranges);
         let expect = check_proof(&address, len as u64, &ranges, &proof).expect("proof");
-        let indices: Vec<u64> = expect.iter().map(|e| e.index).collect();
-        assert_eq!(indices, [3, 4, 9], "the range's groups and the last one");
+        let groups: Vec<Option<u64>> = expect.iter().map(|e| e.group(len as u64)).collect();
+        assert_eq!(
+            groups,
+            [Some(3), Some(4), Some(9)],
+            "whole groups: chunk 3·64 starts one"
+        );
+        let ranges = ranges_for(len as u64, Some(3 * G as u64 + 1025..5 * G as u64));
+        let proof = proof_of(&t, &d, &ranges);
+        let expect = check_proof(&address, len as u64, &ranges, &proof).expect("proof");
+        assert_eq!(expect[0].offset(), 3 * G as u64 + 1024);
+        assert_eq!(expect[0].group(len as u64), None, "a piece of group 3");
         for e in &expect {
             let at = e.offset() as usize;
-            let group = &d[at..(at + e.len)];
-            assert!(e.verify(group));
-            let mut bad = group.to_vec();
+            let piece = &d[at..(at + e.len)];
+            assert!(e.verify(piece));
+            let mut bad = piece.to_vec();
             bad[e.len / 2] ^= 1;
             assert!(!e.verify(&bad), "one flipped byte");
         }
@@ -529,22 +682,32 @@ mod tests {
         assert!(check_proof(&other, len as u64, &ranges, &proof).is_err());
         // A lie about the size changes the shape: refused.
         assert!(check_proof(&address, len as u64 + G as u64, &ranges, &proof).is_err());
+        assert!(
+            check_proof(&address, 0, &ranges_for(0, None), &[]).is_err(),
+            "size 0 is only the empty object's"
+        );
     }
 
     #[test]
-    fn runs_cover_the_range_in_whole_groups_and_the_last_group() {
+    fn runs_cover_the_range_in_whole_chunks_and_the_last_chunk() {
         let size = 10 * GROUP_BYTES + 7;
         let g = GROUP_BYTES;
+        let last = 10 * g;
         assert_eq!(runs(size, None), vec![(0..size)]);
-        assert_eq!(runs(size, Some(g + 1..3 * g)), [g..3 * g, 10 * g..size]);
-        assert_eq!(runs(size, Some(9 * g..size)), vec![(9 * g..size)]);
+        assert_eq!(runs(size, Some(g + 1..3 * g)), [g..3 * g, last..size]);
+        assert_eq!(
+            runs(size, Some(g + 1025..3 * g - 1)),
+            [g + 1024..3 * g, last..size]
+        );
+        assert_eq!(runs(size, Some(9 * g + 5..size)), vec![(9 * g..size)]);
         assert_eq!(
             runs(size, Some(5..5)),
-            [0..g, 10 * g..size],
+            vec![(last..size)],
             "an empty range still proves the size"
         );
-        assert_eq!(runs(size, Some(size + 5..size + 9)), vec![(10 * g..size)]);
+        assert_eq!(runs(size, Some(size + 5..size + 9)), vec![(last..size)]);
         assert_eq!(runs(0, None), []);
+        assert_eq!(runs(size - 7, Some(0..10)), [0..1024, last - 1024..last]);
     }
 
     #[test]
@@ -552,7 +715,7 @@ mod tests {
         let d = data(1000);
         let t = Tree::of(&d);
         let ranges = ranges_for(1000, None);
-        assert!(t.proof(&ranges).is_empty());
+        assert!(proof_of(&t, &d, &ranges).is_empty());
         let e = check_proof(&t.root(), 1000, &ranges, &[]).expect("proof");
         assert_eq!(e.len(), 1);
         assert!(e[0].is_root && e[0].verify(&d));

@@ -2,13 +2,14 @@
 //!
 //! The asker names an object and optionally a byte range
 //! ([`BlobRequest`]). The holder answers with the object's size (8 bytes,
-//! little-endian), the proof for the groups it sends (`kernel::outboard`:
-//! the parent pairs from the address down to them) and then those 64 KiB
-//! groups, one frame each: the groups covering the range, and always the
-//! object's last group, which proves the size. The asker checks the whole
-//! proof against the address before it takes a byte of data, then each
-//! group against the hash the proof gave it as the group arrives; a holder
-//! that sends one wrong byte is caught at that group, disconnected
+//! little-endian), the proof for the pieces it sends (`kernel::outboard`:
+//! the parent pairs from the address down to them) and then the bytes:
+//! the range rounded out to 1 KiB chunks, and always the object's last
+//! chunk, which proves the size; at most one 64 KiB group per frame. The
+//! asker checks the whole proof against the address before it takes a
+//! byte of data, then each piece (a whole group, or a subtree of a group
+//! the range ends in) against the hash the proof gave it as it arrives; a
+//! holder that sends one wrong byte is caught within one group, disconnected
 //! (`rejected_total{reason="blob_mismatch"}`), and nothing after the last
 //! good group is used. What the asker does with verified groups is a
 //! [`GroupSink`]: store them ([`Overlay::fetch_into_store`]), stream a
@@ -102,7 +103,16 @@ pub(crate) fn serve_blob(
         ));
     }
     let mut head = size.to_le_bytes().to_vec();
-    head.extend_from_slice(&tree.proof(&outboard::ranges_for(size, range)));
+    // Where the range ends inside a group, the pairs below it are hashed
+    // from that group's bytes (read verified, as every read is).
+    let group = |g: u64| {
+        read_all(
+            &*objects,
+            &address,
+            g * GROUP_BYTES..((g + 1) * GROUP_BYTES).min(size),
+        )
+    };
+    head.extend_from_slice(&tree.proof(&outboard::ranges_for(size, range), group)?);
     let head = Bytes::from(head);
     let head = (0..head.len())
         .step_by(BLOB_FRAME)
@@ -134,12 +144,35 @@ pub(crate) fn serve_blob(
     Ok(Some(BlobAnswer { head, len, groups }))
 }
 
-/// What a fetch does with the groups it receives, each verified, in order.
+/// Bytes `range` of `address` from the store, whole (a group: one chunk).
+fn read_all(
+    objects: &dyn Objects,
+    address: &ContentAddress,
+    range: Range<u64>,
+) -> Result<Bytes, Refusal> {
+    let store_error = |e: HandleError| Refusal::new(500, "store", e.to_string());
+    let gone = || Refusal::new(404, "not_found", "the object was deleted while it was read");
+    let (_, reader) = objects
+        .read(address, Some(range))
+        .map_err(store_error)?
+        .ok_or_else(gone)?;
+    let mut pieces = reader
+        .collect::<Result<Vec<Bytes>, _>>()
+        .map_err(store_error)?;
+    Ok(match pieces.len() {
+        1 => pieces.remove(0),
+        _ => pieces.concat().into(),
+    })
+}
+
+/// What a fetch does with the pieces it receives, each verified, in order.
 pub trait GroupSink: Send + 'static {
     /// The object's size, proved (before any group; again on a resumed
     /// attempt).
     fn sized(&mut self, size: u64) -> Result<(), OverlayError>;
-    /// A verified group (one the sink already has may come again).
+    /// A verified piece: a whole group, or a subtree of one where the
+    /// range asked for ends inside it (one the sink already has may come
+    /// again).
     fn group(&mut self, g: &Expect, data: Bytes) -> Result<(), OverlayError>;
     /// The bytes still wanted: the whole request before the size is known,
     /// `None` once the sink has all it wants.
@@ -414,7 +447,7 @@ impl Overlay {
 
     /// Bytes `range` of `address` (to its end when `range.end` is past it)
     /// from peers, verified group by group and streamed as they arrive;
-    /// nothing is stored. Resolves once the range's first group verified
+    /// nothing is stored. Resolves once the range's first piece verified
     /// (or a peer proved the range is past the object's end) with the
     /// object's size and a channel of the range's bytes in order (an `Err`
     /// in it ends the stream early).
@@ -483,8 +516,18 @@ impl GroupSink for StoreSink {
     }
 
     fn group(&mut self, g: &Expect, data: Bytes) -> Result<(), OverlayError> {
-        if g.index != self.next {
+        if g.offset() < self.next * GROUP_BYTES {
             return Ok(()); // had it already
+        }
+        // Asked from a group boundary to the end, every piece is a whole
+        // group, in order.
+        let size = self.size.unwrap_or(0);
+        if g.group(size) != Some(self.next) {
+            return Err(OverlayError::Protocol(format!(
+                "a piece at byte {} where group {} was due",
+                g.offset(),
+                self.next
+            )));
         }
         let w = self.writer.as_mut().ok_or(OverlayError::SessionEnded)?;
         w.write_verified(data, g.hash).inspect_err(|e| {
@@ -524,7 +567,7 @@ impl RangeSink {
 
 impl RangeSink {
     /// Resolves the fetch's first step: with the range's first verified
-    /// bytes (a peer whose first group fails has the gateway answer as if
+    /// bytes (a peer whose first piece fails has the gateway answer as if
     /// the object were nowhere), or at once when the range holds none.
     fn ready(&mut self) {
         if let (Some(tx), Some(size)) = (self.size_tx.take(), self.size) {
