@@ -162,6 +162,11 @@ pub trait Objects: HttpApi {
         address: &ContentAddress,
         range: Option<Range<u64>>,
     ) -> HandleResult<Option<(u64, Pieces)>>;
+    /// The object looked up once, to read several ranges of it without
+    /// looking its record up again for each (a ranged answer to a peer
+    /// reads its proof's edge groups and then its runs); `None` when it is
+    /// not here. Blocking.
+    fn open(&self, address: &ContentAddress) -> HandleResult<Option<Box<dyn OpenObject>>>;
     /// A writer that hashes and stores what it is given; nothing is
     /// visible until `finish`, and a dropped writer leaves nothing behind.
     fn writer(&self) -> Box<dyn ObjectSink>;
@@ -174,6 +179,15 @@ pub trait Objects: HttpApi {
 
 impl Handle for dyn Objects {
     const OWNER: RoleName = RoleName::Storage;
+}
+
+/// An object found by [`Objects::open`].
+pub trait OpenObject: Send {
+    fn size(&self) -> u64;
+    /// A reader of bytes `range` (within the object) as verified pieces;
+    /// nothing is read before the iterator is. A piece of an object
+    /// deleted since it was opened is an error. Blocking.
+    fn read(&self, range: Range<u64>) -> HandleResult<Pieces>;
 }
 
 /// An object being written (see [`Objects::writer`]). Blocking.

@@ -326,7 +326,13 @@ fn spans(size: u64, range: Option<Range<u64>>) -> Vec<Range<u64>> {
         out.push(first..end);
     }
     // The last chunk's run, joined with the range's where they touch.
-    out.push(if first < end && end >= last { first } else { last }..n);
+    out.push(
+        if first < end && end >= last {
+            first
+        } else {
+            last
+        }..n,
+    );
     out
 }
 

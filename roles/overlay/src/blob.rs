@@ -21,7 +21,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use ron_kernel::handles::{ObjectSink, Objects};
+use ron_kernel::handles::{ObjectSink, Objects, OpenObject};
 use ron_kernel::outboard::{self, Expect, GROUP_BYTES};
 use ron_kernel::{ContentAddress, HandleError};
 use serde::{Deserialize, Serialize};
@@ -91,6 +91,10 @@ pub(crate) fn serve_blob(
     let Some(tree) = objects.tree(&address).map_err(store_error)? else {
         return Ok(None);
     };
+    // Its record looked up once for every read below.
+    let Some(object) = objects.open(&address).map_err(store_error)? else {
+        return Ok(None); // deleted meanwhile
+    };
     let size = tree.size();
     let range = req.range.map(|[a, b]| a..b);
     let runs = outboard::runs(size, range.clone());
@@ -105,13 +109,7 @@ pub(crate) fn serve_blob(
     let mut head = size.to_le_bytes().to_vec();
     // Where the range ends inside a group, the pairs below it are hashed
     // from that group's bytes (read verified, as every read is).
-    let group = |g: u64| {
-        read_all(
-            &*objects,
-            &address,
-            g * GROUP_BYTES..((g + 1) * GROUP_BYTES).min(size),
-        )
-    };
+    let group = |g: u64| read_all(&*object, g * GROUP_BYTES..((g + 1) * GROUP_BYTES).min(size));
     head.extend_from_slice(&tree.proof(&outboard::ranges_for(size, range), group)?);
     let head = Bytes::from(head);
     let head = (0..head.len())
@@ -119,24 +117,20 @@ pub(crate) fn serve_blob(
         .map(|at| head.slice(at..(at + BLOB_FRAME).min(head.len())))
         .collect();
     // Each run read from the store as its verified chunks, lazily: the
-    // first now (the object may be gone), the next when the stream gets
-    // there (each read looks the record up again).
+    // first now, the next when the stream gets there.
     let mut runs = runs.into_iter();
     let first: Pieces = match runs.next() {
         None => Box::new(std::iter::empty()),
-        Some(r) => match objects.read(&address, Some(r)).map_err(store_error)? {
-            Some((_, reader)) => Box::new(reader.map(move |r| r.map_err(store_error))),
-            None => return Ok(None), // deleted meanwhile
-        },
+        Some(r) => Box::new(
+            object
+                .read(r)
+                .map_err(store_error)?
+                .map(move |r| r.map_err(store_error)),
+        ),
     };
     let rest = runs.flat_map(move |r| -> Pieces {
-        match objects.read(&address, Some(r)) {
-            Ok(Some((_, reader))) => Box::new(reader.map(move |r| r.map_err(store_error))),
-            Ok(None) => Box::new(std::iter::once(Err(Refusal::new(
-                404,
-                "not_found",
-                "the object was deleted while it was sent",
-            )))),
+        match object.read(r) {
+            Ok(reader) => Box::new(reader.map(move |r| r.map_err(store_error))),
             Err(e) => Box::new(std::iter::once(Err(store_error(e)))),
         }
     });
@@ -144,19 +138,12 @@ pub(crate) fn serve_blob(
     Ok(Some(BlobAnswer { head, len, groups }))
 }
 
-/// Bytes `range` of `address` from the store, whole (a group: one chunk).
-fn read_all(
-    objects: &dyn Objects,
-    address: &ContentAddress,
-    range: Range<u64>,
-) -> Result<Bytes, Refusal> {
+/// Bytes `range` of an opened object, whole (a group: one chunk).
+fn read_all(object: &dyn OpenObject, range: Range<u64>) -> Result<Bytes, Refusal> {
     let store_error = |e: HandleError| Refusal::new(500, "store", e.to_string());
-    let gone = || Refusal::new(404, "not_found", "the object was deleted while it was read");
-    let (_, reader) = objects
-        .read(address, Some(range))
+    let mut pieces = object
+        .read(range)
         .map_err(store_error)?
-        .ok_or_else(gone)?;
-    let mut pieces = reader
         .collect::<Result<Vec<Bytes>, _>>()
         .map_err(store_error)?;
     Ok(match pieces.len() {

@@ -21,7 +21,7 @@ pub use store::{ObjectMeta, ObjectReader, ObjectStore, ObjectWriter, StoreError,
 
 use std::sync::Arc;
 
-use ron_kernel::handles::{HandleResult, Names, ObjectSink, Objects, Pieces};
+use ron_kernel::handles::{HandleResult, Names, ObjectSink, Objects, OpenObject, Pieces};
 use ron_kernel::metrics::names;
 use ron_kernel::{outboard, ContentAddress, HandleError, Live, RoleContext, RoleName, RoleResult};
 
@@ -101,12 +101,47 @@ impl Objects for http::StorageApi {
         }
     }
 
+    fn open(&self, address: &ContentAddress) -> HandleResult<Option<Box<dyn OpenObject>>> {
+        Ok(self
+            .store
+            .head_shared(address)
+            .map_err(HandleError::failed)?
+            .map(|meta| -> Box<dyn OpenObject> {
+                Box::new(Opened {
+                    store: self.store.clone(),
+                    address: *address,
+                    meta,
+                })
+            }))
+    }
+
     fn writer(&self) -> Box<dyn ObjectSink> {
         Box::new(self.store.writer())
     }
 
     fn tree(&self, address: &ContentAddress) -> HandleResult<Option<Arc<outboard::Tree>>> {
         self.store.tree(address).map_err(HandleError::failed)
+    }
+}
+
+/// An object whose record was looked up once ([`Objects::open`]).
+struct Opened {
+    store: ObjectStore,
+    address: ContentAddress,
+    meta: Arc<ObjectMeta>,
+}
+
+impl OpenObject for Opened {
+    fn size(&self) -> u64 {
+        self.meta.size
+    }
+
+    fn read(&self, range: std::ops::Range<u64>) -> HandleResult<Pieces> {
+        let (_, reader) = self
+            .store
+            .read_meta(&self.address, self.meta.clone(), Some(range))
+            .map_err(HandleError::failed)?;
+        Ok(Box::new(reader.map(|p| p.map_err(HandleError::failed))))
     }
 }
 

@@ -567,3 +567,37 @@ fn a_chunk_written_under_a_wrong_id_is_never_served() {
         Err(StoreError::Integrity { .. })
     ));
 }
+
+/// `Objects::open`: the record looked up once, any ranges read from it,
+/// verified; an object not here is `None`.
+#[test]
+fn an_opened_object_reads_any_ranges_and_a_missing_one_is_none() {
+    use ron_kernel::handles::Objects;
+    let store = ObjectStore::in_memory(None).unwrap();
+    let data = pattern(3 * CHUNK_BYTES + 100, 5);
+    let (meta, _) = store.put(&data).unwrap();
+    let settings = ron_kernel::Live::new(ron_kernel::NodeSettings {
+        data_dir: std::env::temp_dir(),
+        amnesia: true,
+        read_only: false,
+        drain_deadline: std::time::Duration::from_secs(1),
+        header_read_timeout: std::time::Duration::from_secs(5),
+        body_read_timeout: std::time::Duration::from_secs(5),
+        max_body_bytes: 1 << 20,
+        write_cap: Default::default(),
+    });
+    let api = ron_storage::http::StorageApi::new(store.clone(), settings, ron_kernel::Bus::new(8));
+    let object = api.open(&meta.address).unwrap().expect("here");
+    assert_eq!(object.size(), data.len() as u64);
+    let c = CHUNK_BYTES as u64;
+    for r in [0..1, c - 3..2 * c + 3, 3 * c..3 * c + 100, 5..5] {
+        let got: Vec<u8> = object
+            .read(r.clone())
+            .unwrap()
+            .flat_map(|p| p.unwrap().to_vec())
+            .collect();
+        assert_eq!(&got[..], &data[r.start as usize..r.end as usize], "{r:?}");
+    }
+    let other = ron_kernel::ContentAddress::from_bytes(*blake3::hash(b"not here").as_bytes());
+    assert!(api.open(&other).unwrap().is_none());
+}
