@@ -549,6 +549,7 @@ async fn raw_quic(blobs: &[Bytes], verify: bool) -> Duration {
 fn main() {
     // As the node does at start.
     ron_kernel::alloc::tune();
+    ron_kernel::alloc::small_pages();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -200,10 +200,9 @@ pub fn normalize_args(args: &[String]) -> Result<Vec<String>, String> {
 /// Entry point of both binaries (and of `ronctl`).
 pub fn main(profile: Profile) -> ExitCode {
     ron_kernel::alloc::tune();
-    if profile == Profile::Micronode {
-        // An edge box counts every resident byte (RUNBOOK, "Edge boxes").
-        ron_kernel::alloc::small_pages();
-    }
+    // 4 KiB pages: an edge box counts every resident byte (RUNBOOK, "Edge
+    // boxes"), and both profiles pay for huge pages in zeroing (`alloc.rs`).
+    ron_kernel::alloc::small_pages();
     let args: Vec<String> = std::env::args().collect();
     let (bin, as_ctl) = invoked_as(args.first(), profile);
     let mut rest = match normalize_args(args.get(1..).unwrap_or_default()) {
