@@ -66,7 +66,7 @@ fn older_files_are_refused_until_migrated_offline() {
     let (dir, cfg, addr) = stopped_node_with_an_object();
     let cfg_s = cfg.to_str().unwrap();
     let storage = dir.join("data/storage.redb");
-    assert_eq!(version(&storage), Some(1), "new files are stamped");
+    assert_eq!(version(&storage), Some(2), "new files are stamped");
 
     // Everything current: nothing to do, exit 0.
     let out = ronctl(&["migrate", "all", "--config", cfg_s]);
@@ -105,7 +105,7 @@ fn older_files_are_refused_until_migrated_offline() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["files"][0]["status"], "upgraded", "{v}");
     assert_eq!(v["files"][0]["from"], 0, "{v}");
-    assert_eq!(version(&storage), Some(1));
+    assert_eq!(version(&storage), Some(2));
 
     // The node starts on it, the object intact; and a running node's file
     // cannot be migrated under it.

@@ -53,6 +53,17 @@ pub const CHUNK_BYTES: usize = outboard::GROUP_BYTES as usize;
 const SPARE_BUFFERS: usize = 64;
 
 const CHUNKS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("chunks");
+/// The bytes of a chunk past [`ROW_BYTES`] (on disk: `Bodies::Table`).
+const CHUNK_TAILS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("chunk_tails");
+/// The most of a chunk its `chunks` row holds on disk. redb gives a leaf
+/// that outgrows a page the next power of two: a whole 64 KiB chunk with
+/// its key and the leaf's header took a 128 KiB page (measured: 64 MiB of
+/// objects PUT, a 150 MiB file). A row of 63 KiB fits a 64 KiB page; the
+/// last 1 KiB goes to `chunk_tails`, several to a page (the same PUTs: a
+/// 90 MiB file; the rest is redb copying leaves on write). Rows written
+/// whole before this stay readable: a row shorter than this, or without a
+/// tail, is the chunk.
+const ROW_BYTES: usize = CHUNK_BYTES - 1024;
 const REFS: TableDefinition<&[u8; 32], u64> = TableDefinition::new("chunk_refs");
 const OBJECTS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("objects");
 /// Each object's BLAKE3 tree (`outboard::Tree::to_bytes`): written with a
@@ -77,13 +88,22 @@ const TOTALS: TableDefinition<&str, (u64, u64, u64, u64, u64)> = TableDefinition
 const TOTALS_KEY: &str = "totals";
 
 /// This file's layout versions (`ron_kernel::schema`): 1 is the first
-/// versioned layout, the same tables as the unversioned files before it.
-/// A layout change adds a step here and its test.
+/// versioned layout, the same tables as the unversioned files before it;
+/// 2 keeps a chunk's last bytes in `chunk_tails` ([`ROW_BYTES`]; a build
+/// that knows only 1 would read those chunks short). A layout change adds
+/// a step here and its test.
 pub static SCHEMA: ron_kernel::schema::Schema = ron_kernel::schema::Schema {
     role: "storage",
     file: "storage.redb",
-    steps: &[ron_kernel::schema::unversioned_to_1],
+    steps: &[ron_kernel::schema::unversioned_to_1, chunk_tails_2],
 };
+
+/// Version 1 to 2: the `chunk_tails` table. Rows written whole stay as
+/// they are (a row without a tail is its chunk), so nothing is rewritten.
+fn chunk_tails_2(txn: &redb::WriteTransaction) -> Result<(), redb::Error> {
+    txn.open_table(CHUNK_TAILS)?;
+    Ok(())
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -447,7 +467,47 @@ fn write<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     m.write().unwrap_or_else(PoisonError::into_inner)
 }
 
-type ChunkTable<'t> = redb::Table<'t, &'static [u8; 32], &'static [u8]>;
+type ReadOnlyChunks = redb::ReadOnlyTable<&'static [u8; 32], &'static [u8]>;
+
+/// A write transaction's chunk rows and their tails (see [`ROW_BYTES`]).
+struct ChunkTable<'t> {
+    rows: redb::Table<'t, &'static [u8; 32], &'static [u8]>,
+    tails: redb::Table<'t, &'static [u8; 32], &'static [u8]>,
+}
+
+impl<'t> ChunkTable<'t> {
+    fn open(txn: &'t redb::WriteTransaction) -> Result<Self, StoreError> {
+        Ok(ChunkTable {
+            rows: txn.open_table(CHUNKS).map_err(db_err)?,
+            tails: txn.open_table(CHUNK_TAILS).map_err(db_err)?,
+        })
+    }
+}
+
+/// A chunk's bytes on disk: its row, and its tail when the row is full.
+fn table_chunk(
+    rows: &impl ReadableTable<&'static [u8; 32], &'static [u8]>,
+    tails: &impl ReadableTable<&'static [u8; 32], &'static [u8]>,
+    hash: &[u8; 32],
+) -> Result<Option<Bytes>, StoreError> {
+    let Some(row) = rows.get(hash).map_err(db_err)? else {
+        return Ok(None);
+    };
+    let row = row.value();
+    let tail = match row.len() {
+        ROW_BYTES => tails.get(hash).map_err(db_err)?,
+        _ => None,
+    };
+    Ok(Some(match tail {
+        None => Bytes::copy_from_slice(row),
+        Some(t) => {
+            let mut whole = BytesMut::with_capacity(row.len() + t.value().len());
+            whole.extend_from_slice(row);
+            whole.extend_from_slice(t.value());
+            whole.freeze()
+        }
+    }))
+}
 
 /// Verified object records and chunks kept in RAM, so a hot object is
 /// served without a redb transaction, a copy out of the page cache or a
@@ -568,6 +628,7 @@ impl ObjectStore {
         let totals = {
             let objects = txn.open_table(OBJECTS).map_err(db_err)?;
             let chunks = txn.open_table(CHUNKS).map_err(db_err)?;
+            let tails = txn.open_table(CHUNK_TAILS).map_err(db_err)?;
             txn.open_table(REFS).map_err(db_err)?;
             txn.open_table(UPLOADS).map_err(db_err)?;
             txn.open_table(UPLOAD_CHUNKS).map_err(db_err)?;
@@ -580,7 +641,7 @@ impl ObjectStore {
                 None => {
                     // A new store, or one written before the totals row
                     // existed: count once, then keep counting per commit.
-                    let st = store.scan(&objects, &chunks)?;
+                    let st = store.scan(&objects, &chunks, &tails)?;
                     totals
                         .insert(
                             TOTALS_KEY,
@@ -748,7 +809,7 @@ impl ObjectStore {
 
     /// Whether chunk `hash` has a row.
     fn has_chunk(chunks: &ChunkTable<'_>, hash: &[u8; 32]) -> Result<bool, StoreError> {
-        Ok(chunks.get(hash).map_err(db_err)?.is_some())
+        Ok(chunks.rows.get(hash).map_err(db_err)?.is_some())
     }
 
     /// Inserts chunk `hash` (which has no row: `has_chunk`). Callers check
@@ -764,7 +825,11 @@ impl ObjectStore {
     ) -> Result<(), StoreError> {
         match &*self.bodies {
             Bodies::Table => {
-                chunks.insert(hash, data).map_err(db_err)?;
+                let (row, tail) = data.split_at(data.len().min(ROW_BYTES));
+                chunks.rows.insert(hash, row).map_err(db_err)?;
+                if !tail.is_empty() {
+                    chunks.tails.insert(hash, tail).map_err(db_err)?;
+                }
             }
             Bodies::Ram(map) => {
                 // A chunk that fills less than its allocation is copied into
@@ -774,12 +839,13 @@ impl ObjectStore {
                     _ => Bytes::copy_from_slice(data),
                 };
                 write(map).insert(*hash, body);
-                chunks.insert(hash, &[][..]).map_err(db_err)?;
+                chunks.rows.insert(hash, &[][..]).map_err(db_err)?;
             }
             Bodies::Remote(_) => {
                 // The bytes go to the bucket in a pack or the manifest:
                 // only the row is kept here.
                 chunks
+                    .rows
                     .insert(hash, &remote_row(data.len())[..])
                     .map_err(db_err)?;
             }
@@ -794,11 +860,14 @@ impl ObjectStore {
         chunks: &mut ChunkTable<'_>,
         hash: &[u8; 32],
     ) -> Result<Option<usize>, StoreError> {
-        let Some(old) = chunks.remove(hash).map_err(db_err)? else {
+        let Some(old) = chunks.rows.remove(hash).map_err(db_err)? else {
             return Ok(None);
         };
         Ok(Some(match &*self.bodies {
-            Bodies::Table => old.value().len(),
+            Bodies::Table => {
+                let tail = chunks.tails.remove(hash).map_err(db_err)?;
+                old.value().len() + tail.map_or(0, |t| t.value().len())
+            }
             Bodies::Ram(map) => read(map).get(hash).map_or(0, Bytes::len),
             // The bucket's copy stays: other replicas' objects may name it
             // (only the bucket's sweep deletes chunks there).
@@ -838,6 +907,7 @@ impl ObjectStore {
         &self,
         objects: &impl ReadableTable<&'static [u8; 32], &'static [u8]>,
         chunks: &impl ReadableTable<&'static [u8; 32], &'static [u8]>,
+        tails: &impl ReadableTable<&'static [u8; 32], &'static [u8]>,
     ) -> Result<StoreStats, StoreError> {
         let mut s = StoreStats::default();
         for entry in objects.iter().map_err(db_err)? {
@@ -859,7 +929,13 @@ impl ObjectStore {
             s.stored_bytes += match (&ram, &*self.bodies) {
                 (Some(m), _) => m.get(k.value()).map_or(0, Bytes::len),
                 (None, Bodies::Remote(_)) => remote_row_len(v.value()),
-                (None, _) => v.value().len(),
+                (None, _) => {
+                    v.value().len()
+                        + tails
+                            .get(k.value())
+                            .map_err(db_err)?
+                            .map_or(0, |t| t.value().len())
+                }
             } as u64;
             s.chunks += 1;
         }
@@ -1107,10 +1183,7 @@ impl ObjectStore {
             return Ok(hit);
         }
         let data = match source {
-            Source::Table(t) => t
-                .get(hash)
-                .map_err(db_err)?
-                .map(|g| Bytes::copy_from_slice(g.value())),
+            Source::Table(t) => table_chunk(&t.0, &t.1, hash)?,
             Source::Ram { first, bodies } => idx
                 .checked_sub(*first)
                 .and_then(|i| bodies.get(i))
@@ -1204,13 +1277,13 @@ impl ObjectStore {
                 placement: meta.placement.clone(),
                 ahead: HashMap::new(),
             },
-            Bodies::Table => Source::Table(
-                self.db
-                    .begin_read()
-                    .map_err(db_err)?
-                    .open_table(CHUNKS)
-                    .map_err(db_err)?,
-            ),
+            Bodies::Table => {
+                let txn = self.db.begin_read().map_err(db_err)?;
+                Source::Table(Box::new((
+                    txn.open_table(CHUNKS).map_err(db_err)?,
+                    txn.open_table(CHUNK_TAILS).map_err(db_err)?,
+                )))
+            }
             Bodies::Ram(map) => {
                 let chunk = CHUNK_BYTES as u64;
                 let first = (range.start / chunk) as usize;
@@ -1285,7 +1358,7 @@ impl ObjectStore {
             lock(&self.trees).remove(address.as_bytes());
             delta.object(-1, meta.size);
             let mut refs = txn.open_table(REFS).map_err(db_err)?;
-            let mut chunks = txn.open_table(CHUNKS).map_err(db_err)?;
+            let mut chunks = ChunkTable::open(&txn)?;
             let pinned = lock(&self.pinned);
             for c in &meta.chunks {
                 if release_ref(&mut refs, c)? && !pinned.contains_key(c) {
@@ -1328,13 +1401,13 @@ impl ObjectStore {
         let mut freed = Vec::new();
         {
             let refs = txn.open_table(REFS).map_err(db_err)?;
-            let mut chunks = txn.open_table(CHUNKS).map_err(db_err)?;
+            let mut chunks = ChunkTable::open(&txn)?;
             let pinned = lock(&self.pinned);
             let candidates: Vec<[u8; 32]> = match only {
                 Some(hashes) => hashes.to_vec(),
                 None => {
                     let mut all = Vec::new();
-                    for entry in chunks.iter().map_err(db_err)? {
+                    for entry in chunks.rows.iter().map_err(db_err)? {
                         all.push(*entry.map_err(db_err)?.0.value());
                     }
                     all
@@ -1395,7 +1468,8 @@ impl ObjectStore {
         let txn = self.db.begin_read().map_err(db_err)?;
         let objects = txn.open_table(OBJECTS).map_err(db_err)?;
         let chunks = txn.open_table(CHUNKS).map_err(db_err)?;
-        self.scan(&objects, &chunks)
+        let tails = txn.open_table(CHUNK_TAILS).map_err(db_err)?;
+        self.scan(&objects, &chunks, &tails)
     }
 
     /// Whether a write transaction can be opened and committed (readiness).
@@ -1543,7 +1617,7 @@ impl ObjectStore {
                     got: n,
                 });
             }
-            let mut chunks = txn.open_table(CHUNKS).map_err(db_err)?;
+            let mut chunks = ChunkTable::open(&txn)?;
             let mut refs = txn.open_table(REFS).map_err(db_err)?;
             let mut list = txn.open_table(UPLOAD_CHUNKS).map_err(db_err)?;
             let first = st.chunks;
@@ -1669,12 +1743,16 @@ impl ObjectStore {
     /// the chunk is not there.
     fn with_chunk<R>(
         &self,
-        chunks: &redb::ReadOnlyTable<&'static [u8; 32], &'static [u8]>,
+        txn: &redb::ReadTransaction,
         hash: &[u8; 32],
         f: impl FnOnce(&[u8]) -> R,
     ) -> Result<Option<R>, StoreError> {
         match &*self.bodies {
-            Bodies::Table => Ok(chunks.get(hash).map_err(db_err)?.map(|g| f(g.value()))),
+            Bodies::Table => {
+                let rows = txn.open_table(CHUNKS).map_err(db_err)?;
+                let tails = txn.open_table(CHUNK_TAILS).map_err(db_err)?;
+                Ok(table_chunk(&rows, &tails, hash)?.map(|b| f(&b)))
+            }
             Bodies::Ram(map) => {
                 let body = read(map).get(hash).cloned();
                 Ok(body.map(|b| f(&b)))
@@ -1745,7 +1823,6 @@ impl ObjectStore {
         let mut hasher = blake3::Hasher::new();
         let txn = self.db.begin_read().map_err(db_err)?;
         let mut hashes = Self::upload_chunks(&txn, id, st)?;
-        let chunks = txn.open_table(CHUNKS).map_err(db_err)?;
         let mut take = |hash: &[u8; 32], data: Option<&[u8]>| {
             let data = data.ok_or_else(|| StoreError::Db("an uploaded chunk is missing".into()))?;
             if blake3::hash(data).as_bytes() != hash {
@@ -1758,7 +1835,7 @@ impl ObjectStore {
             Ok(())
         };
         for hash in &hashes {
-            self.with_chunk(&chunks, hash, |data| take(hash, Some(data)))?
+            self.with_chunk(&txn, hash, |data| take(hash, Some(data)))?
                 .unwrap_or_else(|| take(hash, None))?;
         }
         hasher.update(&st.tail);
@@ -1852,7 +1929,7 @@ impl ObjectStore {
                 _ => return Err(StoreError::UploadNotFound),
             }
             Self::forget_upload_rows(txn, id, st)?;
-            let mut chunks = txn.open_table(CHUNKS).map_err(db_err)?;
+            let mut chunks = ChunkTable::open(txn)?;
             let mut refs = txn.open_table(REFS).map_err(db_err)?;
             if exists {
                 // Same content already stored: give back the upload's refs.
@@ -2094,7 +2171,7 @@ impl ObjectWriter {
             let mut delta = Delta::default();
             let mut fresh = Vec::new();
             {
-                let mut chunks = txn.open_table(CHUNKS).map_err(db_err)?;
+                let mut chunks = ChunkTable::open(&txn)?;
                 // The batch's new bytes so far: the totals row counts
                 // them only when the transaction ends.
                 let mut added = 0u64;
@@ -2196,7 +2273,8 @@ impl ObjectWriter {
 /// Where a reader's bytes come from: one redb snapshot of the chunks, or
 /// (RAM) the chunks' `Bytes` taken when the read began, from chunk `first`.
 enum Source {
-    Table(redb::ReadOnlyTable<&'static [u8; 32], &'static [u8]>),
+    /// The chunk rows and their tails.
+    Table(Box<(ReadOnlyChunks, ReadOnlyChunks)>),
     /// Chunks fetched from the bucket as the reader reaches them, up to
     /// `READ_AHEAD` at a time: one ranged GET per pack, in parallel, and
     /// the inline ones sliced from the manifest. `placement` is the
@@ -2269,7 +2347,7 @@ impl ObjectReader {
         match &self.source {
             Source::Ram { .. } => true,
             Source::Remote { ahead, .. } => ahead.contains_key(&idx) || cached(),
-            Source::Table(_) => cached(),
+            Source::Table(..) => cached(),
         }
     }
 }
@@ -2421,5 +2499,43 @@ fn release_ref(refs: &mut RefTable<'_>, h: &[u8; 32]) -> Result<bool, StoreError
     } else {
         refs.insert(h, n - 1).map_err(db_err)?;
         Ok(false)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::expect_used)] // a test may panic
+mod tests {
+    use super::*;
+
+    /// A chunk written as one whole row (before rows held at most
+    /// `ROW_BYTES`) reads back whole, and a delete counts all of it.
+    #[test]
+    fn a_chunk_stored_in_one_whole_row_still_reads_and_deletes() {
+        let dir = std::env::temp_dir().join(format!("ron-rows-{}", std::process::id()));
+        let path = dir.join("storage.redb");
+        let store = ObjectStore::open(&path, None).expect("open");
+        let data: Vec<u8> = (0..CHUNK_BYTES + 10).map(|i| (i % 251) as u8).collect();
+        let (meta, _) = store.put(&data).expect("put");
+        // Rewrite its first chunk the old way: one row, no tail.
+        let first = meta.chunks[0];
+        let txn = store.db.begin_write().expect("txn");
+        {
+            let mut chunks = ChunkTable::open(&txn).expect("tables");
+            assert!(chunks.tails.remove(&first).expect("tail").is_some());
+            chunks
+                .rows
+                .insert(&first, &data[..CHUNK_BYTES])
+                .expect("row");
+        }
+        txn.commit().expect("commit");
+        assert!(store.get(&meta.address).expect("get") == data[..]);
+        assert_eq!(
+            store.scan_stats().expect("stats").stored_bytes,
+            data.len() as u64
+        );
+        assert!(store.delete(&meta.address).expect("delete"));
+        assert_eq!(store.scan_stats().expect("stats").stored_bytes, 0);
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
