@@ -2112,6 +2112,13 @@ impl ObjectWriter {
         let data = match &*self.store.bodies {
             Bodies::Ram(_) => {
                 let mut own = self.store.chunk_buffer();
+                // The pages it is about to fill faulted in with one call,
+                // not a trap each (1 GiB fetched into a RAM store, 3 runs
+                // each, same binary: TLS 826 -> 891 MiB/s, QUIC 361-386 ->
+                // 412-432). A spare's are in already: no fault, a no-op.
+                let room = own.spare_capacity_mut();
+                let fill = data.len().min(room.len());
+                ron_kernel::alloc::prefault(&mut room[..fill]);
                 own.extend_from_slice(&data);
                 own.freeze()
             }
