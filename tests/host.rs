@@ -516,12 +516,24 @@ fn micronode_runs_in_amnesia_and_writes_no_data_dir() {
     assert_eq!(status["profile"], "micronode");
     assert_eq!(status["amnesia"], true);
     assert!(!data.exists(), "amnesia must not create {}", data.display());
-    // Resident memory in 4 KiB pages (RUNBOOK, "Edge boxes"); kernels
-    // older than 6.x do not show the field.
+    assert_small_pages(&node, "micronode");
+}
+
+/// The node runs on 4 KiB pages (`PR_SET_THP_DISABLE`: RUNBOOK, "Edge
+/// boxes"; ARCHITECTURE, `alloc.rs`); kernels older than 6.x do not show
+/// the field.
+fn assert_small_pages(node: &common::Node, what: &str) {
     let proc_status = std::fs::read_to_string(format!("/proc/{}/status", node.pid())).unwrap();
     if let Some(line) = proc_status.lines().find(|l| l.starts_with("THP_enabled:")) {
-        assert!(line.ends_with('0'), "micronode left huge pages on: {line}");
+        assert!(line.ends_with('0'), "{what} left huge pages on: {line}");
     }
+}
+
+#[test]
+fn macronode_runs_on_small_pages_too() {
+    let node = NodeBuilder::new().arg("--roles").arg("testrole").start();
+    node.wait_ready();
+    assert_small_pages(&node, "macronode");
 }
 
 #[test]

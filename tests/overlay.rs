@@ -106,6 +106,19 @@ fn id_of(seed: u8) -> String {
         .node_id()
 }
 
+/// A GET of `path` through `node`'s gateway that its peers could not
+/// serve: 404, with `rejected_total{reason}` counted.
+fn missed_and_counted(node: &common::Node, path: &str, headers: &[(&str, &str)], reason: &str) {
+    let r = common::request(node.addr("omnigate"), "GET", path, headers, b"");
+    assert_eq!(r.status, 404, "{path}: {}", r.body);
+    let metric = format!("rejected_total{{reason=\"{reason}\"}}");
+    assert!(
+        metric_at_least(node, &metric, 1.0),
+        "{}",
+        node.get("metrics", "/metrics").body
+    );
+}
+
 fn metric_at_least(node: &common::Node, prefix: &str, n: f64) -> bool {
     node.get("metrics", "/metrics").body.lines().any(|l| {
         l.starts_with(prefix)
@@ -561,19 +574,7 @@ fn a_peer_sending_corrupt_blob_bytes_is_disconnected_and_nothing_is_served() {
     // A peer that never answers: after `overlay.read_timeout` (5 s) the
     // fetch is given up and counted, the gateway answers the local 404,
     // and the session stays up.
-    let r = common::request(
-        b.addr("omnigate"),
-        "GET",
-        &format!("/v1/o/{stall}"),
-        &[],
-        b"",
-    );
-    assert_eq!(r.status, 404, "{}", r.body);
-    assert!(
-        metric_at_least(&b, "rejected_total{reason=\"fetch_stalled\"}", 1.0),
-        "{}",
-        b.get("metrics", "/metrics").body
-    );
+    missed_and_counted(&b, &format!("/v1/o/{stall}"), &[], "fetch_stalled");
 
     let address = format!("b3:{}", blake3::hash(b"the real content").to_hex());
     let r = common::request(
@@ -845,19 +846,9 @@ fn a_holder_that_corrupts_one_byte_of_a_range_is_caught_at_that_group_and_nothin
     wait_session(&b, 34);
     let address = format!("b3:{}", blake3::hash(&data).to_hex());
     let range = format!("bytes={}-{}", 2 * GROUP + 10, 2 * GROUP + 20);
-    let r = common::request(
-        b.addr("omnigate"),
-        "GET",
-        &format!("/v1/o/{address}"),
-        &[("Range", &range)],
-        b"",
-    );
-    assert_eq!(r.status, 404, "no byte of a group that failed: {}", r.body);
-    assert!(
-        metric_at_least(&b, "rejected_total{reason=\"blob_mismatch\"}", 1.0),
-        "{}",
-        b.get("metrics", "/metrics").body
-    );
+    // No byte of a piece that failed.
+    let path = format!("/v1/o/{address}");
+    missed_and_counted(&b, &path, &[("Range", &range)], "blob_mismatch");
     let cut = b.wait_for_log(Duration::from_secs(30), |v| {
         v["message"] == "overlay session ended"
             && v["error"].as_str().is_some_and(|e| {
