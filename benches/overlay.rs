@@ -15,7 +15,9 @@
 //! - the same 1 GiB fetched into the asker's store (as omnigate's peer
 //!   fetch does) next to fetch-and-verify only, with the BLAKE3 passes per
 //!   byte the asker made (its verifier's and its store's hashed bytes,
-//!   counted);
+//!   counted), and the CPU seconds of both next to what keeping 1 GiB in
+//!   fresh RAM costs alone (new 64 KiB buffers faulted in and filled):
+//!   the floor under any RAM store's extra;
 //! - 32 ranges of 1 MiB out of one 1 GiB object (`fetch_range`): time to
 //!   the first verified byte, and bytes on the wire next to the range plus
 //!   its proof (the parent pairs, and the last 1 KiB chunk, which proves
@@ -30,7 +32,9 @@
 //! raw-quic-verify|idle` on the built bench binary (it then also prints the
 //! CPUs busy and page faults of the transfer); `tls-store|quic-store` fetch
 //! into the asker's store as omnigate's peer fetch does; `range-tls|
-//! range-quic` run the ranges alone.
+//! range-quic` run the ranges alone; `fresh` the fresh-RAM floor. To
+//! profile the transfers alone: `mkfifo ctl ack; BENCH_PERF_CTL=ctl,ack
+//! perf record --delay=-1 --control=fifo:ctl,ack -g BIN`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test or bench may panic
 
@@ -173,7 +177,9 @@ fn blobs() -> Vec<Bytes> {
 /// 1 GiB of blobs fetched from a holder to an asker over `transport`;
 /// with `into_store`, into the asker's store as omnigate's peer fetch does
 /// (`fetch_into_store`), else only hashed and counted.
-async fn node_to_node(quic: bool, blobs: &[Bytes], into_store: bool) -> (Duration, f64) {
+/// Returns the time, the BLAKE3 passes per byte on the asker and the CPU
+/// seconds this process used (both ends).
+async fn node_to_node(quic: bool, blobs: &[Bytes], into_store: bool) -> (Duration, f64, f64) {
     let stop = CancellationToken::new();
     // Without a read cache: every chunk is read from redb and verified.
     let store = ron_storage::ObjectStore::in_memory(None).expect("store");
@@ -184,7 +190,7 @@ async fn node_to_node(quic: bool, blobs: &[Bytes], into_store: bool) -> (Duratio
     }
     let (holder, asker, asker_store) = connected(quic, store, &stop).await;
     let t = Instant::now();
-    let c = Cpu::now();
+    let c = Cpu::start();
     let mut got = 0usize;
     for batch in addrs.chunks(PARALLEL) {
         let fetches: Vec<_> = batch
@@ -215,7 +221,7 @@ async fn node_to_node(quic: bool, blobs: &[Bytes], into_store: bool) -> (Duratio
         }
     }
     let took = t.elapsed();
-    c.report("oap", took);
+    let cpu = c.report("oap", took);
     assert_eq!(got, BULK);
     // BLAKE3 passes per fetched byte on the asker: its verifier's and its
     // store's (a store that keeps a group under the hash that verified it
@@ -227,7 +233,29 @@ async fn node_to_node(quic: bool, blobs: &[Bytes], into_store: bool) -> (Duratio
     let passes = hashed as f64 / BULK as f64;
     drop(holder);
     stop.cancel();
-    (took, passes)
+    (took, passes, cpu)
+}
+
+/// What any store that keeps 1 GiB in RAM pays however little else it does:
+/// 64 KiB buffers taken fresh from the allocator, their pages faulted in
+/// (`kernel::alloc::prefault`, as the RAM store does) and filled by one
+/// copy each, all kept until the end. One thread: the wall time is its
+/// CPU time.
+fn fresh_memory() -> Duration {
+    let src = vec![7u8; CHUNK];
+    let t = Instant::now();
+    let kept: Vec<Bytes> = (0..BULK / CHUNK)
+        .map(|_| {
+            let mut b = BytesMut::with_capacity(CHUNK);
+            ron_kernel::alloc::prefault(&mut b.spare_capacity_mut()[..CHUNK]);
+            b.extend_from_slice(&src);
+            b.freeze()
+        })
+        .collect();
+    let took = t.elapsed();
+    assert_eq!(kept.len() * CHUNK, BULK);
+    drop(kept);
+    took
 }
 
 /// A holder with `store` and an asker with an empty store, connected over
@@ -381,7 +409,35 @@ struct Cpu {
     faults: u64,
 }
 
+/// With `BENCH_PERF_CTL=ctl,ack` (two FIFOs, as given to `perf record
+/// --delay=-1 --control=fifo:ctl,ack`), the profile covers only the
+/// transfers: `enable`/`disable` are sent around each, and perf's ack
+/// awaited.
+fn perf_ctl(cmd: &str) {
+    use std::io::{Read, Write};
+    let Ok(fifos) = std::env::var("BENCH_PERF_CTL") else {
+        return;
+    };
+    let Some((ctl, ack)) = fifos.split_once(',') else {
+        return;
+    };
+    let mut c = std::fs::OpenOptions::new()
+        .write(true)
+        .open(ctl)
+        .expect("perf ctl fifo");
+    c.write_all(format!("{cmd}\n").as_bytes())
+        .expect("perf ctl");
+    let mut a = std::fs::File::open(ack).expect("perf ack fifo");
+    let mut got = [0u8; 5];
+    let _ = a.read(&mut got);
+}
+
 impl Cpu {
+    fn start() -> Self {
+        perf_ctl("enable");
+        Cpu::now()
+    }
+
     fn now() -> Self {
         let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
         // Fields after the command name (which ends with ')').
@@ -401,17 +457,21 @@ impl Cpu {
         }
     }
 
-    fn report(&self, what: &str, took: Duration) {
-        if std::env::var_os("BENCH_ONLY").is_none() {
-            return;
-        }
+    /// Prints what the run cost (for `BENCH_ONLY` runs); returns its CPU
+    /// seconds.
+    fn report(&self, what: &str, took: Duration) -> f64 {
+        perf_ctl("disable");
         let now = Cpu::now();
         let secs = (now.ticks - self.ticks) as f64 / 100.0;
+        if std::env::var_os("BENCH_ONLY").is_none() {
+            return secs;
+        }
         println!(
             "{what}: {:.2} CPUs busy, {} minor faults",
             secs / took.as_secs_f64(),
             now.faults - self.faults
         );
+        secs
     }
 }
 
@@ -489,9 +549,9 @@ async fn raw_tls(blobs: &[Bytes], verify: bool) -> Duration {
     let s = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let _ = s.set_nodelay(true);
     let mut tls = p.connector.connect(peer_name(), s).await.expect("tls");
-    let c = Cpu::now();
+    let c = Cpu::start();
     let (got, took) = drain(&mut tls, verify).await;
-    c.report("raw", took);
+    let _ = c.report("raw", took);
     assert_eq!(got, BULK);
     server.await.expect("server");
     took
@@ -537,9 +597,9 @@ async fn raw_quic(blobs: &[Bytes], verify: bool) -> Duration {
     let (mut send, mut recv) = conn.open_bi().await.expect("stream");
     // The stream exists for the peer once something is sent on it.
     send.write_all(b"go").await.expect("write");
-    let c = Cpu::now();
+    let c = Cpu::start();
     let (got, took) = drain(&mut recv, verify).await;
-    c.report("raw", took);
+    let _ = c.report("raw", took);
     assert_eq!(got, BULK);
     conn.close(0u32.into(), b"done");
     let _ = server.await;
@@ -577,6 +637,7 @@ fn main() {
                 "raw-quic" => raw_quic(&blobs, false).await,
                 "raw-tls-verify" => raw_tls(&blobs, true).await,
                 "raw-quic-verify" => raw_quic(&blobs, true).await,
+                "fresh" => fresh_memory(),
                 w => node_to_node(w.starts_with("quic"), &blobs, w.ends_with("-store")).await.0,
             };
             println!("{which}: {:.0} MiB/s", 1024.0 / d.as_secs_f64());
@@ -606,6 +667,7 @@ fn main() {
         let mbs = |d: Duration| (BULK as f64 / (1 << 20) as f64) / d.as_secs_f64();
         for (quic, name, peer) in [(false, "TLS/TCP", "raw rustls"), (true, "QUIC", "raw quinn")] {
             let (mut raw, mut checked, mut oap, mut stored) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            let (mut oap_cpu, mut stored_cpu, mut fresh) = (Vec::new(), Vec::new(), Vec::new());
             let mut passes = 0.0;
             for _ in 0..3 {
                 for (verify, into) in [(false, &mut raw), (true, &mut checked)] {
@@ -615,11 +677,17 @@ fn main() {
                         raw_tls(&blobs, verify).await
                     });
                 }
-                oap.push(node_to_node(quic, &blobs, false).await.0);
-                let (d, p) = node_to_node(quic, &blobs, true).await;
+                let (d, _, cpu) = node_to_node(quic, &blobs, false).await;
+                oap.push(d);
+                oap_cpu.push(Duration::from_secs_f64(cpu));
+                let (d, p, cpu) = node_to_node(quic, &blobs, true).await;
                 stored.push(d);
+                stored_cpu.push(Duration::from_secs_f64(cpu));
                 passes = p;
+                fresh.push(fresh_memory());
             }
+            let (oap_cpu, stored_cpu, fresh) =
+                (pct(&mut oap_cpu, 50), pct(&mut stored_cpu, 50), pct(&mut fresh, 50));
             let (raw, checked, oap, stored) = (
                 pct(&mut raw, 50),
                 pct(&mut checked, 50),
@@ -639,6 +707,13 @@ fn main() {
                 mbs(stored),
                 mbs(oap),
                 mbs(stored) / mbs(oap)
+            );
+            println!(
+                "overlay/fetch-into-store 1 GiB over {name}, CPU (median of 3): into the store {:.2} s | fetch-and-verify only {:.2} s | difference {:.2} s | keeping 1 GiB in fresh RAM alone (64 KiB buffers faulted in and filled, one thread) {:.2} s",
+                stored_cpu.as_secs_f64(),
+                oap_cpu.as_secs_f64(),
+                stored_cpu.as_secs_f64() - oap_cpu.as_secs_f64(),
+                fresh.as_secs_f64()
             );
             let (p50, p99, aligned, unaligned) = ranges(quic, &blobs).await;
             println!(
