@@ -106,13 +106,13 @@ fn a_gzip_bomb_is_refused_without_inflating_it() {
         enc.write_all(&zeros).unwrap();
     }
     let bomb = enc.finish().unwrap();
-    let rss_before = rss_kib(node.pid());
+    let rss_before = common::rss_kib(node.pid());
     let r = request(g, "PUT", "/v1/o", &[("Content-Encoding", "gzip")], &bomb);
     assert_eq!(r.status, 413, "{}", r.body);
     assert!(r.body.contains("decompress"), "{}", r.body);
     // Counted once, where the inflater refused it.
     wait_rejected(&node, "decompress", 1, Duration::from_secs(10));
-    let grown = rss_kib(node.pid()).saturating_sub(rss_before);
+    let grown = common::rss_kib(node.pid()).saturating_sub(rss_before);
     assert!(grown < 32 * 1024, "RSS grew by {grown} KiB");
 
     // A small honest gzip body is decoded and stored as its plain bytes.
@@ -134,15 +134,6 @@ fn a_gzip_bomb_is_refused_without_inflating_it() {
 
     let r = request(g, "PUT", "/v1/o", &[("Content-Encoding", "br")], b"x");
     assert_eq!(r.status, 415, "{}", r.body);
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
 }
 
 #[test]

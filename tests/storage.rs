@@ -185,6 +185,32 @@ fn restartable_storage_node() -> (common::Node, std::path::PathBuf, std::path::P
     (node, dir, cfg_path)
 }
 
+#[test]
+fn what_was_stored_is_not_kept_resident() {
+    // Without the role's own read cache, what stays resident after 96 MiB
+    // of PUTs is the file's page cache (the kernel's, not this process's)
+    // and redb's page cache, which is bounded (kernel::db): with redb's
+    // default it kept every page written, up to 1 GiB.
+    let node = NodeBuilder::new()
+        .arg("--roles")
+        .arg("storage")
+        .config_replace("[storage]\n", "[storage]\nread_cache_bytes = 0\n")
+        .start();
+    node.wait_ready();
+    let s = node.addr("storage");
+    let first = body_of(1 << 20, 0);
+    assert_eq!(request(s, "PUT", "/v1/o", &[], &first).status, 201);
+    let before = common::rss_kib(node.pid());
+    for i in 1..=96u8 {
+        let r = request(s, "PUT", "/v1/o", &[], &body_of(1 << 20, i));
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
+    let grown = common::rss_kib(node.pid()).saturating_sub(before);
+    assert!(grown < 40 * 1024, "96 MiB stored, RSS grew by {grown} KiB");
+    let r = common::request_bytes(s, "GET", &format!("/v1/o/{}", b3(&first)), &[], b"");
+    assert_eq!((r.0, &r.2), (200, &first));
+}
+
 /// (address, bytes) of every PUT that got 201.
 type Acked = Vec<(String, Vec<u8>)>;
 

@@ -643,6 +643,16 @@ impl Sse {
     }
 }
 
+/// The resident memory of process `pid`, in KiB (Linux).
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
 /// `len` deterministic pseudo-random bytes (BLAKE3 XOF of `seed`).
 pub fn body_of(len: usize, seed: u8) -> Vec<u8> {
     let mut out = vec![0u8; len];

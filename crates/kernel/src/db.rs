@@ -1,9 +1,27 @@
 //! What a redb failure means to a role, decided once for every store: out
 //! of space (the write is refused with 507 and nothing of it is kept), or
 //! anything else. Decided by the I/O error's kind (ENOSPC, EDQUOT), not
-//! by its message, so every role says the same and none drifts.
+//! by its message, so every role says the same and none drifts. And how
+//! every role opens one: [`builder`], with a bounded page cache.
 
 use std::io;
+
+/// redb's own page cache per database file: 16 MiB, where redb's default
+/// is 1 GiB. redb keeps every page a commit wrote in that cache until it
+/// is full, so with the default a node that stored 512 MiB held 600 MiB
+/// more resident (a storage file's pages are mostly chunk bytes, which
+/// the storage role caches itself, verified, and the kernel's page cache
+/// holds anyway). 16 MiB keeps a B-tree's branch pages for millions of
+/// entries; a page that is not in it is one `pread` from the page cache.
+pub const PAGE_CACHE_BYTES: usize = 16 * 1024 * 1024;
+
+/// How every role opens its redb file (or RAM backend): redb's builder
+/// with a [`PAGE_CACHE_BYTES`] cache.
+pub fn builder() -> redb::Builder {
+    let mut b = redb::Database::builder();
+    b.set_cache_size(PAGE_CACHE_BYTES);
+    b
+}
 
 /// A store failure as the roles report it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -174,7 +174,7 @@ pub fn migrate(db_: &Database, schema: &Schema, apply: bool) -> Result<Migration
 /// Opens an existing file for `migrate`; a file another process holds
 /// (a running node) is [`SchemaError::Locked`].
 pub fn open_offline(path: &Path, schema: &Schema) -> Result<Database, SchemaError> {
-    Database::open(path).map_err(|e| match e {
+    crate::db::builder().open(path).map_err(|e| match e {
         redb::DatabaseError::DatabaseAlreadyOpen => SchemaError::Locked { role: schema.role },
         other => db(other),
     })

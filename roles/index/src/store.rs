@@ -168,11 +168,11 @@ impl NameIndex {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(db_err)?;
         }
-        Self::init(Database::create(path).map_err(db_err)?)
+        Self::init(ron_kernel::db::builder().create(path).map_err(db_err)?)
     }
 
     pub fn in_memory() -> Result<Self, IndexError> {
-        let db = Database::builder()
+        let db = ron_kernel::db::builder()
             .create_with_backend(ron_kernel::memstore::PagedMemory::new())
             .map_err(db_err)?;
         Self::init(db)

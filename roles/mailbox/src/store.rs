@@ -200,11 +200,11 @@ impl Mailbox {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(db_err)?;
         }
-        Self::init(Database::create(path).map_err(db_err)?, clock)
+        Self::init(ron_kernel::db::builder().create(path).map_err(db_err)?, clock)
     }
 
     pub fn in_memory(clock: Arc<dyn Clock>) -> Result<Self, MailboxError> {
-        let db = Database::builder()
+        let db = ron_kernel::db::builder()
             .create_with_backend(ron_kernel::memstore::PagedMemory::new())
             .map_err(db_err)?;
         Self::init(db, clock)

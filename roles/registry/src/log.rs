@@ -192,12 +192,12 @@ impl Registry {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(db_err)?;
         }
-        let db = Database::create(path).map_err(db_err)?;
+        let db = ron_kernel::db::builder().create(path).map_err(db_err)?;
         Self::init(db, opts)
     }
 
     pub fn in_memory(opts: Options) -> Result<Self, RegistryError> {
-        let db = Database::builder()
+        let db = ron_kernel::db::builder()
             .create_with_backend(ron_kernel::memstore::PagedMemory::new())
             .map_err(db_err)?;
         Self::init(db, opts)

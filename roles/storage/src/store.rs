@@ -555,14 +555,14 @@ impl ObjectStore {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(db_err)?;
         }
-        let db = Database::create(path).map_err(db_err)?;
+        let db = ron_kernel::db::builder().create(path).map_err(db_err)?;
         Self::init(db, Bodies::Table, bus)
     }
 
     /// A store that lives in RAM only (amnesia): records in redb on
     /// `PagedMemory`, chunk bytes as `Bytes`.
     pub fn in_memory(bus: Option<Bus>) -> Result<Self, StoreError> {
-        let db = Database::builder()
+        let db = ron_kernel::db::builder()
             .create_with_backend(ron_kernel::memstore::PagedMemory::new())
             .map_err(db_err)?;
         Self::init(db, Bodies::Ram(RwLock::default()), bus)
@@ -574,7 +574,7 @@ impl ObjectStore {
         backend: impl redb::StorageBackend,
         bus: Option<Bus>,
     ) -> Result<Self, StoreError> {
-        let db = Database::builder()
+        let db = ron_kernel::db::builder()
             .create_with_backend(backend)
             .map_err(db_err)?;
         Self::init(db, Bodies::Table, bus)
@@ -593,9 +593,9 @@ impl ObjectStore {
                 if let Some(dir) = path.parent() {
                     std::fs::create_dir_all(dir).map_err(db_err)?;
                 }
-                Database::create(path).map_err(db_err)?
+                ron_kernel::db::builder().create(path).map_err(db_err)?
             }
-            None => Database::builder()
+            None => ron_kernel::db::builder()
                 .create_with_backend(ron_kernel::memstore::PagedMemory::new())
                 .map_err(db_err)?,
         };
