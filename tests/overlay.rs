@@ -809,6 +809,40 @@ fn a_range_of_an_object_only_a_holds_comes_through_bs_gateway_verified_and_alone
         assert_eq!(status, 206);
         assert!(body == data[from..=to], "{from}-{to}");
     }
+    // The last n bytes: the size is proved first (the last chunk), then
+    // only those bytes cross the wire. More than the object is all of it;
+    // none answers as A's own store does.
+    let before = bytes_in(&b);
+    let (status, headers, body) = get_range("bytes=-1000");
+    assert_eq!(status, 206);
+    let (len, from) = (data.len(), data.len() - 1000);
+    assert_eq!(
+        common::header(&headers, "content-range"),
+        Some(format!("bytes {from}-{}/{len}", len - 1).as_str())
+    );
+    assert!(body == data[from..], "the last 1000 bytes");
+    let moved = bytes_in(&b) - before;
+    assert!(
+        moved < 16.0 * 1024.0,
+        "{moved} bytes came in for the last 1000"
+    );
+    let (status, _, body) = get_range(&format!("bytes=-{}", len + 100));
+    assert_eq!(status, 206);
+    assert!(body == data, "all of it");
+    let (status, headers, _) = get_range("bytes=-0");
+    let local = common::request(
+        a.addr("omnigate"),
+        "GET",
+        &path,
+        &[("Range", "bytes=-0")],
+        b"",
+    );
+    assert_eq!(status, local.status);
+    assert_eq!(
+        common::header(&headers, "content-range"),
+        local.header("content-range")
+    );
+
     let (status, headers, _) = get_range("bytes=99999999-");
     assert_eq!(status, 416);
     assert_eq!(

@@ -200,7 +200,10 @@ impl Mailbox {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(db_err)?;
         }
-        Self::init(ron_kernel::db::builder().create(path).map_err(db_err)?, clock)
+        Self::init(
+            ron_kernel::db::builder().create(path).map_err(db_err)?,
+            clock,
+        )
     }
 
     pub fn in_memory(clock: Arc<dyn Clock>) -> Result<Self, MailboxError> {

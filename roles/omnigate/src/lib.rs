@@ -409,7 +409,20 @@ impl Gate {
         let tag = format!("\"{address}\"");
         let range =
             ron_kernel::range::effective_range(&method, &headers, &tag).and_then(open_range);
-        if let Some(range) = range {
+        if let Some(want) = range {
+            let range = match want {
+                Wanted::Bytes(range) => range,
+                // The last `n` bytes: a first ask past any end proves the
+                // size (the answer is the last chunk and its proof), the
+                // second fetches just those bytes.
+                Wanted::Last(n) => match peers.fetch_range(address, u64::MAX - 1..u64::MAX).await {
+                    Ok((size, _)) => size.saturating_sub(n)..size,
+                    Err(e) => {
+                        tracing::debug!(%address, error = %e, "not found at peers either");
+                        return miss;
+                    }
+                },
+            };
             return match peers.fetch_range(address, range.clone()).await {
                 Ok((size, bytes)) => {
                     Routed::new(ROUTE_PEER_RANGE, peer_range(&tag, size, range, bytes))
@@ -682,17 +695,29 @@ impl hyper::body::Body for Guarded {
 /// stored here).
 const ROUTE_PEER_RANGE: &str = "/v1/o/{address}";
 
-/// `bytes=a-b` or `bytes=a-` as `a..b+1` / `a..u64::MAX`; anything else
-/// (a suffix, several ranges, junk) is `None`, and the whole object is
-/// fetched and stored instead.
-fn open_range(v: &str) -> Option<std::ops::Range<u64>> {
+/// The one range a GET of an object wants.
+#[derive(Debug, PartialEq, Eq)]
+enum Wanted {
+    /// `bytes=a-b` or `bytes=a-`: `a..b+1` / `a..u64::MAX`.
+    Bytes(std::ops::Range<u64>),
+    /// `bytes=-n`: the last `n` bytes (`0`: none, a 416).
+    Last(u64),
+}
+
+/// The range a `Range` header asks for; anything else (several ranges,
+/// junk) is `None`, and the whole object is fetched and stored instead.
+fn open_range(v: &str) -> Option<Wanted> {
     let (a, b) = v.strip_prefix("bytes=")?.trim().split_once('-')?;
-    let start = a.trim().parse::<u64>().ok()?;
-    match b.trim() {
-        "" => Some(start..u64::MAX),
+    let (a, b) = (a.trim(), b.trim());
+    if a.is_empty() {
+        return b.parse::<u64>().ok().map(Wanted::Last);
+    }
+    let start = a.parse::<u64>().ok()?;
+    match b {
+        "" => Some(Wanted::Bytes(start..u64::MAX)),
         b => {
             let last = b.parse::<u64>().ok()?;
-            (last >= start).then(|| start..last.saturating_add(1))
+            (last >= start).then(|| Wanted::Bytes(start..last.saturating_add(1)))
         }
     }
 }
@@ -750,6 +775,24 @@ fn peer_range(
 #[cfg(test)]
 mod guarded_tests {
     use super::*;
+
+    #[test]
+    fn a_range_header_is_one_range_or_none() {
+        assert_eq!(open_range("bytes=5-9"), Some(Wanted::Bytes(5..10)));
+        assert_eq!(open_range("bytes=5-"), Some(Wanted::Bytes(5..u64::MAX)));
+        assert_eq!(open_range("bytes=-5"), Some(Wanted::Last(5)));
+        assert_eq!(open_range("bytes=-0"), Some(Wanted::Last(0)));
+        for v in [
+            "bytes=9-5",
+            "bytes=-",
+            "bytes=1-2,5-6",
+            "bytes=x-",
+            "items=1-2",
+            "bytes=--5",
+        ] {
+            assert_eq!(open_range(v), None, "{v}");
+        }
+    }
 
     #[tokio::test]
     async fn large_frames_are_cut_to_the_chunk_size_without_losing_a_byte() {
