@@ -216,43 +216,62 @@ type Acked = Vec<(String, Vec<u8>)>;
 
 #[test]
 fn every_acknowledged_put_survives_kill_9() {
+    acknowledged_puts_survive_kill_9(1, 200);
+}
+
+/// 64 clients at once: their PUTs share durable commits (group commit),
+/// and still none is acknowledged before it is durable.
+#[test]
+fn every_acknowledged_put_of_64_concurrent_writers_survives_kill_9() {
+    acknowledged_puts_survive_kill_9(64, 400);
+}
+
+/// `writers` clients PUT objects (1–61 KiB) until the node is killed with
+/// SIGKILL, once `enough` PUTs were acknowledged; after a restart every
+/// acknowledged object reads back whole.
+fn acknowledged_puts_survive_kill_9(writers: u32, enough: usize) {
     let (mut node, dir, cfg_path) = restartable_storage_node();
     let s = node.addr("storage");
 
     let acked: Arc<Mutex<Acked>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let acked = acked.clone();
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            for i in 0..1000u32 {
-                if stop.load(Ordering::SeqCst) {
-                    break;
+    let threads: Vec<_> = (0..writers)
+        .map(|w| {
+            let acked = acked.clone();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                for i in 0..1000u32 {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let data = body_of(1024 + (i as usize % 7) * 10_000, (i % 251) as u8)
+                        .into_iter()
+                        .chain(i.to_be_bytes())
+                        .chain(w.to_be_bytes())
+                        .collect::<Vec<u8>>();
+                    match try_request(s, "PUT", "/v1/o", &[], &data) {
+                        Ok(r) if r.status == 201 => acked.lock().unwrap().push((b3(&data), data)),
+                        Ok(r) => panic!("PUT {w}/{i}: {} {}", r.status, r.body),
+                        Err(_) => break, // the node is gone
+                    }
                 }
-                let data = body_of(1024 + (i as usize % 7) * 10_000, (i % 251) as u8)
-                    .into_iter()
-                    .chain(i.to_be_bytes())
-                    .collect::<Vec<u8>>();
-                match try_request(s, "PUT", "/v1/o", &[], &data) {
-                    Ok(r) if r.status == 201 => acked.lock().unwrap().push((b3(&data), data)),
-                    Ok(r) => panic!("PUT {i}: {} {}", r.status, r.body),
-                    Err(_) => break, // the node is gone
-                }
-            }
+            })
         })
-    };
+        .collect();
     // Kill the node mid-stream, once a good number of PUTs were acknowledged.
-    let enough = common::poll(Duration::from_secs(120), || {
-        (acked.lock().unwrap().len() >= 200).then_some(())
+    let got = common::poll(Duration::from_secs(120), || {
+        (acked.lock().unwrap().len() >= enough).then_some(())
     });
-    assert!(enough.is_some(), "PUTs too slow:\n{}", node.log_dump());
+    assert!(got.is_some(), "PUTs too slow:\n{}", node.log_dump());
     node.signal("KILL");
     node.wait_exit(Duration::from_secs(30));
     stop.store(true, Ordering::SeqCst);
-    writer.join().unwrap();
+    for t in threads {
+        t.join().unwrap();
+    }
 
     let acked = acked.lock().unwrap().clone();
-    assert!(acked.len() >= 200);
+    assert!(acked.len() >= enough);
     let node = NodeBuilder::in_dir(dir, cfg_path)
         .arg("--roles")
         .arg("storage")

@@ -390,6 +390,9 @@ pub struct ObjectStore {
     /// Trees of objects served by range lately (a seek through a large
     /// object loads its tree once); emptied by deletes.
     trees: Arc<Mutex<HashMap<[u8; 32], Arc<outboard::Tree>>>>,
+    /// Durable commits of writers at about the same time share one fsync
+    /// (every acknowledged write still waits for its own durability).
+    group: Arc<ron_kernel::db::GroupCommit>,
 }
 
 /// Trees kept in memory at most.
@@ -556,7 +559,7 @@ impl ObjectStore {
             std::fs::create_dir_all(dir).map_err(db_err)?;
         }
         let db = ron_kernel::db::builder().create(path).map_err(db_err)?;
-        Self::init(db, Bodies::Table, bus)
+        Self::init(db, Bodies::Table, bus, false)
     }
 
     /// A store that lives in RAM only (amnesia): records in redb on
@@ -565,7 +568,7 @@ impl ObjectStore {
         let db = ron_kernel::db::builder()
             .create_with_backend(ron_kernel::memstore::PagedMemory::new())
             .map_err(db_err)?;
-        Self::init(db, Bodies::Ram(RwLock::default()), bus)
+        Self::init(db, Bodies::Ram(RwLock::default()), bus, true)
     }
 
     /// A store on any redb storage backend, chunk bytes in redb (tests use
@@ -577,7 +580,7 @@ impl ObjectStore {
         let db = ron_kernel::db::builder()
             .create_with_backend(backend)
             .map_err(db_err)?;
-        Self::init(db, Bodies::Table, bus)
+        Self::init(db, Bodies::Table, bus, false)
     }
 
     /// A store whose chunk bytes and object manifests live in `remote`;
@@ -599,7 +602,8 @@ impl ObjectStore {
                 .create_with_backend(ron_kernel::memstore::PagedMemory::new())
                 .map_err(db_err)?,
         };
-        Self::init(db, Bodies::Remote(Arc::new(remote)), bus)
+        let in_ram = path.is_none();
+        Self::init(db, Bodies::Remote(Arc::new(remote)), bus, in_ram)
     }
 
     /// The bucket, when the bodies live in one.
@@ -610,7 +614,13 @@ impl ObjectStore {
         }
     }
 
-    fn init(db: Database, bodies: Bodies, bus: Option<Bus>) -> Result<Self, StoreError> {
+    /// `in_ram`: the database is on a RAM backend (nothing to sync).
+    fn init(
+        db: Database,
+        bodies: Bodies,
+        bus: Option<Bus>,
+        in_ram: bool,
+    ) -> Result<Self, StoreError> {
         ron_kernel::schema::check_or_stamp(&db, &SCHEMA)?;
         let store = Self {
             db: Arc::new(db),
@@ -623,6 +633,11 @@ impl ObjectStore {
             exported: Arc::new(Mutex::new(0)),
             hashed: Arc::default(),
             trees: Arc::default(),
+            group: Arc::new(if in_ram {
+                ron_kernel::db::GroupCommit::in_ram()
+            } else {
+                ron_kernel::db::GroupCommit::default()
+            }),
         };
         let txn = store.db.begin_write().map_err(db_err)?;
         let totals = {
@@ -1343,8 +1358,7 @@ impl ObjectStore {
     fn delete_record(&self, address: &ContentAddress) -> Result<bool, StoreError> {
         let mut freed = Vec::new();
         let mut delta = Delta::default();
-        let mut txn = self.db.begin_write().map_err(db_err)?;
-        txn.set_durability(Durability::Immediate).map_err(db_err)?;
+        let txn = self.db.begin_write().map_err(db_err)?;
         {
             let mut objects = txn.open_table(OBJECTS).map_err(db_err)?;
             let meta = match objects.remove(address.as_bytes()).map_err(db_err)? {
@@ -1370,7 +1384,7 @@ impl ObjectStore {
             }
         }
         let totals = apply_delta(&txn, &delta)?;
-        txn.commit().map_err(db_err)?;
+        self.group.commit(&self.db, txn).map_err(db_err)?;
         if let Some(cache) = &self.cache {
             cache.epoch.fetch_add(1, Ordering::SeqCst);
             cache.meta.remove(address.as_bytes());
@@ -1545,8 +1559,7 @@ pub enum PartOutcome {
 impl ObjectStore {
     /// Starts a resumable upload; returns its id.
     pub fn upload_create(&self) -> Result<u64, StoreError> {
-        let mut txn = self.db.begin_write().map_err(db_err)?;
-        txn.set_durability(Durability::Immediate).map_err(db_err)?;
+        let txn = self.db.begin_write().map_err(db_err)?;
         let id = {
             let mut uploads = txn.open_table(UPLOADS).map_err(db_err)?;
             let mut id = fastrand::u64(1..);
@@ -1563,7 +1576,7 @@ impl ObjectStore {
             uploads.insert(id, &st.encode()[..]).map_err(db_err)?;
             id
         };
-        txn.commit().map_err(db_err)?;
+        self.group.commit(&self.db, txn).map_err(db_err)?;
         Ok(id)
     }
 
@@ -1590,8 +1603,7 @@ impl ObjectStore {
         };
         let part_hash = *blake3::hash(data).as_bytes();
         let mut delta = Delta::default();
-        let mut txn = self.db.begin_write().map_err(db_err)?;
-        txn.set_durability(Durability::Immediate).map_err(db_err)?;
+        let txn = self.db.begin_write().map_err(db_err)?;
         let outcome = {
             let mut uploads = txn.open_table(UPLOADS).map_err(db_err)?;
             let mut st = match uploads.get(id).map_err(db_err)? {
@@ -1676,7 +1688,7 @@ impl ObjectStore {
             PartOutcome::Stored(st)
         };
         let totals = apply_delta(&txn, &delta)?;
-        txn.commit().map_err(db_err)?;
+        self.group.commit(&self.db, txn).map_err(db_err)?;
         self.export(totals);
         Ok(outcome)
     }
@@ -1962,8 +1974,7 @@ impl ObjectStore {
         prepare: impl FnOnce(&redb::WriteTransaction, bool, &mut Delta) -> Result<(), StoreError>,
     ) -> Result<bool, StoreError> {
         let address = meta.address.as_bytes();
-        let mut txn = self.db.begin_write().map_err(db_err)?;
-        txn.set_durability(Durability::Immediate).map_err(db_err)?;
+        let txn = self.db.begin_write().map_err(db_err)?;
         let exists = txn
             .open_table(OBJECTS)
             .map_err(db_err)?
@@ -1989,15 +2000,14 @@ impl ObjectStore {
             delta.object(1, meta.size);
         }
         let totals = apply_delta(&txn, &delta)?;
-        txn.commit().map_err(db_err)?;
+        self.group.commit(&self.db, txn).map_err(db_err)?;
         self.export(totals);
         Ok(!exists)
     }
 
     /// Abandons an upload, releasing its chunks. Returns whether it existed.
     pub fn upload_abort(&self, id: u64) -> Result<bool, StoreError> {
-        let mut txn = self.db.begin_write().map_err(db_err)?;
-        txn.set_durability(Durability::Immediate).map_err(db_err)?;
+        let txn = self.db.begin_write().map_err(db_err)?;
         {
             let mut uploads = txn.open_table(UPLOADS).map_err(db_err)?;
             let st = match uploads.remove(id).map_err(db_err)? {
@@ -2020,7 +2030,7 @@ impl ObjectStore {
                 release_ref(&mut refs, h)?;
             }
         }
-        txn.commit().map_err(db_err)?;
+        self.group.commit(&self.db, txn).map_err(db_err)?;
         self.gc()?;
         Ok(true)
     }
