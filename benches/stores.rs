@@ -7,6 +7,9 @@
 //!   commits share fsyncs: group commit) vs 64 threads each writing a file
 //!   per object with write + `sync_all`: median PUTs/s of 3 alternating
 //!   rounds of 64 × 20;
+//! - the same for the mailbox: 64 clients at once, each on its own topic,
+//!   send → receive → ack, vs 64 threads each writing, syncing, reading
+//!   and removing a file per message;
 //! - mailbox send → receive → ack vs a file-per-message queue with
 //!   `std::fs` (write + sync, read, remove).
 //!
@@ -143,6 +146,39 @@ fn concurrent_puts(_: &mut Criterion) {
     );
 }
 
+fn concurrent_mailbox(_: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mb = Mailbox::open(&dir.path().join("bench.redb"), Arc::new(SystemClock)).expect("mailbox");
+    let qdir = dir.path().join("queue");
+    std::fs::create_dir_all(&qdir).expect("dir");
+    let (mut boxed, mut files) = (Vec::new(), Vec::new());
+    for round in 0..3usize {
+        boxed.push(concurrently(|w, _| {
+            let topic = format!("bench{w}");
+            mb.send(&topic, "{\"job\":42}", None).expect("send");
+            let (got, _) = mb.receive(&topic, 1, 30_000).expect("receive");
+            mb.ack(&topic, &got[0].msg_id).expect("ack");
+        }));
+        files.push(concurrently(|w, i| {
+            let p = qdir.join(format!("{round}-{w}-{i}"));
+            let mut f = std::fs::File::create(&p).expect("create");
+            f.write_all(b"{\"job\":42}").expect("write");
+            f.sync_all().expect("sync");
+            black_box(std::fs::read(&p).expect("read"));
+            std::fs::remove_file(&p).expect("remove");
+        }));
+    }
+    boxed.sort_by(f64::total_cmp);
+    files.sort_by(f64::total_cmp);
+    println!(
+        "mailbox/send_receive_ack, {WRITERS} clients at once (median of 3 rounds of {}): {:.0}/s | file per message {:.0}/s | ratio {:.2}x",
+        WRITERS * ROUND,
+        boxed[1],
+        files[1],
+        boxed[1] / files[1]
+    );
+}
+
 fn mailbox(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
     let mb = Mailbox::open(&dir.path().join("bench.redb"), Arc::new(SystemClock)).expect("mailbox");
@@ -178,6 +214,6 @@ criterion_group! {
         .sample_size(10)
         .warm_up_time(Duration::from_millis(300))
         .measurement_time(Duration::from_secs(2));
-    targets = storage, concurrent_puts, mailbox
+    targets = storage, concurrent_puts, mailbox, concurrent_mailbox
 }
 criterion_main!(benches);

@@ -91,6 +91,24 @@ impl GroupCommit {
         self.wait_durable(db, mine)
     }
 
+    /// Returns once every commit that ended before this call is durable:
+    /// for an answer that reports what another writer committed without
+    /// committing anything itself (a retried request's first outcome).
+    /// Call it holding no write transaction.
+    pub fn settle(&self, db: &redb::Database) -> Result<(), redb::Error> {
+        if self.in_ram {
+            return Ok(());
+        }
+        // Counted as a commit that ends now: the durable commit that
+        // covers it began after every commit before it ended.
+        let mine = {
+            let mut s = self.lock();
+            s.committed += 1;
+            s.committed
+        };
+        self.wait_durable(db, mine)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Syncs> {
         // A panic elsewhere never leaves `Syncs` half-updated (each
         // change is one assignment): its state is still right.

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::Serialize;
 
 /// (topic, seq) → message record.
@@ -179,6 +179,9 @@ pub struct ReceiveStats {
 pub struct Mailbox {
     db: Arc<Database>,
     clock: Arc<dyn Clock>,
+    /// Sends, receives, acks and nacks at about the same time share one
+    /// fsync; each still returns only once it is durable.
+    group: Arc<ron_kernel::db::GroupCommit>,
 }
 
 impl std::fmt::Debug for Mailbox {
@@ -203,6 +206,7 @@ impl Mailbox {
         Self::init(
             ron_kernel::db::builder().create(path).map_err(db_err)?,
             clock,
+            ron_kernel::db::GroupCommit::default(),
         )
     }
 
@@ -210,10 +214,14 @@ impl Mailbox {
         let db = ron_kernel::db::builder()
             .create_with_backend(ron_kernel::memstore::PagedMemory::new())
             .map_err(db_err)?;
-        Self::init(db, clock)
+        Self::init(db, clock, ron_kernel::db::GroupCommit::in_ram())
     }
 
-    fn init(db: Database, clock: Arc<dyn Clock>) -> Result<Self, MailboxError> {
+    fn init(
+        db: Database,
+        clock: Arc<dyn Clock>,
+        group: ron_kernel::db::GroupCommit,
+    ) -> Result<Self, MailboxError> {
         ron_kernel::schema::check_or_stamp(&db, &SCHEMA)?;
         let txn = db.begin_write().map_err(db_err)?;
         {
@@ -228,6 +236,7 @@ impl Mailbox {
         Ok(Self {
             db: Arc::new(db),
             clock,
+            group: Arc::new(group),
         })
     }
 
@@ -248,9 +257,8 @@ impl Mailbox {
             }
         }
         let now = self.clock.now_ms();
-        let mut txn = self.db.begin_write().map_err(db_err)?;
-        txn.set_durability(Durability::Immediate).map_err(db_err)?;
-        let sent = {
+        let txn = self.db.begin_write().map_err(db_err)?;
+        let sent = 'sent: {
             let mut idem = txn.open_table(IDEMPOTENCY).map_err(db_err)?;
             if let Some(k) = idempotency_key {
                 let hit = match idem.get((topic, k)).map_err(db_err)? {
@@ -269,11 +277,11 @@ impl Mailbox {
                         Some(v) => seq_of(v.value()),
                         None => 0,
                     };
-                    return Ok(Sent {
+                    break 'sent Sent {
                         msg_id,
                         seq,
                         duplicate: true,
-                    });
+                    };
                 }
             }
             let mut next = txn.open_table(NEXT_SEQ).map_err(db_err)?;
@@ -315,7 +323,14 @@ impl Mailbox {
                 duplicate: false,
             }
         };
-        txn.commit().map_err(db_err)?;
+        if sent.duplicate {
+            // The first send may still be on its way to the disk: answered
+            // once it is there, like the first.
+            drop(txn);
+            self.group.settle(&self.db).map_err(db_err)?;
+        } else {
+            self.group.commit(&self.db, txn).map_err(db_err)?;
+        }
         Ok(sent)
     }
 
@@ -332,8 +347,7 @@ impl Mailbox {
         let now = self.clock.now_ms();
         let mut stats = ReceiveStats::default();
         let mut out = Vec::new();
-        let mut txn = self.db.begin_write().map_err(db_err)?;
-        txn.set_durability(Durability::Immediate).map_err(db_err)?;
+        let txn = self.db.begin_write().map_err(db_err)?;
         {
             let mut messages = txn.open_table(MESSAGES).map_err(db_err)?;
             let mut dead = txn.open_table(DEAD).map_err(db_err)?;
@@ -379,7 +393,7 @@ impl Mailbox {
                 out.push(msg);
             }
         }
-        txn.commit().map_err(db_err)?;
+        self.group.commit(&self.db, txn).map_err(db_err)?;
         Ok((out, stats))
     }
 
@@ -401,8 +415,7 @@ impl Mailbox {
     /// Acknowledges a delivered message: it is gone for good.
     pub fn ack(&self, topic: &str, msg_id: &str) -> Result<(), MailboxError> {
         let seq = self.locate(topic, msg_id)?;
-        let mut txn = self.db.begin_write().map_err(db_err)?;
-        txn.set_durability(Durability::Immediate).map_err(db_err)?;
+        let txn = self.db.begin_write().map_err(db_err)?;
         {
             let mut messages = txn.open_table(MESSAGES).map_err(db_err)?;
             let msg = match messages.get((topic, seq)).map_err(db_err)? {
@@ -420,7 +433,7 @@ impl Mailbox {
             let mut depth = txn.open_table(DEPTH).map_err(db_err)?;
             bump_depth(&mut depth, topic, -1)?;
         }
-        txn.commit().map_err(db_err)?;
+        self.group.commit(&self.db, txn).map_err(db_err)?;
         Ok(())
     }
 
@@ -428,8 +441,7 @@ impl Mailbox {
     /// dead-lettered. Returns whether it was dead-lettered.
     pub fn nack(&self, topic: &str, msg_id: &str) -> Result<bool, MailboxError> {
         let seq = self.locate(topic, msg_id)?;
-        let mut txn = self.db.begin_write().map_err(db_err)?;
-        txn.set_durability(Durability::Immediate).map_err(db_err)?;
+        let txn = self.db.begin_write().map_err(db_err)?;
         let dead_lettered = {
             let mut messages = txn.open_table(MESSAGES).map_err(db_err)?;
             let mut msg = match messages.get((topic, seq)).map_err(db_err)? {
@@ -460,7 +472,7 @@ impl Mailbox {
                 false
             }
         };
-        txn.commit().map_err(db_err)?;
+        self.group.commit(&self.db, txn).map_err(db_err)?;
         Ok(dead_lettered)
     }
 

@@ -1604,14 +1604,14 @@ impl ObjectStore {
         let part_hash = *blake3::hash(data).as_bytes();
         let mut delta = Delta::default();
         let txn = self.db.begin_write().map_err(db_err)?;
-        let outcome = {
+        let outcome = 'outcome: {
             let mut uploads = txn.open_table(UPLOADS).map_err(db_err)?;
             let mut st = match uploads.get(id).map_err(db_err)? {
                 Some(raw) => UploadState::decode(raw.value())?,
                 None => return Err(StoreError::UploadNotFound),
             };
             if n + 1 == st.next_part && part_hash == st.last_part {
-                return Ok(PartOutcome::Duplicate(st));
+                break 'outcome PartOutcome::Duplicate(st);
             }
             if n != st.next_part {
                 return Err(StoreError::PartOutOfOrder {
@@ -1687,6 +1687,13 @@ impl ObjectStore {
             uploads.insert(id, &st.encode()[..]).map_err(db_err)?;
             PartOutcome::Stored(st)
         };
+        if let PartOutcome::Duplicate(_) = outcome {
+            // The first of the two may still be on its way to the disk:
+            // answered once it is there, like the first.
+            drop(txn);
+            self.group.settle(&self.db).map_err(db_err)?;
+            return Ok(outcome);
+        }
         let totals = apply_delta(&txn, &delta)?;
         self.group.commit(&self.db, txn).map_err(db_err)?;
         self.export(totals);
