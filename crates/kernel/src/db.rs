@@ -340,4 +340,24 @@ mod tests {
         };
         assert!(syncs <= 512 * one, "{syncs} syncs for 512 commits");
     }
+
+    #[test]
+    fn settle_returns_once_what_others_committed_is_durable() {
+        let disk = Disk::default();
+        let db = builder().create_with_backend(disk.clone()).unwrap();
+        let group = GroupCommit::default();
+        // Another writer's commit, ended but not yet synced (it would be
+        // waiting in `commit`).
+        let mut txn = db.begin_write().unwrap();
+        txn.open_table(T).unwrap().insert(1, 1).unwrap();
+        txn.set_durability(redb::Durability::None).unwrap();
+        txn.commit().unwrap();
+        group.settle(&db).unwrap();
+        let after = builder().create_with_backend(disk.crash()).unwrap();
+        let r = after.begin_read().unwrap();
+        assert_eq!(
+            r.open_table(T).unwrap().get(1).unwrap().map(|v| v.value()),
+            Some(1)
+        );
+    }
 }
