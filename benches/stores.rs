@@ -117,32 +117,49 @@ fn concurrently(one: impl Fn(usize, usize) + Sync) -> f64 {
     (WRITERS * ROUND) as f64 / t.elapsed().as_secs_f64()
 }
 
+/// Three alternating rounds of `ours` and `peer` (each given the round),
+/// both run `concurrently`; prints the medians and their ratio.
+fn side_by_side(
+    what: &str,
+    peer_name: &str,
+    ours: impl Fn(usize, usize, usize) + Sync,
+    peer: impl Fn(usize, usize, usize) + Sync,
+) {
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for round in 0..3 {
+        a.push(concurrently(|w, i| ours(round, w, i)));
+        b.push(concurrently(|w, i| peer(round, w, i)));
+    }
+    a.sort_by(f64::total_cmp);
+    b.sort_by(f64::total_cmp);
+    println!(
+        "{what}, {WRITERS} at once (median of 3 rounds of {}): {:.0}/s | {peer_name} {:.0}/s | ratio {:.2}x",
+        WRITERS * ROUND,
+        a[1],
+        b[1],
+        a[1] / b[1]
+    );
+}
+
 fn concurrent_puts(_: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = ObjectStore::open(&dir.path().join("bench.redb"), None).expect("store");
     let fsdir = dir.path().join("files");
     std::fs::create_dir_all(&fsdir).expect("dir");
-    let (mut puts, mut files) = (Vec::new(), Vec::new());
-    for round in 0..3u64 {
-        let seed = |w: usize, i: usize| (round << 32) | ((w as u64) << 16) | i as u64;
-        puts.push(concurrently(|w, i| {
-            store.put(&data(4096, seed(w, i))).expect("put");
-        }));
-        files.push(concurrently(|w, i| {
+    let seed =
+        |round: usize, w: usize, i: usize| ((round as u64) << 32) | ((w as u64) << 16) | i as u64;
+    side_by_side(
+        "storage/put 4 KiB, writers",
+        "write + sync_all per file",
+        |r, w, i| {
+            store.put(&data(4096, seed(r, w, i))).expect("put");
+        },
+        |r, w, i| {
             let mut f =
-                std::fs::File::create(fsdir.join(format!("{}", seed(w, i)))).expect("create");
-            f.write_all(&data(4096, seed(w, i))).expect("write");
+                std::fs::File::create(fsdir.join(format!("{}", seed(r, w, i)))).expect("create");
+            f.write_all(&data(4096, seed(r, w, i))).expect("write");
             f.sync_all().expect("sync");
-        }));
-    }
-    puts.sort_by(f64::total_cmp);
-    files.sort_by(f64::total_cmp);
-    println!(
-        "storage/put 4 KiB, {WRITERS} writers at once (median of 3 rounds of {}): {:.0} PUTs/s | write + sync_all per file {:.0}/s | ratio {:.2}x",
-        WRITERS * ROUND,
-        puts[1],
-        files[1],
-        puts[1] / files[1]
+        },
     );
 }
 
@@ -151,31 +168,23 @@ fn concurrent_mailbox(_: &mut Criterion) {
     let mb = Mailbox::open(&dir.path().join("bench.redb"), Arc::new(SystemClock)).expect("mailbox");
     let qdir = dir.path().join("queue");
     std::fs::create_dir_all(&qdir).expect("dir");
-    let (mut boxed, mut files) = (Vec::new(), Vec::new());
-    for round in 0..3usize {
-        boxed.push(concurrently(|w, _| {
+    side_by_side(
+        "mailbox/send_receive_ack, clients",
+        "file per message",
+        |_, w, _| {
             let topic = format!("bench{w}");
             mb.send(&topic, "{\"job\":42}", None).expect("send");
             let (got, _) = mb.receive(&topic, 1, 30_000).expect("receive");
             mb.ack(&topic, &got[0].msg_id).expect("ack");
-        }));
-        files.push(concurrently(|w, i| {
-            let p = qdir.join(format!("{round}-{w}-{i}"));
+        },
+        |r, w, i| {
+            let p = qdir.join(format!("{r}-{w}-{i}"));
             let mut f = std::fs::File::create(&p).expect("create");
             f.write_all(b"{\"job\":42}").expect("write");
             f.sync_all().expect("sync");
             black_box(std::fs::read(&p).expect("read"));
             std::fs::remove_file(&p).expect("remove");
-        }));
-    }
-    boxed.sort_by(f64::total_cmp);
-    files.sort_by(f64::total_cmp);
-    println!(
-        "mailbox/send_receive_ack, {WRITERS} clients at once (median of 3 rounds of {}): {:.0}/s | file per message {:.0}/s | ratio {:.2}x",
-        WRITERS * ROUND,
-        boxed[1],
-        files[1],
-        boxed[1] / files[1]
+        },
     );
 }
 

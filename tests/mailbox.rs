@@ -150,11 +150,7 @@ fn bad_requests_get_clear_problems() {
 
 #[test]
 fn acknowledged_sends_survive_kill_9() {
-    let b = NodeBuilder::new().arg("--roles").arg("mailbox");
-    let cfg = b.config_path();
-    let dir = b.dir().to_path_buf();
-    let mut node = b.keep_dir().start();
-    node.wait_ready();
+    let (mut node, dir, cfg) = common::restartable("mailbox");
     let m = node.addr("mailbox");
     let mut ids = Vec::new();
     for i in 0..50 {
@@ -170,20 +166,30 @@ fn acknowledged_sends_survive_kill_9() {
     }
     node.signal("KILL");
     node.wait_exit(Duration::from_secs(30));
-    let node = NodeBuilder::in_dir(dir, cfg)
-        .arg("--roles")
-        .arg("mailbox")
-        .start();
-    node.wait_ready();
+    let node = common::restarted(dir, cfg, "mailbox");
     let m = node.addr("mailbox");
-    let r = request(m, "GET", "/v1/topics/durable/messages?limit=100", &[], b"");
-    let got: Vec<String> = r.json()["messages"]
+    assert_eq!(
+        waiting_ids(m, "durable"),
+        ids,
+        "every acknowledged send, in order"
+    );
+}
+
+/// The ids of the first 100 messages waiting on `topic`, in order.
+fn waiting_ids(m: std::net::SocketAddr, topic: &str) -> Vec<String> {
+    let r = request(
+        m,
+        "GET",
+        &format!("/v1/topics/{topic}/messages?limit=100"),
+        &[],
+        b"",
+    );
+    r.json()["messages"]
         .as_array()
         .unwrap()
         .iter()
         .map(|x| x["msg_id"].as_str().unwrap().to_owned())
-        .collect();
-    assert_eq!(got, ids, "every acknowledged send, in order");
+        .collect()
 }
 
 /// 64 clients sending at once share durable commits (group commit); every
@@ -191,11 +197,7 @@ fn acknowledged_sends_survive_kill_9() {
 #[test]
 fn acknowledged_sends_of_64_concurrent_senders_survive_kill_9() {
     use std::sync::{Arc, Mutex};
-    let b = NodeBuilder::new().arg("--roles").arg("mailbox");
-    let cfg = b.config_path();
-    let dir = b.dir().to_path_buf();
-    let mut node = b.keep_dir().start();
-    node.wait_ready();
+    let (mut node, dir, cfg) = common::restartable("mailbox");
     let m = node.addr("mailbox");
     let acked: Arc<Mutex<Vec<Vec<String>>>> = Arc::new(Mutex::new(vec![Vec::new(); 64]));
     let senders: Vec<_> = (0..64usize)
@@ -223,26 +225,10 @@ fn acknowledged_sends_of_64_concurrent_senders_survive_kill_9() {
     for s in senders {
         s.join().unwrap();
     }
-    let node = NodeBuilder::in_dir(dir, cfg)
-        .arg("--roles")
-        .arg("mailbox")
-        .start();
-    node.wait_ready();
+    let node = common::restarted(dir, cfg, "mailbox");
     let m = node.addr("mailbox");
     for (w, ids) in acked.lock().unwrap().iter().enumerate() {
-        let r = request(
-            m,
-            "GET",
-            &format!("/v1/topics/c{w}/messages?limit=100"),
-            &[],
-            b"",
-        );
-        let got: Vec<String> = r.json()["messages"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x["msg_id"].as_str().unwrap().to_owned())
-            .collect();
+        let got = waiting_ids(m, &format!("c{w}"));
         // A send cut off by the kill may be there unacknowledged, after
         // the acknowledged ones.
         assert!(

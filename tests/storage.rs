@@ -174,17 +174,6 @@ fn writes_need_the_write_token_when_one_is_configured() {
     assert_eq!(request(s, "DELETE", &path, &ok, b"").status, 404);
 }
 
-/// A storage node whose directory outlives it, for a restart on the same
-/// data with `NodeBuilder::in_dir(dir, config)`.
-fn restartable_storage_node() -> (common::Node, std::path::PathBuf, std::path::PathBuf) {
-    let b = NodeBuilder::new().arg("--roles").arg("storage");
-    let cfg_path = b.config_path();
-    let dir = b.dir().to_path_buf();
-    let node = b.keep_dir().start();
-    node.wait_ready();
-    (node, dir, cfg_path)
-}
-
 #[test]
 fn what_was_stored_is_not_kept_resident() {
     // Without the role's own read cache, what stays resident after 96 MiB
@@ -230,7 +219,7 @@ fn every_acknowledged_put_of_64_concurrent_writers_survives_kill_9() {
 /// SIGKILL, once `enough` PUTs were acknowledged; after a restart every
 /// acknowledged object reads back whole.
 fn acknowledged_puts_survive_kill_9(writers: u32, enough: usize) {
-    let (mut node, dir, cfg_path) = restartable_storage_node();
+    let (mut node, dir, cfg_path) = common::restartable("storage");
     let s = node.addr("storage");
 
     let acked: Arc<Mutex<Acked>> = Arc::default();
@@ -272,11 +261,7 @@ fn acknowledged_puts_survive_kill_9(writers: u32, enough: usize) {
 
     let acked = acked.lock().unwrap().clone();
     assert!(acked.len() >= enough);
-    let node = NodeBuilder::in_dir(dir, cfg_path)
-        .arg("--roles")
-        .arg("storage")
-        .start();
-    node.wait_ready();
+    let node = common::restarted(dir, cfg_path, "storage");
     let s = node.addr("storage");
     for (addr, data) in &acked {
         let r = common::request_bytes(s, "GET", &format!("/v1/o/{addr}"), &[], b"");
@@ -287,7 +272,7 @@ fn acknowledged_puts_survive_kill_9(writers: u32, enough: usize) {
 
 #[test]
 fn a_resumable_upload_survives_kill_9_between_parts() {
-    let (mut node, dir, cfg_path) = restartable_storage_node();
+    let (mut node, dir, cfg_path) = common::restartable("storage");
     let s = node.addr("storage");
     // 2.5 MiB: larger than the 1 MiB body cap, so it must be uploaded.
     let data = body_of(5 << 19, 42);
@@ -307,11 +292,7 @@ fn a_resumable_upload_survives_kill_9_between_parts() {
     node.signal("KILL");
     node.wait_exit(Duration::from_secs(30));
 
-    let node = NodeBuilder::in_dir(dir, cfg_path)
-        .arg("--roles")
-        .arg("storage")
-        .start();
-    node.wait_ready();
+    let node = common::restarted(dir, cfg_path, "storage");
     let s = node.addr("storage");
     let r = request(s, "GET", &format!("/v1/uploads/{id}"), &[], b"");
     assert_eq!(r.status, 200, "{}", r.body);

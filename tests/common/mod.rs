@@ -643,6 +643,27 @@ impl Sse {
     }
 }
 
+/// A node running `roles` whose directory outlives it, ready: the node,
+/// its directory and its config, for [`restarted`].
+pub fn restartable(roles: &str) -> (Node, PathBuf, PathBuf) {
+    let b = NodeBuilder::new().arg("--roles").arg(roles);
+    let cfg = b.config_path();
+    let dir = b.dir().to_path_buf();
+    let node = b.keep_dir().start();
+    node.wait_ready();
+    (node, dir, cfg)
+}
+
+/// A [`restartable`] node started again on its directory, ready.
+pub fn restarted(dir: PathBuf, config: PathBuf, roles: &str) -> Node {
+    let node = NodeBuilder::in_dir(dir, config)
+        .arg("--roles")
+        .arg(roles)
+        .start();
+    node.wait_ready();
+    node
+}
+
 /// The resident memory of process `pid`, in KiB (Linux).
 pub fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
