@@ -3,17 +3,20 @@
 # (omnigate, GET /v1/o/{address} served from the in-process storage handle,
 # full admission stack on) against nginx serving the same bytes from disk, for
 # 4 KiB and 1 MiB objects, with the same load tool (wrk), 64 connections,
-# DURATION seconds each (default 20). Prints req/s, MB/s and latency
-# percentiles for both and the ratios macronode/nginx.
+# DURATION seconds each (default 20), ROUNDS rounds (default 3) alternating
+# the two servers so drift on a noisy machine hits both alike. Prints each
+# round, then the medians (req/s, MB/s, latency percentiles) for both and
+# the ratios macronode/nginx.
 #
 # Installs wrk and nginx from Debian's packages when missing (needs root;
 # see benches/lib.sh).
 # Every process it starts listens on 127.0.0.1 only and is stopped on exit.
 #
-#   benches/http_objects.sh [DURATION]
+#   benches/http_objects.sh [DURATION] [ROUNDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${1:-20}"
+ROUNDS="${2:-3}"
 CONNS=64
 THREADS=2
 
@@ -35,9 +38,23 @@ for size in 4096 1048576; do
     got=$(curl -s -o /dev/null -w '%{http_code} %{size_download}' "$url")
     [ "$got" = "200 $size" ] || { echo "$url answered '$got', expected '200 $size'" >&2; exit 1; }
   done
-  read -r m_rps m_mbs m_p50 m_p99 _ <<<"$(run_wrk "http://127.0.0.1:$SPORT/v1/o/$addr")"
-  read -r n_rps n_mbs n_p50 n_p99 _ <<<"$(run_wrk "http://127.0.0.1:$NPORT/obj-$size")"
-  printf '%-6s %-10s %12s %10s %10s %10s\n' "$size" macronode "$m_rps" "$m_mbs" "$m_p50" "$m_p99"
-  printf '%-6s %-10s %12s %10s %10s %10s\n' "$size" nginx "$n_rps" "$n_mbs" "$n_p50" "$n_p99"
-  python3 -c "print(f'{$size:<6} ratio      req/s {$m_rps/$n_rps:.2f}x  MB/s {$m_mbs/max($n_mbs,1e-9):.2f}x  p50 {$m_p50/$n_p50:.2f}x  p99 {$m_p99/$n_p99:.2f}x  (macronode/nginx)')"
+  : > "$WORK/rounds"
+  for round in $(seq 1 "$ROUNDS"); do
+    read -r m_rps m_mbs m_p50 m_p99 _ <<<"$(run_wrk "http://127.0.0.1:$SPORT/v1/o/$addr")"
+    read -r n_rps n_mbs n_p50 n_p99 _ <<<"$(run_wrk "http://127.0.0.1:$NPORT/obj-$size")"
+    echo "$m_rps $m_mbs $m_p50 $m_p99 $n_rps $n_mbs $n_p50 $n_p99" >> "$WORK/rounds"
+    printf '%-6s %-10s %12s %10s %10s %10s  (round %s)\n' "$size" macronode "$m_rps" "$m_mbs" "$m_p50" "$m_p99" "$round"
+    printf '%-6s %-10s %12s %10s %10s %10s  (round %s)\n' "$size" nginx "$n_rps" "$n_mbs" "$n_p50" "$n_p99" "$round"
+  done
+  python3 - "$size" "$WORK/rounds" <<'PY'
+import statistics, sys
+size = sys.argv[1]
+rows = [list(map(float, l.split())) for l in open(sys.argv[2]) if l.strip()]
+med = [statistics.median(c) for c in zip(*rows)]
+m, n = med[:4], med[4:]
+for name, v in (("macronode", m), ("nginx", n)):
+    print(f"{size:<6} {name:<10} {v[0]:12.0f} {v[1]:10.1f} {v[2]:10.3f} {v[3]:10.3f}  (median of {len(rows)})")
+print(f"{size:<6} ratio      req/s {m[0]/n[0]:.2f}x  MB/s {m[1]/max(n[1],1e-9):.2f}x  "
+      f"p50 {m[2]/n[2]:.2f}x  p99 {m[3]/n[3]:.2f}x  (macronode/nginx, medians)")
+PY
 done

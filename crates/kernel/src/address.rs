@@ -45,13 +45,18 @@ impl ContentAddress {
     }
 
     pub fn to_hex(&self) -> String {
+        let mut hex = [0u8; 64];
+        self.write_hex(&mut hex);
+        hex.iter().map(|&b| b as char).collect()
+    }
+
+    /// The 64 lowercase hex digits, written into `out` (no allocation).
+    pub fn write_hex(&self, out: &mut [u8; 64]) {
         const HEX: &[u8; 16] = b"0123456789abcdef";
-        let mut s = String::with_capacity(64);
-        for b in self.0 {
-            s.push(HEX[(b >> 4) as usize] as char);
-            s.push(HEX[(b & 15) as usize] as char);
+        for (pair, b) in out.chunks_exact_mut(2).zip(self.0) {
+            pair[0] = HEX[(b >> 4) as usize];
+            pair[1] = HEX[(b & 15) as usize];
         }
-        s
     }
 }
 

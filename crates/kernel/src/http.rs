@@ -6,6 +6,7 @@
 //! Invariant: a listener stops accepting the moment its shutdown token fires;
 //! requests already accepted get up to the drain deadline to finish.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -45,7 +46,7 @@ where
     body.map_err(Into::into).boxed()
 }
 
-pub const CORR_ID_HEADER: &str = "x-request-id";
+pub const CORR_ID_HEADER: header::HeaderName = header::HeaderName::from_static("x-request-id");
 
 pub fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into())
@@ -194,26 +195,58 @@ impl hyper::body::Body for PiecesBody {
 }
 
 /// The correlation id of a request: the client's `x-request-id` when it sent
-/// a sane one, else generated. Stored in the request's extensions.
+/// a sane one, else generated. The serving layer puts it in the request's
+/// `x-request-id` header before the handler runs (replacing one that was
+/// not sane), so handlers and forwarded requests see the same id, and on
+/// the response.
+///
+/// Invariant: a `CorrId` is visible ASCII (checked or generated), so
+/// `as_str` never fails; it clones without allocating (the client's value
+/// shares hyper's read buffer, a generated one its own small block).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CorrId(pub String);
+pub struct CorrId(HeaderValue);
 
 impl CorrId {
-    fn from_request<B>(req: &Request<B>) -> Self {
-        let given = req
-            .headers()
-            .get(CORR_ID_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .filter(|s| {
-                !s.is_empty()
-                    && s.len() <= 128
-                    && s.bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
-            });
-        match given {
-            Some(s) => CorrId(s.to_owned()),
-            None => CorrId(format!("{:016x}", fastrand::u64(..))),
+    /// The id of `req` and whether it was generated here (then it is not
+    /// yet in the request's headers).
+    fn from_request<B>(req: &Request<B>) -> (Self, bool) {
+        let given = req.headers().get(CORR_ID_HEADER).filter(|v| {
+            let b = v.as_bytes();
+            !b.is_empty()
+                && b.len() <= 128
+                && b.iter()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(b))
+        });
+        if let Some(v) = given {
+            return (CorrId(v.clone()), false);
         }
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut id = [0u8; 16];
+        let mut n = fastrand::u64(..);
+        for slot in id.iter_mut().rev() {
+            *slot = HEX[(n & 0xf) as usize];
+            n >>= 4;
+        }
+        // One allocation (the owner's block); clones share it.
+        let v = HeaderValue::from_maybe_shared(Bytes::from_owner(id))
+            .unwrap_or_else(|_| HeaderValue::from_static("0000000000000000"));
+        (CorrId(v), true)
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Checked or generated as visible ASCII (see the invariant).
+        self.0.to_str().unwrap_or_default()
+    }
+
+    /// The id of a request that passed through the serving layer.
+    pub fn of<B>(req: &Request<B>) -> Option<Self> {
+        req.headers().get(CORR_ID_HEADER).cloned().map(CorrId)
+    }
+}
+
+impl std::fmt::Display for CorrId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -310,6 +343,7 @@ pub async fn serve_with(
     let opts = Arc::new(opts);
     // Looked up once per listener, not once per request.
     let inflight = metrics::gauge!(names::INFLIGHT_REQUESTS, "listener" => opts.name);
+    let series = Arc::new(RequestSeries::default());
 
     loop {
         let (stream, peer) = tokio::select! {
@@ -328,13 +362,15 @@ pub async fn serve_with(
         let handler = handler.clone();
         let opts2 = opts.clone();
         let inflight = inflight.clone();
+        let series = series.clone();
         let service = hyper::service::service_fn(move |req: Request<Incoming>| {
             let handler = handler.clone();
             let opts = opts2.clone();
             let inflight = inflight.clone();
+            let series = series.clone();
             async move {
                 Ok::<_, Infallible>(
-                    handle_one(handler, req.map(req_body), peer, &opts, &inflight).await,
+                    handle_one(handler, req.map(req_body), peer, &opts, &inflight, &series).await,
                 )
             }
         });
@@ -397,9 +433,10 @@ pub async fn serve_with(
     }
 }
 
-/// The `method` label without an allocation for the standard methods.
-fn method_label(m: &Method) -> std::borrow::Cow<'static, str> {
-    let s = match *m {
+/// The `method` label: the standard methods by name, any other as
+/// `other` (a client must not be able to mint series).
+fn method_label(m: &Method) -> &'static str {
+    match *m {
         Method::GET => "GET",
         Method::HEAD => "HEAD",
         Method::PUT => "PUT",
@@ -407,9 +444,8 @@ fn method_label(m: &Method) -> std::borrow::Cow<'static, str> {
         Method::DELETE => "DELETE",
         Method::PATCH => "PATCH",
         Method::OPTIONS => "OPTIONS",
-        _ => return std::borrow::Cow::Owned(m.as_str().to_owned()),
-    };
-    std::borrow::Cow::Borrowed(s)
+        _ => "other",
+    }
 }
 
 /// The `code` label without an allocation for the codes the node sends.
@@ -422,6 +458,49 @@ fn status_label(s: StatusCode) -> std::borrow::Cow<'static, str> {
         Some(c) => std::borrow::Cow::Borrowed(c),
         None => std::borrow::Cow::Owned(s.as_str().to_owned()),
     }
+}
+
+/// The per-request series of one listener, each looked up in the recorder
+/// once and then kept: the recorder's own lookup copies the labels and
+/// wraps a new handle on every call (six allocations a request). The keys
+/// are bounded: route templates, `method_label`'s eight values, and the
+/// status codes handlers send.
+#[derive(Default)]
+struct RequestSeries {
+    requests: std::sync::RwLock<HashMap<(&'static str, &'static str, u16), metrics::Counter>>,
+    latency: std::sync::RwLock<HashMap<&'static str, metrics::Histogram>>,
+}
+
+impl RequestSeries {
+    fn requests(&self, route: &'static str, method: &Method, code: StatusCode) -> metrics::Counter {
+        let key = (route, method_label(method), code.as_u16());
+        if let Some(c) = read(&self.requests).get(&key) {
+            return c.clone();
+        }
+        let c = metrics::counter!(names::HTTP_REQUESTS_TOTAL,
+            "route" => route, "method" => key.1, "code" => status_label(code));
+        write(&self.requests).insert(key, c.clone());
+        c
+    }
+
+    fn latency(&self, route: &'static str) -> metrics::Histogram {
+        if let Some(h) = read(&self.latency).get(route) {
+            return h.clone();
+        }
+        let h = metrics::histogram!(names::REQUEST_LATENCY_SECONDS, "route" => route);
+        write(&self.latency).insert(route, h.clone());
+        h
+    }
+}
+
+/// A lock whose holder panicked still holds good handles (a map insert
+/// cannot leave it half-done in a way a reader could see).
+fn read<T>(l: &std::sync::RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write<T>(l: &std::sync::RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn is_header_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
@@ -443,18 +522,22 @@ async fn handle_one(
     peer: SocketAddr,
     opts: &ServeOptions,
     inflight: &metrics::Gauge,
+    series: &RequestSeries,
 ) -> Response<Body> {
     let start = Instant::now();
-    let corr = CorrId::from_request(&req);
+    let (corr, generated) = CorrId::from_request(&req);
+    if generated {
+        req.headers_mut().insert(CORR_ID_HEADER, corr.0.clone());
+    }
     let method = req.method().clone();
     // The path is kept only when the request line will be logged.
-    let log = opts.log_requests_at_info || tracing::enabled!(tracing::Level::DEBUG);
+    let log = (opts.log_requests_at_info && tracing::enabled!(tracing::Level::INFO))
+        || tracing::enabled!(tracing::Level::DEBUG);
     let path = if log {
         req.uri().path().to_owned()
     } else {
         String::new()
     };
-    req.extensions_mut().insert(corr.clone());
     inflight.increment(1.0);
     let Routed {
         route,
@@ -472,7 +555,7 @@ async fn handle_one(
             // Headers the handler added after rendering (WWW-Authenticate,
             // Content-Range, …) are kept.
             let extra = std::mem::take(response.headers_mut());
-            response = p.with_corr_id(corr.0.clone()).into_response();
+            response = p.with_corr_id(corr.as_str().to_owned()).into_response();
             for name in extra.keys() {
                 if name != header::CONTENT_LENGTH && !response.headers().contains_key(name) {
                     for value in extra.get_all(name) {
@@ -482,16 +565,15 @@ async fn handle_one(
             }
         }
     }
-    if let Ok(v) = HeaderValue::from_str(&corr.0) {
-        response.headers_mut().insert(CORR_ID_HEADER, v);
-    }
+    response
+        .headers_mut()
+        .insert(CORR_ID_HEADER, corr.0.clone());
     let status = response.status().as_u16();
     let elapsed = start.elapsed();
-    metrics::counter!(names::HTTP_REQUESTS_TOTAL,
-        "route" => route, "method" => method_label(&method), "code" => status_label(response.status()))
-    .increment(1);
-    metrics::histogram!(names::REQUEST_LATENCY_SECONDS, "route" => route)
-        .record(elapsed.as_secs_f64());
+    series
+        .requests(route, &method, response.status())
+        .increment(1);
+    series.latency(route).record(elapsed.as_secs_f64());
     let ms = elapsed.as_secs_f64() * 1e3;
     if !log {
         return response;
@@ -501,14 +583,14 @@ async fn handle_one(
     // format (text already prints the field that way).
     if JSON_LOGS.load(std::sync::atomic::Ordering::Relaxed) {
         if opts.log_requests_at_info {
-            tracing::info!(listener = opts.name, corr_id = %corr.0, %peer, %method, %path, route, status, ms, "request corr_id={}", corr.0);
+            tracing::info!(listener = opts.name, corr_id = %corr, %peer, %method, %path, route, status, ms, "request corr_id={}", corr);
         } else {
-            tracing::debug!(listener = opts.name, corr_id = %corr.0, %peer, %method, %path, route, status, ms, "request corr_id={}", corr.0);
+            tracing::debug!(listener = opts.name, corr_id = %corr, %peer, %method, %path, route, status, ms, "request corr_id={}", corr);
         }
     } else if opts.log_requests_at_info {
-        tracing::info!(listener = opts.name, corr_id = %corr.0, %peer, %method, %path, route, status, ms, "request");
+        tracing::info!(listener = opts.name, corr_id = %corr, %peer, %method, %path, route, status, ms, "request");
     } else {
-        tracing::debug!(listener = opts.name, corr_id = %corr.0, %peer, %method, %path, route, status, ms, "request");
+        tracing::debug!(listener = opts.name, corr_id = %corr, %peer, %method, %path, route, status, ms, "request");
     }
     response
 }
@@ -519,4 +601,68 @@ static JSON_LOGS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool:
 /// Tells the serving layer which log format is in force.
 pub fn set_json_logs(json: bool) {
     JSON_LOGS.store(json, std::sync::atomic::Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    /// One request on a fresh connection; the response head and body.
+    fn ask(addr: SocketAddr, head: &str) -> String {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        write!(s, "{head}\r\nhost: x\r\nconnection: close\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    }
+
+    fn header<'a>(resp: &'a str, name: &str) -> Option<&'a str> {
+        resp.lines()
+            .take_while(|l| !l.is_empty())
+            .find_map(|l| {
+                l.split_once(": ")
+                    .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            })
+            .map(|(_, v)| v.trim())
+    }
+
+    #[test]
+    fn the_handler_sees_the_id_the_response_carries() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let l = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let addr = l.local_addr().unwrap();
+        // The handler answers with the id it was given.
+        let handler = |req: Request<ReqBody>, _peer: SocketAddr| async move {
+            let id = CorrId::of(&req).map(|c| c.to_string()).unwrap_or_default();
+            Routed::new("/t", Response::new(full(id)))
+        };
+        let shutdown = CancellationToken::new();
+        let served = rt.spawn(serve(
+            l,
+            Arc::new(handler),
+            shutdown.clone(),
+            ServeOptions::new("test"),
+        ));
+        let body = |r: &str| r.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
+
+        let r = ask(addr, "GET / HTTP/1.1\r\nx-request-id: t-123");
+        assert_eq!(header(&r, "x-request-id"), Some("t-123"), "{r}");
+        assert_eq!(body(&r), "t-123");
+        // None, or one that is not sane: generated, and the same on both
+        // sides.
+        for head in ["GET / HTTP/1.1", "GET / HTTP/1.1\r\nx-request-id: a b"] {
+            let r = ask(addr, head);
+            let id = header(&r, "x-request-id").unwrap();
+            assert_eq!(id.len(), 16, "{r}");
+            assert!(id.bytes().all(|b| b.is_ascii_hexdigit()), "{r}");
+            assert_eq!(body(&r), id);
+        }
+        // A method of the client's own making is one `other` series.
+        assert_eq!(method_label(&Method::from_bytes(b"BREW").unwrap()), "other");
+        shutdown.cancel();
+        rt.block_on(served).unwrap();
+    }
 }

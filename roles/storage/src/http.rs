@@ -113,7 +113,8 @@ fn problem(route: &'static str, p: Problem) -> Routed {
 }
 
 pub async fn handle(api: Arc<StorageApi>, req: Request<ReqBody>, peer: SocketAddr) -> Routed {
-    let path = req.uri().path().to_owned();
+    // The path is borrowed, not copied, on the way to an object.
+    let path = req.uri().path();
     let method = req.method().clone();
     if path == "/v1/o" {
         return match method {
@@ -122,6 +123,7 @@ pub async fn handle(api: Arc<StorageApi>, req: Request<ReqBody>, peer: SocketAdd
         };
     }
     if path == "/v1/uploads" || path.starts_with("/v1/uploads/") {
+        let path = path.to_owned();
         return uploads(api, req, peer, &path).await;
     }
     let Some(raw) = path.strip_prefix("/v1/o/") else {
@@ -238,9 +240,7 @@ fn stored(api: &StorageApi, meta: &ObjectMeta, created: bool) -> Response<Body> 
         status,
         &serde_json::json!({"address": meta.address, "size": meta.size}),
     );
-    if let Ok(v) = HeaderValue::from_str(&etag(&meta.address)) {
-        resp.headers_mut().insert(header::ETAG, v);
-    }
+    resp.headers_mut().insert(header::ETAG, etag(&meta.address));
     resp
 }
 
@@ -383,8 +383,48 @@ async fn uploads(
     }
 }
 
-fn etag(address: &ContentAddress) -> String {
-    format!("\"{address}\"")
+/// An object's ETag: its address (`b3:` and 64 hex digits), quoted. One
+/// allocation (the value's own block), which its clones share.
+fn etag(address: &ContentAddress) -> HeaderValue {
+    const P: usize = ron_kernel::address::PREFIX.len();
+    let mut tag = [b'"'; P + 66];
+    tag[1..1 + P].copy_from_slice(ron_kernel::address::PREFIX.as_bytes());
+    let mut hex = [0u8; 64];
+    address.write_hex(&mut hex);
+    tag[1 + P..P + 65].copy_from_slice(&hex);
+    HeaderValue::from_maybe_shared(Bytes::from_owner(tag))
+        // Visible ASCII between quotes is a valid header value.
+        .unwrap_or_else(|_| HeaderValue::from_static("\"\""))
+}
+
+/// The response headers of an object that never change (it is immutable
+/// and named by its content), rendered once per record and then cloned
+/// into every response without allocating.
+#[derive(Debug, Clone)]
+pub(crate) struct Rendered {
+    etag: HeaderValue,
+    /// `Content-Length` of the whole object.
+    length: HeaderValue,
+}
+
+/// Where a record keeps its `Rendered` headers. Not part of what a record
+/// is: two records are equal whether or not either was rendered.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RenderedSlot(std::sync::OnceLock<Rendered>);
+
+impl PartialEq for RenderedSlot {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for RenderedSlot {}
+
+fn rendered(meta: &ObjectMeta) -> &Rendered {
+    meta.rendered.0.get_or_init(|| Rendered {
+        etag: etag(&meta.address),
+        length: HeaderValue::from(meta.size),
+    })
 }
 
 fn if_none_match(req: &Request<ReqBody>, tag: &str) -> bool {
@@ -397,11 +437,9 @@ fn if_none_match(req: &Request<ReqBody>, tag: &str) -> bool {
         .any(|t| t == "*" || t == tag)
 }
 
-fn object_headers(resp: &mut Response<Body>, tag: &str) {
+fn object_headers(resp: &mut Response<Body>, tag: &HeaderValue) {
     let h = resp.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(tag) {
-        h.insert(header::ETAG, v);
-    }
+    h.insert(header::ETAG, tag.clone());
     h.insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static(CACHE_IMMUTABLE),
@@ -464,13 +502,12 @@ impl Ask {
 
 /// Serves the request from the read cache alone, without the blocking pool,
 /// when the record and every chunk the range needs are cached.
-fn plan_from_cache(store: &ObjectStore, address: &ContentAddress, ask: &Ask) -> Option<GetPlan> {
-    let meta = store.cached_meta(address)?;
-    let (status, range) = match ask.against(&meta) {
+fn plan_from_cache(store: &ObjectStore, meta: &ObjectMeta, ask: &Ask) -> Option<GetPlan> {
+    let (status, range) = match ask.against(meta) {
         Ok(read) => read,
         Err(plan) => return Some(plan),
     };
-    let got = store.cached_pieces(&meta, range.clone())?;
+    let got = store.cached_pieces(meta, range.clone())?;
     Some(GetPlan::Cached(meta.size, status, range, got))
 }
 
@@ -535,20 +572,29 @@ fn first_pieces(read: ToRead) -> Result<GetPlan, StoreError> {
 }
 
 async fn get(api: Arc<StorageApi>, req: Request<ReqBody>, address: ContentAddress) -> Routed {
-    let tag = etag(&address);
+    let store = api.store.clone();
+    // A cached record carries its rendered headers.
+    let cached = store.cached_meta(&address);
+    let (tag, whole) = match &cached {
+        Some(meta) => {
+            let r = rendered(meta);
+            (r.etag.clone(), Some(r.length.clone()))
+        }
+        None => (etag(&address), None),
+    };
+    let tag_str = tag.to_str().unwrap_or_default();
     let ask = Ask {
-        not_modified: if_none_match(&req, &tag),
-        range: effective_range(req.method(), req.headers(), &tag).map(str::to_owned),
+        not_modified: if_none_match(&req, tag_str),
+        range: effective_range(req.method(), req.headers(), tag_str).map(str::to_owned),
         head_only: req.method() == Method::HEAD,
     };
-    let store = api.store.clone();
     // Otherwise the record, then the first pieces: read and verified
     // before answering, so a damaged object is a clean 500 rather than a
     // cut body whenever it can be. On redb that is one trip to the
     // blocking pool. With a bucket the record is the manifest, asked for
     // from here; the blocking pool is needed only when the first piece is
     // in a pack (an object of up to 1 MiB came whole with its manifest).
-    let plan = match plan_from_cache(&store, &address, &ask) {
+    let plan = match cached.and_then(|meta| plan_from_cache(&store, &meta, &ask)) {
         Some(plan) => Ok(plan),
         None if store.remote().is_some() => {
             let looked_up = match store.head_remote(&address).await {
@@ -642,7 +688,11 @@ async fn get(api: Arc<StorageApi>, req: Request<ReqBody>, address: ContentAddres
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/octet-stream"),
     );
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    let length = match whole {
+        Some(v) if len == size => v,
+        _ => HeaderValue::from(len),
+    };
+    h.insert(header::CONTENT_LENGTH, length);
     if status == StatusCode::PARTIAL_CONTENT {
         if let Ok(v) =
             HeaderValue::from_str(&format!("bytes {}-{}/{}", range.start, range.end - 1, size))

@@ -152,6 +152,9 @@ pub struct ObjectMeta {
     /// With a bucket, where the chunks are, as the manifest this record
     /// came from says (`None`: not known here; a reader asks the bucket).
     pub(crate) placement: Option<Arc<Placement>>,
+    /// The object's response headers, rendered on first use and kept with
+    /// the record (in the read cache, for as long as it is cached).
+    pub(crate) rendered: crate::http::RenderedSlot,
 }
 
 impl ObjectMeta {
@@ -207,6 +210,7 @@ impl ObjectMeta {
             size,
             chunks,
             placement: None,
+            rendered: Default::default(),
         })
     }
 
@@ -1866,6 +1870,7 @@ impl ObjectStore {
             size: st.size,
             chunks: hashes,
             placement: None,
+            rendered: Default::default(),
         })
     }
 
@@ -1926,6 +1931,7 @@ impl ObjectStore {
             size: st.size,
             chunks: hashes,
             placement: None,
+            rendered: Default::default(),
         };
         let manifest = pack::encode(&address, &meta.encode(), &runs, [tail]);
         Ok((meta, Some(manifest)))
@@ -2263,6 +2269,7 @@ impl ObjectWriter {
             size: self.size,
             chunks: std::mem::take(&mut self.chunks),
             placement: None,
+            rendered: Default::default(),
         };
         let manifest = matches!(*self.store.bodies, Bodies::Remote(_)).then(|| {
             let inline = self.unsent.drain(..).map(|(_, b)| b);
