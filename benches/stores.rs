@@ -197,14 +197,19 @@ fn concurrent_mailbox(_: &mut Criterion) {
             mb.ack(&topic, &got[0].msg_id).expect("ack");
         },
         |r, w, i| {
-            let p = qdir.join(format!("{r}-{w}-{i}"));
-            let mut f = std::fs::File::create(&p).expect("create");
-            f.write_all(b"{\"job\":42}").expect("write");
-            f.sync_all().expect("sync");
-            black_box(std::fs::read(&p).expect("read"));
-            std::fs::remove_file(&p).expect("remove");
+            file_message(&qdir.join(format!("{r}-{w}-{i}")));
         },
     );
+}
+
+/// The file-per-message queue's send → receive → ack of one message at
+/// `p`: write and sync, read, remove.
+fn file_message(p: &std::path::Path) {
+    let mut f = std::fs::File::create(p).expect("create");
+    f.write_all(b"{\"job\":42}").expect("write");
+    f.sync_all().expect("sync");
+    black_box(std::fs::read(p).expect("read"));
+    std::fs::remove_file(p).expect("remove");
 }
 
 fn mailbox(c: &mut Criterion) {
@@ -225,12 +230,7 @@ fn mailbox(c: &mut Criterion) {
     g.bench_function("fs_file_per_message", |b| {
         b.iter(|| {
             n += 1;
-            let p = qdir.join(format!("{n:020}"));
-            let mut f = std::fs::File::create(&p).expect("create");
-            f.write_all(b"{\"job\":42}").expect("write");
-            f.sync_all().expect("sync");
-            black_box(std::fs::read(&p).expect("read"));
-            std::fs::remove_file(&p).expect("remove");
+            file_message(&qdir.join(format!("{n:020}")));
         })
     });
     g.finish();

@@ -19,7 +19,9 @@ use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+mod common;
 
 struct Counting;
 
@@ -131,18 +133,14 @@ fn exchange(s: &mut UnixStream, req: &[u8], buf: &mut [u8]) -> (u16, usize, usiz
 }
 
 fn connect_when_ready(run: &Path) -> UnixStream {
-    let deadline = Instant::now() + Duration::from_secs(120);
     let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        if let Ok(mut s) = UnixStream::connect(run.join("metrics.sock")) {
-            let (st, _, _) = exchange(&mut s, b"GET /readyz HTTP/1.1\r\nhost: x\r\n\r\n", &mut buf);
-            if st == 200 {
-                return UnixStream::connect(run.join("omnigate.sock")).unwrap();
-            }
-        }
-        assert!(Instant::now() < deadline, "the node never became ready");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let ready = common::poll(Duration::from_secs(120), || {
+        let mut s = UnixStream::connect(run.join("metrics.sock")).ok()?;
+        let (st, _, _) = exchange(&mut s, b"GET /readyz HTTP/1.1\r\nhost: x\r\n\r\n", &mut buf);
+        (st == 200).then_some(())
+    });
+    assert!(ready.is_some(), "the node never became ready");
+    UnixStream::connect(run.join("omnigate.sock")).unwrap()
 }
 
 #[test]

@@ -731,3 +731,36 @@ fn range_validators_head_allow_and_accept_encoding_follow_rfc_9110() {
     assert_eq!(r.status, 415, "{}", r.body);
     assert_eq!(r.header("accept-encoding"), Some("gzip, zstd"));
 }
+
+/// The gateway's request id reaches a remote downstream: a request sent
+/// without one gets a generated id, and the storage node behind the
+/// gateway answers under that same id (its problem body names it), so one
+/// grep finds the request in both nodes' logs. A method of the client's
+/// own making is counted under `method="other"`, never as a new series.
+#[test]
+fn a_forwarded_request_keeps_the_gateways_request_id() {
+    let store = NodeBuilder::new().arg("--roles").arg("storage").start();
+    store.wait_ready();
+    let node = NodeBuilder::new()
+        .arg("--roles")
+        .arg("omnigate,index")
+        .config_extra(&format!(
+            "[omnigate.downstream]\nstorage = \"http://{}\"\n",
+            store.addr("storage")
+        ))
+        .start();
+    node.wait_ready();
+    let g = node.addr("omnigate");
+    let missing = format!("/v1/o/b3:{}", "0".repeat(64));
+    let r = request(g, "GET", &missing, &[], b"");
+    assert_eq!(r.status, 404, "{}", r.body);
+    let id = r.header("x-request-id").expect("an id").to_owned();
+    assert_eq!(id.len(), 16, "{id}");
+    assert_eq!(r.json()["corr_id"], id.as_str(), "{}", r.body);
+
+    let r = request(g, "BREW", "/v1/o", &[], b"");
+    assert_eq!(r.status, 405, "{}", r.body);
+    let m = request(node.addr("metrics"), "GET", "/metrics", &[], b"").body;
+    assert!(m.contains("method=\"other\""), "{m}");
+    assert!(!m.contains("BREW"), "{m}");
+}
