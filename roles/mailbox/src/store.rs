@@ -180,7 +180,8 @@ pub struct Mailbox {
     db: Arc<Database>,
     clock: Arc<dyn Clock>,
     /// Sends, receives, acks and nacks at about the same time share one
-    /// fsync; each still returns only once it is durable.
+    /// transaction and its fsync (`GroupCommit::apply`); each still
+    /// returns only once it is durable.
     group: Arc<ron_kernel::db::GroupCommit>,
 }
 
@@ -257,7 +258,24 @@ impl Mailbox {
             }
         }
         let now = self.clock.now_ms();
-        let txn = self.db.begin_write().map_err(db_err)?;
+        let (topic, body) = (topic.to_owned(), body.to_owned());
+        let key = idempotency_key.map(str::to_owned);
+        // A duplicate writes nothing; its answer waits for the shared
+        // transaction's fsync all the same, which makes the first send
+        // durable if it was not yet (it committed before).
+        self.group.apply(&self.db, move |txn| {
+            Self::send_in(txn, &topic, &body, key.as_deref(), now)
+        })
+    }
+
+    /// `send`'s write.
+    fn send_in(
+        txn: &redb::WriteTransaction,
+        topic: &str,
+        body: &str,
+        idempotency_key: Option<&str>,
+        now: u64,
+    ) -> Result<Sent, MailboxError> {
         let sent = 'sent: {
             let mut idem = txn.open_table(IDEMPOTENCY).map_err(db_err)?;
             if let Some(k) = idempotency_key {
@@ -323,14 +341,6 @@ impl Mailbox {
                 duplicate: false,
             }
         };
-        if sent.duplicate {
-            // The first send may still be on its way to the disk: answered
-            // once it is there, like the first.
-            drop(txn);
-            self.group.settle(&self.db).map_err(db_err)?;
-        } else {
-            self.group.commit(&self.db, txn).map_err(db_err)?;
-        }
         Ok(sent)
     }
 
@@ -345,9 +355,22 @@ impl Mailbox {
     ) -> Result<(Vec<Message>, ReceiveStats), MailboxError> {
         check_topic(topic)?;
         let now = self.clock.now_ms();
+        let topic = topic.to_owned();
+        self.group.apply(&self.db, move |txn| {
+            Self::receive_in(txn, &topic, max, visibility_ms, now)
+        })
+    }
+
+    /// `receive`'s write.
+    fn receive_in(
+        txn: &redb::WriteTransaction,
+        topic: &str,
+        max: usize,
+        visibility_ms: u64,
+        now: u64,
+    ) -> Result<(Vec<Message>, ReceiveStats), MailboxError> {
         let mut stats = ReceiveStats::default();
         let mut out = Vec::new();
-        let txn = self.db.begin_write().map_err(db_err)?;
         {
             let mut messages = txn.open_table(MESSAGES).map_err(db_err)?;
             let mut dead = txn.open_table(DEAD).map_err(db_err)?;
@@ -393,7 +416,6 @@ impl Mailbox {
                 out.push(msg);
             }
         }
-        self.group.commit(&self.db, txn).map_err(db_err)?;
         Ok((out, stats))
     }
 
@@ -415,41 +437,63 @@ impl Mailbox {
     /// Acknowledges a delivered message: it is gone for good.
     pub fn ack(&self, topic: &str, msg_id: &str) -> Result<(), MailboxError> {
         let seq = self.locate(topic, msg_id)?;
-        let txn = self.db.begin_write().map_err(db_err)?;
-        {
-            let mut messages = txn.open_table(MESSAGES).map_err(db_err)?;
-            let msg = match messages.get((topic, seq)).map_err(db_err)? {
-                Some(v) => Message::decode(seq, v.value())?,
-                None => return Err(MailboxError::NotFound),
-            };
-            if msg.attempts == 0 {
-                return Err(MailboxError::NotLeased);
-            }
-            messages.remove((topic, seq)).map_err(db_err)?;
-            txn.open_table(BY_ID)
-                .map_err(db_err)?
-                .remove(msg_id)
-                .map_err(db_err)?;
-            let mut depth = txn.open_table(DEPTH).map_err(db_err)?;
-            bump_depth(&mut depth, topic, -1)?;
+        let (topic, msg_id) = (topic.to_owned(), msg_id.to_owned());
+        self.group
+            .apply(&self.db, move |txn| Self::ack_in(txn, &topic, &msg_id, seq))?
+    }
+
+    /// `ack`'s write. A refusal (the message is gone or not leased) is
+    /// decided before anything is written: it is the inner error, and the
+    /// transaction it shares goes on for the other writes.
+    fn ack_in(
+        txn: &redb::WriteTransaction,
+        topic: &str,
+        msg_id: &str,
+        seq: u64,
+    ) -> Result<Result<(), MailboxError>, MailboxError> {
+        let mut messages = txn.open_table(MESSAGES).map_err(db_err)?;
+        let msg = match messages.get((topic, seq)).map_err(db_err)? {
+            Some(v) => Message::decode(seq, v.value())?,
+            None => return Ok(Err(MailboxError::NotFound)),
+        };
+        if msg.attempts == 0 {
+            return Ok(Err(MailboxError::NotLeased));
         }
-        self.group.commit(&self.db, txn).map_err(db_err)?;
-        Ok(())
+        messages.remove((topic, seq)).map_err(db_err)?;
+        txn.open_table(BY_ID)
+            .map_err(db_err)?
+            .remove(msg_id)
+            .map_err(db_err)?;
+        let mut depth = txn.open_table(DEPTH).map_err(db_err)?;
+        bump_depth(&mut depth, topic, -1)?;
+        Ok(Ok(()))
     }
 
     /// Gives a delivered message back at once; after its last attempt it is
     /// dead-lettered. Returns whether it was dead-lettered.
     pub fn nack(&self, topic: &str, msg_id: &str) -> Result<bool, MailboxError> {
         let seq = self.locate(topic, msg_id)?;
-        let txn = self.db.begin_write().map_err(db_err)?;
+        let (topic, msg_id) = (topic.to_owned(), msg_id.to_owned());
+        self.group.apply(&self.db, move |txn| {
+            Self::nack_in(txn, &topic, &msg_id, seq)
+        })?
+    }
+
+    /// `nack`'s write; a refusal is the inner error, as for `ack_in`.
+    fn nack_in(
+        txn: &redb::WriteTransaction,
+        topic: &str,
+        msg_id: &str,
+        seq: u64,
+    ) -> Result<Result<bool, MailboxError>, MailboxError> {
         let dead_lettered = {
             let mut messages = txn.open_table(MESSAGES).map_err(db_err)?;
             let mut msg = match messages.get((topic, seq)).map_err(db_err)? {
                 Some(v) => Message::decode(seq, v.value())?,
-                None => return Err(MailboxError::NotFound),
+                None => return Ok(Err(MailboxError::NotFound)),
             };
             if msg.attempts == 0 || msg.lease_until == 0 {
-                return Err(MailboxError::NotLeased);
+                return Ok(Err(MailboxError::NotLeased));
             }
             msg.lease_until = 0;
             if msg.attempts >= MAX_ATTEMPTS {
@@ -472,8 +516,7 @@ impl Mailbox {
                 false
             }
         };
-        self.group.commit(&self.db, txn).map_err(db_err)?;
-        Ok(dead_lettered)
+        Ok(Ok(dead_lettered))
     }
 
     /// Messages after `after` in send order, without leasing them (a feed).

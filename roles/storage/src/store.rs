@@ -2262,6 +2262,9 @@ impl ObjectWriter {
             let chunk = std::mem::take(&mut self.buf).freeze();
             self.store_chunk(chunk, id)?;
         }
+        if matches!(*self.store.bodies, Bodies::Table) && self.staged.len() == self.chunks.len() {
+            return self.finish_whole();
+        }
         self.commit_staged()?;
         let address = ContentAddress::from_bytes(outboard::root(&self.chunks, self.size));
         let meta = ObjectMeta {
@@ -2298,6 +2301,83 @@ impl ObjectWriter {
         self.kept = created;
         self.store.touch(address.as_bytes());
         Ok((meta, created))
+    }
+}
+
+impl ObjectWriter {
+    /// `finish` for an object on disk whose chunks are all still staged
+    /// (up to `STAGED_CHUNKS`: a small write): its chunks, references,
+    /// tree and record go in one write, which shares its transaction and
+    /// fsync with the other small writes of the moment
+    /// (`GroupCommit::apply`). Nothing is stored before it, so nothing is
+    /// left behind if it fails.
+    fn finish_whole(mut self) -> Result<(ObjectMeta, bool), StoreError> {
+        let address = ContentAddress::from_bytes(outboard::root(&self.chunks, self.size));
+        let meta = Arc::new(ObjectMeta {
+            address,
+            size: self.size,
+            chunks: std::mem::take(&mut self.chunks),
+            placement: None,
+            rendered: Default::default(),
+        });
+        let staged = Arc::new(std::mem::take(&mut self.staged));
+        let store = &self.store;
+        let (created, totals) = store.with_room(|| {
+            let (s, meta, staged) = (store.clone(), meta.clone(), staged.clone());
+            store
+                .group
+                .apply(&store.db, move |txn| s.insert_whole(txn, &meta, &staged))
+        })?;
+        store.export(totals);
+        self.kept = created;
+        store.touch(address.as_bytes());
+        Ok((Arc::unwrap_or_clone(meta), created))
+    }
+}
+
+impl ObjectStore {
+    /// `ObjectWriter::finish_whole`'s write: whether the object is new,
+    /// and the totals after it.
+    fn insert_whole(
+        &self,
+        txn: &redb::WriteTransaction,
+        meta: &ObjectMeta,
+        staged: &[([u8; 32], Bytes)],
+    ) -> Result<(bool, Option<Totals>), StoreError> {
+        let address = meta.address.as_bytes();
+        let mut objects = txn.open_table(OBJECTS).map_err(db_err)?;
+        if objects.get(address).map_err(db_err)?.is_some() {
+            return Ok((false, None));
+        }
+        let mut delta = Delta::default();
+        {
+            let mut chunks = ChunkTable::open(txn)?;
+            let mut added = 0u64;
+            for (hash, chunk) in staged {
+                if !Self::has_chunk(&chunks, hash)? {
+                    added += chunk.len() as u64;
+                    self.check_room(txn, added)?;
+                    self.insert_chunk(&mut chunks, hash, chunk, Some(chunk))?;
+                    delta.chunk(1, chunk.len());
+                }
+            }
+            let mut refs = txn.open_table(REFS).map_err(db_err)?;
+            for c in &meta.chunks {
+                add_ref(&mut refs, c)?;
+            }
+        }
+        if let Ok(tree) = outboard::Tree::new(meta.size, meta.chunks.clone()) {
+            txn.open_table(OUTBOARDS)
+                .map_err(db_err)?
+                .insert(address, &tree.to_bytes()[..])
+                .map_err(db_err)?;
+        }
+        objects
+            .insert(address, &meta.encode()[..])
+            .map_err(db_err)?;
+        drop(objects);
+        delta.object(1, meta.size);
+        Ok((true, apply_delta(txn, &delta)?))
     }
 }
 
