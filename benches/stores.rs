@@ -113,12 +113,14 @@ const WRITERS: usize = 64;
 /// threads start together (a barrier; the clock starts as it opens), so
 /// spawning 64 threads is not measured.
 ///
-/// The file peer is bimodal on this machine's ext4 (no journal): ~16-19k/s
-/// in some invocations, ~1.2-1.7k/s in others, each steady over its 3
-/// rounds; perf of the slow mode shows its time in the directory's lock
-/// (`open(O_CREAT)`, `unlink`) and in the inode allocator skipping
-/// recently freed inodes (`recently_deleted`, `find_inode_bit`). Ours
-/// stays at ~4-5.5k/s either way. Compare figures of one invocation only.
+/// The file peer is bimodal on this machine's ext4 (no journal): ~17-23k/s
+/// when nothing on the filesystem deleted many files lately, ~1.2-1.9k/s
+/// when something did (the previous invocation's cleanup of its temporary
+/// directories: slow 40 s after it, fast 2 min after), each steady over
+/// its 3 rounds. Without a journal, ext4's inode allocator skips inodes
+/// freed lately (`recently_deleted`); perf of the slow mode shows its time
+/// there and in the directory's lock. The fast mode is the peer's real
+/// rate. Ours does not depend on it. Compare figures of one invocation.
 fn concurrently(one: impl Fn(usize, usize) + Sync) -> f64 {
     let gate = std::sync::Barrier::new(WRITERS + 1);
     let mut t = std::time::Instant::now();
