@@ -6,7 +6,9 @@
 #   - grafana/: the dashboards are what generate.py makes, and every PromQL
 #     expression in them passes promtool (Grafana variables substituted);
 #   - a live node with every role: `promtool check metrics` is clean on the
-#     first scrape and again after traffic;
+#     first scrape and again after traffic; the planes' OpenAPI documents
+#     (docs/openapi/) pass openapi-spec-validator, are what the node
+#     serves, and schemathesis finds nothing against them;
 #   - docker/: static binaries built once, both images built (buildah),
 #     linted (hadolint), exported as docker-archive, and smoke-tested from
 #     their unpacked rootfs (docker/smoke.sh);
@@ -123,6 +125,38 @@ curl -s -o /dev/null "http://$gate/v1/o/b3:nope" || true
 curl -sf "http://$metrics/metrics" >"$work/after.prom"
 promtool check metrics <"$work/after.prom"
 grep -q '^omnigate_hydration_latency_seconds_bucket' "$work/after.prom"
+
+echo "== openapi"
+# Each plane's document: valid OpenAPI 3.1, served as committed, and
+# schemathesis (bounded: examples per operation and seconds per plane)
+# finds no 5xx, no status, header, content type or body the document does
+# not name, and no bad input accepted. Left out of the runs: the admin
+# calls that change the node under test (shutdown, drain, token rotation)
+# and the endless bus stream; tests/host.rs, tests/ctl.rs and tests/cap.rs
+# cover those.
+admin=$(addr admin)
+for plane in health admin; do
+  openapi-spec-validator "docs/openapi/$plane.json"
+done
+python3 - "http://$metrics/openapi.json" docs/openapi/health.json \
+  "http://$admin/openapi.json" docs/openapi/admin.json <<'PY'
+import json, sys, urllib.request
+args = sys.argv[1:]
+for url, path in zip(args[::2], args[1::2]):
+    with urllib.request.urlopen(url) as r:
+        assert r.headers["content-type"] == "application/json", url
+        assert json.load(r) == json.load(open(path)), f"{url} is not {path}"
+PY
+schemathesis_run() { # url, then options
+  (cd "$work" && st run "$@" --checks all --max-examples 50 --max-time 30 \
+    --generation-database none --no-color --report-dir "$work/schemathesis")
+}
+schemathesis_run "http://$metrics/openapi.json"
+schemathesis_run "http://$admin/openapi.json" \
+  --exclude-operation-id shutdown --exclude-operation-id drain \
+  --exclude-operation-id rotateCap --exclude-operation-id bus
+# Still ready after all of it.
+curl -sf -o /dev/null "http://$metrics/readyz"
 kill -TERM "$node_pid"
 wait "$node_pid"
 node_pid=""

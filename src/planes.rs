@@ -83,11 +83,28 @@ fn peers(st: &PlaneState) -> Response<Body> {
 
 // ---------------------------------------------------------------- health
 
+/// The health plane's OpenAPI 3.1 description (`GET /openapi.json`),
+/// written by hand; `tests/openapi.rs` holds it to this router.
+pub const HEALTH_OPENAPI: &str = include_str!("../docs/openapi/health.json");
+
+/// The admin plane's, as `HEALTH_OPENAPI`.
+pub const ADMIN_OPENAPI: &str = include_str!("../docs/openapi/admin.json");
+
+/// A plane's OpenAPI document as the answer to `GET /openapi.json`.
+fn openapi(doc: &'static str) -> Response<Body> {
+    let mut resp = Response::new(full(Bytes::from_static(doc.as_bytes())));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
 pub async fn health(st: PlaneState, req: Request<ReqBody>) -> Routed {
     let path = req.uri().path();
     let get = req.method() == Method::GET || req.method() == Method::HEAD;
     match path {
-        "/metrics" | "/healthz" | "/readyz" | "/version" if !get => Routed::new(
+        "/metrics" | "/healthz" | "/readyz" | "/version" | "/openapi.json" if !get => Routed::new(
             "/{health}",
             Problem::method_not_allowed("GET, HEAD").into_response(),
         ),
@@ -127,6 +144,7 @@ pub async fn health(st: PlaneState, req: Request<ReqBody>) -> Routed {
             Routed::new("/readyz", resp)
         }
         "/version" => Routed::new("/version", json(StatusCode::OK, &crate::version::info())),
+        "/openapi.json" => Routed::new("/openapi.json", openapi(HEALTH_OPENAPI)),
         _ => Routed::new(
             "/{unknown}",
             Problem::not_found(format!("no route {path} on the health plane")).into_response(),
@@ -226,7 +244,11 @@ pub async fn admin(st: PlaneState, req: Request<ReqBody>, peer: SocketAddr) -> R
         (Method::GET, "/api/v1/bus") => {
             Routed::new("/api/v1/bus", bus_stream(&st, req.uri().query()))
         }
-        (_, "/api/v1/status" | "/api/v1/config" | "/api/v1/bus" | "/api/v1/peers") => Routed::new(
+        (Method::GET, "/openapi.json") => Routed::new("/openapi.json", openapi(ADMIN_OPENAPI)),
+        (
+            _,
+            "/api/v1/status" | "/api/v1/config" | "/api/v1/bus" | "/api/v1/peers" | "/openapi.json",
+        ) => Routed::new(
             "/api/v1/{known}",
             Problem::method_not_allowed("GET").into_response(),
         ),
@@ -445,6 +467,109 @@ fn bus_stream(st: &PlaneState, query: Option<&str>) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The part of this file from `from` to `to`.
+    fn source(from: &str, to: &str) -> &'static str {
+        let all = include_str!("planes.rs");
+        let start = all.find(from).unwrap();
+        let len = all[start..].find(to).unwrap();
+        &all[start..start + len]
+    }
+
+    /// Each quoted string that follows `marker` (after blanks) in `src`.
+    fn quoted_after<'a>(src: &'a str, marker: &str) -> Vec<&'a str> {
+        src.match_indices(marker)
+            .filter_map(|(i, _)| {
+                let rest = src[i + marker.len()..].trim_start().strip_prefix('"')?;
+                rest.split('"').next()
+            })
+            .collect()
+    }
+
+    /// A document's operations: (METHOD, path), sorted.
+    fn documented(doc: &str) -> Vec<(String, String)> {
+        let doc: serde_json::Value = serde_json::from_str(doc).unwrap();
+        let mut ops = Vec::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for method in item.as_object().unwrap().keys() {
+                ops.push((method.to_uppercase(), path.clone()));
+            }
+        }
+        ops.sort();
+        ops
+    }
+
+    /// Every route the health plane's router answers is in its document,
+    /// for GET and HEAD, and nothing else is (the router's own arms, read
+    /// from this file: each names its route as its path; the `{…}` ones
+    /// are its refusals).
+    #[test]
+    fn the_health_document_is_the_health_router() {
+        let router = source("pub async fn health(", "// ------");
+        let mut routed: Vec<(String, String)> = quoted_after(router, "Routed::new(")
+            .into_iter()
+            .filter(|r| !r.contains('{'))
+            .flat_map(|r| [("GET".into(), r.into()), ("HEAD".into(), r.into())])
+            .collect();
+        routed.sort();
+        assert!(routed.len() >= 10, "{routed:?}");
+        assert_eq!(routed, documented(HEALTH_OPENAPI));
+    }
+
+    /// docs/API.md's route table for each plane names every operation of
+    /// its document but the HEADs (one sentence covers those), as
+    /// `` `METHOD path``, and no other route.
+    #[test]
+    fn the_guide_names_every_documented_route() {
+        let guide = include_str!("../docs/API.md");
+        let section = |from: &str, to: &str| {
+            let start = guide.find(from).unwrap();
+            &guide[start..start + guide[start..].find(to).unwrap()]
+        };
+        for (doc, table) in [
+            (HEALTH_OPENAPI, section("## Health plane", "\n## ")),
+            (ADMIN_OPENAPI, section("## Admin plane", "\n## ")),
+        ] {
+            let mut want: Vec<String> = documented(doc)
+                .into_iter()
+                .filter(|(m, _)| m != "HEAD")
+                .map(|(m, p)| format!("{m} {p}"))
+                .collect();
+            want.sort();
+            let mut rows: Vec<String> = table
+                .lines()
+                .filter_map(|l| l.strip_prefix("| `"))
+                .map(|l| {
+                    let route = l.split('`').next().unwrap();
+                    route.split('[').next().unwrap().to_owned()
+                })
+                .filter(|r| r.contains(' '))
+                .collect();
+            rows.sort();
+            assert_eq!(rows, want);
+        }
+    }
+
+    /// The same for the admin plane: its router's (method, path) arms.
+    #[test]
+    fn the_admin_document_is_the_admin_router() {
+        let router = source("pub async fn admin(", "/// `POST /api/v1/cap/rotate`");
+        let mut routed: Vec<(String, String)> = router
+            .match_indices("(Method::")
+            .map(|(i, m)| {
+                let rest = &router[i + m.len()..];
+                let (method, rest) = rest.split_once(',').unwrap();
+                let path = rest.trim_start().strip_prefix('"').unwrap();
+                (
+                    method.to_owned(),
+                    path.split('"').next().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        routed.sort();
+        assert!(routed.len() >= 10, "{routed:?}");
+        assert_eq!(routed, documented(ADMIN_OPENAPI));
+    }
     use crate::config::AdminConfig;
     use ron_kernel::Secret;
 
