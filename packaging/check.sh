@@ -7,8 +7,8 @@
 #     expression in them passes promtool (Grafana variables substituted);
 #   - a live node with every role: `promtool check metrics` is clean on the
 #     first scrape and again after traffic; the planes' OpenAPI documents
-#     (docs/openapi/) pass openapi-spec-validator, are what the node
-#     serves, and schemathesis finds nothing against them;
+#     (docs/openapi/: health, admin, registry) pass openapi-spec-validator,
+#     are what the node serves, and schemathesis finds nothing against them;
 #   - docker/: static binaries built once, both images built (buildah),
 #     linted (hadolint), exported as docker-archive, and smoke-tested from
 #     their unpacked rootfs (docker/smoke.sh);
@@ -135,11 +135,12 @@ echo "== openapi"
 # and the endless bus stream; tests/host.rs, tests/ctl.rs and tests/cap.rs
 # cover those.
 admin=$(addr admin)
-for plane in health admin; do
+for plane in health admin registry; do
   openapi-spec-validator "docs/openapi/$plane.json"
 done
 python3 - "http://$metrics/openapi.json" docs/openapi/health.json \
-  "http://$admin/openapi.json" docs/openapi/admin.json <<'PY'
+  "http://$admin/openapi.json" docs/openapi/admin.json \
+  "http://$registry/openapi.json" docs/openapi/registry.json <<'PY'
 import json, sys, urllib.request
 args = sys.argv[1:]
 for url, path in zip(args[::2], args[1::2]):
@@ -155,6 +156,12 @@ schemathesis_run "http://$metrics/openapi.json"
 schemathesis_run "http://$admin/openapi.json" \
   --exclude-operation-id shutdown --exclude-operation-id drain \
   --exclude-operation-id rotateCap --exclude-operation-id bus
+# A proposal the schema accepts must still extend the chain (409 otherwise)
+# and carry real keys: schemathesis cannot make one the node takes, so the
+# check that schema-valid data is accepted is left out here. The endless
+# stream is left out; tests/registry.rs covers it.
+schemathesis_run "http://$registry/openapi.json" \
+  --exclude-operation-id stream --exclude-checks positive_data_acceptance
 # Still ready after all of it.
 curl -sf -o /dev/null "http://$metrics/readyz"
 kill -TERM "$node_pid"

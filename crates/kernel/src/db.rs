@@ -591,6 +591,8 @@ mod tests {
     /// An error of a test's write (any redb error, or its own refusal).
     #[derive(Debug)]
     enum Failed {
+        // Read by the panic messages (`Debug`) of the tests' unwraps.
+        #[allow(dead_code)]
         Db(DbFailure),
         Refused,
     }
@@ -626,11 +628,11 @@ mod tests {
         let disk = Disk::default();
         let db = std::sync::Arc::new(builder().create_with_backend(disk.clone()).unwrap());
         let group = std::sync::Arc::new(GroupCommit::default());
-        let write =
-            |make: Box<dyn FnMut(&redb::WriteTransaction) -> Result<u64, Failed> + Send>| {
-                let (db, group) = (db.clone(), group.clone());
-                std::thread::spawn(move || group.apply(&db, make))
-            };
+        type Make = Box<dyn FnMut(&redb::WriteTransaction) -> Result<u64, Failed> + Send>;
+        let write = |make: Make| {
+            let (db, group) = (db.clone(), group.clone());
+            std::thread::spawn(move || group.apply(&db, make))
+        };
         // The write slot, held: the first write takes the queue (itself)
         // and waits for the slot; the next ones queue behind it.
         let held = db.begin_write().unwrap();

@@ -54,6 +54,17 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
         .boxed()
 }
 
+/// A plane's OpenAPI document (compiled in) as the answer to
+/// `GET /openapi.json`.
+pub fn openapi(doc: &'static str) -> Response<Body> {
+    let mut resp = Response::new(full(Bytes::from_static(doc.as_bytes())));
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
 pub fn empty() -> Body {
     full(Bytes::new())
 }

@@ -119,8 +119,18 @@ async fn write_json<T: serde::de::DeserializeOwned>(
         .map_err(|e| Problem::bad_request("bad_json", format!("request body: {e}")))
 }
 
+/// This listener's OpenAPI 3.1 description (`GET /openapi.json`), written
+/// by hand; a test below holds it to `handle`.
+pub const OPENAPI: &str = include_str!("../../../docs/openapi/registry.json");
+
 pub async fn handle(api: Arc<RegistryApi>, req: Request<ReqBody>, peer: SocketAddr) -> Routed {
     let path = req.uri().path().to_owned();
+    if path == "/openapi.json" {
+        return match *req.method() {
+            Method::GET => Routed::new("/openapi.json", ron_kernel::http::openapi(OPENAPI)),
+            _ => fail("/openapi.json", Problem::method_not_allowed("GET")),
+        };
+    }
     let Some(rest) = path.strip_prefix("/registry/") else {
         return fail("/{unknown}", Problem::not_found(format!("no route {path}")));
     };
@@ -290,4 +300,99 @@ async fn backup(reg: Arc<Registry>) -> Routed {
         HeaderValue::from_static("application/x-ndjson"),
     );
     Routed::new(R_BACKUP, resp)
+}
+
+/// A registry API over `reg` with a node's default settings (amnesia, no
+/// write token, 1 MiB bodies), for tests.
+#[cfg(test)]
+pub(crate) fn api_for_tests(reg: Arc<Registry>) -> Arc<RegistryApi> {
+    Arc::new(RegistryApi {
+        reg,
+        settings: Live::new(NodeSettings {
+            data_dir: std::path::PathBuf::from("."),
+            amnesia: true,
+            read_only: false,
+            drain_deadline: Duration::from_secs(1),
+            header_read_timeout: Duration::from_secs(5),
+            body_read_timeout: Duration::from_secs(5),
+            max_body_bytes: 1 << 20,
+            write_cap: Default::default(),
+        }),
+        shutdown: CancellationToken::new(),
+        heartbeat: Duration::from_secs(3600),
+        replay_max: 1000,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::Options;
+    use crate::model::{SignerEntry, SignerSet};
+
+    /// The routes this file names (its `R_*` constants, read from its own
+    /// source) and `/openapi.json` are exactly the document's paths; on
+    /// each, every method the document lists is answered by that route,
+    /// and every other method is 405.
+    #[tokio::test]
+    async fn the_document_is_the_router() {
+        let source = include_str!("http.rs");
+        let mut named: Vec<&str> = source
+            .lines()
+            .filter(|l| l.starts_with("const R_"))
+            .filter_map(|l| l.split('"').nth(1))
+            .chain(["/openapi.json"])
+            .collect();
+        named.sort_unstable();
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI).unwrap();
+        let paths = doc["paths"].as_object().unwrap();
+        let mut documented: Vec<&str> = paths.keys().map(String::as_str).collect();
+        documented.sort_unstable();
+        assert_eq!(named, documented);
+
+        let reg = Registry::in_memory(Options {
+            genesis: SignerSet {
+                m: 1,
+                signers: vec![SignerEntry {
+                    id: "s".into(),
+                    public_key: "11".repeat(32),
+                }],
+            },
+            proposal_ttl: Duration::from_secs(60),
+            upstream: None,
+            bus: None,
+            stream_buffer: 4,
+        })
+        .unwrap();
+        let api = api_for_tests(Arc::new(reg));
+        let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        for (path, item) in paths {
+            let concrete = path.replace("{version}", "1").replace("{id}", "p1");
+            for method in ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"] {
+                let req = Request::builder()
+                    .method(method)
+                    .uri(&concrete)
+                    .body(ron_kernel::http::req_body(
+                        http_body_util::Empty::<Bytes>::new(),
+                    ))
+                    .unwrap();
+                let routed = handle(api.clone(), req, peer).await;
+                let status = routed.response.status();
+                if item.get(method.to_lowercase()).is_some() {
+                    assert_eq!(routed.route, path, "{method} {concrete}");
+                    assert_ne!(
+                        status,
+                        StatusCode::METHOD_NOT_ALLOWED,
+                        "{method} {concrete}"
+                    );
+                } else {
+                    assert_eq!(
+                        status,
+                        StatusCode::METHOD_NOT_ALLOWED,
+                        "{method} {concrete}"
+                    );
+                }
+            }
+        }
+    }
 }

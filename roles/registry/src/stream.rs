@@ -217,22 +217,7 @@ mod tests {
             })
             .unwrap(),
         );
-        let api = Arc::new(RegistryApi {
-            reg: reg.clone(),
-            settings: ron_kernel::Live::new(ron_kernel::NodeSettings {
-                data_dir: std::path::PathBuf::from("."),
-                amnesia: true,
-                read_only: false,
-                drain_deadline: Duration::from_secs(1),
-                header_read_timeout: Duration::from_secs(5),
-                body_read_timeout: Duration::from_secs(5),
-                max_body_bytes: 1 << 20,
-                write_cap: Default::default(),
-            }),
-            shutdown: tokio_util::sync::CancellationToken::new(),
-            heartbeat: Duration::from_secs(3600),
-            replay_max: 1000,
-        });
+        let api = crate::http::api_for_tests(reg.clone());
         // A body nobody polls: one frame of room.
         let (tx, _unread_body) = ChannelBody::channel(1);
         let feeder = tokio::spawn(feed(api, tx, reg.subscribe(), 0, 0));
