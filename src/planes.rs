@@ -310,12 +310,15 @@ async fn rotate_cap(
             .into_response()
         }
     };
-    let r: RotateRequest = match serde_json::from_slice(&bytes) {
+    let r: RotateRequest = match ron_kernel::request::json_object(&bytes) {
         Ok(r) => r,
-        Err(e) => {
+        Err(p) => {
             return Problem::bad_request(
                 "bad_json",
-                format!("expected {{\"service\": \"write\"|\"admin\", \"grace\": \"10m\"}}: {e}"),
+                format!(
+                    "expected {{\"service\": \"write\"|\"admin\", \"grace\": \"10m\"}}: {}",
+                    p.detail
+                ),
             )
             .into_response()
         }

@@ -17,6 +17,57 @@ use tokio::sync::mpsc;
 use crate::context::NodeSettings;
 use crate::problem::Problem;
 
+/// A path parameter as the client meant it: percent-escapes decoded (RFC
+/// 3986 §2.1; clients generated from the OpenAPI documents escape `:` and
+/// `/` in parameters, so `b3%3A…` is the address `b3:…`); `None` when the
+/// decoded bytes are not UTF-8. Borrowed when there is nothing to decode.
+pub fn path_param(raw: &str) -> Option<std::borrow::Cow<'_, str>> {
+    percent_encoding::percent_decode_str(raw).decode_utf8().ok()
+}
+
+/// A JSON request body that must be an object: serde's derive would also
+/// take a struct written as an array (`[1, null]` for `{max, visibility}`).
+/// Parsed straight from the bytes (a payload that keeps its submitted text
+/// keeps it). `400 bad_json` otherwise.
+pub fn json_object<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Problem> {
+    if body.trim_ascii_start().first() != Some(&b'{') {
+        return Err(Problem::bad_request(
+            "bad_json",
+            "request body: a JSON object is expected",
+        ));
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| Problem::bad_request("bad_json", format!("request body: {e}")))
+}
+
+/// A yes/no query parameter: absent is `false`; `true`/`1` and
+/// `false`/`0` are themselves; anything else (or the key twice) is `400
+/// bad_query`, so a misspelt value is an error, not a silent `false`.
+pub fn query_flag(query: Option<&str>, key: &str) -> Result<bool, Problem> {
+    let mut values = query
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|pair| pair.strip_prefix(key)?.strip_prefix('='));
+    let flag = match values.next() {
+        None => return Ok(false),
+        Some("true" | "1") => true,
+        Some("false" | "0") => false,
+        Some(_) => {
+            return Err(Problem::bad_request(
+                "bad_query",
+                format!("{key} is true or false"),
+            ))
+        }
+    };
+    if values.next().is_some() {
+        return Err(Problem::bad_request(
+            "bad_query",
+            format!("{key} is given once"),
+        ));
+    }
+    Ok(flag)
+}
+
 /// Refuses a write unless the peer holds the write capability and the node
 /// takes writes.
 pub fn write_refusal(
@@ -228,6 +279,51 @@ impl AsProblem for crate::HandleError {
                 why.clone(),
             ),
             E::Failed(why) => Problem::internal(why.clone()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_parameters_are_decoded_and_borrowed_when_plain() {
+        let plain = path_param("b3:00ff").unwrap();
+        assert!(matches!(plain, std::borrow::Cow::Borrowed("b3:00ff")));
+        assert_eq!(path_param("b3%3A00ff").unwrap(), "b3:00ff");
+        assert_eq!(path_param("site%2Fhome").unwrap(), "site/home");
+        assert!(path_param("%FF").is_none(), "not UTF-8");
+    }
+
+    #[test]
+    fn a_flag_is_yes_or_no_once() {
+        assert_eq!(query_flag(None, "history").unwrap(), false);
+        assert_eq!(query_flag(Some("a=1"), "history").unwrap(), false);
+        for yes in ["history=true", "x=2&history=1"] {
+            assert!(query_flag(Some(yes), "history").unwrap(), "{yes}");
+        }
+        for no in ["history=false", "history=0"] {
+            assert!(!query_flag(Some(no), "history").unwrap(), "{no}");
+        }
+        for bad in ["history=yes", "history=", "history=true&history=true"] {
+            let p = query_flag(Some(bad), "history").unwrap_err();
+            assert_eq!((p.status, p.reason), (400, "bad_query"), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_json_body_is_an_object() {
+        #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code)] // read through Debug
+        struct Two {
+            a: Option<u8>,
+            b: Option<u8>,
+        }
+        assert!(json_object::<Two>(b" {\"a\": 1}").is_ok());
+        for bad in [&b"[1, 2]"[..], b"[null, null]", b"null", b"", b"{"] {
+            let p = json_object::<Two>(bad).unwrap_err();
+            assert_eq!((p.status, p.reason), (400, "bad_json"));
         }
     }
 }

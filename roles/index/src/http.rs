@@ -69,7 +69,13 @@ fn if_match(req: &Request<ReqBody>) -> Result<Option<u64>, Problem> {
     };
     v.to_str()
         .ok()
-        .map(|s| s.trim().trim_matches('"'))
+        .map(|s| {
+            let s = s.trim();
+            s.strip_prefix('"')
+                .and_then(|q| q.strip_suffix('"'))
+                .unwrap_or(s)
+        })
+        .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
         .and_then(|s| s.parse::<u64>().ok())
         .map(Some)
         .ok_or_else(|| Problem::bad_request("bad_if_match", "If-Match must be a version number"))
@@ -77,16 +83,22 @@ fn if_match(req: &Request<ReqBody>) -> Result<Option<u64>, Problem> {
 
 pub async fn handle(api: Arc<IndexApi>, req: Request<ReqBody>, peer: SocketAddr) -> Routed {
     let path = req.uri().path().to_owned();
-    let Some(name) = path.strip_prefix("/v1/names/").map(str::to_owned) else {
+    let Some(raw) = path.strip_prefix("/v1/names/") else {
         return Routed::new(
             "/{unknown}",
             Problem::not_found(format!("no route {path}")).into_response(),
         );
     };
-    let history = req
-        .uri()
-        .query()
-        .is_some_and(|q| q.split('&').any(|p| p == "history=true"));
+    let Some(name) = ron_kernel::request::path_param(raw).map(|n| n.into_owned()) else {
+        return fail(Problem::bad_request(
+            "bad_name",
+            "the name is not UTF-8 once decoded",
+        ));
+    };
+    let history = match ron_kernel::request::query_flag(req.uri().query(), "history") {
+        Ok(h) => h,
+        Err(p) => return fail(p),
+    };
     let index = api.index.clone();
     match req.method().clone() {
         Method::GET if history => {
@@ -120,14 +132,9 @@ pub async fn handle(api: Arc<IndexApi>, req: Request<ReqBody>, peer: SocketAddr)
                 Ok((_, b)) => b,
                 Err(p) => return fail(p),
             };
-            let update: NameUpdate = match serde_json::from_slice(&body) {
+            let update: NameUpdate = match ron_kernel::request::json_object(&body) {
                 Ok(u) => u,
-                Err(e) => {
-                    return fail(Problem::bad_request(
-                        "bad_json",
-                        format!("request body: {e}"),
-                    ))
-                }
+                Err(p) => return fail(p),
             };
             match blocking(move || index.set(&name, update, expected)).await {
                 Ok((rec, created)) => {

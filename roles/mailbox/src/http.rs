@@ -97,7 +97,11 @@ pub async fn handle(api: Arc<MailboxApi>, req: Request<ReqBody>, peer: SocketAdd
             Problem::not_found(format!("no route {path}")).into_response(),
         );
     };
-    let parts: Vec<&str> = rest.split('/').collect();
+    let decoded: Vec<_> = rest
+        .split('/')
+        .map(|p| ron_kernel::request::path_param(p).unwrap_or_default())
+        .collect();
+    let parts: Vec<&str> = decoded.iter().map(|p| p.as_ref()).collect();
     let method = req.method().clone();
     let (route, outcome): (
         &'static str,
@@ -133,6 +137,10 @@ pub async fn handle(api: Arc<MailboxApi>, req: Request<ReqBody>, peer: SocketAdd
         (_, [_, "messages"]) => (
             "/v1/topics/{topic}/messages",
             Err(Problem::method_not_allowed("GET, POST")),
+        ),
+        (_, [_, "dead"]) => (
+            "/v1/topics/{topic}/dead",
+            Err(Problem::method_not_allowed("GET")),
         ),
         (_, [_, "receive" | "ack" | "nack", ..]) => (
             "/v1/topics/{topic}/{verb}",
@@ -186,8 +194,7 @@ async fn receive(
     let r: ReceiveRequest = if body.is_empty() {
         ReceiveRequest::default()
     } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| Problem::bad_request("bad_json", format!("request body: {e}")))?
+        ron_kernel::request::json_object(&body)?
     };
     let max = r.max.unwrap_or(10);
     if max == 0 || max > MAX_RECEIVE {
@@ -255,7 +262,7 @@ async fn list(
         ));
     }
     // `?latest=true`: the newest `limit` messages (what a view shows).
-    let latest = matches!(query_param(q, "latest"), Some("true" | "1"));
+    let latest = ron_kernel::request::query_flag(q, "latest")?;
     let mb = api.mailbox.clone();
     let t = topic.to_owned();
     let messages = blocking(move || {

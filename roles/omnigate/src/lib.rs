@@ -86,8 +86,14 @@ impl Service {
 enum Target {
     Service(Service, &'static str),
     View,
+    /// `GET /openapi.json`.
+    Document,
     Unknown,
 }
+
+/// The gateway's OpenAPI 3.1 description (`GET /openapi.json`), written by
+/// hand; `tests/openapi.rs` holds it to the routers behind the gateway.
+pub const OPENAPI: &str = include_str!("../../../docs/openapi/omnigate.json");
 
 fn classify(path: &str) -> Target {
     let svc = |s, t| Target::Service(s, t);
@@ -99,6 +105,7 @@ fn classify(path: &str) -> Target {
         p if p.starts_with("/v1/names/") => svc(Service::Index, "/v1/names/{name}"),
         p if p.starts_with("/v1/topics/") => svc(Service::Mailbox, "/v1/topics/{topic}"),
         p if p.starts_with("/v1/view/") && p.len() > "/v1/view/".len() => Target::View,
+        "/openapi.json" => Target::Document,
         _ => Target::Unknown,
     }
 }
@@ -209,6 +216,7 @@ impl Gate {
         let route = match target {
             Target::Service(_, t) => t,
             Target::View => view::ROUTE,
+            Target::Document => "/openapi.json",
             Target::Unknown => "/{unknown}",
         };
         let write = is_write(req.method());
@@ -281,6 +289,14 @@ impl Gate {
                     Problem::not_found(format!("no route {}", req.uri().path())).into_response(),
                 )
             }
+            Target::Document => {
+                let resp = if matches!(*req.method(), Method::GET | Method::HEAD) {
+                    ron_kernel::http::openapi(OPENAPI)
+                } else {
+                    Problem::method_not_allowed("GET, HEAD").into_response()
+                };
+                return Routed::new(route, resp);
+            }
             Target::View => {
                 if !matches!(*req.method(), Method::GET | Method::HEAD) {
                     return Routed::new(
@@ -288,7 +304,15 @@ impl Gate {
                         Problem::method_not_allowed("GET, HEAD").into_response(),
                     );
                 }
-                let name = req.uri().path()["/v1/view/".len()..].to_owned();
+                let raw = &req.uri().path()["/v1/view/".len()..];
+                let Some(name) = ron_kernel::request::path_param(raw) else {
+                    return Routed::new(
+                        route,
+                        Problem::bad_request("bad_name", "the name is not UTF-8 once decoded")
+                            .into_response(),
+                    );
+                };
+                let name = name.into_owned();
                 let Routed { route, response } = view::view(self.clone(), name).await;
                 let chunk = cfg.stream_chunk_bytes as usize;
                 return Routed::new(route, guarded(response, chunk, inflight, None, None));
@@ -400,7 +424,8 @@ impl Gate {
         let Some(address) = uri
             .path()
             .strip_prefix("/v1/o/")
-            .and_then(|a| ron_kernel::ContentAddress::parse(a).ok())
+            .and_then(ron_kernel::request::path_param)
+            .and_then(|a| ron_kernel::ContentAddress::parse(&a).ok())
         else {
             return miss;
         };

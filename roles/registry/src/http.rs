@@ -115,8 +115,7 @@ async fn write_json<T: serde::de::DeserializeOwned>(
     peer: SocketAddr,
 ) -> Result<T, Problem> {
     let (_, body) = write_body(&api.settings.load(), req, peer).await?;
-    serde_json::from_slice(&body)
-        .map_err(|e| Problem::bad_request("bad_json", format!("request body: {e}")))
+    ron_kernel::request::json_object(&body)
 }
 
 /// This listener's OpenAPI 3.1 description (`GET /openapi.json`), written

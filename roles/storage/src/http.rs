@@ -129,7 +129,20 @@ pub async fn handle(api: Arc<StorageApi>, req: Request<ReqBody>, peer: SocketAdd
     let Some(raw) = path.strip_prefix("/v1/o/") else {
         return problem("/{unknown}", Problem::not_found(format!("no route {path}")));
     };
-    let address = match ContentAddress::parse(raw) {
+    if !matches!(
+        method,
+        Method::GET | Method::HEAD | Method::PUT | Method::DELETE
+    ) {
+        return problem(
+            ROUTE_OBJECT,
+            Problem::method_not_allowed("GET, HEAD, PUT, DELETE"),
+        );
+    }
+    let parsed = match ron_kernel::request::path_param(raw) {
+        Some(decoded) => ContentAddress::parse(&decoded).map_err(|e| e.to_string()),
+        None => Err("not UTF-8 once decoded".to_owned()),
+    };
+    let address = match parsed {
         Ok(a) => a,
         Err(e) => {
             return problem(
@@ -265,7 +278,12 @@ async fn uploads(
 ) -> Routed {
     let settings = api.settings.load();
     let rest = path.strip_prefix("/v1/uploads").unwrap_or("");
-    let parts: Vec<&str> = rest.split('/').filter(|p| !p.is_empty()).collect();
+    let decoded: Vec<_> = rest
+        .split('/')
+        .filter(|p| !p.is_empty())
+        .map(|p| ron_kernel::request::path_param(p).unwrap_or_default())
+        .collect();
+    let parts: Vec<&str> = decoded.iter().map(|p| p.as_ref()).collect();
     let method = req.method().clone();
     let route = match parts.len() {
         0 => ROUTE_UPLOADS,
@@ -333,7 +351,7 @@ async fn uploads(
                 Err(p) => problem(route, p),
             }
         }
-        (Method::PUT, 2, Some(n)) => {
+        (Method::PUT, 2, Some(n)) if n != "complete" => {
             let Ok(n) = n.parse::<u64>() else {
                 return problem(
                     route,

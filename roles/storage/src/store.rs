@@ -1614,7 +1614,8 @@ impl ObjectStore {
                 Some(raw) => UploadState::decode(raw.value())?,
                 None => return Err(StoreError::UploadNotFound),
             };
-            if n + 1 == st.next_part && part_hash == st.last_part {
+            // Checked: a client may send any part number, u64::MAX too.
+            if n.checked_add(1) == Some(st.next_part) && part_hash == st.last_part {
                 break 'outcome PartOutcome::Duplicate(st);
             }
             if n != st.next_part {
