@@ -2283,19 +2283,7 @@ impl ObjectWriter {
             .store
             .commit_object(&meta, manifest, |txn, exists, _| {
                 if !exists {
-                    let mut refs = txn.open_table(REFS).map_err(db_err)?;
-                    for c in &meta.chunks {
-                        add_ref(&mut refs, c)?;
-                    }
-                    // The ids are the tree's leaves: its levels above are
-                    // merged from them (one compression per chunk, no pass
-                    // over the data) and kept for ranged serves.
-                    if let Ok(tree) = outboard::Tree::new(meta.size, meta.chunks.clone()) {
-                        txn.open_table(OUTBOARDS)
-                            .map_err(db_err)?
-                            .insert(address.as_bytes(), &tree.to_bytes()[..])
-                            .map_err(db_err)?;
-                    }
+                    reference_object(txn, &meta)?;
                 }
                 Ok(())
             })?;
@@ -2362,17 +2350,8 @@ impl ObjectStore {
                     delta.chunk(1, chunk.len());
                 }
             }
-            let mut refs = txn.open_table(REFS).map_err(db_err)?;
-            for c in &meta.chunks {
-                add_ref(&mut refs, c)?;
-            }
         }
-        if let Ok(tree) = outboard::Tree::new(meta.size, meta.chunks.clone()) {
-            txn.open_table(OUTBOARDS)
-                .map_err(db_err)?
-                .insert(address, &tree.to_bytes()[..])
-                .map_err(db_err)?;
-        }
+        reference_object(txn, meta)?;
         objects
             .insert(address, &meta.encode()[..])
             .map_err(db_err)?;
@@ -2594,6 +2573,24 @@ fn joined(tail: &[u8], data: &Bytes) -> Bytes {
 }
 
 type RefTable<'t> = redb::Table<'t, &'static [u8; 32], u64>;
+
+/// A new object's part besides its record: one more reference to each of
+/// its chunks, and its tree. The chunk ids are the tree's leaves: its
+/// levels above are merged from them (one compression per chunk, no pass
+/// over the data) and kept for ranged serves.
+fn reference_object(txn: &redb::WriteTransaction, meta: &ObjectMeta) -> Result<(), StoreError> {
+    let mut refs = txn.open_table(REFS).map_err(db_err)?;
+    for c in &meta.chunks {
+        add_ref(&mut refs, c)?;
+    }
+    if let Ok(tree) = outboard::Tree::new(meta.size, meta.chunks.clone()) {
+        txn.open_table(OUTBOARDS)
+            .map_err(db_err)?
+            .insert(meta.address.as_bytes(), &tree.to_bytes()[..])
+            .map_err(db_err)?;
+    }
+    Ok(())
+}
 
 /// Counts one more reference to chunk `h`.
 fn add_ref(refs: &mut RefTable<'_>, h: &[u8; 32]) -> Result<(), StoreError> {
