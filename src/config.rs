@@ -60,6 +60,7 @@ macro_rules! node_config {
             pub supervisor: SupervisorConfig,
             pub auth: AuthConfig,
             pub uds: UdsConfig,
+            pub chaos: ChaosConfig,
             $(#[cfg(feature = $feat)]
             pub $field: $ty,)*
         }
@@ -108,6 +109,7 @@ macro_rules! node_config {
                 },
                 auth: AuthConfig::default(),
                 uds: UdsConfig::default(),
+                chaos: ChaosConfig::default(),
                 $(#[cfg(feature = $feat)]
                 $field: if micro {
                     <$ty as RoleSection>::micro()
@@ -164,7 +166,8 @@ macro_rules! host_sections {
             limits: LimitsConfig,
             supervisor: SupervisorConfig,
             auth: AuthConfig,
-            uds: UdsConfig
+            uds: UdsConfig,
+            chaos: ChaosConfig
         )
     };
 }
@@ -292,6 +295,16 @@ pub struct UdsConfig {
 }
 
 ron_kernel::restart_keys!(UdsConfig: all);
+
+/// Fault injection for drills (RUNBOOK, "Chaos drills").
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChaosConfig {
+    /// Take faults from admin `POST /api/v1/chaos`; off, every chaos call
+    /// is refused (403 `chaos_disabled`). Needs a restart.
+    pub enabled: bool,
+}
+ron_kernel::restart_keys!(ChaosConfig: all);
 
 impl Default for UdsConfig {
     fn default() -> Self {

@@ -238,6 +238,13 @@ pub async fn run(src: ConfigSource, cfg: NodeConfig, log: LogHandle) -> Result<i
     metrics::gauge!(names::CONFIG_VERSION).set(1.0);
     let (cmd_tx, mut cmd_rx) = mpsc::channel::<AdminCommand>(8);
 
+    if cfg.chaos.enabled {
+        ron_kernel::chaos::CHAOS.enable();
+        tracing::warn!(
+            "chaos.enabled: this node takes injected faults (admin /api/v1/chaos); \
+             chaos_faults_active counts those in force"
+        );
+    }
     let handles = ron_kernel::Handles::default();
     let plane_state = PlaneState {
         handles: handles.clone(),

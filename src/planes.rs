@@ -234,6 +234,14 @@ pub async fn admin(st: PlaneState, req: Request<ReqBody>, peer: SocketAddr) -> R
         (Method::GET, "/api/v1/bus") => {
             Routed::new("/api/v1/bus", bus_stream(&st, req.uri().query()))
         }
+        (_, p) if is_chaos(p) => {
+            let route = if path == "/api/v1/chaos" {
+                "/api/v1/chaos"
+            } else {
+                "/api/v1/chaos/{id}"
+            };
+            Routed::new(route, chaos(&st, req, &path).await)
+        }
         (Method::GET, "/openapi.json") => Routed::new("/openapi.json", openapi(ADMIN_OPENAPI)),
         (
             _,
@@ -257,6 +265,136 @@ pub async fn admin(st: PlaneState, req: Request<ReqBody>, peer: SocketAddr) -> R
     }
 }
 
+// ---------------------------------------------------------------- chaos
+
+/// `/api/v1/chaos` or `/api/v1/chaos/{id}`.
+fn is_chaos(path: &str) -> bool {
+    path == "/api/v1/chaos"
+        || path
+            .strip_prefix("/api/v1/chaos/")
+            .is_some_and(|id| !id.is_empty() && !id.contains('/'))
+}
+
+/// The drills' fault injection: `POST /api/v1/chaos` (a `chaos::Spec`,
+/// 201 with the fault), `GET` (the faults in force), `DELETE` (all) and
+/// `DELETE /api/v1/chaos/{id}` (one). Every call is 403 `chaos_disabled`
+/// unless the node started with `chaos.enabled = true`.
+async fn chaos(st: &PlaneState, req: Request<ReqBody>, path: &str) -> Response<Body> {
+    use ron_kernel::chaos::CHAOS;
+    if !CHAOS.enabled() {
+        return Problem::new(
+            StatusCode::FORBIDDEN,
+            "chaos_disabled",
+            "this node takes no injected faults; start it with chaos.enabled = true to drill",
+        )
+        .into_response();
+    }
+    let id = path.strip_prefix("/api/v1/chaos/");
+    match (req.method().clone(), id) {
+        (Method::GET, None) => json(
+            StatusCode::OK,
+            &serde_json::json!({ "faults": CHAOS.list() }),
+        ),
+        (Method::DELETE, id) => {
+            let gone = CHAOS.clear(id);
+            if let Some(id) = id.filter(|_| gone.is_empty()) {
+                return Problem::new(
+                    StatusCode::NOT_FOUND,
+                    "fault_not_found",
+                    format!("no fault {id:?} is in force"),
+                )
+                .into_response();
+            }
+            if !gone.is_empty() {
+                tracing::warn!(faults = ?gone, "chaos: faults cleared");
+                st.bus.publish(KernelEvent::ChaosCleared { ids: gone.clone() });
+            }
+            json(
+                StatusCode::OK,
+                &serde_json::json!({ "cleared": gone.len(), "ids": gone }),
+            )
+        }
+        (Method::POST, None) => {
+            let timeout = st.config.load().limits.body_read_timeout;
+            let bytes = match read_small(req, timeout).await {
+                Ok(b) => b,
+                Err(resp) => return resp,
+            };
+            let spec: ron_kernel::chaos::Spec = match ron_kernel::request::json_object(&bytes) {
+                Ok(s) => s,
+                Err(p) => {
+                    return Problem::bad_request(
+                        "bad_json",
+                        format!(
+                            "expected {{\"target\", \"fault\", \"ms\", \"jitter_ms\", \"rate\", \"duration\"}}: {}",
+                            p.detail
+                        ),
+                    )
+                    .into_response()
+                }
+            };
+            let fault = match CHAOS.inject(&spec) {
+                Ok(f) => f,
+                Err(e) => return Problem::bad_request("bad_fault", e.to_string()).into_response(),
+            };
+            tracing::warn!(
+                id = %fault.id,
+                target = fault.target.name(),
+                fault = fault.fault.name(),
+                ms = fault.ms,
+                jitter_ms = fault.jitter_ms,
+                rate = fault.rate,
+                duration = ?fault.duration,
+                "chaos: fault injected"
+            );
+            st.bus.publish(KernelEvent::ChaosInjected {
+                id: fault.id.clone(),
+                target: fault.target.name().into(),
+                fault: fault.fault.name().into(),
+            });
+            if let Some(d) = fault.duration {
+                // Ends it on time, and says so on the bus.
+                let (bus, stop) = (st.bus.clone(), st.shutdown.clone());
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = stop.cancelled() => {}
+                        _ = tokio::time::sleep(d) => {
+                            let ids = CHAOS.expire();
+                            if !ids.is_empty() {
+                                tracing::warn!(faults = ?ids, "chaos: faults ended (duration over)");
+                                bus.publish(KernelEvent::ChaosCleared { ids });
+                            }
+                        }
+                    }
+                });
+            }
+            json(
+                StatusCode::CREATED,
+                &fault.view(std::time::Instant::now()),
+            )
+        }
+        (_, None) => Problem::method_not_allowed("GET, POST, DELETE").into_response(),
+        (_, Some(_)) => Problem::method_not_allowed("DELETE").into_response(),
+    }
+}
+
+/// A small JSON body within the body deadline, or the response refusing it.
+async fn read_small(
+    req: Request<ReqBody>,
+    timeout: std::time::Duration,
+) -> Result<Vec<u8>, Response<Body>> {
+    match tokio::time::timeout(timeout, small_body(req.into_body())).await {
+        Ok(Ok(b)) => Ok(b),
+        Ok(Err(p)) => Err(p.into_response()),
+        Err(_) => Err(Problem::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            "the request body did not arrive in time",
+        )
+        .into_response()),
+    }
+}
+
 /// `POST /api/v1/cap/rotate` `{"service": "write"|"admin"|ROLE, "grace": "10m"}`.
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -270,21 +408,21 @@ fn default_grace() -> std::time::Duration {
     std::time::Duration::from_secs(600)
 }
 
-/// Largest rotate request body.
-const ROTATE_BODY_MAX: usize = 4096;
+/// Largest admin request body (a rotation, a fault).
+const ADMIN_BODY_MAX: usize = 4096;
 
-/// A JSON request body of at most `ROTATE_BODY_MAX` bytes.
+/// A JSON request body of at most `ADMIN_BODY_MAX` bytes.
 async fn small_body(mut body: ReqBody) -> Result<Vec<u8>, Problem> {
     use http_body_util::BodyExt;
     let mut out = Vec::new();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| Problem::bad_request("bad_body", e.to_string()))?;
         if let Some(d) = frame.data_ref() {
-            if out.len() + d.len() > ROTATE_BODY_MAX {
+            if out.len() + d.len() > ADMIN_BODY_MAX {
                 return Err(Problem::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "too_large",
-                    format!("a rotate request is at most {ROTATE_BODY_MAX} bytes"),
+                    format!("an admin request body is at most {ADMIN_BODY_MAX} bytes"),
                 ));
             }
             out.extend_from_slice(d);
@@ -298,17 +436,9 @@ async fn rotate_cap(
     req: Request<ReqBody>,
     timeout: std::time::Duration,
 ) -> Response<Body> {
-    let bytes = match tokio::time::timeout(timeout, small_body(req.into_body())).await {
-        Ok(Ok(b)) => b,
-        Ok(Err(p)) => return p.into_response(),
-        Err(_) => {
-            return Problem::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "body_timeout",
-                "the request body did not arrive in time",
-            )
-            .into_response()
-        }
+    let bytes = match read_small(req, timeout).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
     };
     let r: RotateRequest = match ron_kernel::request::json_object(&bytes) {
         Ok(r) => r,
@@ -554,7 +684,7 @@ mod tests {
     /// The same for the admin plane: its router's (method, path) arms.
     #[test]
     fn the_admin_document_is_the_admin_router() {
-        let router = source("pub async fn admin(", "/// `POST /api/v1/cap/rotate`");
+        let router = source("pub async fn admin(", "// ------");
         let mut routed: Vec<(String, String)> = router
             .match_indices("(Method::")
             .map(|(i, m)| {
@@ -567,8 +697,23 @@ mod tests {
                 )
             })
             .collect();
+        // The chaos routes' methods, from `chaos`'s own arms: `None` is
+        // the collection, an `id` either path.
+        let chaos = source("async fn chaos(", "/// A small JSON body");
+        for (i, m) in chaos.match_indices("(Method::") {
+            let rest = &chaos[i + m.len()..];
+            let (method, rest) = rest.split_once(',').unwrap();
+            let paths: &[&str] = match rest.trim_start().split(')').next().unwrap() {
+                "None" => &["/api/v1/chaos"],
+                "id" => &["/api/v1/chaos", "/api/v1/chaos/{id}"],
+                other => panic!("unexpected chaos arm {other}"),
+            };
+            for p in paths {
+                routed.push((method.to_owned(), (*p).to_owned()));
+            }
+        }
         routed.sort();
-        assert!(routed.len() >= 10, "{routed:?}");
+        assert!(routed.len() >= 14, "{routed:?}");
         assert_eq!(routed, documented(ADMIN_OPENAPI));
     }
     use crate::config::AdminConfig;

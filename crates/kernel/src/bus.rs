@@ -10,6 +10,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use tokio::sync::broadcast;
 
+use crate::chaos::{Target, CHAOS};
 use crate::metrics::names;
 
 /// Default number of events the bus holds for its slowest subscriber.
@@ -59,6 +60,16 @@ pub enum KernelEvent {
     PeerDown {
         node_id: String,
     },
+    /// A drill's fault went into force (admin `POST /api/v1/chaos`).
+    ChaosInjected {
+        id: String,
+        target: String,
+        fault: String,
+    },
+    /// Faults ended: cleared, or their duration was over.
+    ChaosCleared {
+        ids: Vec<String>,
+    },
 }
 
 impl KernelEvent {
@@ -72,6 +83,7 @@ impl KernelEvent {
             KernelEvent::RegistryCommitted { .. } => "registry",
             KernelEvent::ObjectStored { .. } | KernelEvent::IntegrityFailed { .. } => "storage",
             KernelEvent::PeerUp { .. } | KernelEvent::PeerDown { .. } => "overlay",
+            KernelEvent::ChaosInjected { .. } | KernelEvent::ChaosCleared { .. } => "chaos",
         }
     }
 
@@ -80,8 +92,8 @@ impl KernelEvent {
     /// shutdown), and each role's name (its own events plus its health
     /// flips and crashes).
     pub const TOPICS: &'static [&'static str] = &[
-        "kernel", "health", "config", "crash", "shutdown", "omnigate", "overlay", "registry",
-        "storage", "index", "mailbox",
+        "kernel", "health", "config", "crash", "shutdown", "chaos", "omnigate", "overlay",
+        "registry", "storage", "index", "mailbox",
     ];
 
     /// Whether a `?topic=` filter of `topic` lets this event through.
@@ -96,7 +108,9 @@ impl KernelEvent {
             }
             KernelEvent::ConfigUpdated { .. }
             | KernelEvent::CapRotated { .. }
-            | KernelEvent::Shutdown => topic == "kernel",
+            | KernelEvent::Shutdown
+            | KernelEvent::ChaosInjected { .. }
+            | KernelEvent::ChaosCleared { .. } => topic == "kernel",
             KernelEvent::IntegrityFailed { service, .. } => service == topic,
             _ => false,
         }
@@ -200,9 +214,22 @@ pub struct BusReceiver {
 
 impl BusReceiver {
     /// Waits for the next event. `None` once the bus (every `Bus` clone) is
-    /// gone.
+    /// gone. Under a drill's bus fault (`chaos`), a delivery waits out the
+    /// injected latency, and a dropped event is reported as a lag of one,
+    /// as an overflow would be: the subscriber reconciles.
     pub async fn recv(&mut self) -> Option<BusMessage> {
         match self.rx.recv().await {
+            Ok(ev) if CHAOS.armed(Target::Bus) => {
+                let v = CHAOS.verdict(Target::Bus);
+                if !v.delay.is_zero() {
+                    tokio::time::sleep(v.delay).await;
+                }
+                if v.fail.is_some() {
+                    metrics::counter!(names::BUS_LAGGED_TOTAL).increment(1);
+                    return Some(BusMessage::Lagged(1));
+                }
+                Some(BusMessage::Event(ev))
+            }
             Ok(ev) => Some(BusMessage::Event(ev)),
             Err(broadcast::error::RecvError::Lagged(n)) => {
                 metrics::counter!(names::BUS_LAGGED_TOTAL).increment(n);

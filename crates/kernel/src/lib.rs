@@ -4,6 +4,7 @@
 //! - [`alloc`]: allocator settings applied at start.
 //! - [`bus`]: the broadcast bus of [`KernelEvent`]s.
 //! - [`cap`]: write and admin capabilities, their token file and rotation.
+//! - [`chaos`]: fault injection for the runbooks' drills (off unless enabled).
 //! - [`context`]: [`RoleContext`], what the host hands a role.
 //! - [`handles`]: the narrow handles roles publish for each other.
 //! - [`role`]: [`RoleName`], the roles as a type.
@@ -23,6 +24,7 @@ pub mod address;
 pub mod alloc;
 pub mod bus;
 pub mod cap;
+pub mod chaos;
 pub mod context;
 pub mod db;
 pub mod handles;

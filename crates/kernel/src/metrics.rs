@@ -10,6 +10,9 @@ pub mod names {
     pub const BUS_LAGGED_TOTAL: &str = "bus_lagged_total";
     pub const BUS_OVERFLOW_DROPPED_TOTAL: &str = "bus_overflow_dropped_total";
     pub const BUS_SUBSCRIBERS: &str = "bus_subscribers";
+    // Fault injection (drills)
+    pub const CHAOS_FAULTS_INJECTED_TOTAL: &str = "chaos_faults_injected_total";
+    pub const CHAOS_FAULTS_ACTIVE: &str = "chaos_faults_active";
     // Supervisor
     pub const SERVICE_RESTARTS_TOTAL: &str = "service_restarts_total";
     pub const SERVICE_QUARANTINED: &str = "service_quarantined";
@@ -131,6 +134,11 @@ pub fn init_host_series(roles: &[&'static str]) {
     metrics::counter!(BUS_LAGGED_TOTAL).increment(0);
     metrics::counter!(BUS_OVERFLOW_DROPPED_TOTAL).increment(0);
     metrics::counter!(ADMIN_AUTH_FAILURES_TOTAL).increment(0);
+    for (target, fault) in crate::chaos::series() {
+        metrics::counter!(CHAOS_FAULTS_INJECTED_TOTAL, "target" => target, "fault" => fault)
+            .increment(0);
+    }
+    metrics::gauge!(CHAOS_FAULTS_ACTIVE).set(0.0);
     zero_counters(CONFIG_RELOADS_TOTAL, "result", &["ok", "error"]);
     // The serving layer's own refusals, on every listener.
     zero_counters(
@@ -176,6 +184,14 @@ pub fn describe_all() {
         "Bus events published while no subscriber could take them"
     );
     describe_gauge!(BUS_SUBSCRIBERS, "Current bus subscribers");
+    describe_counter!(
+        CHAOS_FAULTS_INJECTED_TOTAL,
+        "Calls a drill's injected fault hit (chaos.enabled), by target and fault"
+    );
+    describe_gauge!(
+        CHAOS_FAULTS_ACTIVE,
+        "Injected faults in force (0 outside a drill)"
+    );
     describe_counter!(
         SERVICE_RESTARTS_TOTAL,
         "Role task exits (error, panic or unexpected return) followed by a restart attempt"

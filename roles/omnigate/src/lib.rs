@@ -35,6 +35,7 @@ use bytes::Bytes;
 use http::{header, Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Frame;
+use ron_kernel::chaos::{self, Injected, CHAOS};
 use ron_kernel::handles::{Feeds, HttpApi, Names, Objects, PeerFetch};
 use ron_kernel::http::{Body, BoxError, ReqBody, Routed};
 use ron_kernel::metrics::names;
@@ -57,6 +58,15 @@ impl Service {
 
     pub fn name(self) -> &'static str {
         self.role().as_str()
+    }
+
+    /// The edge a drill's faults name.
+    pub fn edge(self) -> chaos::Target {
+        match self {
+            Service::Storage => chaos::Target::Storage,
+            Service::Index => chaos::Target::Index,
+            Service::Mailbox => chaos::Target::Mailbox,
+        }
     }
 
     /// The role that serves it.
@@ -136,7 +146,7 @@ impl Gate {
         let mk = |svc: Service, url: &Option<String>| -> Result<Option<Arc<Remote>>, String> {
             url.as_deref()
                 .map(|u| {
-                    Remote::new(svc.name(), u, d.connect_timeout, d.request_timeout).map(Arc::new)
+                    Remote::new(svc.edge(), u, d.connect_timeout, d.request_timeout).map(Arc::new)
                 })
                 .transpose()
         };
@@ -377,6 +387,9 @@ impl Gate {
             )
         });
         let Routed { route, response } = if let Some(api) = self.local(svc) {
+            if let Err(e) = CHAOS.at(svc.edge()).await {
+                return Routed::new(route, injected(svc, e).into_response());
+            }
             let first = api.serve(req, peer).await;
             match refetch {
                 Some((method, uri, headers))
@@ -476,6 +489,10 @@ impl Gate {
 
     async fn index_get(&self, name: &str) -> Result<Option<view::Record>, String> {
         if let Ok(names) = self.ctx.handles.get::<dyn Names>() {
+            CHAOS
+                .at(chaos::Target::Index)
+                .await
+                .map_err(|e| injected(Service::Index, e).detail)?;
             let name = name.to_owned();
             let got = blocking(move || names.lookup(&name))
                 .await
@@ -506,6 +523,10 @@ impl Gate {
     async fn storage_size(&self, address: &str) -> Result<u64, view::PartError> {
         use view::PartError;
         if let Ok(objects) = self.ctx.handles.get::<dyn Objects>() {
+            CHAOS
+                .at(chaos::Target::Storage)
+                .await
+                .map_err(|e| PartError::Failed(injected(Service::Storage, e).detail))?;
             let addr = ron_kernel::ContentAddress::parse(address)
                 .map_err(|e| PartError::Failed(e.to_string()))?;
             return match blocking(move || objects.size(&addr)).await {
@@ -545,6 +566,10 @@ impl Gate {
             return Ok(Vec::new());
         }
         if let Ok(feeds) = self.ctx.handles.get::<dyn Feeds>() {
+            CHAOS
+                .at(chaos::Target::Mailbox)
+                .await
+                .map_err(|e| PartError::Failed(injected(Service::Mailbox, e).detail))?;
             let t = topic.to_owned();
             return blocking(move || feeds.latest(&t, n))
                 .await
@@ -599,6 +624,16 @@ impl Gate {
         }
         (!why.is_empty()).then(|| why.join("; "))
     }
+}
+
+/// A drill's injected error on an in-process downstream, answered as a
+/// failed remote one would be.
+fn injected(svc: Service, e: Injected) -> Problem {
+    Problem::new(
+        StatusCode::BAD_GATEWAY,
+        "downstream_error",
+        format!("{} failed: {e}", svc.name()),
+    )
 }
 
 /// Downstreams without which the gateway is not ready. The mailbox only

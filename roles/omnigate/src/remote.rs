@@ -26,6 +26,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use ron_kernel::http::{req_body, Body, BoxError, ReqBody};
+use ron_kernel::chaos::{Target, CHAOS};
 use ron_kernel::metrics::names;
 use ron_kernel::Problem;
 
@@ -49,6 +50,7 @@ const MIN_SAMPLES: usize = 20;
 
 pub struct Remote {
     pub service: &'static str,
+    edge: Target,
     base: String,
     authority: String,
     client: Client<HttpConnector, ReqBody>,
@@ -122,8 +124,10 @@ impl Remote {
         Ok((base, authority))
     }
 
+    /// `edge` names the service (storage, index or mailbox) and the drill
+    /// faults its calls take.
     pub fn new(
-        service: &'static str,
+        edge: Target,
         url: &str,
         connect_timeout: Duration,
         request_timeout: Duration,
@@ -137,7 +141,8 @@ impl Remote {
             .pool_max_idle_per_host(256)
             .build(conn);
         Ok(Self {
-            service,
+            service: edge.name(),
+            edge,
             base,
             authority,
             client,
@@ -200,6 +205,17 @@ impl Remote {
     /// request timeout.
     async fn send(&self, req: Request<ReqBody>) -> Result<Response<Body>, Problem> {
         let start = Instant::now();
+        // A drill's fault on this edge is part of the call: each copy of a
+        // hedged read draws its own, and the latency is timed.
+        if let Err(e) = CHAOS.at(self.edge).await {
+            metrics::histogram!(names::DOWNSTREAM_LATENCY_SECONDS, "service" => self.service)
+                .record(start.elapsed().as_secs_f64());
+            return Err(Problem::new(
+                StatusCode::BAD_GATEWAY,
+                "downstream_error",
+                format!("{} failed: {e}", self.service),
+            ));
+        }
         let outcome = tokio::time::timeout(self.request_timeout, self.client.request(req)).await;
         metrics::histogram!(names::DOWNSTREAM_LATENCY_SECONDS, "service" => self.service)
             .record(start.elapsed().as_secs_f64());
@@ -475,7 +491,7 @@ mod tests {
 
     fn remote() -> Remote {
         Remote::new(
-            "storage",
+            Target::Storage,
             "http://127.0.0.1:1",
             Duration::from_secs(1),
             Duration::from_secs(1),

@@ -136,17 +136,31 @@ pub fn local_head(overlay: &Overlay) -> Option<u64> {
     Some(r.head().version)
 }
 
+/// The local registry head as a `registry.head` body, if the registry
+/// runs here.
+fn head_body(overlay: &Overlay) -> Option<serde_json::Value> {
+    let head = overlay.handles.get::<dyn DescriptorLog>().ok()?.head();
+    Some(serde_json::json!({"version": head.version, "payload_b3": head.payload_b3}))
+}
+
 /// Our head as a one-hop `registry.head` message (sent to a new peer).
 pub fn head_announcement(overlay: &Overlay) -> Option<Bytes> {
-    let head = overlay.handles.get::<dyn DescriptorLog>().ok()?.head();
     Some(
         Gossip {
             topic: TOPIC_REGISTRY_HEAD.into(),
             hops: 1,
-            body: serde_json::json!({"version": head.version, "payload_b3": head.payload_b3}),
+            body: head_body(overlay)?,
         }
         .to_bytes(),
     )
+}
+
+/// Announces our head to the peers again: after the bus lost events
+/// (commits among them), the head is what reconciles them.
+pub fn publish_head(overlay: &Overlay) {
+    if let Some(body) = head_body(overlay) {
+        publish(overlay, TOPIC_REGISTRY_HEAD, body);
+    }
 }
 
 /// What to do with a gossip frame from connection `from`: returns the

@@ -23,6 +23,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use ron_kernel::handles::{ObjectSink, Objects, OpenObject};
 use ron_kernel::outboard::{self, Expect, GROUP_BYTES};
+use ron_kernel::chaos::{Target, CHAOS};
 use ron_kernel::{ContentAddress, HandleError};
 use serde::{Deserialize, Serialize};
 
@@ -281,6 +282,13 @@ impl Overlay {
             let Some(want) = sink.wanted() else {
                 return Ok(sink);
             };
+            // A drill's fault on the peer edge: its latency delays this
+            // attempt, its error fails it as a refusing peer would.
+            if let Err(e) = CHAOS.at(Target::Peer).await {
+                last = OverlayError::Refused(e.to_string());
+                tracing::info!(%address, %peer, error = %last, "overlay fetch from a peer failed");
+                continue;
+            }
             let range = (want != (0..u64::MAX)).then_some(want);
             let request = BlobRequest {
                 address: address.to_string(),

@@ -186,6 +186,10 @@ pub async fn run(ctx: RoleContext, cfg: Live<OverlayConfig>) -> RoleResult {
                         apps::TOPIC_REGISTRY_HEAD,
                         serde_json::json!({"version": version, "payload_b3": payload_b3}),
                     ),
+                    // Missed events (an overflow, a drill's lossy bus): the
+                    // commits among them are reconciled from the head, so
+                    // the peers still hear of it.
+                    Some(ron_kernel::BusMessage::Lagged(_)) => apps::publish_head(&ov),
                     Some(_) => {}
                 }
             }

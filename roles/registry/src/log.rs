@@ -94,6 +94,16 @@ impl From<ModelError> for RegistryError {
 
 ron_kernel::db_error_type!(RegistryError);
 
+/// A drill's fault on the log's store (`chaos` target `registry`): its
+/// latency is the store's, its error a failed store call (`Db`: a failed
+/// write turns `registry.write` unready until one succeeds).
+fn drill() -> Result<(), RegistryError> {
+    use ron_kernel::chaos::{Target, CHAOS};
+    CHAOS
+        .at_blocking(Target::Registry)
+        .map_err(|e| RegistryError::Db(e.to_string()))
+}
+
 /// A proposal waiting for approvals (or committed, kept until it expires
 /// so a retried commit gets the same answer).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -281,6 +291,7 @@ impl Registry {
 
     /// The stored JSON of one version.
     pub fn artifact_json(&self, version: u64) -> Result<Bytes, RegistryError> {
+        drill()?;
         let r = self.db.begin_read().map_err(db_err)?;
         let t = r.open_table(ARTIFACTS).map_err(db_err)?;
         match t.get(version).map_err(db_err)? {
@@ -341,6 +352,7 @@ impl Registry {
 
     fn store_proposal_inner(&self, p: &Proposal) -> Result<(), RegistryError> {
         let raw = serde_json::to_vec(p).map_err(|e| RegistryError::Db(e.to_string()))?;
+        drill()?;
         let mut txn = self.db.begin_write().map_err(db_err)?;
         txn.set_durability(Durability::Immediate).map_err(db_err)?;
         {
@@ -526,6 +538,7 @@ impl Registry {
         let head = Head::of(artifact);
         let head_json = serde_json::to_vec(&head).map_err(|e| RegistryError::Db(e.to_string()))?;
         let next_signers = artifact.payload.signer_set().cloned();
+        drill()?;
         let mut txn = self.db.begin_write().map_err(db_err)?;
         txn.set_durability(Durability::Immediate).map_err(db_err)?;
         {

@@ -29,6 +29,7 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use object_store::path::Path as Key;
 use object_store::{ObjectStore as Bucket, ObjectStoreExt as _};
+use ron_kernel::chaos::{Target, CHAOS};
 use ron_kernel::metrics::names;
 
 use crate::config::S3Config;
@@ -174,6 +175,9 @@ impl Remote {
         T: Send + 'static,
     {
         let start = Instant::now();
+        if let Err(e) = CHAOS.at_blocking(Target::S3) {
+            return self.settle(what, start, Some(Err(injected(e))));
+        }
         let (fut, budget) = (f(self.bucket.clone()), self.timeout);
         // The timer is made inside the task: the caller's thread may not
         // be one of the runtime's.
@@ -201,13 +205,17 @@ impl Remote {
         F: Future<Output = object_store::Result<T>>,
     {
         let start = Instant::now();
+        if let Err(e) = CHAOS.at(Target::S3).await {
+            return self.settle(what, start, Some(Err(injected(e))));
+        }
         let out = tokio::time::timeout(self.timeout, f(self.bucket.clone()))
             .await
             .ok();
         self.settle(what, start, out)
     }
 
-    /// A call's end (`None`: out of time), timed and counted.
+    /// A call's end (`None`: out of time), timed and counted (a drill's
+    /// injected latency and errors too: they stand for the bucket's).
     fn settle<T>(
         &self,
         what: &'static str,
@@ -489,3 +497,12 @@ fn parse_hex(s: &str) -> Option<[u8; 32]> {
     }
     Some(out)
 }
+
+/// A drill's injected error as the bucket's own failure.
+fn injected(e: ron_kernel::chaos::Injected) -> object_store::Error {
+    object_store::Error::Generic {
+        store: "S3",
+        source: Box::new(e),
+    }
+}
+
