@@ -184,7 +184,7 @@ pub(crate) struct Reply {
 }
 
 impl Api {
-    fn new(url: &str, token: Option<String>) -> Result<Self, CtlError> {
+    pub(crate) fn new(url: &str, token: Option<String>) -> Result<Self, CtlError> {
         if !url.starts_with("http://") {
             return Err(CtlError::Usage(format!(
                 "--url must be an http:// URL, got {url:?}"
@@ -354,6 +354,7 @@ pub fn run(cmd: CtlCmd) -> Result<(), CtlError> {
         .build()
         .map_err(|e| CtlError::Failed(format!("cannot start the runtime: {e}")))?;
     let api = Api::new(&cmd.url, env_token(cmd.token, "RONCTL_TOKEN"))?;
+    let cmd_url = cmd.url.clone();
     let admin =
         Api::new(&cmd.admin, env_token(cmd.admin_token, "RONCTL_ADMIN_TOKEN")).map_err(|_| {
             CtlError::Usage(format!(
@@ -373,7 +374,7 @@ pub fn run(cmd: CtlCmd) -> Result<(), CtlError> {
             CtlAction::Config(c) => ops::config(&admin, out, c).await,
             CtlAction::Cap(c) => ops::cap(&admin, out, c).await,
             CtlAction::Migrate(m) => crate::ctl_migrate::run(out, m),
-            CtlAction::Chaos(c) => ops::chaos(&admin, out, c).await,
+            CtlAction::Chaos(c) => ops::chaos(&admin, &cmd_url, out, c).await,
             CtlAction::Put(p) => put(&api, out, p).await,
             CtlAction::Get(g) => get(&api, out, g).await,
             CtlAction::Names(n) => names(&api, out, n).await,

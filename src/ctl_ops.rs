@@ -142,26 +142,31 @@ pub struct ChaosCmd {
 pub enum ChaosAction {
     Inject(ChaosInject),
     Clear(ChaosClear),
+    List(ChaosList),
+    Slowloris(ChaosSlowloris),
 }
 
 #[derive(FromArgs, Debug)]
 /// Inject a fault; prints its id.
 #[argh(subcommand, name = "inject")]
 pub struct ChaosInject {
-    /// the role or edge to disturb (storage, index, mailbox, registry,
-    /// overlay, omnigate, bus; svc-NAME is read as NAME)
+    /// the edge to disturb: storage, index, mailbox (the gateway's calls),
+    /// registry (its log store), s3, peer (overlay fetches; also
+    /// `overlay`), bus; svc-NAME is read as NAME
     #[argh(option)]
     pub target: String,
-    /// latency, error, slowloris (or EDGE-latency, EDGE-error)
+    /// latency or error (the bus: latency or drop); NAME-latency is read
+    /// as latency
     #[argh(option)]
     pub fault: String,
     /// added latency in milliseconds
     #[argh(option)]
     pub ms: Option<u64>,
-    /// random extra latency up to this many milliseconds
+    /// latency varies uniformly within ms ± this many milliseconds
     #[argh(option)]
     pub jitter_ms: Option<u64>,
-    /// share of operations hit, 0..1 (default 1)
+    /// share of calls hit, exactly (0.01: every 100th), within (0, 1];
+    /// default 1
     #[argh(option)]
     pub rate: Option<f64>,
     /// how long the fault lasts (e.g. 30s; default until cleared)
@@ -177,6 +182,39 @@ pub struct ChaosClear {
     #[argh(option)]
     pub id: Option<String>,
 }
+
+#[derive(FromArgs, Debug)]
+/// Print the faults in force.
+#[argh(subcommand, name = "list")]
+pub struct ChaosList {}
+
+#[derive(FromArgs, Debug)]
+/// Hold slow connections open against the object API (--url): each sends
+/// a request head one header line per --interval and never ends it. While
+/// they run, a probe request every second must still be answered. Exits 1
+/// if a probe failed or a slow connection outlived the drill. Bounded: at
+/// most 4096 connections and 10 minutes.
+#[argh(subcommand, name = "slowloris")]
+pub struct ChaosSlowloris {
+    /// slow connections to hold (default 64)
+    #[argh(option, default = "64")]
+    pub conns: usize,
+    /// how long the drill lasts (default 30s)
+    #[argh(option, default = "String::from(\"30s\")")]
+    pub duration: String,
+    /// time between one connection's header lines (default 1s)
+    #[argh(option, default = "String::from(\"1s\")")]
+    pub interval: String,
+    /// allow a target that is not a loopback address (a slow-loris drill
+    /// is a denial of service: only against hosts you run the drill on)
+    #[argh(switch)]
+    pub allow_remote: bool,
+}
+
+/// Most slow connections a drill holds.
+pub const SLOWLORIS_MAX_CONNS: usize = 4096;
+/// Longest slow-loris drill.
+pub const SLOWLORIS_MAX: Duration = Duration::from_secs(600);
 
 /// `svc-registry`, `ron-registry` and `registry` all name the registry.
 pub(crate) fn role_name(s: &str) -> &str {
@@ -532,8 +570,10 @@ fn without_nulls(v: Value) -> Value {
 
 // ---------------------------------------------------------------- chaos
 
-pub(crate) async fn chaos(admin: &Api, out: Out, c: ChaosCmd) -> Result<(), CtlError> {
+pub(crate) async fn chaos(admin: &Api, url: &str, out: Out, c: ChaosCmd) -> Result<(), CtlError> {
     let (method, path, body) = match c.action {
+        ChaosAction::Slowloris(l) => return slowloris(url, out, l).await,
+        ChaosAction::List(_) => (Method::GET, "/api/v1/chaos".to_owned(), Bytes::new()),
         ChaosAction::Inject(i) => {
             if i.rate.is_some_and(|r| !(0.0..=1.0).contains(&r)) {
                 return Err(CtlError::Usage("--rate must be within 0..1".into()));
@@ -583,10 +623,192 @@ pub(crate) async fn chaos(admin: &Api, out: Out, c: ChaosCmd) -> Result<(), CtlE
         _ => {}
     }
     let v = admin.expect(&path, r, &[StatusCode::CREATED, StatusCode::OK])?;
-    out.emit(&v, || match v["id"].as_str() {
-        Some(id) => format!("fault {id} injected"),
-        None => format!("cleared {}", v["cleared"]),
+    out.emit(&v, || {
+        if let Some(faults) = v["faults"].as_array() {
+            if faults.is_empty() {
+                return "no fault in force".into();
+            }
+            return faults
+                .iter()
+                .map(|f| {
+                    format!(
+                        "{} {} {} ms={} jitter_ms={} rate={} hits={}{}",
+                        f["id"].as_str().unwrap_or(""),
+                        f["target"].as_str().unwrap_or(""),
+                        f["fault"].as_str().unwrap_or(""),
+                        f["ms"],
+                        f["jitter_ms"],
+                        f["rate"],
+                        f["hits"],
+                        f["remaining_seconds"]
+                            .as_f64()
+                            .map(|s| format!(" ends in {s:.0}s"))
+                            .unwrap_or_default()
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+        }
+        match v["id"].as_str() {
+            Some(id) => format!("fault {id} injected"),
+            None => format!("cleared {}", v["cleared"]),
+        }
     });
+    Ok(())
+}
+
+/// How one slow connection ended.
+enum Slow {
+    /// The server closed it after this long.
+    Cut(Duration),
+    /// Still open when the drill ended.
+    Held,
+    /// It could not connect.
+    Refused,
+}
+
+/// `chaos slowloris`: see `ChaosSlowloris`.
+async fn slowloris(url: &str, out: Out, l: ChaosSlowloris) -> Result<(), CtlError> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let parse = |what: &str, v: &str| {
+        humantime::parse_duration(v).map_err(|e| CtlError::Usage(format!("--{what} {v:?}: {e}")))
+    };
+    let duration = parse("duration", &l.duration)?;
+    let interval = parse("interval", &l.interval)?;
+    if l.conns == 0 || l.conns > SLOWLORIS_MAX_CONNS {
+        return Err(CtlError::Usage(format!(
+            "--conns must be within 1..={SLOWLORIS_MAX_CONNS}"
+        )));
+    }
+    if duration.is_zero() || duration > SLOWLORIS_MAX || interval.is_zero() {
+        return Err(CtlError::Usage(format!(
+            "--duration must be within (0, {}] and --interval above 0",
+            humantime::format_duration(SLOWLORIS_MAX)
+        )));
+    }
+    let authority = url
+        .strip_prefix("http://")
+        .map(|r| r.split('/').next().unwrap_or(r))
+        .ok_or_else(|| CtlError::Usage(format!("--url must be an http:// URL, got {url:?}")))?;
+    let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host(authority)
+        .await
+        .map_err(|e| CtlError::Failed(format!("{authority}: {e}")))?
+        .collect();
+    let Some(&addr) = addrs.first() else {
+        return Err(CtlError::Failed(format!("{authority} has no address")));
+    };
+    if !l.allow_remote && !addr.ip().to_canonical().is_loopback() {
+        return Err(CtlError::Usage(format!(
+            "{addr} is not a loopback address; a slow-loris drill is a denial of service: \
+             pass --allow-remote only against a host you run the drill on"
+        )));
+    }
+    let started = std::time::Instant::now();
+    let end = tokio::time::Instant::now() + duration;
+    let mut conns = tokio::task::JoinSet::new();
+    for _ in 0..l.conns {
+        conns.spawn(async move {
+            let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
+                return Slow::Refused;
+            };
+            let opened = std::time::Instant::now();
+            let mut buf = [0u8; 512];
+            let mut line = 0u64;
+            let mut head = format!("GET /v1/o HTTP/1.1\r\nHost: {addr}\r\n").into_bytes();
+            loop {
+                if s.write_all(&head).await.is_err() {
+                    return Slow::Cut(opened.elapsed());
+                }
+                line += 1;
+                head = format!("X-Slow-{line}: 1\r\n").into_bytes();
+                let next = (tokio::time::Instant::now() + interval).min(end);
+                // Until the next line is due: anything the server sends
+                // (a 408) or its close ends this connection's part.
+                match tokio::time::timeout_at(next, s.read(&mut buf)).await {
+                    Ok(Ok(0) | Err(_)) => return Slow::Cut(opened.elapsed()),
+                    Ok(Ok(_)) => {
+                        // An answer (e.g. 408): wait for the close.
+                        match tokio::time::timeout_at(end, s.read(&mut buf)).await {
+                            Ok(_) => return Slow::Cut(opened.elapsed()),
+                            Err(_) => return Slow::Held,
+                        }
+                    }
+                    Err(_) if next >= end => return Slow::Held,
+                    Err(_) => {}
+                }
+            }
+        });
+    }
+    // The probe: an ordinary request every second must be answered.
+    let api = Api::new(url, None)?;
+    let (mut probes, mut answered, mut slowest) = (0u64, 0u64, Duration::ZERO);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let absent = format!("/v1/o/b3:{}", "0".repeat(64));
+    while tokio::time::Instant::now() < end {
+        tick.tick().await;
+        probes += 1;
+        let t = std::time::Instant::now();
+        let probe = api.call(Method::GET, &absent, Bytes::new());
+        if let Ok(Ok(r)) = tokio::time::timeout(Duration::from_secs(5), probe).await {
+            if r.status.as_u16() < 500 {
+                answered += 1;
+                slowest = slowest.max(t.elapsed());
+            }
+        }
+    }
+    let (mut cut, mut held, mut refused, mut cut_after) = (0u64, 0u64, 0u64, Vec::new());
+    while let Some(r) = conns.join_next().await {
+        match r {
+            Ok(Slow::Cut(d)) => {
+                cut += 1;
+                cut_after.push(d);
+            }
+            Ok(Slow::Held) => held += 1,
+            Ok(Slow::Refused) | Err(_) => refused += 1,
+        }
+    }
+    cut_after.sort();
+    let pct = |p: f64| {
+        cut_after
+            .get(((cut_after.len() as f64 - 1.0) * p).round() as usize)
+            .map_or(0.0, |d| d.as_secs_f64())
+    };
+    let v = serde_json::json!({
+        "target": addr.to_string(),
+        "conns": l.conns,
+        "seconds": started.elapsed().as_secs_f64(),
+        "cut": cut,
+        "held": held,
+        "refused": refused,
+        "cut_after_p50_seconds": pct(0.5),
+        "cut_after_max_seconds": pct(1.0),
+        "probes": probes,
+        "probes_answered": answered,
+        "probe_slowest_seconds": slowest.as_secs_f64(),
+    });
+    out.emit(&v, || {
+        format!(
+            "slowloris against {addr}: {} connections for {:.0}s; the server cut {cut} \
+             (after p50 {:.1}s, max {:.1}s), {held} still open at the end, {refused} refused; \
+             probes answered {answered}/{probes} (slowest {:.0} ms)",
+            l.conns,
+            started.elapsed().as_secs_f64(),
+            pct(0.5),
+            pct(1.0),
+            slowest.as_secs_f64() * 1000.0
+        )
+    });
+    if answered < probes {
+        return Err(CtlError::Failed(format!(
+            "the node stopped serving during the drill: {answered} of {probes} probes answered"
+        )));
+    }
+    if held > 0 {
+        return Err(CtlError::Failed(format!(
+            "{held} slow connections were still open when the drill ended (is \
+             limits.header_read_timeout longer than --duration?)"
+        )));
+    }
     Ok(())
 }
 

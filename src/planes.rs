@@ -307,7 +307,8 @@ async fn chaos(st: &PlaneState, req: Request<ReqBody>, path: &str) -> Response<B
             }
             if !gone.is_empty() {
                 tracing::warn!(faults = ?gone, "chaos: faults cleared");
-                st.bus.publish(KernelEvent::ChaosCleared { ids: gone.clone() });
+                st.bus
+                    .publish(KernelEvent::ChaosCleared { ids: gone.clone() });
             }
             json(
                 StatusCode::OK,
@@ -368,10 +369,7 @@ async fn chaos(st: &PlaneState, req: Request<ReqBody>, path: &str) -> Response<B
                     }
                 });
             }
-            json(
-                StatusCode::CREATED,
-                &fault.view(std::time::Instant::now()),
-            )
+            json(StatusCode::CREATED, &fault.view(std::time::Instant::now()))
         }
         (_, None) => Problem::method_not_allowed("GET, POST, DELETE").into_response(),
         (_, Some(_)) => Problem::method_not_allowed("DELETE").into_response(),

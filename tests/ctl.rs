@@ -227,7 +227,7 @@ fn status_config_print_tail_and_chaos_against_a_node() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("unknown topic"), "{}", text(&out));
 
-    // Chaos is the chaos drills' server side; until then, a clear failure.
+    // A node started without chaos.enabled refuses drills, and says how.
     let out = ronctl(
         admin,
         &[
@@ -240,7 +240,8 @@ fn status_config_print_tail_and_chaos_against_a_node() {
     );
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(
-        text(&out).contains("not supported by this node"),
+        text(&out).contains("refuses fault injection")
+            && text(&out).contains("chaos.enabled = true"),
         "{}",
         text(&out)
     );

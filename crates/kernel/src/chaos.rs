@@ -327,7 +327,9 @@ impl Chaos {
         let jitter_ms = spec.jitter_ms.unwrap_or(0);
         match fault {
             Fault::Latency if ms == 0 && jitter_ms == 0 => {
-                return Err(ChaosError::Bad("a latency fault needs ms (or jitter_ms)".into()))
+                return Err(ChaosError::Bad(
+                    "a latency fault needs ms (or jitter_ms)".into(),
+                ))
             }
             Fault::Latency if ms + jitter_ms > MAX_MS => {
                 return Err(ChaosError::Bad(format!(
@@ -528,7 +530,10 @@ mod tests {
             .count();
         assert_eq!(failed, 10);
         assert_eq!(c.list()[0].hits, 10);
-        assert!(c.at_blocking(Target::Index).is_ok(), "other edges untouched");
+        assert!(
+            c.at_blocking(Target::Index).is_ok(),
+            "other edges untouched"
+        );
         assert_eq!(c.clear(Some(&f.id)), vec![f.id.clone()]);
         assert!(!c.armed(Target::Storage));
         assert!(c.at_blocking(Target::Storage).is_ok());

@@ -25,8 +25,8 @@ use hyper::body::Frame;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use ron_kernel::http::{req_body, Body, BoxError, ReqBody};
 use ron_kernel::chaos::{Target, CHAOS};
+use ron_kernel::http::{req_body, Body, BoxError, ReqBody};
 use ron_kernel::metrics::names;
 use ron_kernel::Problem;
 

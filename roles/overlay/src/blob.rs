@@ -21,9 +21,9 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
+use ron_kernel::chaos::{Target, CHAOS};
 use ron_kernel::handles::{ObjectSink, Objects, OpenObject};
 use ron_kernel::outboard::{self, Expect, GROUP_BYTES};
-use ron_kernel::chaos::{Target, CHAOS};
 use ron_kernel::{ContentAddress, HandleError};
 use serde::{Deserialize, Serialize};
 

@@ -505,4 +505,3 @@ fn injected(e: ron_kernel::chaos::Injected) -> object_store::Error {
         source: Box::new(e),
     }
 }
-

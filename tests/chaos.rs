@@ -1,0 +1,551 @@
+//! The runbook's chaos drills, CI-sized (RUNBOOK, "Chaos drills"): each
+//! starts real nodes with `chaos.enabled = true`, injects a fault through
+//! `ronctl chaos` or the admin API, and checks what an operator would:
+//! what clients got, what `/readyz` said, what `/metrics` counted. The
+//! full-length drills (p95 against the unloaded baseline, the soak) are
+//! `benches/chaos.sh`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or bench may panic
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{request, NodeBuilder};
+
+const RONCTL: &str = env!("CARGO_BIN_EXE_ronctl");
+
+/// A node taking injected faults, running `roles`, with `extra` config.
+fn drill_node(roles: &str, extra: &str) -> common::Node {
+    let node = NodeBuilder::new()
+        .arg("--roles")
+        .arg(roles)
+        .config_extra(&format!("[chaos]\nenabled = true\n{extra}"))
+        .start();
+    node.wait_ready();
+    node
+}
+
+fn ronctl(node: &common::Node, args: &[&str]) -> std::process::Output {
+    Command::new(RONCTL)
+        .env_remove("RON_CONFIG")
+        .arg("--admin")
+        .arg(format!("http://{}", node.addr("admin")))
+        .arg("--url")
+        .arg(format!("http://{}", node.addr("omnigate")))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// `ronctl chaos inject ARGS…`: the new fault's id.
+fn inject(node: &common::Node, args: &[&str]) -> String {
+    let mut all = vec!["chaos", "inject"];
+    all.extend_from_slice(args);
+    let out = ronctl(node, &all);
+    assert!(out.status.success(), "{}", text(&out));
+    let t = text(&out);
+    t.split_whitespace()
+        .nth(1)
+        .filter(|id| id.starts_with("f-"))
+        .unwrap_or_else(|| panic!("no fault id in {t:?}"))
+        .to_owned()
+}
+
+/// The value of the series `name` whose labels include every `labels`
+/// pair (0 when absent).
+fn series(node: &common::Node, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let body = node.get("metrics", "/metrics").body;
+    body.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+fn injected(node: &common::Node, target: &str, fault: &str) -> f64 {
+    series(
+        node,
+        "chaos_faults_injected_total",
+        &[("target", target), ("fault", fault)],
+    )
+}
+
+fn put(node: &common::Node, data: &[u8]) -> String {
+    let r = request(node.addr("omnigate"), "PUT", "/v1/o", &[], data);
+    assert_eq!(r.status, 201, "{}", r.body);
+    r.json()["address"].as_str().unwrap().to_owned()
+}
+
+fn readyz(node: &common::Node) -> common::Resp {
+    request(node.addr("metrics"), "GET", "/readyz", &[], b"")
+}
+
+/// Off by default: every chaos call is refused, and says how to drill.
+#[test]
+fn a_node_without_chaos_enabled_refuses_every_chaos_call() {
+    let node = NodeBuilder::new().arg("--roles").arg("storage").start();
+    node.wait_ready();
+    let admin = node.addr("admin");
+    let body = br#"{"target":"storage","fault":"latency","ms":50}"#;
+    for (method, path) in [
+        ("POST", "/api/v1/chaos"),
+        ("GET", "/api/v1/chaos"),
+        ("DELETE", "/api/v1/chaos"),
+        ("DELETE", "/api/v1/chaos/f-1"),
+    ] {
+        let r = request(admin, method, path, &[], body);
+        assert_eq!(r.status, 403, "{method} {path}: {}", r.body);
+        assert_eq!(r.json()["reason"], "chaos_disabled", "{}", r.body);
+    }
+    assert_eq!(node.metric("chaos_faults_active"), Some(0.0));
+    assert_eq!(injected(&node, "storage", "latency"), 0.0);
+}
+
+/// Storage latency 150 ms ± 20 ms through `ronctl`: every read still
+/// answers with the right bytes (and takes at least the injected floor),
+/// `/readyz` stays 200 — storage is slow, not down —, the bus says when
+/// the drill starts and ends, `/metrics` counts every hit; a fault with a
+/// duration ends by itself.
+#[test]
+fn storage_latency_is_injected_counted_announced_and_cleared() {
+    let node = drill_node("omnigate,storage,index", "");
+    let data = common::body_of(10_000, 7);
+    let addr = put(&node, &data);
+    let mut bus = common::Sse::open(node.addr("admin"), "/api/v1/bus?topic=chaos");
+
+    let id = inject(
+        &node,
+        &[
+            "--target=svc-storage",
+            "--fault=storage-latency",
+            "--ms=150",
+            "--jitter-ms=20",
+        ],
+    );
+    assert!(
+        bus.wait_line(Duration::from_secs(10), |l| l.contains("chaos_injected")
+            && l.contains(&id)),
+        "{:?}",
+        bus.seen()
+    );
+    let listed = text(&ronctl(&node, &["chaos", "list"]));
+    assert!(
+        listed.contains(&id) && listed.contains("storage latency ms=150 jitter_ms=20"),
+        "{listed}"
+    );
+    assert_eq!(node.metric("chaos_faults_active"), Some(1.0));
+    for _ in 0..5 {
+        let t = Instant::now();
+        let (status, _, body) = common::request_bytes(
+            node.addr("omnigate"),
+            "GET",
+            &format!("/v1/o/{addr}"),
+            &[],
+            b"",
+        );
+        assert!(
+            t.elapsed() >= Duration::from_millis(130),
+            "{:?}",
+            t.elapsed()
+        );
+        assert_eq!(status, 200);
+        assert_eq!(body, data, "the bytes are right, only late");
+        assert_eq!(readyz(&node).status, 200, "slow is not down");
+    }
+    assert_eq!(injected(&node, "storage", "latency"), 5.0);
+
+    let out = ronctl(&node, &["chaos", "clear", "--id", &id]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        bus.wait_line(Duration::from_secs(10), |l| l.contains("chaos_cleared")),
+        "{:?}",
+        bus.seen()
+    );
+    let r = request(
+        node.addr("omnigate"),
+        "GET",
+        &format!("/v1/o/{addr}"),
+        &[],
+        b"",
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        injected(&node, "storage", "latency"),
+        5.0,
+        "cleared: no more hits"
+    );
+    assert_eq!(node.metric("chaos_faults_active"), Some(0.0));
+
+    // A fault with a duration ends by itself, and says so.
+    let brief = inject(&node, &["--target=index", "--fault=error", "--duration=1s"]);
+    let gone = common::poll(Duration::from_secs(20), || {
+        let r = request(node.addr("admin"), "GET", "/api/v1/chaos", &[], b"");
+        r.json()["faults"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+            .then_some(())
+    });
+    assert!(gone.is_some(), "fault {brief} outlived its duration");
+    assert!(
+        bus.wait_line(Duration::from_secs(10), |l| l.contains("chaos_cleared")
+            && l.contains(&brief)),
+        "{:?}",
+        bus.seen()
+    );
+
+    // Bad faults are refused with what is wrong; an unknown id is a 404.
+    let admin = node.addr("admin");
+    for (body, says) in [
+        (
+            r#"{"target":"disk","fault":"latency","ms":5}"#,
+            "unknown target",
+        ),
+        (r#"{"target":"bus","fault":"error"}"#, "latency, drop"),
+        (r#"{"target":"storage","fault":"error","rate":2}"#, "rate"),
+        (r#"{"target":"storage","fault":"latency"}"#, "needs ms"),
+    ] {
+        let r = request(admin, "POST", "/api/v1/chaos", &[], body.as_bytes());
+        assert_eq!(r.status, 400, "{body}: {}", r.body);
+        assert_eq!(r.json()["reason"], "bad_fault");
+        assert!(r.body.contains(says), "{body}: {}", r.body);
+    }
+    let r = request(admin, "DELETE", "/api/v1/chaos/f-999", &[], b"");
+    assert_eq!(r.status, 404, "{}", r.body);
+}
+
+/// 1 % downstream errors for the drill window: exactly one read in a
+/// hundred fails (502 `downstream_error`), no other does — the failures
+/// are not amplified into sheds or retries — and `/readyz` stays 200.
+#[test]
+fn one_percent_downstream_errors_fail_one_percent_and_nothing_more() {
+    let node = drill_node("omnigate,storage,index", "");
+    let addr = put(&node, b"one percent");
+    let r = request(
+        node.addr("admin"),
+        "POST",
+        "/api/v1/chaos",
+        &[],
+        br#"{"target":"storage","fault":"error","rate":0.01,"duration":"10m"}"#,
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let (mut ok, mut failed) = (0, 0);
+    for i in 0..400 {
+        let r = request(
+            node.addr("omnigate"),
+            "GET",
+            &format!("/v1/o/{addr}"),
+            &[],
+            b"",
+        );
+        match r.status {
+            200 => ok += 1,
+            502 => {
+                assert_eq!(r.json()["reason"], "downstream_error", "{}", r.body);
+                assert!(r.body.contains("chaos drill"), "{}", r.body);
+                failed += 1;
+            }
+            s => panic!("read {i}: {s} {}", r.body),
+        }
+        if i % 50 == 0 {
+            assert_eq!(
+                readyz(&node).status,
+                200,
+                "1 % errors must not flip readiness"
+            );
+        }
+    }
+    assert_eq!((ok, failed), (396, 4));
+    assert_eq!(injected(&node, "storage", "error"), 4.0);
+    let r = request(node.addr("admin"), "DELETE", "/api/v1/chaos", &[], b"");
+    assert_eq!(r.json()["cleared"], 1, "{}", r.body);
+}
+
+/// Twice the in-flight cap of offered load while storage is slow: the
+/// excess is shed at once (503 `busy`, Retry-After) while admitted reads
+/// are still waiting on storage, admitted reads all succeed, `/readyz`
+/// turns 503 "overloaded" while the load lasts and 200 once it stops.
+#[test]
+fn twice_the_inflight_cap_is_shed_fast_and_readiness_recovers() {
+    const CAP: usize = 8;
+    let node = NodeBuilder::new()
+        .arg("--roles")
+        .arg("omnigate,storage,index")
+        .config_replace(
+            "[omnigate]\naddr = \"127.0.0.1:0\"\n",
+            &format!("[omnigate]\naddr = \"127.0.0.1:0\"\ninflight_max = {CAP}\n"),
+        )
+        .config_extra("[chaos]\nenabled = true\n")
+        .start();
+    node.wait_ready();
+    let addr = put(&node, b"overload");
+    let r = request(
+        node.addr("admin"),
+        "POST",
+        "/api/v1/chaos",
+        &[],
+        br#"{"target":"storage","fault":"latency","ms":500,"duration":"5m"}"#,
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+
+    let gate = node.addr("omnigate");
+    let stop = Arc::new(AtomicBool::new(false));
+    // (status, reason, elapsed) of every request the load made.
+    let seen = Arc::new(Mutex::new(Vec::<(u16, String, Duration)>::new()));
+    let path = format!("/v1/o/{addr}");
+    let clients: Vec<_> = (0..2 * CAP)
+        .map(|_| {
+            let (stop, seen, path) = (stop.clone(), seen.clone(), path.clone());
+            std::thread::spawn(move || {
+                // Bounded: at most 200 requests or 60 s per client.
+                let end = Instant::now() + Duration::from_secs(60);
+                for _ in 0..200 {
+                    if stop.load(Ordering::Relaxed) || Instant::now() > end {
+                        break;
+                    }
+                    let t = Instant::now();
+                    let r = request(gate, "GET", &path, &[], b"");
+                    let reason = if r.status == 503 {
+                        assert_eq!(r.header("retry-after"), Some("1"), "{}", r.body);
+                        r.json()["reason"].as_str().unwrap_or("").to_owned()
+                    } else {
+                        String::new()
+                    };
+                    seen.lock().unwrap().push((r.status, reason, t.elapsed()));
+                    if r.status == 503 {
+                        // A shed client backs off a little, as Retry-After
+                        // asks (shortened: the drill is CI-sized).
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                }
+            })
+        })
+        .collect();
+    let flipped = common::poll(Duration::from_secs(30), || {
+        let r = readyz(&node);
+        (r.status == 503).then_some(r.body)
+    });
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.join().unwrap();
+    }
+    let flipped = flipped.expect("/readyz never reported the overload");
+    assert!(flipped.contains("overloaded"), "{flipped}");
+    let recovered = common::poll(Duration::from_secs(30), || {
+        (readyz(&node).status == 200).then_some(())
+    });
+    assert!(
+        recovered.is_some(),
+        "readiness did not recover: {}",
+        readyz(&node).body
+    );
+
+    let seen = seen.lock().unwrap();
+    let admitted: Vec<_> = seen.iter().filter(|(s, _, _)| *s == 200).collect();
+    let shed: Vec<_> = seen.iter().filter(|(s, _, _)| *s == 503).collect();
+    assert_eq!(
+        admitted.len() + shed.len(),
+        seen.len(),
+        "only answers and sheds: {seen:?}"
+    );
+    assert!(!admitted.is_empty() && !shed.is_empty(), "{seen:?}");
+    assert!(
+        shed.iter().all(|(_, reason, _)| reason == "busy"),
+        "{shed:?}"
+    );
+    // Shed at once: before storage's injected 500 ms could have passed.
+    let slowest_shed = shed.iter().map(|(_, _, d)| *d).max().unwrap();
+    let fastest_admitted = admitted.iter().map(|(_, _, d)| *d).min().unwrap();
+    assert!(
+        slowest_shed < fastest_admitted,
+        "shed {slowest_shed:?}, admitted {fastest_admitted:?}"
+    );
+    assert!(series(&node, "rejected_total", &[("reason", "busy")]) >= shed.len() as f64);
+}
+
+/// A lossy bus (every delivery dropped): a bus stream client is told it
+/// lagged, and the overlay, which lost the commit's event, reconciles
+/// from the registry head — the peer still learns of the commit.
+#[test]
+fn a_lossy_bus_is_reconciled_from_the_head() {
+    let signer = [41u8; 32];
+    let signer_pub = hex(ed25519_dalek::SigningKey::from_bytes(&signer)
+        .verifying_key()
+        .as_bytes());
+    let registry_node = |seed: u8, peers: String| {
+        let b = NodeBuilder::new().arg("--roles").arg("registry,overlay");
+        let data = b.dir().join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::write(data.join("node.key"), format!("{seed:02x}").repeat(32)).unwrap();
+        let n = b
+            .config_extra(&format!(
+                "[chaos]\nenabled = true\n[[registry.signers]]\nid = \"s0\"\npublic_key = \"{signer_pub}\"\n{peers}"
+            ))
+            .start();
+        n.wait_ready();
+        n
+    };
+    let id_of = |seed: u8| {
+        ron_overlay::identity::Identity::from_seed([seed; 32])
+            .unwrap()
+            .node_id()
+    };
+    let a = registry_node(
+        42,
+        format!("[[overlay.peers]]\npublic_key = \"{}\"\n", id_of(43)),
+    );
+    let b = registry_node(
+        43,
+        format!(
+            "[[overlay.peers]]\npublic_key = \"{}\"\naddr = \"{}\"\n",
+            id_of(42),
+            a.addr("overlay")
+        ),
+    );
+    let connected = common::poll(Duration::from_secs(30), || {
+        (series(&a, "overlay_sessions_active", &[]) >= 1.0).then_some(())
+    });
+    assert!(connected.is_some(), "{}", a.log_dump());
+
+    let mut bus = common::Sse::open(a.addr("admin"), "/api/v1/bus");
+    let r = request(
+        a.addr("admin"),
+        "POST",
+        "/api/v1/chaos",
+        &[],
+        br#"{"target":"bus","fault":"drop","duration":"5m"}"#,
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let head = commit_region(a.addr("registry"), signer, "lossy");
+    assert!(
+        bus.wait_line(Duration::from_secs(10), |l| l == "event: lagged"),
+        "{:?}",
+        bus.seen()
+    );
+    let head_of =
+        |n: &common::Node| request(n.addr("registry"), "GET", "/registry/head", &[], b"").json();
+    let synced = common::poll(Duration::from_secs(60), || {
+        (head_of(&b) == head).then_some(())
+    });
+    assert!(
+        synced.is_some(),
+        "A {head}, B {}\n{}",
+        head_of(&b),
+        b.log_dump()
+    );
+    assert!(injected(&a, "bus", "drop") >= 1.0);
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// One committed version holding region `region`, signed by `seed` (a
+/// 1-of-1 signer set with id `s0`): the new head.
+fn commit_region(registry: SocketAddr, seed: [u8; 32], region: &str) -> serde_json::Value {
+    let head = request(registry, "GET", "/registry/head", &[], b"").json();
+    let payload = serde_json::json!({"payload": {
+        "version": head["version"].as_u64().unwrap() + 1,
+        "prev_b3": head["payload_b3"],
+        "items": [{"region": {"id": region, "name": region, "parent": null}}],
+        "created_at": "2026-12-07T10:00:00Z",
+    }});
+    let r = request(
+        registry,
+        "POST",
+        "/registry/proposals",
+        &[],
+        payload.to_string().as_bytes(),
+    );
+    assert_eq!(r.status, 202, "{}", r.body);
+    let p = r.json();
+    let id = p["proposal_id"].as_str().unwrap();
+    let h = ron_registry::model::hash_bytes(p["payload_b3"].as_str().unwrap()).unwrap();
+    let sig = ron_registry::model::sign_approval(&seed, p["version"].as_u64().unwrap(), &h);
+    let body = serde_json::json!({"signer_id": "s0", "sig": sig}).to_string();
+    let r = request(
+        registry,
+        "POST",
+        &format!("/registry/proposals/{id}/approvals"),
+        &[],
+        body.as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = request(
+        registry,
+        "POST",
+        &format!("/registry/proposals/{id}/commit"),
+        &[],
+        b"",
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    request(registry, "GET", "/registry/head", &[], b"").json()
+}
+
+/// `ronctl chaos slowloris`: slow request heads are cut at the header
+/// deadline, the gateway keeps answering ordinary requests meanwhile, and
+/// the drill refuses a target that is not on this host.
+#[test]
+fn slow_loris_connections_are_cut_and_the_gateway_keeps_serving() {
+    let node = NodeBuilder::new()
+        .arg("--roles")
+        .arg("omnigate,storage,index")
+        .config_replace(
+            "[metrics]\n",
+            "[limits]\nheader_read_timeout = \"1s\"\n\n[metrics]\n",
+        )
+        .start();
+    node.wait_ready();
+    let out = ronctl(
+        &node,
+        &[
+            "--json",
+            "chaos",
+            "slowloris",
+            "--conns=32",
+            "--duration=4s",
+            "--interval=300ms",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["cut"], 32, "{v}");
+    assert_eq!(v["held"], 0, "{v}");
+    assert_eq!(v["probes"], v["probes_answered"], "{v}");
+    assert!(v["probes"].as_u64().unwrap() >= 3, "{v}");
+    assert!(
+        series(&node, "rejected_total", &[("reason", "header_timeout")]) >= 32.0,
+        "every cut counted"
+    );
+    assert_eq!(readyz(&node).status, 200);
+
+    let out = Command::new(RONCTL)
+        .args([
+            "--url",
+            "http://192.0.2.1:9444",
+            "chaos",
+            "slowloris",
+            "--conns=1",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("--allow-remote"), "{}", text(&out));
+}
