@@ -8,8 +8,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test or bench may panic
 
 mod common;
+#[path = "common/registry.rs"]
+mod registry;
 
-use std::net::SocketAddr;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -386,21 +387,8 @@ fn twice_the_inflight_cap_is_shed_fast_and_readiness_recovers() {
 #[test]
 fn a_lossy_bus_is_reconciled_from_the_head() {
     let signer = [41u8; 32];
-    let signer_pub = hex(ed25519_dalek::SigningKey::from_bytes(&signer)
-        .verifying_key()
-        .as_bytes());
     let registry_node = |seed: u8, peers: String| {
-        let b = NodeBuilder::new().arg("--roles").arg("registry,overlay");
-        let data = b.dir().join("data");
-        std::fs::create_dir_all(&data).unwrap();
-        std::fs::write(data.join("node.key"), format!("{seed:02x}").repeat(32)).unwrap();
-        let n = b
-            .config_extra(&format!(
-                "[chaos]\nenabled = true\n[[registry.signers]]\nid = \"s0\"\npublic_key = \"{signer_pub}\"\n{peers}"
-            ))
-            .start();
-        n.wait_ready();
-        n
+        registry::node(signer, seed, &format!("[chaos]\nenabled = true\n{peers}"))
     };
     let id_of = |seed: u8| {
         ron_overlay::identity::Identity::from_seed([seed; 32])
@@ -433,7 +421,7 @@ fn a_lossy_bus_is_reconciled_from_the_head() {
         br#"{"target":"bus","fault":"drop","duration":"5m"}"#,
     );
     assert_eq!(r.status, 201, "{}", r.body);
-    let head = commit_region(a.addr("registry"), signer, "lossy");
+    let head = registry::commit_region(a.addr("registry"), signer, "lossy", &[]);
     assert!(
         bus.wait_line(Duration::from_secs(10), |l| l == "event: lagged"),
         "{:?}",
@@ -451,52 +439,6 @@ fn a_lossy_bus_is_reconciled_from_the_head() {
         b.log_dump()
     );
     assert!(injected(&a, "bus", "drop") >= 1.0);
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-/// One committed version holding region `region`, signed by `seed` (a
-/// 1-of-1 signer set with id `s0`): the new head.
-fn commit_region(registry: SocketAddr, seed: [u8; 32], region: &str) -> serde_json::Value {
-    let head = request(registry, "GET", "/registry/head", &[], b"").json();
-    let payload = serde_json::json!({"payload": {
-        "version": head["version"].as_u64().unwrap() + 1,
-        "prev_b3": head["payload_b3"],
-        "items": [{"region": {"id": region, "name": region, "parent": null}}],
-        "created_at": "2026-12-07T10:00:00Z",
-    }});
-    let r = request(
-        registry,
-        "POST",
-        "/registry/proposals",
-        &[],
-        payload.to_string().as_bytes(),
-    );
-    assert_eq!(r.status, 202, "{}", r.body);
-    let p = r.json();
-    let id = p["proposal_id"].as_str().unwrap();
-    let h = ron_registry::model::hash_bytes(p["payload_b3"].as_str().unwrap()).unwrap();
-    let sig = ron_registry::model::sign_approval(&seed, p["version"].as_u64().unwrap(), &h);
-    let body = serde_json::json!({"signer_id": "s0", "sig": sig}).to_string();
-    let r = request(
-        registry,
-        "POST",
-        &format!("/registry/proposals/{id}/approvals"),
-        &[],
-        body.as_bytes(),
-    );
-    assert_eq!(r.status, 200, "{}", r.body);
-    let r = request(
-        registry,
-        "POST",
-        &format!("/registry/proposals/{id}/commit"),
-        &[],
-        b"",
-    );
-    assert_eq!(r.status, 201, "{}", r.body);
-    request(registry, "GET", "/registry/head", &[], b"").json()
 }
 
 /// `ronctl chaos slowloris`: slow request heads are cut at the header

@@ -4,6 +4,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test or bench may panic
 
 mod common;
+#[path = "common/registry.rs"]
+mod registry;
 
 use std::time::Duration;
 
@@ -984,84 +986,8 @@ fn a_fetch_cut_off_half_way_resumes_at_the_next_peer_from_the_verified_groups() 
     );
 }
 
-/// One committed version holding a region on `registry`, signed by the
-/// key with `seed` (a 1-of-1 signer set with id `s0`).
-fn commit_region(
-    registry: std::net::SocketAddr,
-    seed: [u8; 32],
-    region: &str,
-) -> serde_json::Value {
-    commit_items(
-        registry,
-        seed,
-        serde_json::json!([{"region": {"id": region, "name": region, "parent": null}}]),
-    )
-}
-
-/// One committed version with `items`, signed as in `commit_region`.
-fn commit_items(
-    registry: std::net::SocketAddr,
-    seed: [u8; 32],
-    items: serde_json::Value,
-) -> serde_json::Value {
-    let head = common::request(registry, "GET", "/registry/head", &[], b"").json();
-    let payload = serde_json::json!({"payload": {
-        "version": head["version"].as_u64().unwrap() + 1,
-        "prev_b3": head["payload_b3"],
-        "items": items,
-        "created_at": "2026-11-25T10:00:00Z",
-    }});
-    let r = common::request(
-        registry,
-        "POST",
-        "/registry/proposals",
-        &[],
-        payload.to_string().as_bytes(),
-    );
-    assert_eq!(r.status, 202, "{}", r.body);
-    let p = r.json();
-    let id = p["proposal_id"].as_str().unwrap();
-    let h = ron_registry::model::hash_bytes(p["payload_b3"].as_str().unwrap()).unwrap();
-    let sig = ron_registry::model::sign_approval(&seed, p["version"].as_u64().unwrap(), &h);
-    let body = serde_json::json!({"signer_id": "s0", "sig": sig}).to_string();
-    let r = common::request(
-        registry,
-        "POST",
-        &format!("/registry/proposals/{id}/approvals"),
-        &[],
-        body.as_bytes(),
-    );
-    assert_eq!(r.status, 200, "{}", r.body);
-    let r = common::request(
-        registry,
-        "POST",
-        &format!("/registry/proposals/{id}/commit"),
-        &[],
-        b"",
-    );
-    assert_eq!(r.status, 201, "{}", r.body);
-    r.json()
-}
-
-/// A node running the registry (1-of-1 signer set `s0` with the key from
-/// `signer`) and the overlay with node key `seed`, plus `peers` tables.
 fn registry_node(signer: [u8; 32], seed: u8, peers: String) -> common::Node {
-    let signer_pub = ron_overlay::identity::hex(
-        ed25519_dalek::SigningKey::from_bytes(&signer)
-            .verifying_key()
-            .as_bytes(),
-    );
-    let b = NodeBuilder::new().arg("--roles").arg("registry,overlay");
-    let data = b.dir().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    std::fs::write(data.join("node.key"), format!("{:02x}", seed).repeat(32)).unwrap();
-    let node = b
-        .config_extra(&format!(
-            "[[registry.signers]]\nid = \"s0\"\npublic_key = \"{signer_pub}\"\n{peers}"
-        ))
-        .start();
-    node.wait_ready();
-    node
+    registry::node(signer, seed, &peers)
 }
 
 #[test]
@@ -1074,7 +1000,7 @@ fn registry_commits_on_a_reach_b_through_gossip_and_sync() {
     );
     let ra = a.addr("registry");
     // A version before B exists: B catches up when the session comes up.
-    commit_region(ra, signer, "early");
+    registry::commit_region(ra, signer, "early", &[]);
     let b = registry_node(
         23,
         format!(
@@ -1090,7 +1016,7 @@ fn registry_commits_on_a_reach_b_through_gossip_and_sync() {
     });
     assert!(caught_up.is_some(), "{}", b.log_dump());
     // A commit while both run travels as gossip, then sync.
-    let h2 = commit_region(ra, signer, "late");
+    let h2 = registry::commit_region(ra, signer, "late", &[]);
     let same = common::poll(Duration::from_secs(60), || {
         (head_of(rb) == h2).then_some(())
     });
@@ -1122,7 +1048,7 @@ fn a_node_descriptor_in_the_registry_pins_and_dials_that_peer() {
         .as_array()
         .unwrap()
         .is_empty());
-    commit_items(
+    registry::commit_items(
         a.addr("registry"),
         signer,
         serde_json::json!([{"node": {
@@ -1132,6 +1058,7 @@ fn a_node_descriptor_in_the_registry_pins_and_dials_that_peer() {
             "roles": ["overlay"],
             "region": null,
         }}]),
+        &[],
     );
     let dialed = common::poll(Duration::from_secs(60), || {
         let p = a.get("admin", "/api/v1/peers").json();
@@ -1153,7 +1080,7 @@ fn a_node_descriptor_in_the_registry_pins_and_dials_that_peer() {
 
     // node-b's descriptor now names another key: A unpins B's and ends
     // the live session (it would otherwise run on until B left).
-    commit_items(
+    registry::commit_items(
         a.addr("registry"),
         signer,
         serde_json::json!([{"node": {
@@ -1163,6 +1090,7 @@ fn a_node_descriptor_in_the_registry_pins_and_dials_that_peer() {
             "roles": ["overlay"],
             "region": null,
         }}]),
+        &[],
     );
     let dropped = common::poll(Duration::from_secs(60), || {
         let p = a.get("admin", "/api/v1/peers").json();
