@@ -293,6 +293,9 @@ impl ron_kernel::handles::DescriptorLog for Registry {
         }
         match self.apply(&a) {
             Ok(_) => Ok(true),
+            // Two syncs (from two peers) raced past the check above and
+            // the other applied this version first: not news, as above.
+            Err(RegistryError::ChainMismatch { head, .. }) if a.version <= head => Ok(false),
             Err(
                 e @ (RegistryError::DiskFull(_) | RegistryError::Db(_) | RegistryError::Schema(_)),
             ) => Err(HandleError::failed(e)),
