@@ -2,7 +2,8 @@
 # Verifies what packaging/ ships, with the tools operators use (installed by
 # packaging/tools.sh when missing):
 #   - prometheus/: `promtool check rules`, and `promtool test rules` (every
-#     alert fires on a breach and stays silent below it);
+#     alert fires on a breach and stays silent below it), also on series
+#     recorded from the chaos drills on a live node (drills.py);
 #   - grafana/: the dashboards are what generate.py makes, and every PromQL
 #     expression in them passes promtool (Grafana variables substituted);
 #   - a live node with every role: `promtool check metrics` is clean on the
@@ -126,6 +127,13 @@ curl -s -o /dev/null "http://$gate/v1/o/b3:nope" || true
 curl -sf "http://$metrics/metrics" >"$work/after.prom"
 promtool check metrics <"$work/after.prom"
 grep -q '^omnigate_hydration_latency_seconds_bucket' "$work/after.prom"
+
+echo "== drills fire the alerts"
+# The runbook's chaos drills on a node of their own (chaos.enabled), and
+# promtool tests built from the series its /metrics gave: each drill's
+# alert is silent before the fault, fires during it, resolves after.
+python3 packaging/prometheus/drills.py "$bin" "$work/drills.rules.test.yml"
+promtool test rules "$work/drills.rules.test.yml"
 
 echo "== openapi"
 # Each plane's document: valid OpenAPI 3.1, served as committed, and

