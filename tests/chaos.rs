@@ -491,3 +491,146 @@ fn slow_loris_connections_are_cut_and_the_gateway_keeps_serving() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("--allow-remote"), "{}", text(&out));
 }
+
+/// The registry's store under a drill: latency slows commits (and shows
+/// in `commit_latency_seconds`), errors fail writes as a failing disk
+/// would — 500, nothing half-written, the registry unready ("registry
+/// store is failing") — and the first write after `chaos clear` succeeds and
+/// makes it ready again.
+#[test]
+fn a_failing_registry_store_fails_writes_cleanly_and_recovers() {
+    let signer = [51u8; 32];
+    let node = registry::node(signer, 52, "[chaos]\nenabled = true\n");
+    let reg = node.addr("registry");
+    let admin = node.addr("admin");
+    let write_plane = || {
+        let s = request(admin, "GET", "/api/v1/status", &[], b"").json();
+        s["planes"]["registry.write"]["ready"].as_bool()
+    };
+    assert_eq!(write_plane(), Some(true));
+
+    let r = request(
+        admin,
+        "POST",
+        "/api/v1/chaos",
+        &[],
+        br#"{"target":"registry","fault":"latency","ms":300}"#,
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let t = Instant::now();
+    registry::commit_region(reg, signer, "slow", &[]);
+    // Three durable writes (proposal, approval, version), 300 ms each.
+    assert!(
+        t.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        t.elapsed()
+    );
+    assert!(series(&node, "commit_latency_seconds_bucket", &[("le", "0.25")]) == 0.0);
+    request(admin, "DELETE", "/api/v1/chaos", &[], b"");
+
+    let before = registry::head(reg);
+    let r = request(
+        admin,
+        "POST",
+        "/api/v1/chaos",
+        &[],
+        br#"{"target":"registry","fault":"error"}"#,
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let payload = serde_json::json!({"payload": {
+        "version": before["version"].as_u64().unwrap() + 1,
+        "prev_b3": before["payload_b3"],
+        "items": [{"region": {"id": "lost", "name": "lost", "parent": null}}],
+        "created_at": "2026-12-07T10:00:00Z",
+    }});
+    let r = request(
+        reg,
+        "POST",
+        "/registry/proposals",
+        &[],
+        payload.to_string().as_bytes(),
+    );
+    assert_eq!(r.status, 500, "{}", r.body);
+    assert_eq!(r.json()["reason"], "internal");
+    let shows = common::poll(Duration::from_secs(10), || {
+        (write_plane() == Some(false)).then_some(())
+    });
+    assert!(shows.is_some(), "a failed write shows on registry.write");
+    let r = readyz(&node);
+    assert_eq!(r.status, 503, "a store that fails writes is not ready");
+    assert!(r.body.contains("registry store is failing"), "{}", r.body);
+    assert_eq!(registry::head(reg), before, "nothing was written");
+
+    request(admin, "DELETE", "/api/v1/chaos", &[], b"");
+    registry::commit_region(reg, signer, "after", &[]);
+    let back = common::poll(Duration::from_secs(10), || {
+        (write_plane() == Some(true)).then_some(())
+    });
+    assert!(
+        back.is_some(),
+        "the next write succeeded: registry.write is ready"
+    );
+    node.wait_ready();
+    assert!(injected(&node, "registry", "error") >= 1.0);
+}
+
+/// The peer edge: with peer fetches failing, a read of an object only a
+/// peer holds is a clean 404 (nothing unverified served, nothing kept);
+/// after `chaos clear` the same read fetches it.
+#[test]
+fn failing_peer_fetches_miss_cleanly_and_recover() {
+    let id_of = |seed: u8| {
+        ron_overlay::identity::Identity::from_seed([seed; 32])
+            .unwrap()
+            .node_id()
+    };
+    let overlay_node = |seed: u8, omnigate: &str, extra: &str| {
+        let b = NodeBuilder::new()
+            .arg("--roles")
+            .arg("overlay,storage,omnigate");
+        let data = b.dir().join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::write(data.join("node.key"), format!("{seed:02x}").repeat(32)).unwrap();
+        let n = b
+            .config_replace(
+                "[omnigate]\naddr = \"127.0.0.1:0\"",
+                &format!("[omnigate]\naddr = \"127.0.0.1:0\"\n{omnigate}"),
+            )
+            .config_extra(&format!("[chaos]\nenabled = true\n{extra}"))
+            .start();
+        n.wait_ready();
+        n
+    };
+    let a = overlay_node(
+        53,
+        "",
+        &format!("[[overlay.peers]]\npublic_key = \"{}\"\n", id_of(54)),
+    );
+    let b = overlay_node(
+        54,
+        "fetch_from_peers = true",
+        &format!(
+            "[[overlay.peers]]\npublic_key = \"{}\"\naddr = \"{}\"\n",
+            id_of(53),
+            a.addr("overlay")
+        ),
+    );
+    let up = common::poll(Duration::from_secs(30), || {
+        (series(&b, "overlay_sessions_active", &[]) >= 1.0).then_some(())
+    });
+    assert!(up.is_some(), "{}", b.log_dump());
+    let data = common::body_of(200_000, 5);
+    let address = put(&a, &data);
+    let path = format!("/v1/o/{address}");
+
+    inject(&b, &["--target=overlay", "--fault=error"]);
+    let r = request(b.addr("omnigate"), "GET", &path, &[], b"");
+    assert_eq!(r.status, 404, "{}", r.body);
+    assert_eq!(injected(&b, "peer", "error"), 1.0);
+
+    let out = ronctl(&b, &["chaos", "clear"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let (status, _, body) = common::request_bytes(b.addr("omnigate"), "GET", &path, &[], b"");
+    assert_eq!(status, 200);
+    assert_eq!(body, data);
+}
