@@ -281,6 +281,14 @@ fn is_chaos(path: &str) -> bool {
 /// unless the node started with `chaos.enabled = true`.
 async fn chaos(st: &PlaneState, req: Request<ReqBody>, path: &str) -> Response<Body> {
     use ron_kernel::chaos::CHAOS;
+    let id = path.strip_prefix("/api/v1/chaos/");
+    // A method the route does not have is 405 on any node; every call it
+    // does have is 403 on a node that takes no faults.
+    match (req.method(), id) {
+        (&Method::GET | &Method::POST | &Method::DELETE, None) | (&Method::DELETE, Some(_)) => {}
+        (_, None) => return Problem::method_not_allowed("GET, POST, DELETE").into_response(),
+        (_, Some(_)) => return Problem::method_not_allowed("DELETE").into_response(),
+    }
     if !CHAOS.enabled() {
         return Problem::new(
             StatusCode::FORBIDDEN,
@@ -289,7 +297,6 @@ async fn chaos(st: &PlaneState, req: Request<ReqBody>, path: &str) -> Response<B
         )
         .into_response();
     }
-    let id = path.strip_prefix("/api/v1/chaos/");
     match (req.method().clone(), id) {
         (Method::GET, None) => json(
             StatusCode::OK,
@@ -371,8 +378,8 @@ async fn chaos(st: &PlaneState, req: Request<ReqBody>, path: &str) -> Response<B
             }
             json(StatusCode::CREATED, &fault.view(std::time::Instant::now()))
         }
-        (_, None) => Problem::method_not_allowed("GET, POST, DELETE").into_response(),
-        (_, Some(_)) => Problem::method_not_allowed("DELETE").into_response(),
+        // Refused above.
+        _ => Problem::method_not_allowed("GET, POST, DELETE").into_response(),
     }
 }
 

@@ -115,6 +115,11 @@ fn a_node_without_chaos_enabled_refuses_every_chaos_call() {
         assert_eq!(r.status, 403, "{method} {path}: {}", r.body);
         assert_eq!(r.json()["reason"], "chaos_disabled", "{}", r.body);
     }
+    // A method the route lacks is 405 on any node.
+    for (method, path) in [("PUT", "/api/v1/chaos"), ("GET", "/api/v1/chaos/f-1")] {
+        let r = request(admin, method, path, &[], b"");
+        assert_eq!(r.status, 405, "{method} {path}: {}", r.body);
+    }
     assert_eq!(node.metric("chaos_faults_active"), Some(0.0));
     assert_eq!(injected(&node, "storage", "latency"), 0.0);
 }
