@@ -318,3 +318,87 @@ fn the_periodic_sweep_collects_a_deleted_objects_packs() {
     );
     a_fresh_replica_serves(&server, &names, &kept);
 }
+
+/// A drill on the bucket edge (`chaos` target `s3`): its latency is timed
+/// as the bucket's (`downstream_latency_seconds{service="s3"}`), its
+/// errors fail a write with 503 `downstream_down` and count as the
+/// bucket's failures; after `chaos clear` the same write succeeds and
+/// reads back whole.
+#[test]
+fn an_s3_drill_is_timed_and_counted_as_the_buckets_own() {
+    let Some(server) = s3::Server::start(s3::Kind::S3sFs) else {
+        return;
+    };
+    let names = names_node();
+    let node = replica_builder(&server, &names, s3::SECRET_KEY)
+        .env("RON_CHAOS__ENABLED", "true")
+        .start();
+    node.wait_ready();
+    let (g, admin) = (node.addr("omnigate"), node.addr("admin"));
+    let slow_calls = || {
+        node.get("metrics", "/metrics")
+            .body
+            .lines()
+            .filter(|l| {
+                l.starts_with("downstream_latency_seconds_bucket{") && l.contains("service=\"s3\"")
+            })
+            .filter(|l| l.contains("le=\"0.2\""))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    let count_of = || {
+        node.get("metrics", "/metrics")
+            .body
+            .lines()
+            .find(|l| {
+                l.starts_with("downstream_latency_seconds_count{") && l.contains("service=\"s3\"")
+            })
+            .and_then(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+
+    let r = request(
+        admin,
+        "POST",
+        "/api/v1/chaos",
+        &[],
+        br#"{"target":"s3","fault":"latency","ms":250}"#,
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let (fast_before, all_before) = (slow_calls(), count_of());
+    let data = body_of(5000, 8);
+    assert_eq!(request(g, "PUT", "/v1/o", &[], &data).status, 201);
+    let calls = count_of() - all_before;
+    assert!(calls >= 1.0);
+    assert_eq!(
+        slow_calls() - fast_before,
+        0.0,
+        "every bucket call of the write took the injected 250 ms"
+    );
+    request(admin, "DELETE", "/api/v1/chaos", &[], b"");
+
+    let r = request(
+        admin,
+        "POST",
+        "/api/v1/chaos",
+        &[],
+        br#"{"target":"s3","fault":"error"}"#,
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let failed_before = node
+        .metric("downstream_connect_errors_total{service=\"s3\"}")
+        .unwrap_or(0.0);
+    let other = body_of(3000, 9);
+    let r = request(g, "PUT", "/v1/o", &[], &other);
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(r.body.contains("downstream_down"), "{}", r.body);
+    assert!(
+        node.metric("downstream_connect_errors_total{service=\"s3\"}")
+            .unwrap_or(0.0)
+            > failed_before
+    );
+    request(admin, "DELETE", "/api/v1/chaos", &[], b"");
+    assert_eq!(request(g, "PUT", "/v1/o", &[], &other).status, 201);
+    let (status, _, body) = request_bytes(g, "GET", &format!("/v1/o/{}", b3(&other)), &[], b"");
+    assert_eq!((status, body == other), (200, true));
+}
