@@ -639,3 +639,68 @@ fn failing_peer_fetches_miss_cleanly_and_recover() {
     assert_eq!(status, 200);
     assert_eq!(body, data);
 }
+
+/// A remote storage with a slow tail (150 ms ± 20 ms on 4 % of the
+/// gateway's calls) and `hedge_read`: every slow first copy of a read is
+/// overtaken by its hedge (`hedge_won` counts them), every read returns
+/// the right bytes, and `/readyz` stays 200 — a slow tail is not an
+/// outage. (The p95 figures are benches/chaos.sh's, drill `hedge`.)
+#[test]
+fn hedged_reads_overtake_a_slow_storage_tail() {
+    let store = NodeBuilder::new().arg("--roles").arg("storage").start();
+    store.wait_ready();
+    let gate = NodeBuilder::new()
+        .arg("--roles")
+        .arg("omnigate,index")
+        .config_replace(
+            "[omnigate]\naddr = \"127.0.0.1:0\"\n",
+            "[omnigate]\naddr = \"127.0.0.1:0\"\nhedge_read = true\n",
+        )
+        .config_extra(&format!(
+            "[chaos]\nenabled = true\n[omnigate.downstream]\nstorage = \"http://{}\"\n",
+            store.addr("storage")
+        ))
+        .start();
+    gate.wait_ready();
+    let data = common::body_of(4096, 11);
+    let addr = put(&gate, &data);
+    let path = format!("/v1/o/{addr}");
+    // Samples for the hedge delay (the p95 of recent reads).
+    for _ in 0..20 {
+        assert_eq!(
+            request(gate.addr("omnigate"), "GET", &path, &[], b"").status,
+            200
+        );
+    }
+    inject(
+        &gate,
+        &[
+            "--target=storage",
+            "--fault=latency",
+            "--ms=150",
+            "--jitter-ms=20",
+            "--rate=0.04",
+        ],
+    );
+    for i in 0..100 {
+        let (status, _, body) =
+            common::request_bytes(gate.addr("omnigate"), "GET", &path, &[], b"");
+        assert_eq!(status, 200, "read {i}");
+        assert_eq!(body, data, "read {i}");
+        if i % 25 == 0 {
+            assert_eq!(readyz(&gate).status, 200);
+        }
+    }
+    let slow = injected(&gate, "storage", "latency");
+    let won = series(
+        &gate,
+        "omnigate_hedged_reads_total",
+        &[("outcome", "hedge_won")],
+    );
+    eprintln!("{slow} slow storage calls, {won} hedges won");
+    assert!(slow >= 4.0, "{slow} slow calls");
+    assert!(
+        won >= 1.0,
+        "no hedge overtook a slow read ({slow} slow calls)"
+    );
+}

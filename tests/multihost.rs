@@ -290,14 +290,17 @@ fn drill(net: &Net) {
 
     // Partition C: its sessions drop on both sides and are counted; A and
     // B keep serving and committing.
-    let cut_before = series(&a, "rejected_total", &[("reason", "idle_timeout")])
-        + series(&a, "rejected_total", &[("reason", "write_timeout")]);
+    let cut = |n: &common::Node| -> f64 {
+        ["idle_timeout", "read_timeout", "write_timeout"]
+            .iter()
+            .map(|r| series(n, "rejected_total", &[("reason", r)]))
+            .sum()
+    };
+    let cut_before = cut(&a);
     net.link('c', false);
     wait_sessions(&a, 1.0, "A after C's partition");
     wait_sessions(&b, 1.0, "B after C's partition");
-    let cut_after = series(&a, "rejected_total", &[("reason", "idle_timeout")])
-        + series(&a, "rejected_total", &[("reason", "write_timeout")]);
-    assert!(cut_after > cut_before, "the dropped session is counted");
+    assert!(cut(&a) > cut_before, "the dropped session is counted");
     registry::commit_region(ra, SIGNER, "during-1", &[WRITE]);
     let head = registry::commit_region(ra, SIGNER, "during-2", &[WRITE]);
     assert!(
