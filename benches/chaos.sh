@@ -10,8 +10,8 @@
 #                 fault and hedging off (hot reload).
 #   2. errors   — 1 % injected storage errors for the window at 200 req/s:
 #                 the share of failed requests, and /readyz throughout.
-#   3. overload — storage answering in 50 ms, inflight_max = 32: 32 clients
-#                 (the cap: the unloaded baseline) then 64 (twice it):
+#   3. overload — storage answering in 50 ms, inflight_max = 32: 16 clients
+#                 (half the cap: the unloaded baseline) then 64 (twice it):
 #                 admitted p95 against the baseline's, how fast the excess
 #                 is shed, /readyz during the load and after it.
 #   4. soak     — every role, 300 GET/s for SOAK_SECONDS (default 600)
@@ -154,13 +154,13 @@ overload)
   g=$(addr over omnigate); oa=$(addr over admin); oh=$(addr over metrics)
   a=$(put "$g" "$WORK/obj4k")
   inject "$oa" '{"target":"storage","fault":"latency","ms":50}' >/dev/null
-  base=$(python3 benches/chaos_load.py "$g" "/v1/o/$a" 32 "$DRILL_SECONDS" "$oh")
+  base=$(python3 benches/chaos_load.py "$g" "/v1/o/$a" 16 "$DRILL_SECONDS" "$oh")
   loaded=$(python3 benches/chaos_load.py "$g" "/v1/o/$a" 64 "$DRILL_SECONDS" "$oh")
   clear_faults "$oa"
   results+=("overload: $(python3 - "$base" "$loaded" <<'PY'
 import json, sys
 b, l = json.loads(sys.argv[1]), json.loads(sys.argv[2])
-print(f"storage at 50 ms, inflight_max 32: 32 clients (baseline) admitted p95 {b['admitted_ms']['p95']} ms, "
+print(f"storage at 50 ms, inflight_max 32: 16 clients (unloaded baseline) admitted p95 {b['admitted_ms']['p95']} ms, "
       f"{b['by_status']}; 64 clients admitted p95 {l['admitted_ms']['p95']} ms "
       f"({l['admitted_ms']['p95'] / b['admitted_ms']['p95']:.2f}× baseline), shed {l['by_status'].get('503', 0)} "
       f"at p95 {l['shed_ms']['p95']} ms, {l['by_status']}; /readyz 503 in {100 * l['readyz_503_share']:.0f} % of polls "
