@@ -346,19 +346,19 @@ async fn chaos(st: &PlaneState, req: Request<ReqBody>, path: &str) -> Response<B
                 Err(e) => return Problem::bad_request("bad_fault", e.to_string()).into_response(),
             };
             tracing::warn!(
-                id = %fault.id,
-                target = fault.target.name(),
-                fault = fault.fault.name(),
-                ms = fault.ms,
-                jitter_ms = fault.jitter_ms,
-                rate = fault.rate,
+                id = %fault.settings.id,
+                target = fault.settings.target.name(),
+                fault = fault.settings.fault.name(),
+                ms = fault.settings.ms,
+                jitter_ms = fault.settings.jitter_ms,
+                rate = fault.settings.rate,
                 duration = ?fault.duration,
                 "chaos: fault injected"
             );
             st.bus.publish(KernelEvent::ChaosInjected {
-                id: fault.id.clone(),
-                target: fault.target.name().into(),
-                fault: fault.fault.name().into(),
+                id: fault.settings.id.clone(),
+                target: fault.settings.target.name().into(),
+                fault: fault.settings.fault.name().into(),
             });
             if let Some(d) = fault.duration {
                 // Ends it on time, and says so on the bus.

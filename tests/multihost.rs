@@ -142,14 +142,8 @@ fn builder(net: &Net, host: char) -> NodeBuilder {
         .keep_dir()
         .wrapped_in("ip", &["netns", "exec", &net.ns(host)])
         .arg("--roles")
-        .arg("omnigate,storage,index,registry,overlay");
-    let data = b.dir().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    std::fs::write(
-        data.join("node.key"),
-        format!("{:02x}", seed_of(host)).repeat(32),
-    )
-    .unwrap();
+        .arg("omnigate,storage,index,registry,overlay")
+        .node_key(seed_of(host));
     // Each pair has one session: the later host (b after a, c after
     // both) dials, the earlier one only pins the key.
     let peers: String = ['a', 'b', 'c']
@@ -185,21 +179,8 @@ fn builder(net: &Net, host: char) -> NodeBuilder {
         .config_extra(&format!("{}{peers}", registry::signer_config(SIGNER)))
 }
 
-fn series(node: &common::Node, name: &str, labels: &[(&str, &str)]) -> f64 {
-    let body = request(node.addr("metrics"), "GET", "/metrics", &[], b"").body;
-    body.lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
-        .filter(|l| {
-            labels
-                .iter()
-                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
-        })
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-        .sum()
-}
-
 fn sessions(node: &common::Node) -> f64 {
-    series(node, "overlay_sessions_active", &[])
+    node.series("overlay_sessions_active", &[])
 }
 
 fn wait_sessions(node: &common::Node, n: f64, why: &str) {
@@ -293,7 +274,7 @@ fn drill(net: &Net) {
     let cut = |n: &common::Node| -> f64 {
         ["idle_timeout", "read_timeout", "write_timeout"]
             .iter()
-            .map(|r| series(n, "rejected_total", &[("reason", r)]))
+            .map(|r| n.series("rejected_total", &[("reason", r)]))
             .sum()
     };
     let cut_before = cut(&a);
@@ -334,7 +315,7 @@ fn drill(net: &Net) {
     assert_eq!(history(b.addr("registry")), truth, "B's log is A's");
     assert_eq!(history(c.addr("registry")), truth, "C's log is A's");
     assert_eq!(
-        series(&c, "registry_follower_rejected_total", &[]),
+        c.series("registry_follower_rejected_total", &[]),
         0.0,
         "every synced artifact verified"
     );
@@ -357,7 +338,7 @@ fn drill(net: &Net) {
     // resuming from what C verified.
     let big = common::body_of(48 << 20, 9);
     let big_addr = put(&b, &big);
-    let bytes_in = |n: &common::Node| series(n, "overlay_bytes_total", &[("dir", "in")]);
+    let bytes_in = |n: &common::Node| n.series("overlay_bytes_total", &[("dir", "in")]);
     let before = bytes_in(&c);
     let gate_c = c.addr("omnigate");
     let path = format!("/v1/o/{big_addr}");

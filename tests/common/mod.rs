@@ -185,6 +185,15 @@ impl NodeBuilder {
         self.dir.path()
     }
 
+    /// Writes the node key `seed` repeated (64 hex digits) into the data
+    /// dir: a known node id (`Identity::from_seed([seed; 32])`).
+    pub fn node_key(self, seed: u8) -> Self {
+        let data = self.dir().join("data");
+        std::fs::create_dir_all(&data).expect("data dir");
+        std::fs::write(data.join("node.key"), format!("{seed:02x}").repeat(32)).expect("node key");
+        self
+    }
+
     pub fn config_path(&self) -> PathBuf {
         self.dir.path().join("node.toml")
     }
@@ -339,6 +348,43 @@ impl Node {
             let (k, v) = l.split_once(' ')?;
             (k == name).then(|| v.parse().ok()).flatten()
         })
+    }
+
+    /// The sum of the series `name` whose labels include every pair of
+    /// `labels` (0 when there is none).
+    pub fn series(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.get("metrics", "/metrics")
+            .body
+            .lines()
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+            .filter(|l| {
+                labels
+                    .iter()
+                    .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+            })
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// Injects a drill fault (`spec`: the JSON of `POST /api/v1/chaos`,
+    /// the node started with `chaos.enabled = true`); its id.
+    pub fn inject(&self, spec: &str) -> String {
+        let r = request(
+            self.addr("admin"),
+            "POST",
+            "/api/v1/chaos",
+            &[],
+            spec.as_bytes(),
+        );
+        assert_eq!(r.status, 201, "{spec}: {}", r.body);
+        r.json()["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Clears every drill fault; how many there were.
+    pub fn clear_faults(&self) -> u64 {
+        let r = request(self.addr("admin"), "DELETE", "/api/v1/chaos", &[], b"");
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.json()["cleared"].as_u64().unwrap()
     }
 
     pub fn wait_ready(&self) {

@@ -90,13 +90,10 @@ pub fn head(registry: SocketAddr) -> serde_json::Value {
 /// `s0`) and the overlay with node key `seed`, with `extra` config (peer
 /// tables, sections).
 pub fn node(signer: [u8; 32], seed: u8, extra: &str) -> crate::common::Node {
-    let b = crate::common::NodeBuilder::new()
+    let node = crate::common::NodeBuilder::new()
         .arg("--roles")
-        .arg("registry,overlay");
-    let data = b.dir().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    std::fs::write(data.join("node.key"), format!("{seed:02x}").repeat(32)).unwrap();
-    let node = b
+        .arg("registry,overlay")
+        .node_key(seed)
         .config_extra(&format!("{}{extra}", signer_config(signer)))
         .start();
     node.wait_ready();

@@ -157,15 +157,21 @@ pub struct Spec {
 /// Longest latency a fault may add (a drill, not a hang).
 pub const MAX_MS: u64 = 60_000;
 
-/// A fault in force.
-#[derive(Debug)]
-pub struct Active {
+/// What a fault does and where: as asked for, checked.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Settings {
     pub id: String,
     pub target: Target,
     pub fault: Fault,
     pub ms: u64,
     pub jitter_ms: u64,
     pub rate: f64,
+}
+
+/// A fault in force.
+#[derive(Debug)]
+pub struct Active {
+    pub settings: Settings,
     pub duration: Option<Duration>,
     expires: Option<Instant>,
     /// Calls that consulted this fault, for the deterministic rate.
@@ -177,12 +183,8 @@ pub struct Active {
 /// What `GET /api/v1/chaos` shows of a fault.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct FaultView {
-    pub id: String,
-    pub target: Target,
-    pub fault: Fault,
-    pub ms: u64,
-    pub jitter_ms: u64,
-    pub rate: f64,
+    #[serde(flatten)]
+    pub settings: Settings,
     /// Seconds left; absent = until cleared.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub remaining_seconds: Option<f64>,
@@ -196,12 +198,13 @@ impl Active {
 
     /// Whether this call is hit: exactly ⌊n·rate⌋ of the first n calls.
     fn take(&self) -> bool {
-        if self.rate >= 1.0 {
+        if self.settings.rate >= 1.0 {
             self.hits.fetch_add(1, Ordering::Relaxed);
             return true;
         }
         let n = self.calls.fetch_add(1, Ordering::Relaxed);
-        let hit = ((n + 1) as f64 * self.rate).floor() > (n as f64 * self.rate).floor();
+        let hit =
+            ((n + 1) as f64 * self.settings.rate).floor() > (n as f64 * self.settings.rate).floor();
         if hit {
             self.hits.fetch_add(1, Ordering::Relaxed);
         }
@@ -209,23 +212,18 @@ impl Active {
     }
 
     fn delay(&self) -> Duration {
-        let ms = if self.jitter_ms == 0 {
-            self.ms
+        let ms = if self.settings.jitter_ms == 0 {
+            self.settings.ms
         } else {
-            let lo = self.ms.saturating_sub(self.jitter_ms);
-            fastrand::u64(lo..=self.ms + self.jitter_ms)
+            let lo = self.settings.ms.saturating_sub(self.settings.jitter_ms);
+            fastrand::u64(lo..=self.settings.ms + self.settings.jitter_ms)
         };
         Duration::from_millis(ms)
     }
 
     pub fn view(&self, now: Instant) -> FaultView {
         FaultView {
-            id: self.id.clone(),
-            target: self.target,
-            fault: self.fault,
-            ms: self.ms,
-            jitter_ms: self.jitter_ms,
-            rate: self.rate,
+            settings: self.settings.clone(),
             remaining_seconds: self
                 .expires
                 .map(|t| t.saturating_duration_since(now).as_secs_f64()),
@@ -294,7 +292,7 @@ impl Chaos {
     }
 
     fn rearm(&self, faults: &[Arc<Active>]) {
-        let bits = faults.iter().fold(0, |b, f| b | f.target.bit());
+        let bits = faults.iter().fold(0, |b, f| b | f.settings.target.bit());
         self.armed.store(bits, Ordering::Release);
         metrics::gauge!(names::CHAOS_FAULTS_ACTIVE).set(faults.len() as f64);
     }
@@ -354,12 +352,14 @@ impl Chaos {
         };
         let id = format!("f-{}", self.next.fetch_add(1, Ordering::Relaxed));
         let active = Arc::new(Active {
-            id,
-            target,
-            fault,
-            ms,
-            jitter_ms,
-            rate,
+            settings: Settings {
+                id,
+                target,
+                fault,
+                ms,
+                jitter_ms,
+                rate,
+            },
             duration,
             expires: duration.map(|d| Instant::now() + d),
             calls: AtomicU64::new(0),
@@ -377,9 +377,9 @@ impl Chaos {
         let mut table = self.table();
         let mut gone = Vec::new();
         table.retain(|f| {
-            let keep = id.is_some_and(|id| f.id != id);
+            let keep = id.is_some_and(|id| f.settings.id != id);
             if !keep {
-                gone.push(f.id.clone());
+                gone.push(f.settings.id.clone());
             }
             keep
         });
@@ -395,7 +395,7 @@ impl Chaos {
         table.retain(|f| {
             let keep = !f.expired(now);
             if !keep {
-                gone.push(f.id.clone());
+                gone.push(f.settings.id.clone());
             }
             keep
         });
@@ -431,7 +431,7 @@ impl Chaos {
         let faults: Vec<Arc<Active>> = self
             .table()
             .iter()
-            .filter(|f| f.target == target && !f.expired(now))
+            .filter(|f| f.settings.target == target && !f.expired(now))
             .cloned()
             .collect();
         for f in faults {
@@ -441,14 +441,14 @@ impl Chaos {
             metrics::counter!(
                 names::CHAOS_FAULTS_INJECTED_TOTAL,
                 "target" => target.name(),
-                "fault" => f.fault.name()
+                "fault" => f.settings.fault.name()
             )
             .increment(1);
-            match f.fault {
+            match f.settings.fault {
                 Fault::Latency => v.delay += f.delay(),
                 Fault::Error | Fault::Drop => {
                     v.fail.get_or_insert(Injected {
-                        id: f.id.clone(),
+                        id: f.settings.id.clone(),
                         target: target.name(),
                     });
                 }
@@ -534,7 +534,7 @@ mod tests {
             c.at_blocking(Target::Index).is_ok(),
             "other edges untouched"
         );
-        assert_eq!(c.clear(Some(&f.id)), vec![f.id.clone()]);
+        assert_eq!(c.clear(Some(&f.settings.id)), vec![f.settings.id.clone()]);
         assert!(!c.armed(Target::Storage));
         assert!(c.at_blocking(Target::Storage).is_ok());
     }
@@ -597,16 +597,16 @@ mod tests {
                 ..spec("overlay", "error")
             })
             .unwrap();
-        assert_eq!(brief.target, Target::Peer);
+        assert_eq!(brief.settings.target, Target::Peer);
         let kept = c.inject(&spec("mailbox", "error")).unwrap();
         std::thread::sleep(Duration::from_millis(5)); // past the 1 ms duration
         assert!(
             c.at_blocking(Target::Peer).is_ok(),
             "an expired fault hits nothing"
         );
-        assert_eq!(c.expire(), vec![brief.id.clone()]);
+        assert_eq!(c.expire(), vec![brief.settings.id.clone()]);
         assert_eq!(c.list().len(), 1);
-        assert_eq!(c.clear(None), vec![kept.id.clone()]);
+        assert_eq!(c.clear(None), vec![kept.settings.id.clone()]);
         assert_eq!(c.armed.load(Ordering::Relaxed), 0);
     }
 }
